@@ -1,0 +1,1 @@
+"""The portable pipeline model: a pure description of what is computed, no execution."""

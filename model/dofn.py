@@ -1,0 +1,111 @@
+"""DoFn: the user's per-element function, with its lifecycle and parameters.
+
+>>> class Split(DoFn):
+...     def process(self, element, timestamp=DoFn.TimestampParam):
+...         for word in element.split():
+...             yield word
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from tidal.model.userstate import StateSpec, TimerSpec
+
+__all__ = ["DoFn", "DoFnParam", "CallableDoFn"]
+
+
+class DoFnParam:
+    """A marker default value: ``def process(self, x, w=DoFn.WindowParam)``."""
+
+    __slots__ = ("kind", "spec")
+
+    def __init__(self, kind: str, spec: Any = None) -> None:
+        self.kind = kind
+        self.spec = spec
+
+    def __repr__(self) -> str:
+        return f"DoFn.{self.kind}" + (f"({self.spec!r})" if self.spec is not None else "")
+
+    def __call__(self, spec: Any) -> "DoFnParam":
+        if self.kind == "StateParam" and not isinstance(spec, StateSpec):
+            raise TypeError(f"DoFn.StateParam needs a state spec, got {spec!r}")
+        if self.kind == "TimerParam" and not isinstance(spec, TimerSpec):
+            raise TypeError(f"DoFn.TimerParam needs a TimerSpec, got {spec!r}")
+        return DoFnParam(self.kind, spec)
+
+
+class DoFn:
+    """Processes elements one at a time; override :meth:`process`.
+
+    Lifecycle: ``setup`` once per instance, ``start_bundle`` / ``finish_bundle``
+    around each bundle, ``process`` per element, ``teardown`` at the end.
+    ``process`` may return an iterable of outputs or yield them; an output
+    may be a :class:`~tidal.TaggedOutput` or a ``TimestampedValue``.
+    """
+
+    ElementParam = DoFnParam("ElementParam")
+    TimestampParam = DoFnParam("TimestampParam")
+    WindowParam = DoFnParam("WindowParam")
+    PaneInfoParam = DoFnParam("PaneInfoParam")
+    KeyParam = DoFnParam("KeyParam")
+    StateParam = DoFnParam("StateParam")
+    TimerParam = DoFnParam("TimerParam")
+
+    def setup(self) -> None:
+        """Called once per DoFn instance before any bundle."""
+
+    def start_bundle(self) -> None:
+        """Called before each bundle of elements."""
+
+    def process(self, element: Any, *args: Any, **kwargs: Any) -> Iterable[Any] | None:
+        """Process one element; return or yield the outputs."""
+        raise TypeError(f"{type(self).__name__} must define process(self, element, ...)")
+
+    def finish_bundle(self) -> Iterable[Any] | None:
+        """Called after each bundle; may yield WindowedValue outputs."""
+
+    def teardown(self) -> None:
+        """Called once when the DoFn instance is discarded."""
+
+    def default_label(self) -> str:
+        return type(self).__name__
+
+    @staticmethod
+    def unbounded_per_element() -> Callable[[Any], Any]:  # Beam-compatible no-op decorator
+        return lambda f: f
+
+
+class CallableDoFn(DoFn):
+    """A DoFn made from a plain function by Map, FlatMap, Filter and friends.
+
+    ``kind`` tells the invoker which fast kernel to use: "map" (one output),
+    "flatmap" (an iterable of outputs), "filter" (keep when true), and the
+    ``*_tuple`` variants that unpack the element into arguments.
+    """
+
+    def __init__(self, fn: Callable[..., Any], kind: str) -> None:
+        if not callable(fn):
+            raise TypeError(f"expected a callable, got {fn!r}")
+        self.fn = fn
+        self.kind = kind
+
+    def process(self, element: Any, *args: Any, **kwargs: Any) -> Iterable[Any] | None:
+        kind = self.kind
+        if kind == "map":
+            return (self.fn(element, *args, **kwargs),)
+        if kind == "flatmap":
+            return self.fn(element, *args, **kwargs)
+        if kind == "filter":
+            return (element,) if self.fn(element, *args, **kwargs) else ()
+        if kind == "maptuple":
+            return (self.fn(*element, *args, **kwargs),)
+        if kind == "flatmaptuple":
+            return self.fn(*element, *args, **kwargs)
+        raise ValueError(f"unknown CallableDoFn kind {kind!r}")
+
+    def default_label(self) -> str:
+        return getattr(self.fn, "__name__", type(self.fn).__name__)
+
+    def __repr__(self) -> str:
+        return f"{self.kind}({self.default_label()})"

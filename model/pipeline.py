@@ -1,0 +1,218 @@
+"""Pipeline: builds the graph of applied transforms and hands it to a runner.
+
+>>> import tidal as td
+>>> with td.Pipeline() as p:
+...     lengths = p | td.Create(["a", "bb"]) | td.Map(len)
+...     td.testing.assert_that(lengths, td.testing.equal_to([1, 2]))
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator
+
+import attrs
+
+from tidal.model.pvalue import AsSideInput, DoOutputsTuple, PBegin, PCollection
+from tidal.model.ptransform import PrimitiveTransform, PTransform
+
+if TYPE_CHECKING:
+    from tidal.model.result import PipelineResult
+    from tidal.runners.runner import Runner
+
+__all__ = ["Pipeline", "AppliedTransform", "PipelineGraph", "PipelineError"]
+
+
+class PipelineError(ValueError):
+    """A pipeline was built wrongly; the message names the step."""
+
+
+class AppliedTransform:
+    """One application of a transform: its full label, inputs, outputs and parts.
+
+    Frozen once the pipeline runs; runners read primitives only.
+    """
+
+    def __init__(
+        self,
+        full_label: str,
+        transform: PTransform | None,
+        parent: "AppliedTransform | None",
+        inputs: tuple[PCollection[Any], ...] = (),
+        side_inputs: tuple[AsSideInput, ...] = (),
+    ) -> None:
+        self.full_label = full_label
+        self.transform = transform
+        self.parent = parent
+        self.inputs = inputs
+        self.side_inputs = side_inputs
+        self.outputs: dict[str, PCollection[Any]] = {}
+        self.parts: list[AppliedTransform] = []
+
+    @property
+    def is_primitive(self) -> bool:
+        return isinstance(self.transform, PrimitiveTransform)
+
+    @property
+    def main_output(self) -> PCollection[Any]:
+        return next(iter(self.outputs.values()))
+
+    def __repr__(self) -> str:
+        return f"<AppliedTransform {self.full_label!r}>"
+
+
+@attrs.frozen
+class PipelineGraph:
+    """The immutable primitive graph a runner executes (application order is topological)."""
+
+    primitives: tuple[AppliedTransform, ...]
+    root: AppliedTransform
+
+    def consumers(self) -> dict[PCollection[Any], list[AppliedTransform]]:
+        """For each PCollection, the primitives that read it (as main or side input)."""
+        out: dict[PCollection[Any], list[AppliedTransform]] = {}
+        for node in self.primitives:
+            for pc in node.inputs:
+                out.setdefault(pc, []).append(node)
+            for view in node.side_inputs:
+                out.setdefault(view.pcoll, []).append(node)
+        return out
+
+    def pcollections(self) -> list[PCollection[Any]]:
+        return [pc for node in self.primitives for pc in node.outputs.values()]
+
+
+def _flatten_pvalues(result: Any) -> Iterator[PCollection[Any]]:
+    if isinstance(result, PCollection):
+        yield result
+    elif isinstance(result, DoOutputsTuple):
+        yield from result
+    elif isinstance(result, (list, tuple)):
+        for r in result:
+            yield from _flatten_pvalues(r)
+    elif isinstance(result, dict):
+        for r in result.values():
+            yield from _flatten_pvalues(r)
+
+
+class Pipeline:
+    """A graph of transforms, run by a runner when the ``with`` block ends or on ``run()``.
+
+    ``runner`` is a registered name ("direct", "ray", "microbatch") or a
+    Runner instance; by default the direct runner (or the one the ``tidal``
+    command line chose).
+    """
+
+    def __init__(self, runner: "str | Runner | None" = None, options: dict[str, Any] | None = None) -> None:
+        self._runner_spec = runner
+        self.options: dict[str, Any] = dict(options or {})
+        self._root = AppliedTransform("", None, None)
+        self._stack: list[AppliedTransform] = [self._root]
+        self._labels: set[str] = set()
+        self._primitives: list[AppliedTransform] = []
+        self._result: PipelineResult | None = None
+
+    # -- building ---------------------------------------------------------
+    def apply(self, transform: PTransform, pvalueish: Any = None, label: str | None = None) -> Any:
+        """Apply ``transform`` to ``pvalueish`` under ``label`` and return its output."""
+        if not isinstance(transform, PTransform):
+            raise TypeError(f"expected a PTransform, got {transform!r}")
+        if pvalueish is None or pvalueish is self:
+            pvalueish = PBegin(self)
+        name = label or transform.label or transform.default_label()
+        parent = self._stack[-1]
+        full_label = f"{parent.full_label}/{name}" if parent.full_label else name
+        if full_label in self._labels:
+            raise PipelineError(
+                f"duplicate label {full_label!r}: every transform in a pipeline needs a unique "
+                f"label; name this one with 'another label' >> {transform.default_label()}"
+            )
+        inputs = tuple(_flatten_pvalues(pvalueish))
+        for pc in inputs:
+            if pc.pipeline is not self:
+                raise PipelineError(
+                    f"step {full_label!r}: input {pc.name!r} belongs to a different pipeline; "
+                    "a PCollection can only be used in the pipeline that created it"
+                )
+        side_inputs = tuple(getattr(transform, "side_inputs", ()))
+        for view in side_inputs:
+            if view.pcoll.pipeline is not self:
+                raise PipelineError(
+                    f"step {full_label!r}: side input {view.pcoll.name!r} belongs to a different "
+                    "pipeline; a PCollection can only be used in the pipeline that created it"
+                )
+        self._labels.add(full_label)
+        node = AppliedTransform(full_label, transform, parent, inputs, side_inputs)
+        parent.parts.append(node)
+        self._stack.append(node)
+        try:
+            if isinstance(transform, PrimitiveTransform):
+                transform.validate_input(pvalueish, full_label)
+            result = transform.expand(pvalueish)
+        finally:
+            self._stack.pop()
+        if isinstance(transform, PrimitiveTransform):
+            self._primitives.append(node)
+        if not node.is_primitive:
+            for i, pc in enumerate(_flatten_pvalues(result)):
+                node.outputs[pc.tag or str(i)] = pc
+        return result
+
+    def current_node(self) -> AppliedTransform:
+        """The transform being expanded (primitives attach their outputs to it)."""
+        return self._stack[-1]
+
+    def _new_output(
+        self, tag: str = "out", windowing: Any = None, is_bounded: bool = True
+    ) -> PCollection[Any]:
+        node = self.current_node()
+        kwargs: dict[str, Any] = {"is_bounded": is_bounded}
+        if windowing is not None:
+            kwargs["windowing"] = windowing
+        pc: PCollection[Any] = PCollection(self, node, tag, **kwargs)
+        node.outputs[tag] = pc
+        return pc
+
+    def __or__(self, transform: PTransform) -> Any:
+        return self.apply(transform, PBegin(self))
+
+    # -- the graph ----------------------------------------------------------
+    def graph(self) -> PipelineGraph:
+        """The primitive graph as it stands now."""
+        return PipelineGraph(tuple(self._primitives), self._root)
+
+    def to_dot(self) -> str:
+        """The pipeline as a Graphviz ``dot`` digraph."""
+        from tidal.model.render import to_dot
+
+        return to_dot(self.graph())
+
+    def to_mermaid(self) -> str:
+        """The pipeline as a Mermaid flowchart."""
+        from tidal.model.render import to_mermaid
+
+        return to_mermaid(self.graph())
+
+    # -- running ------------------------------------------------------------
+    @property
+    def runner(self) -> "Runner":
+        from tidal.runners.registry import resolve_runner
+
+        return resolve_runner(self._runner_spec)
+
+    def run(self) -> "PipelineResult":
+        """Run the pipeline on its runner; returns the PipelineResult."""
+        self._result = self.runner.run_pipeline(self)
+        return self._result
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.run().wait_until_finish()
+
+    @property
+    def result(self) -> "PipelineResult | None":
+        """The result of the last run (also set by the ``with`` block)."""
+        return self._result
+

@@ -1,0 +1,266 @@
+"""Event-time values: Timestamp, Duration and the MIN/MAX bounds.
+
+At the API, times are seconds (int or float), as in Apache Beam. Inside the
+runners they are plain ``int`` microseconds: windowed values carry an int, and
+a :class:`Timestamp` is built only when user code asks for one.
+
+>>> Timestamp(10) + Duration(5)
+Timestamp(15)
+>>> Timestamp(10.5).micros
+10500000
+>>> Timestamp(3) == 3
+True
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+from typing import Union
+
+__all__ = [
+    "Timestamp",
+    "Duration",
+    "MIN_TIMESTAMP",
+    "MAX_TIMESTAMP",
+    "MIN_TIMESTAMP_US",
+    "MAX_TIMESTAMP_US",
+    "GLOBAL_WINDOW_END_US",
+    "to_micros",
+    "duration_to_micros",
+]
+
+MIN_TIMESTAMP_US: int = -0x7FFFFFFFFFFFFFFF - 1
+MAX_TIMESTAMP_US: int = 0x7FFFFFFFFFFFFFFF
+#: The global window ends one day before MAX_TIMESTAMP (as in Beam), so that
+#: a timer set at its end + lateness never overflows.
+GLOBAL_WINDOW_END_US: int = MAX_TIMESTAMP_US - 86_400_000_000
+
+TimestampLike = Union["Timestamp", int, float]
+DurationLike = Union["Duration", int, float]
+
+
+def to_micros(value: TimestampLike, what: str = "timestamp") -> int:
+    """Convert a timestamp given in seconds (or a Timestamp) to int microseconds.
+
+    Raises ValueError for a value outside [MIN_TIMESTAMP, MAX_TIMESTAMP].
+    """
+    if isinstance(value, Timestamp):
+        return value.micros
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be seconds as int or float, or a Timestamp; got {value!r}")
+    if value != value:  # NaN
+        raise ValueError(f"{what} is NaN")
+    micros = round(value * 1_000_000)
+    if micros < MIN_TIMESTAMP_US or micros > MAX_TIMESTAMP_US:
+        raise ValueError(
+            f"{what} {value!r} s is outside [MIN_TIMESTAMP, MAX_TIMESTAMP] "
+            f"({MIN_TIMESTAMP_US / 1e6:.0f} s .. {MAX_TIMESTAMP_US / 1e6:.0f} s)"
+        )
+    return micros
+
+
+def duration_to_micros(value: DurationLike, what: str = "duration") -> int:
+    """Convert a duration in seconds (or a Duration) to int microseconds."""
+    if isinstance(value, Duration):
+        return value.micros
+    if isinstance(value, Timestamp):
+        raise TypeError(f"{what} must be a Duration or seconds, not a Timestamp")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be seconds as int or float, or a Duration; got {value!r}")
+    return round(value * 1_000_000)
+
+
+def _seconds_repr(micros: int) -> str:
+    if micros % 1_000_000 == 0:
+        return str(micros // 1_000_000)
+    return repr(micros / 1_000_000)
+
+
+@functools.total_ordering
+class Timestamp:
+    """A point in event time with microsecond precision.
+
+    Compares with other Timestamps and with plain numbers (read as seconds).
+    """
+
+    __slots__ = ("micros",)
+
+    micros: int
+
+    def __init__(self, seconds: TimestampLike = 0, micros: int = 0) -> None:
+        total = to_micros(seconds) + int(micros)
+        if total < MIN_TIMESTAMP_US or total > MAX_TIMESTAMP_US:
+            raise ValueError(f"timestamp {total} µs is outside [MIN_TIMESTAMP, MAX_TIMESTAMP]")
+        object.__setattr__(self, "micros", total)
+
+    @classmethod
+    def of(cls, seconds: TimestampLike) -> "Timestamp":
+        """Coerce seconds or a Timestamp into a Timestamp."""
+        return seconds if isinstance(seconds, Timestamp) else cls(seconds)
+
+    @classmethod
+    def from_micros(cls, micros: int) -> "Timestamp":
+        """Build a Timestamp from int microseconds without range conversion cost."""
+        ts = object.__new__(cls)
+        object.__setattr__(ts, "micros", micros)
+        return ts
+
+    @classmethod
+    def from_utc_datetime(cls, dt: datetime.datetime) -> "Timestamp":
+        """Build a Timestamp from a timezone-aware UTC datetime."""
+        if dt.tzinfo is None:
+            raise ValueError("from_utc_datetime needs a timezone-aware datetime")
+        epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+        delta = dt - epoch
+        return cls.from_micros((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
+
+    @classmethod
+    def now(cls) -> "Timestamp":
+        """The current wall-clock time."""
+        import time
+
+        return cls.from_micros(time.time_ns() // 1000)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Timestamp is immutable")
+
+    def seconds(self) -> float:
+        """This timestamp in (float) seconds."""
+        return self.micros / 1_000_000
+
+    def to_utc_datetime(self) -> datetime.datetime:
+        """This timestamp as a timezone-aware UTC datetime."""
+        epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+        return epoch + datetime.timedelta(microseconds=self.micros)
+
+    def predecessor(self) -> "Timestamp":
+        """The timestamp one microsecond earlier."""
+        return Timestamp.from_micros(self.micros - 1)
+
+    def successor(self) -> "Timestamp":
+        """The timestamp one microsecond later."""
+        return Timestamp.from_micros(self.micros + 1)
+
+    def __float__(self) -> float:
+        return self.micros / 1_000_000
+
+    def __int__(self) -> int:
+        return self.micros // 1_000_000
+
+    def __repr__(self) -> str:
+        if self.micros == MIN_TIMESTAMP_US:
+            return "MIN_TIMESTAMP"
+        if self.micros == MAX_TIMESTAMP_US:
+            return "MAX_TIMESTAMP"
+        return f"Timestamp({_seconds_repr(self.micros)})"
+
+    def __str__(self) -> str:
+        return repr(self)
+
+    def _other_micros(self, other: object) -> int | None:
+        if isinstance(other, Timestamp):
+            return other.micros
+        if isinstance(other, Duration):
+            return None
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            return round(other * 1_000_000)
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        m = self._other_micros(other)
+        return m is not None and self.micros == m
+
+    def __lt__(self, other: object) -> bool:
+        m = self._other_micros(other)
+        if m is None:
+            return NotImplemented
+        return self.micros < m
+
+    def __hash__(self) -> int:
+        return hash(self.micros)
+
+    def __add__(self, other: DurationLike) -> "Timestamp":
+        if isinstance(other, Timestamp):
+            raise TypeError("cannot add two Timestamps")
+        return Timestamp.from_micros(self.micros + duration_to_micros(other))
+
+    __radd__ = __add__
+
+    def __sub__(self, other: "Timestamp | DurationLike") -> "Timestamp | Duration":
+        if isinstance(other, Timestamp):
+            return Duration(micros=self.micros - other.micros)
+        return Timestamp.from_micros(self.micros - duration_to_micros(other))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Timestamp.from_micros, (self.micros,))
+
+
+@functools.total_ordering
+class Duration:
+    """A span of event or processing time with microsecond precision."""
+
+    __slots__ = ("micros",)
+
+    micros: int
+
+    def __init__(self, seconds: DurationLike = 0, micros: int = 0) -> None:
+        object.__setattr__(self, "micros", duration_to_micros(seconds) + int(micros))
+
+    @classmethod
+    def of(cls, seconds: DurationLike) -> "Duration":
+        """Coerce seconds or a Duration into a Duration."""
+        return seconds if isinstance(seconds, Duration) else cls(seconds)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Duration is immutable")
+
+    def seconds(self) -> float:
+        """This duration in (float) seconds."""
+        return self.micros / 1_000_000
+
+    def __repr__(self) -> str:
+        return f"Duration({_seconds_repr(self.micros)})"
+
+    def _other_micros(self, other: object) -> int | None:
+        if isinstance(other, Duration):
+            return other.micros
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            return round(other * 1_000_000)
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        m = self._other_micros(other)
+        return m is not None and self.micros == m
+
+    def __lt__(self, other: object) -> bool:
+        m = self._other_micros(other)
+        if m is None:
+            return NotImplemented
+        return self.micros < m
+
+    def __hash__(self) -> int:
+        return hash(self.micros)
+
+    def __add__(self, other: DurationLike) -> "Duration":
+        if isinstance(other, Timestamp):
+            return NotImplemented
+        return Duration(micros=self.micros + duration_to_micros(other))
+
+    __radd__ = __add__
+
+    def __sub__(self, other: DurationLike) -> "Duration":
+        return Duration(micros=self.micros - duration_to_micros(other))
+
+    def __neg__(self) -> "Duration":
+        return Duration(micros=-self.micros)
+
+    def __float__(self) -> float:
+        return self.micros / 1_000_000
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Duration, (0, self.micros))
+
+
+MIN_TIMESTAMP = Timestamp.from_micros(MIN_TIMESTAMP_US)
+MAX_TIMESTAMP = Timestamp.from_micros(MAX_TIMESTAMP_US)

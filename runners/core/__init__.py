@@ -1,0 +1,1 @@
+"""Semantics shared by every runner: plan, DoFn invocation, windowing, triggers, state."""

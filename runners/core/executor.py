@@ -1,0 +1,269 @@
+"""LocalExecutor: runs an execution plan in one process, bundle by bundle.
+
+It builds the operators of every stage, wires each output to its consumers,
+pulls bundles from the sources and moves watermarks through the graph in
+topological order (a stage's input watermark is the minimum over its
+inputs). The direct runner is this executor; other runners reuse its
+wiring for the part of the plan they run in one place.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from typing import Any, Callable, Iterator
+
+from tidal.model.metrics import MetricsContainer
+from tidal.model.pipeline import AppliedTransform
+from tidal.model.primitives import CombinePerKey, Flatten, GroupByKey, Impulse, ParDo, Read, WindowInto
+from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US
+from tidal.runners.core.errors import PipelineExecutionError
+from tidal.runners.core.operators import (
+    AssignWindowsOperator,
+    CombinePerKeyOperator,
+    FlattenOperator,
+    GroupByKeyOperator,
+    Operator,
+    ParDoOperator,
+    PrecombineOperator,
+)
+from tidal.runners.core.plan import ExecutionPlan
+from tidal.runners.core.sources import SourceDriver, make_source_driver
+
+__all__ = ["LocalExecutor", "Clock", "WallClock", "ManualClock"]
+
+
+class Clock(abc.ABC):
+    """Processing time in microseconds; tests and TestStream use a manual clock."""
+
+    @abc.abstractmethod
+    def now_us(self) -> int:
+        """The current processing time."""
+
+    def advance_to(self, micros: int) -> None:
+        """Move a manual clock forward (a wall clock ignores this)."""
+
+
+class WallClock(Clock):
+    def now_us(self) -> int:
+        return time.time_ns() // 1000
+
+
+class ManualClock(Clock):
+    """A clock that only moves when told to (TestStream's advance_processing_time)."""
+
+    def __init__(self, start_us: int = 0) -> None:
+        self._now = start_us
+
+    def now_us(self) -> int:
+        return self._now
+
+    def advance_to(self, micros: int) -> None:
+        self._now = max(self._now, micros)
+
+
+class LocalExecutor:
+    """Executes ``plan`` in this process; ``run()`` returns when every source is done."""
+
+    def __init__(self, plan: ExecutionPlan, bundle_size: int = 10_000, strict: bool = False, clock: Clock | None = None) -> None:
+        self.plan = plan
+        self.bundle_size = bundle_size
+        self.strict = strict
+        self.ops: list[Operator] = []
+        self.op_of: dict[AppliedTransform, Operator] = {}
+        self.sources: list[tuple[SourceDriver, Operator | None, AppliedTransform]] = []
+        # For each operator: its main-input producers and side-input producers (op or source driver).
+        self._main_inputs: dict[Operator, list[Any]] = {}
+        self._side_inputs: dict[Operator, list[Any]] = {}
+        self._out_wm: dict[Any, int] = {}
+        self.clock: Clock = clock or WallClock()
+        self._build()
+
+    # -- wiring ---------------------------------------------------------------
+    def _build(self) -> None:
+        producer_of: dict[Any, tuple[Any, str]] = {}  # pcoll -> (op or driver, tag)
+        for stage in self.plan.stages:
+            for node in stage.nodes:
+                t = node.transform
+                if isinstance(t, (Read, Impulse)):
+                    driver = make_source_driver(node, self.bundle_size)
+                    self.sources.append((driver, None, node))
+                    self._out_wm[driver] = MIN_TIMESTAMP_US
+                    for tag, pc in node.outputs.items():
+                        producer_of[pc] = (driver, tag)
+                    continue
+                op = self._make_operator(node)
+                self.ops.append(op)
+                self.op_of[node] = op
+                self._out_wm[op] = MIN_TIMESTAMP_US
+                mains: list[Any] = []
+                for slot, pc in enumerate(node.inputs):
+                    src, tag = self._producer_for(node, pc, producer_of)
+                    self._connect(src, tag, lambda b, op=op, slot=slot: op.process(b, slot))
+                    mains.append(src)
+                sides: list[Any] = []
+                for index, view in enumerate(node.side_inputs):
+                    src, tag = producer_of[view.pcoll]
+                    self._connect(src, tag, lambda b, op=op, index=index: op.process_side(index, b))
+                    sides.append(src)
+                self._main_inputs[op] = mains
+                self._side_inputs[op] = sides
+                for tag, pc in node.outputs.items():
+                    producer_of[pc] = (op, tag)
+            for combine in stage.precombines:
+                src_pc = combine.inputs[0]
+                src, tag = producer_of[src_pc]
+                pre = PrecombineOperator(f"{combine.full_label}/Precombine", combine.transform.fn)  # type: ignore[union-attr]
+                self.ops.append(pre)
+                self._out_wm[pre] = MIN_TIMESTAMP_US
+                self._connect(src, tag, lambda b, pre=pre: pre.process(b, 0))
+                self._main_inputs[pre] = [src]
+                self._side_inputs[pre] = []
+                self._precombine_of = getattr(self, "_precombine_of", {})
+                self._precombine_of[combine] = pre
+        # Keep operators in topological order: a precombine must come before its combine.
+        self.ops.sort(key=lambda op: self._topo_index(op))
+
+    def _topo_index(self, op: Operator) -> tuple[int, int]:
+        for i, node in enumerate(self.plan.graph.primitives):
+            if self.op_of.get(node) is op:
+                return (i, 1)
+            pre = getattr(self, "_precombine_of", {}).get(node)
+            if pre is op:
+                return (i, 0)
+        return (len(self.plan.graph.primitives), 0)
+
+    def _producer_for(self, node: AppliedTransform, pc: Any, producer_of: dict[Any, tuple[Any, str]]) -> tuple[Any, str]:
+        if node in self.plan.lifted:
+            pre = self._precombine_of[node]
+            return pre, "out"
+        return producer_of[pc]
+
+    def _connect(self, src: Any, tag: str, receiver: Callable[[list[Any]], None]) -> None:
+        src.add_receiver(tag, receiver)
+
+    def _make_operator(self, node: AppliedTransform) -> Operator:
+        t = node.transform
+        label = node.full_label
+        if isinstance(t, ParDo):
+            windowfn = node.inputs[0].windowing.windowfn
+            side_fns = [v.pcoll.windowing.windowfn for v in t.side_inputs]
+            from tidal.runners.core.plan import is_stateful_pardo
+
+            if is_stateful_pardo(node):
+                from tidal.runners.core.stateful import StatefulParDoOperator
+
+                return StatefulParDoOperator(label, t, node.inputs[0].windowing, side_fns, strict=self.strict)
+            return ParDoOperator(label, t, windowfn, side_fns, strict=self.strict)
+        if isinstance(t, WindowInto):
+            return AssignWindowsOperator(label, t)
+        if isinstance(t, Flatten):
+            return FlattenOperator(label, num_inputs=len(node.inputs))
+        if isinstance(t, GroupByKey):
+            return GroupByKeyOperator(label, t, node.inputs[0].windowing)
+        if isinstance(t, CombinePerKey):
+            return CombinePerKeyOperator(label, t, node.inputs[0].windowing, lifted=node in self.plan.lifted)
+        raise PipelineExecutionError(label, f"no operator for primitive {type(t).__name__}")
+
+    # -- running --------------------------------------------------------------
+    def run(self, cancelled: Callable[[], bool] = lambda: False) -> None:
+        """Open the operators, drain the sources, fire everything, close the operators."""
+        opened: list[Operator] = []
+        try:
+            for op in self.ops:
+                op.open()
+                opened.append(op)
+            for driver, _, _ in self.sources:
+                driver.open(self.clock)
+            self._loop(cancelled)
+        finally:
+            errors: list[BaseException] = []
+            for op in opened:
+                try:
+                    op.close()
+                except BaseException as exc:  # keep closing the others
+                    errors.append(exc)
+            for driver, _, _ in self.sources:
+                driver.close()
+            if errors and not isinstance(_current_exception(), BaseException):
+                raise errors[0]
+
+    def _loop(self, cancelled: Callable[[], bool]) -> None:
+        active = [d for d, _, _ in self.sources]
+        self.propagate()
+        while active and not cancelled():
+            progressed = False
+            for driver in list(active):
+                event = driver.poll(self.clock)
+                if event.bundle:
+                    driver.emit(event.bundle)
+                    progressed = True
+                if event.processing_time is not None:
+                    self.clock.advance_to(event.processing_time)
+                    progressed = True
+                self._out_wm[driver] = driver.watermark
+                if driver.done:
+                    active.remove(driver)
+                    progressed = True
+            self.propagate()
+            if not progressed:
+                self._wait_for_work(active)
+        if cancelled():
+            return
+        self.propagate()
+        self._drain_processing_time()
+        stalled = [op for op in self.ops if self._out_wm[op] < MAX_TIMESTAMP_US]
+        if stalled:
+            op = stalled[0]
+            raise PipelineExecutionError(
+                op.label,
+                "the pipeline stalled: every source is done but this step's watermark is stuck at "
+                f"{self._out_wm[op]} µs (it still holds buffered data)",
+            )
+
+    def _wait_for_work(self, active: list[SourceDriver]) -> None:
+        deadlines = [d for d in (op.next_processing_deadline() for op in self.ops) if d is not None]
+        now = self.clock.now_us()
+        wait = 0.005
+        if deadlines:
+            wait = min(wait, max(0.0, (min(deadlines) - now) / 1e6))
+        for driver in active:
+            hint = driver.idle_hint()
+            if hint is not None:
+                wait = min(wait, hint)
+        if wait > 0 and isinstance(self.clock, WallClock):
+            time.sleep(wait)
+
+    def _drain_processing_time(self) -> None:
+        """At the end of input, fire processing-time triggers that are still waiting."""
+        for _ in range(10_000):
+            deadlines = [d for d in (op.next_processing_deadline() for op in self.ops) if d is not None]
+            if not deadlines:
+                return
+            if isinstance(self.clock, WallClock):
+                return  # windows close at the final watermark anyway
+            self.clock.advance_to(min(deadlines))
+            self.propagate()
+
+    def propagate(self) -> None:
+        """Move watermarks and processing time through the graph, in topological order."""
+        now = self.clock.now_us()
+        out_wm = self._out_wm
+        for op in self.ops:
+            mains = self._main_inputs[op]
+            main_wm = min((out_wm[s] for s in mains), default=MAX_TIMESTAMP_US)
+            side_wms = [out_wm[s] for s in self._side_inputs[op]]
+            op.advance(main_wm, side_wms, now)
+            out_wm[op] = max(out_wm[op], op.output_watermark())
+
+    def metrics(self) -> list[MetricsContainer]:
+        return [op.metrics for op in self.ops] + [d.metrics for d, _, _ in self.sources]
+
+    def iter_operators(self) -> Iterator[Operator]:
+        return iter(self.ops)
+
+
+def _current_exception() -> BaseException | None:
+    import sys
+
+    return sys.exc_info()[1]

@@ -1,0 +1,114 @@
+"""The execution plan: the primitive graph cut into fused stages.
+
+Consecutive element-wise primitives (stateless ParDo, WindowInto) fuse into
+the stage of their producer; a stage starts at a source, a keyed exchange
+(GroupByKey, CombinePerKey, stateful ParDo) or a Flatten fan-in. A
+CombinePerKey is *lifted* when its windowing allows it: a partial combine
+runs at the end of the producing stage, before the exchange.
+
+>>> import tidal as td
+>>> p = td.Pipeline()
+>>> _ = p | td.Create([("a", 1)]) | td.Map(lambda kv: kv) | td.CombinePerKey(sum)
+>>> [s.describe() for s in build_plan(p.graph()).stages]
+['stage 0: Create -> Map(<lambda>) -> [partial CombinePerKey(sum)]', 'stage 1: CombinePerKey(sum)']
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from tidal.model.pipeline import AppliedTransform, PipelineGraph
+from tidal.model.primitives import CombinePerKey, Flatten, GroupByKey, ParDo, WindowInto
+from tidal.model.pvalue import PCollection
+from tidal.model.strategy import WindowingStrategy
+from tidal.model.window import TimestampCombiner
+from tidal.runners.core.invoker import DoFnSignature
+
+__all__ = ["Stage", "ExecutionPlan", "build_plan", "can_lift", "is_stateful_pardo"]
+
+
+@attrs.define
+class Stage:
+    """A fused chain of primitives that runs without an exchange inside it."""
+
+    id: int
+    nodes: list[AppliedTransform]
+    #: How the stage's root reads its main inputs: "keyed" (by key), "union" (Flatten),
+    #: "source" (no input).
+    input_kind: str
+    #: CombinePerKey nodes whose partial combine runs at the end of this stage.
+    precombines: list[AppliedTransform] = attrs.field(factory=list)
+
+    @property
+    def root(self) -> AppliedTransform:
+        return self.nodes[0]
+
+    def describe(self) -> str:
+        parts = [_short(n.full_label) for n in self.nodes]
+        parts += [f"[partial {_short(n.full_label)}]" for n in self.precombines]
+        return f"stage {self.id}: " + " -> ".join(parts)
+
+
+def _short(label: str) -> str:
+    return label.split("/")[0] if "/" in label and label.split("/")[0] == "Create" else label
+
+
+@attrs.define
+class ExecutionPlan:
+    """Stages in topological order, and where each primitive landed."""
+
+    graph: PipelineGraph
+    stages: list[Stage]
+    stage_of: dict[AppliedTransform, Stage]
+    lifted: set[AppliedTransform]
+
+    def describe(self) -> str:
+        return "\n".join(s.describe() for s in self.stages)
+
+
+def is_stateful_pardo(node: AppliedTransform) -> bool:
+    t = node.transform
+    return isinstance(t, ParDo) and DoFnSignature(t.fn).is_stateful
+
+
+def can_lift(windowing: WindowingStrategy) -> bool:
+    """Partial combining is exact for non-merging windows under the default trigger."""
+    return (
+        not windowing.windowfn.is_merging()
+        and windowing.has_default_trigger
+        and windowing.timestamp_combiner is TimestampCombiner.OUTPUT_AT_EOW
+    )
+
+
+def build_plan(graph: PipelineGraph, lift_combiners: bool = True) -> ExecutionPlan:
+    """Cut ``graph`` into fused stages (application order is already topological)."""
+    stages: list[Stage] = []
+    stage_of: dict[AppliedTransform, Stage] = {}
+    producer: dict[PCollection[Any], AppliedTransform] = {}
+    lifted: set[AppliedTransform] = set()
+    for node in graph.primitives:
+        t = node.transform
+        fusible = isinstance(t, WindowInto) or (isinstance(t, ParDo) and not is_stateful_pardo(node))
+        if fusible and node.inputs and node.inputs[0] in producer:
+            stage = stage_of[producer[node.inputs[0]]]
+            stage.nodes.append(node)
+        else:
+            if isinstance(t, (GroupByKey, CombinePerKey)) or is_stateful_pardo(node):
+                kind = "keyed"
+            elif isinstance(t, Flatten):
+                kind = "union"
+            else:
+                kind = "source"
+            stage = Stage(len(stages), [node], kind)
+            stages.append(stage)
+        stage_of[node] = stage
+        for pc in node.outputs.values():
+            producer[pc] = node
+        if isinstance(t, CombinePerKey) and lift_combiners and node.inputs:
+            src = node.inputs[0]
+            if can_lift(src.windowing) and src in producer:
+                lifted.add(node)
+                stage_of[producer[src]].precombines.append(node)
+    return ExecutionPlan(graph, stages, stage_of, lifted)

@@ -1,0 +1,528 @@
+"""The windowing state machine behind GroupByKey and CombinePerKey.
+
+:class:`KeyedWindowReducer` is tidal's ReduceFnRunner: for each key and window
+it buffers values (or combines them into an accumulator), merges windows
+(sessions, custom merging WindowFns) together with their state, trigger
+state and holds, runs the trigger (``triggers.py``), emits panes with their
+PaneInfo and output timestamp, drops late data, holds the output watermark
+and garbage-collects a window's state once the watermark passes its end plus
+the allowed lateness. Every runner groups through this class.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import Any, Callable
+
+from tidal.model.combinefn import CombineFn
+from tidal.model.strategy import WindowingStrategy
+from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US, Timestamp
+from tidal.model.trigger import AccumulationMode, PaneInfo, PaneInfoTiming, is_default_trigger
+from tidal.model.window import MergeContext, TimestampCombiner
+from tidal.runners.core.errors import PipelineExecutionError, UserCodeError, describe_element
+from tidal.runners.core.triggers import TriggerContext, compile_trigger
+
+__all__ = ["ReduceFn", "GroupReduceFn", "CombineReduceFn", "KeyedWindowReducer"]
+
+_EOW, _GC = 0, 1
+
+
+class ReduceFn:
+    """How a pane's contents are built: a list of values (GroupByKey) or an accumulator."""
+
+    def empty(self) -> Any:
+        return []
+
+    def add(self, contents: Any, value: Any) -> Any:
+        contents.append(value)
+        return contents
+
+    def merge(self, contents: list[Any]) -> Any:
+        return [v for c in contents for v in c]
+
+    def output(self, contents: Any, accumulating: bool) -> Any:
+        return list(contents) if accumulating else contents
+
+
+class GroupReduceFn(ReduceFn):
+    """GroupByKey: the pane is the list of values."""
+
+
+class CombineReduceFn(ReduceFn):
+    """CombinePerKey: the pane is ``extract_output`` of an accumulator.
+
+    When ``lifted``, the inputs are partial accumulators built before the
+    shuffle, and they are merged rather than added.
+    """
+
+    def __init__(self, fn: CombineFn, lifted: bool, label: str) -> None:
+        self.fn = fn
+        self.lifted = lifted
+        self.label = label
+
+    def empty(self) -> Any:
+        return self.fn.create_accumulator()
+
+    def add(self, contents: Any, value: Any) -> Any:
+        if self.lifted:
+            return self.fn.merge_accumulators([contents, value])
+        return self.fn.add_input(contents, value)
+
+    def merge(self, contents: list[Any]) -> Any:
+        return self.fn.merge_accumulators(contents)
+
+    def output(self, contents: Any, accumulating: bool) -> Any:
+        return self.fn.extract_output(contents)
+
+
+class _WindowState:
+    """Everything kept for one (key, window)."""
+
+    __slots__ = (
+        "contents",
+        "new_count",
+        "hold",
+        "tstate",
+        "pane_index",
+        "nonspec_index",
+        "on_time_fired",
+        "closed",
+        "deadline",
+    )
+
+    def __init__(self, contents: Any) -> None:
+        self.contents = contents
+        self.new_count = 0
+        self.hold: int | None = None
+        self.tstate: dict[Any, Any] = {}
+        self.pane_index = 0
+        self.nonspec_index = 0
+        self.on_time_fired = False
+        self.closed = False
+        self.deadline: int | None = None
+
+
+class KeyedWindowReducer:
+    """Groups (key, value) windowed values by key and window under a windowing strategy.
+
+    ``process`` takes a bundle, ``advance`` moves the input watermark and/or
+    processing time; both return the panes that fired, as windowed-value
+    tuples ``((key, result), timestamp_us, (window,), pane)``.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        strategy: WindowingStrategy,
+        reduce_fn: ReduceFn,
+        on_dropped: Callable[[int], None] | None = None,
+    ) -> None:
+        self.label = label
+        self.strategy = strategy
+        self.reduce_fn = reduce_fn
+        self.windowfn = strategy.windowfn
+        self.merging = strategy.windowfn.is_merging()
+        self.trigger = compile_trigger(strategy.trigger)
+        self.default_trigger = is_default_trigger(strategy.trigger)
+        self.accumulating = strategy.accumulation_mode is AccumulationMode.ACCUMULATING
+        self.lateness = strategy.allowed_lateness_us
+        self.combiner = strategy.timestamp_combiner
+        self.on_dropped = on_dropped
+        self.states: dict[tuple[Any, Any], _WindowState] = {}
+        self.active: dict[Any, set[Any]] = {}
+        self._timers: list[tuple[int, int, int, Any, Any]] = []
+        self._deadlines: list[tuple[int, int, Any, Any]] = []
+        self._seq = itertools.count()
+        self.input_watermark = MIN_TIMESTAMP_US
+        self.output_watermark = MIN_TIMESTAMP_US
+        self.processing_time = MIN_TIMESTAMP_US
+        self.dropped = 0
+
+    # -- input ------------------------------------------------------------------
+    def process(self, bundle: list[Any]) -> list[Any]:
+        """Add a bundle of (key, value) windowed values; return the panes that fire."""
+        if self.merging:
+            touched = self._process_merging(bundle)
+        else:
+            touched = self._process_plain(bundle)
+        out: list[Any] = []
+        wm, now = self.input_watermark, self.processing_time
+        trigger = self.trigger
+        for (key, window), st in touched.items():
+            if st.closed:
+                continue
+            ctx = TriggerContext(wm, now, window._end_us - 1)
+            if trigger.should_fire(st.tstate, ctx):
+                self._fire(key, window, st, ctx, out)
+            self._schedule_deadline(key, window, st)
+        return out
+
+    def _bad_element(self, value: Any) -> PipelineExecutionError:
+        return PipelineExecutionError(
+            self.label,
+            f"GroupByKey and CombinePerKey need (key, value) pairs; got {describe_element(value)}. "
+            "Map each element to a pair first, for example Map(lambda x: (key_of(x), x))",
+        )
+
+    def _unhashable_key(self, key: Any) -> PipelineExecutionError:
+        return PipelineExecutionError(
+            self.label,
+            f"the key {describe_element(key)} is not hashable ({type(key).__name__}); "
+            "keys must be hashable values such as str, int or tuple",
+        )
+
+    def _process_plain(self, bundle: list[Any]) -> dict[tuple[Any, Any], _WindowState]:
+        # Hot loop for non-merging windows: written for speed on purpose.
+        states = self.states
+        touched: dict[tuple[Any, Any], _WindowState] = {}
+        wm = self.input_watermark
+        expiry_slack = self.lateness
+        reduce_add = self.reduce_fn.add
+        track_hold = self.combiner is not TimestampCombiner.OUTPUT_AT_EOW
+        default = self.default_trigger
+        trigger = self.trigger
+        now = self.processing_time
+        kv: Any = None
+        try:
+            for kv, t, ws, _p in bundle:
+                key, value = kv
+                for w in ws:
+                    kw = (key, w)
+                    st = states.get(kw)
+                    if st is None:
+                        if w._end_us - 1 + expiry_slack < wm:
+                            self._drop(1)
+                            continue
+                        st = self._new_state(key, w)
+                    elif st.closed:
+                        self._drop(1)
+                        continue
+                    st.contents = reduce_add(st.contents, value)
+                    st.new_count += 1
+                    if track_hold:
+                        self._add_hold(st, w, t)
+                    if not default:
+                        trigger.on_element(st.tstate, TriggerContext(wm, now, w._end_us - 1))
+                    touched[kw] = st
+        except (TypeError, ValueError) as exc:
+            self._raise_for(kv, exc)
+        except Exception as exc:
+            raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, kv) from exc
+        return touched
+
+    def _raise_for(self, kv: Any, exc: Exception) -> None:
+        try:
+            key, _ = kv
+        except (TypeError, ValueError):
+            raise self._bad_element(kv) from exc
+        try:
+            hash(key)
+        except TypeError:
+            raise self._unhashable_key(key) from exc
+        raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, kv) from exc
+
+    def _process_merging(self, bundle: list[Any]) -> dict[tuple[Any, Any], _WindowState]:
+        wm, now = self.input_watermark, self.processing_time
+        per_key: dict[Any, list[tuple[Any, int, Any]]] = {}
+        kv: Any = None
+        try:
+            for kv, t, ws, _p in bundle:
+                key, value = kv
+                items = per_key.get(key)
+                if items is None:
+                    items = per_key[key] = []
+                for w in ws:
+                    if w._end_us - 1 + self.lateness < wm:
+                        self._drop(1)
+                        continue
+                    items.append((value, t, w))
+        except (TypeError, ValueError) as exc:
+            self._raise_for(kv, exc)
+        touched: dict[tuple[Any, Any], _WindowState] = {}
+        for key, items in per_key.items():
+            if not items:
+                continue
+            mapping = self._merge_key(key, {w for _, _, w in items})
+            for value, t, w in items:
+                target = mapping.get(w, w)
+                kw = (key, target)
+                st = self.states.get(kw)
+                if st is None:
+                    st = self._new_state(key, target)
+                    self.active.setdefault(key, set()).add(target)
+                elif st.closed:
+                    self._drop(1)
+                    continue
+                try:
+                    st.contents = self.reduce_fn.add(st.contents, value)
+                except Exception as exc:
+                    raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, (key, value)) from exc
+                st.new_count += 1
+                if self.combiner is not TimestampCombiner.OUTPUT_AT_EOW:
+                    self._add_hold(st, target, t)
+                self.trigger.on_element(st.tstate, TriggerContext(wm, now, target._end_us - 1))
+                touched[kw] = st
+        return touched
+
+    def _merge_key(self, key: Any, new_windows: set[Any]) -> dict[Any, Any]:
+        """Merge the key's active windows with the new ones; returns window -> merged window."""
+        active = self.active.setdefault(key, set())
+        candidates = active | new_windows
+        ctx = MergeContext(sorted(candidates) if _sortable(candidates) else list(candidates))
+        try:
+            self.windowfn.merge(ctx)
+        except Exception as exc:
+            raise UserCodeError(self.label, self.windowfn.merge, exc, key) from exc
+        mapping: dict[Any, Any] = {}
+        seen: set[Any] = set()
+        for to_merge, result in ctx.merges:
+            for w in to_merge:
+                if w not in candidates:
+                    raise PipelineExecutionError(
+                        self.label,
+                        f"the merging WindowFn {self.windowfn!r} merged {w!r}, which is not one of "
+                        f"the windows it was given ({sorted(map(repr, candidates))})",
+                    )
+                if w in seen:
+                    raise PipelineExecutionError(
+                        self.label,
+                        f"the merging WindowFn {self.windowfn!r} is inconsistent: it merged the "
+                        f"window {w!r} into more than one result in one merge call",
+                    )
+                seen.add(w)
+            if len(to_merge) < 2 and (not to_merge or to_merge[0] == result):
+                continue
+            for w in to_merge:
+                mapping[w] = result
+            self._merge_states(key, [w for w in to_merge if w in active], result)
+            active.difference_update(to_merge)
+            active.add(result)
+        for w in new_windows:
+            if w not in mapping:
+                active.add(w)
+        return mapping
+
+    def _merge_states(self, key: Any, sources: list[Any], result: Any) -> None:
+        source_states = [self.states.pop((key, w)) for w in sources if (key, w) in self.states]
+        if not source_states:
+            return
+        existing = self.states.get((key, result))
+        if existing is not None:
+            source_states.append(existing)
+        st = _WindowState(self.reduce_fn.merge([s.contents for s in source_states]))
+        st.new_count = sum(s.new_count for s in source_states)
+        holds = [s.hold for s in source_states if s.hold is not None]
+        st.hold = min(holds) if holds else None
+        ctx = TriggerContext(self.input_watermark, self.processing_time, result._end_us - 1)
+        self.trigger.on_merge(st.tstate, [s.tstate for s in source_states], ctx)
+        st.pane_index = max(s.pane_index for s in source_states)
+        st.nonspec_index = max(s.nonspec_index for s in source_states)
+        st.on_time_fired = ctx.past_end_of_window and any(s.on_time_fired for s in source_states)
+        st.closed = any(s.closed for s in source_states)
+        self.states[(key, result)] = st
+        self._push_timers(key, result)
+
+    def _new_state(self, key: Any, window: Any) -> _WindowState:
+        st = _WindowState(self.reduce_fn.empty())
+        self.states[(key, window)] = st
+        self._push_timers(key, window)
+        return st
+
+    def _push_timers(self, key: Any, window: Any) -> None:
+        max_ts = window._end_us - 1
+        seq = next(self._seq)
+        heapq.heappush(self._timers, (max_ts, _EOW, seq, key, window))
+        heapq.heappush(self._timers, (min(max_ts + self.lateness, MAX_TIMESTAMP_US), _GC, seq, key, window))
+
+    def _add_hold(self, st: _WindowState, window: Any, t: int) -> None:
+        max_ts = window._end_us - 1
+        if t < self.output_watermark:
+            h = max_ts  # already late: it cannot hold the watermark back
+        elif self.combiner is TimestampCombiner.OUTPUT_AT_EARLIEST_TRANSFORMED:
+            h = self.windowfn.get_transformed_output_time(window, Timestamp.from_micros(t)).micros
+        else:
+            h = t
+        if st.hold is None:
+            st.hold = h
+        elif self.combiner is TimestampCombiner.OUTPUT_AT_LATEST:
+            st.hold = max(st.hold, h)
+        else:
+            st.hold = min(st.hold, h)
+
+    def _drop(self, n: int) -> None:
+        self.dropped += n
+        if self.on_dropped is not None:
+            self.on_dropped(n)
+
+    def _schedule_deadline(self, key: Any, window: Any, st: _WindowState) -> None:
+        deadline = self.trigger.processing_deadline(st.tstate)
+        if deadline is not None and deadline != st.deadline:
+            st.deadline = deadline
+            heapq.heappush(self._deadlines, (deadline, next(self._seq), key, window))
+
+    # -- firing -----------------------------------------------------------------
+    def _fire(self, key: Any, window: Any, st: _WindowState, ctx: TriggerContext, out: list[Any], final: bool = False) -> None:
+        max_ts = window._end_us - 1
+        if not ctx.past_end_of_window:
+            timing = PaneInfoTiming.EARLY
+        elif not st.on_time_fired:
+            timing = PaneInfoTiming.ON_TIME
+        else:
+            timing = PaneInfoTiming.LATE
+        finished = True if final else self.trigger.on_fire(st.tstate, ctx)
+        if st.new_count == 0 and timing is not PaneInfoTiming.ON_TIME:
+            if finished:
+                st.closed = True
+            return
+        if timing is PaneInfoTiming.ON_TIME:
+            st.on_time_fired = True
+        expiring = ctx.watermark_us > max_ts + self.lateness
+        pane = PaneInfo(
+            st.pane_index == 0,
+            finished or expiring,
+            timing,
+            st.pane_index,
+            -1 if timing is PaneInfoTiming.EARLY else st.nonspec_index,
+        )
+        if self.combiner is TimestampCombiner.OUTPUT_AT_EOW or st.hold is None:
+            ts = max_ts
+        else:
+            ts = st.hold
+        try:
+            result = self.reduce_fn.output(st.contents, self.accumulating)
+        except Exception as exc:
+            raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, key) from exc
+        out.append(((key, result), ts, (window,), pane))
+        if not self.accumulating:
+            st.contents = self.reduce_fn.empty()
+        st.new_count = 0
+        st.hold = None
+        st.pane_index += 1
+        if timing is not PaneInfoTiming.EARLY:
+            st.nonspec_index += 1
+        if finished:
+            st.closed = True
+            st.contents = None
+
+    # -- time -------------------------------------------------------------------
+    def advance(self, input_watermark: int | None = None, processing_time: int | None = None) -> list[Any]:
+        """Move the input watermark and/or processing time; return the panes that fire."""
+        out: list[Any] = []
+        if processing_time is not None and processing_time > self.processing_time:
+            self.processing_time = processing_time
+            self._fire_deadlines(out)
+        if input_watermark is not None and input_watermark > self.input_watermark:
+            self.input_watermark = input_watermark
+            self._fire_timers(out)
+        self.output_watermark = max(self.output_watermark, self._compute_output_watermark())
+        return out
+
+    def _fire_deadlines(self, out: list[Any]) -> None:
+        now = self.processing_time
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            deadline, _, key, window = heapq.heappop(heap)
+            st = self.states.get((key, window))
+            if st is None or st.closed or st.deadline != deadline:
+                continue
+            st.deadline = None
+            ctx = TriggerContext(self.input_watermark, now, window._end_us - 1)
+            if self.trigger.should_fire(st.tstate, ctx):
+                self._fire(key, window, st, ctx, out)
+            self._schedule_deadline(key, window, st)
+
+    def _fire_timers(self, out: list[Any]) -> None:
+        wm = self.input_watermark
+        heap = self._timers
+        while heap and heap[0][0] < wm:
+            _, kind, _, key, window = heapq.heappop(heap)
+            st = self.states.get((key, window))
+            if st is None:
+                continue
+            ctx = TriggerContext(wm, self.processing_time, window._end_us - 1)
+            if kind == _EOW:
+                if not st.closed and self.trigger.should_fire(st.tstate, ctx):
+                    self._fire(key, window, st, ctx, out)
+                continue
+            if not st.closed and st.new_count > 0:
+                self._fire(key, window, st, ctx, out, final=True)
+            del self.states[(key, window)]
+            if self.merging:
+                act = self.active.get(key)
+                if act is not None:
+                    act.discard(window)
+                    if not act:
+                        del self.active[key]
+
+    def _compute_output_watermark(self) -> int:
+        wm = self.input_watermark
+        if self.combiner is TimestampCombiner.OUTPUT_AT_EOW:
+            return wm  # pending on-time panes are at their window's end, never behind wm
+        hold = MAX_TIMESTAMP_US
+        for st in self.states.values():
+            if st.hold is not None and st.hold < hold and not st.closed:
+                hold = st.hold
+        return min(wm, hold)
+
+    def pending_windows(self) -> int:
+        return len(self.states)
+
+    def next_deadline(self) -> int | None:
+        """The earliest processing time at which a trigger waits to fire."""
+        while self._deadlines:
+            deadline, _, key, window = self._deadlines[0]
+            st = self.states.get((key, window))
+            if st is not None and st.deadline == deadline and not st.closed:
+                return deadline
+            heapq.heappop(self._deadlines)
+        return None
+
+    # -- checkpointing ----------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """A picklable copy of all state (windows, panes, triggers, timers, watermarks)."""
+        return {
+            "states": {k: _state_tuple(s) for k, s in self.states.items()},
+            "active": {k: set(v) for k, v in self.active.items()},
+            "timers": list(self._timers),
+            "deadlines": list(self._deadlines),
+            "input_watermark": self.input_watermark,
+            "output_watermark": self.output_watermark,
+            "processing_time": self.processing_time,
+            "dropped": self.dropped,
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        import copy
+
+        snap = copy.deepcopy(snap)
+        self.states = {k: _state_from_tuple(t) for k, t in snap["states"].items()}
+        self.active = snap["active"]
+        self._timers = snap["timers"]
+        self._deadlines = snap["deadlines"]
+        seqs = [t[2] for t in self._timers] + [d[1] for d in self._deadlines]
+        self._seq = itertools.count(max(seqs, default=0) + 1)
+        self.input_watermark = snap["input_watermark"]
+        self.output_watermark = snap["output_watermark"]
+        self.processing_time = snap["processing_time"]
+        self.dropped = snap["dropped"]
+
+
+def _state_tuple(st: _WindowState) -> tuple[Any, ...]:
+    return tuple(getattr(st, f) for f in _WindowState.__slots__)
+
+
+def _state_from_tuple(t: tuple[Any, ...]) -> _WindowState:
+    st = _WindowState(None)
+    for f, v in zip(_WindowState.__slots__, t):
+        setattr(st, f, v)
+    return st
+
+
+def _sortable(windows: set[Any]) -> bool:
+    try:
+        sorted(windows)
+        return True
+    except TypeError:
+        return False
+

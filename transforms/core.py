@@ -1,0 +1,188 @@
+"""Element-wise transforms and sources: Create, Map, FlatMap, Filter, Partition, ...
+
+Each one expands into the primitives of ``tidal.model.primitives``; runners
+never see them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from tidal.model.dofn import CallableDoFn
+from tidal.model.primitives import BoundedSource, ParDo, Read
+from tidal.model.ptransform import PTransform, label_from_callable
+from tidal.model.pvalue import PBegin, PCollection, TaggedOutput
+
+__all__ = [
+    "Create",
+    "CreateSource",
+    "Map",
+    "MapTuple",
+    "FlatMap",
+    "FlatMapTuple",
+    "Filter",
+    "Partition",
+]
+
+
+class CreateSource(BoundedSource):
+    """An in-memory list of elements, split into contiguous slices."""
+
+    def __init__(self, values: list[Any]) -> None:
+        self.values = values
+
+    def read(self) -> Iterable[Any]:
+        return self.values
+
+    def split(self, desired_count: int) -> list[BoundedSource]:
+        n = len(self.values)
+        if desired_count <= 1 or n <= 1:
+            return [self]
+        step = -(-n // desired_count)
+        return [CreateSource(self.values[i : i + step]) for i in range(0, n, step)]
+
+    def estimate_size(self) -> int:
+        return len(self.values)
+
+    def display_name(self) -> str:
+        return "Create"
+
+
+class Create(PTransform):
+    """A bounded PCollection of the given values (TimestampedValues keep their time).
+
+    >>> import tidal as td
+    >>> with td.Pipeline() as p:
+    ...     td.testing.assert_that(p | td.Create([3, 1, 2]), td.testing.equal_to([1, 2, 3]))
+    """
+
+    def __init__(self, values: Iterable[Any], reshuffle: bool = True) -> None:
+        super().__init__()
+        if isinstance(values, (str, bytes)):
+            raise TypeError(f"Create needs an iterable of elements, not a {type(values).__name__}: {values!r}")
+        if isinstance(values, dict):
+            values = values.items()
+        try:
+            self.values = list(values)
+        except TypeError:
+            raise TypeError(f"Create needs an iterable of elements, got {values!r}") from None
+
+    def default_label(self) -> str:
+        return "Create"
+
+    def expand(self, pbegin: PBegin) -> PCollection[Any]:
+        if not isinstance(pbegin, PBegin):
+            raise TypeError("Create is a root transform; apply it to a pipeline: p | Create(...)")
+        return pbegin | Read(CreateSource(self.values))
+
+
+def _callable_pardo(kind: str, prefix: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> ParDo:
+    if not callable(fn):
+        raise TypeError(f"{prefix} needs a callable, got {fn!r}")
+    pardo = ParDo(CallableDoFn(fn, kind), *args, **kwargs)
+    pardo._label_prefix = prefix
+    return pardo
+
+
+def Map(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> ParDo:
+    """One output per element: ``fn(element, *args)``; extra args may be side inputs.
+
+    >>> import tidal as td
+    >>> with td.Pipeline() as p:
+    ...     td.testing.assert_that(p | td.Create([1, 2]) | td.Map(lambda x: x * 10),
+    ...                            td.testing.equal_to([10, 20]))
+    """
+    return _callable_pardo("map", "Map", fn, args, kwargs)
+
+
+def MapTuple(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> ParDo:
+    """Like Map, with the element unpacked into arguments: ``fn(*element, *args)``.
+
+    >>> import tidal as td
+    >>> with td.Pipeline() as p:
+    ...     td.testing.assert_that(p | td.Create([("a", 1)]) | td.MapTuple(lambda k, v: f"{k}={v}"),
+    ...                            td.testing.equal_to(["a=1"]))
+    """
+    return _callable_pardo("maptuple", "MapTuple", fn, args, kwargs)
+
+
+def FlatMap(fn: Callable[..., Any] | None = None, *args: Any, **kwargs: Any) -> ParDo:
+    """Zero or more outputs per element: the iterable ``fn(element, *args)`` returns.
+
+    >>> import tidal as td
+    >>> with td.Pipeline() as p:
+    ...     td.testing.assert_that(p | td.Create(["a b", "c"]) | td.FlatMap(str.split),
+    ...                            td.testing.equal_to(["a", "b", "c"]))
+    """
+    if fn is None:
+        fn = _identity_iterable
+    return _callable_pardo("flatmap", "FlatMap", fn, args, kwargs)
+
+
+def _identity_iterable(x: Iterable[Any]) -> Iterable[Any]:
+    return x
+
+
+def FlatMapTuple(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> ParDo:
+    """Like FlatMap, with the element unpacked into arguments.
+
+    >>> import tidal as td
+    >>> with td.Pipeline() as p:
+    ...     td.testing.assert_that(p | td.Create([("a", 2)]) | td.FlatMapTuple(lambda k, n: [k] * n),
+    ...                            td.testing.equal_to(["a", "a"]))
+    """
+    return _callable_pardo("flatmaptuple", "FlatMapTuple", fn, args, kwargs)
+
+
+def Filter(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> ParDo:
+    """Keep the elements for which ``fn(element, *args)`` is true.
+
+    >>> import tidal as td
+    >>> with td.Pipeline() as p:
+    ...     td.testing.assert_that(p | td.Create([1, 2, 3, 4]) | td.Filter(lambda x: x % 2 == 0),
+    ...                            td.testing.equal_to([2, 4]))
+    """
+    return _callable_pardo("filter", "Filter", fn, args, kwargs)
+
+
+class _PartitionDoFn(CallableDoFn):
+    def __init__(self, fn: Callable[..., Any], n: int) -> None:
+        super().__init__(fn, "partition")
+        self.n = n
+
+    def process(self, element: Any, *args: Any, **kwargs: Any) -> Iterable[Any]:
+        index = self.fn(element, self.n, *args, **kwargs)
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < self.n:
+            raise ValueError(
+                f"the partition function returned {index!r}; it must return an int in [0, {self.n})"
+            )
+        return (TaggedOutput(str(index), element),)
+
+
+class Partition(PTransform):
+    """Split a PCollection into ``n`` by ``fn(element, n) -> index``; returns a tuple.
+
+    >>> import tidal as td
+    >>> with td.Pipeline() as p:
+    ...     evens, odds = p | td.Create([1, 2, 3]) | td.Partition(lambda x, n: x % 2, 2)
+    ...     td.testing.assert_that(odds, td.testing.equal_to([1, 3]))
+    """
+
+    def __init__(self, fn: Callable[..., Any], n: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"Partition needs a positive number of partitions, got {n!r}")
+        self.fn = fn
+        self.n = n
+        self.args = args
+        self.kwargs = kwargs
+
+    def default_label(self) -> str:
+        return f"Partition({label_from_callable(self.fn)})"
+
+    def expand(self, pcoll: PCollection[Any]) -> tuple[PCollection[Any], ...]:
+        tags = [str(i) for i in range(self.n)]
+        pardo = ParDo(_PartitionDoFn(self.fn, self.n), *self.args, **self.kwargs)
+        outputs = pcoll | "ParDo" >> pardo.with_outputs(*tags, main="main")
+        return tuple(outputs[t] for t in tags)
+

@@ -1,0 +1,24 @@
+"""Windowing: ``from tidal import window`` as in ``from apache_beam import window``."""
+
+from tidal.model.time import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, Timestamp
+from tidal.model.window import (
+    AssignContext,
+    BoundedWindow,
+    FixedWindows,
+    GlobalWindow,
+    GlobalWindows,
+    IntervalWindow,
+    MergeContext,
+    NonMergingWindowFn,
+    Sessions,
+    SlidingWindows,
+    TimestampCombiner,
+    TimestampedValue,
+    WindowFn,
+)
+
+__all__ = [
+    "AssignContext", "BoundedWindow", "Duration", "FixedWindows", "GlobalWindow", "GlobalWindows",
+    "IntervalWindow", "MAX_TIMESTAMP", "MIN_TIMESTAMP", "MergeContext", "NonMergingWindowFn",
+    "Sessions", "SlidingWindows", "Timestamp", "TimestampCombiner", "TimestampedValue", "WindowFn",
+]
