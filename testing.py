@@ -14,6 +14,7 @@ from tidal.model.dofn import DoFn
 from tidal.model.primitives import ParDo, WindowInto
 from tidal.model.ptransform import PTransform
 from tidal.model.pvalue import AsList, PCollection
+from tidal.model.teststream import TestStream
 from tidal.model.window import BoundedWindow, GlobalWindows
 from tidal.transforms.core import Create
 
@@ -168,11 +169,4 @@ def assert_that(
         raise TypeError(f"assert_that needs a PCollection, got {actual!r}")
     actual | label >> _AssertThat(matcher, reify_windows, use_global_window)
 
-
-def __getattr__(name: str) -> Any:
-    if name == "TestStream":
-        from tidal.model.teststream import TestStream
-
-        return TestStream
-    raise AttributeError(name)
 

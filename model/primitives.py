@@ -83,6 +83,10 @@ class BoundedSource(abc.ABC):
     def display_name(self) -> str:
         return type(self).__name__
 
+    def validation_sample(self) -> Any:
+        """What apply-time validation pickles to prove the source can be shipped."""
+        return self
+
 
 class UnboundedSource(abc.ABC):
     """An infinite source read through a reader with offsets and a watermark."""
@@ -112,7 +116,8 @@ class Read(PrimitiveTransform):
     def validate_input(self, input_or_inputs: Any, label: str) -> None:
         if not isinstance(input_or_inputs, PBegin):
             raise PipelineError(f"step {label!r}: Read is a root transform; apply it to a pipeline")
-        check_picklable(self.source, "the source", label)
+        sample = self.source.validation_sample() if isinstance(self.source, BoundedSource) else self.source
+        check_picklable(sample, "the source", label)
 
     def expand(self, pbegin: PBegin) -> PCollection[Any]:
         return pbegin.pipeline._new_output(is_bounded=self.source.is_bounded)

@@ -45,13 +45,21 @@ def to_micros(value: TimestampLike, what: str = "timestamp") -> int:
 
     Raises ValueError for a value outside [MIN_TIMESTAMP, MAX_TIMESTAMP].
     """
-    if isinstance(value, Timestamp):
+    cls = type(value)
+    if cls is int:
+        micros = value * 1_000_000
+    elif cls is float:
+        if value != value:  # NaN
+            raise ValueError(f"{what} is NaN")
+        micros = round(value * 1_000_000)
+    elif cls is Timestamp:
+        return value.micros  # type: ignore[union-attr]
+    elif isinstance(value, Timestamp):
         return value.micros
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{what} must be seconds as int or float, or a Timestamp; got {value!r}")
-    if value != value:  # NaN
-        raise ValueError(f"{what} is NaN")
-    micros = round(value * 1_000_000)
+    else:
+        micros = round(value * 1_000_000)
     if micros < MIN_TIMESTAMP_US or micros > MAX_TIMESTAMP_US:
         raise ValueError(
             f"{what} {value!r} s is outside [MIN_TIMESTAMP, MAX_TIMESTAMP] "

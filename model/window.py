@@ -13,6 +13,7 @@ built-in WindowFns, and the Beam-style ``assign(context)`` on custom ones.
 from __future__ import annotations
 
 import abc
+import operator
 import enum
 from typing import Any, Iterable, Sequence
 
@@ -52,8 +53,6 @@ class BoundedWindow:
     ``max_timestamp()`` is ``end`` minus one microsecond.
     """
 
-    __slots__ = ("_end_us",)
-
     _end_us: int
 
     def __init__(self, end: TimestampLike) -> None:
@@ -83,89 +82,79 @@ class BoundedWindow:
         return (self._end_us, 0)
 
 
-class IntervalWindow(BoundedWindow):
-    """The half-open interval ``[start, end)`` of event time."""
+class IntervalWindow(tuple, BoundedWindow):  # type: ignore[misc]
+    """The half-open interval ``[start, end)`` of event time.
 
-    __slots__ = ("_start_us", "_hash")
+    Stored as the tuple ``(start_us, end_us)``: windows are dictionary keys in
+    every hot loop, and a tuple hashes and compares in C.
+    """
 
-    _start_us: int
+    __slots__ = ()
+
+    _start_us = property(operator.itemgetter(0))  # type: ignore[assignment]
+    _end_us = property(operator.itemgetter(1))  # type: ignore[assignment]
+
+    def __new__(cls, start: TimestampLike, end: TimestampLike) -> "IntervalWindow":
+        return tuple.__new__(cls, (to_micros(start, "window start"), to_micros(end, "window end")))
 
     def __init__(self, start: TimestampLike, end: TimestampLike) -> None:
-        s = to_micros(start, "window start")
-        e = to_micros(end, "window end")
-        object.__setattr__(self, "_start_us", s)
-        object.__setattr__(self, "_end_us", e)
-        object.__setattr__(self, "_hash", hash((s, e)))
+        pass
 
     @classmethod
     def from_micros(cls, start_us: int, end_us: int) -> "IntervalWindow":
         """Build a window from int microseconds (the runners' fast path)."""
-        w = object.__new__(cls)
-        object.__setattr__(w, "_start_us", start_us)
-        object.__setattr__(w, "_end_us", end_us)
-        object.__setattr__(w, "_hash", hash((start_us, end_us)))
-        return w
+        return tuple.__new__(cls, (start_us, end_us))
 
     @property
     def start(self) -> Timestamp:
-        return Timestamp.from_micros(self._start_us)
+        return Timestamp.from_micros(self[0])
 
     def _sort_key(self) -> tuple[int, int]:
-        return (self._end_us, self._start_us)
+        return (self[1], self[0])
 
     def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return False
-        return self._start_us == other._start_us and self._end_us == other._end_us  # type: ignore[attr-defined]
+        return type(other) is type(self) and tuple.__eq__(self, other)  # type: ignore[arg-type]
 
-    def __hash__(self) -> int:
-        return self._hash
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
 
-    def __lt__(self, other: BoundedWindow) -> bool:
+    __hash__ = tuple.__hash__
+
+    def __lt__(self, other: BoundedWindow) -> bool:  # type: ignore[override]
         if isinstance(other, IntervalWindow):
-            return (self._start_us, self._end_us) < (other._start_us, other._end_us)
+            return tuple.__lt__(self, other)
         return BoundedWindow.__lt__(self, other)
 
     def intersects(self, other: "IntervalWindow") -> bool:
-        return self._start_us < other._end_us and other._start_us < self._end_us
+        return self[0] < other[1] and other[0] < self[1]
 
     def union(self, other: "IntervalWindow") -> "IntervalWindow":
-        return IntervalWindow.from_micros(
-            min(self._start_us, other._start_us), max(self._end_us, other._end_us)
-        )
+        return IntervalWindow.from_micros(min(self[0], other[0]), max(self[1], other[1]))
 
     def contains(self, other: "IntervalWindow") -> bool:
-        return self._start_us <= other._start_us and other._end_us <= self._end_us
+        return self[0] <= other[0] and other[1] <= self[1]
 
     def __repr__(self) -> str:
-        s, e = Timestamp.from_micros(self._start_us), Timestamp.from_micros(self._end_us)
+        s, e = Timestamp.from_micros(self[0]), Timestamp.from_micros(self[1])
         return f"IntervalWindow({repr(s)[10:-1]}, {repr(e)[10:-1]})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (IntervalWindow.from_micros, (self._start_us, self._end_us))
+        return (IntervalWindow.from_micros, (self[0], self[1]))
 
 
 class GlobalWindow(BoundedWindow):
-    """The single window that holds all of event time."""
+    """The single window that holds all of event time (a singleton: identity is equality)."""
 
-    __slots__ = ()
     _instance: "GlobalWindow | None" = None
+    _end_us = GLOBAL_WINDOW_END_US
 
     def __new__(cls) -> "GlobalWindow":
         if cls._instance is None:
-            inst = object.__new__(cls)
-            object.__setattr__(inst, "_end_us", GLOBAL_WINDOW_END_US)
-            cls._instance = inst
+            cls._instance = object.__new__(cls)
         return cls._instance
 
     def __init__(self) -> None:
         pass
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is GlobalWindow
-
-    def __hash__(self) -> int:
-        return 0x61_0BA1
 
     def __repr__(self) -> str:
         return "GlobalWindow"
@@ -483,9 +472,14 @@ class Sessions(WindowFn):
         return f"Sessions({self.gap_us / 1e6:g})"
 
 
+_interval_order = operator.attrgetter("_start_us", "_end_us")
+
+
 def merge_overlapping_intervals(merge_context: MergeContext) -> None:
     """Merge every group of overlapping IntervalWindows into their span."""
-    windows: Sequence[IntervalWindow] = sorted(merge_context.windows)  # type: ignore[assignment]
+    windows: Sequence[IntervalWindow] = sorted(
+        merge_context.windows, key=_interval_order  # type: ignore[arg-type]
+    )
     group: list[IntervalWindow] = []
     span: IntervalWindow | None = None
     for w in windows:

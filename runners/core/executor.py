@@ -15,9 +15,11 @@ from typing import Any, Callable, Iterator
 
 from tidal.model.metrics import MetricsContainer
 from tidal.model.pipeline import AppliedTransform
+from tidal.model.teststream import TestStream
 from tidal.model.primitives import CombinePerKey, Flatten, GroupByKey, Impulse, ParDo, Read, WindowInto
 from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US
 from tidal.runners.core.errors import PipelineExecutionError
+from tidal.runners.core.gcpolicy import throughput_gc
 from tidal.runners.core.operators import (
     AssignWindowsOperator,
     CombinePerKeyOperator,
@@ -85,7 +87,7 @@ class LocalExecutor:
         for stage in self.plan.stages:
             for node in stage.nodes:
                 t = node.transform
-                if isinstance(t, (Read, Impulse)):
+                if isinstance(t, (Read, Impulse, TestStream)):
                     driver = make_source_driver(node, self.bundle_size)
                     self.sources.append((driver, None, node))
                     self._out_wm[driver] = MIN_TIMESTAMP_US
@@ -175,7 +177,8 @@ class LocalExecutor:
                 opened.append(op)
             for driver, _, _ in self.sources:
                 driver.open(self.clock)
-            self._loop(cancelled)
+            with throughput_gc():
+                self._loop(cancelled)
         finally:
             errors: list[BaseException] = []
             for op in opened:

@@ -228,6 +228,9 @@ class DoFnInvoker:
         special = _SPECIAL_OUTPUTS
         handle = self.handle_special
 
+        assign = self.input_windowfn._assign_us
+        stamped = TimestampedValue
+
         def kernel(bundle: list[Any]) -> None:
             append = outputs[main_tag].append
             v = None
@@ -235,7 +238,12 @@ class DoFnInvoker:
                 for v, t, w, p in bundle:
                     r = fn(v)
                     if r.__class__ in special:
-                        handle(r, t, w, p)
+                        if r.__class__ is stamped:
+                            # Re-stamping is common enough (event-time sources) to inline.
+                            nt = r.timestamp_us
+                            append((r.value, nt, assign(nt, r.value, w[0]), p))
+                        else:
+                            handle(r, t, w, p)
                     else:
                         append((r, t, w, p))
             except Exception as exc:

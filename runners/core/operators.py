@@ -364,12 +364,15 @@ class PrecombineOperator(Operator):
         try:
             for kv, _t, ws, _p in bundle:
                 key, value = kv
+                if len(ws) == 1:
+                    kw = (key, ws[0])
+                    acc = get(kw, missing)
+                    table[kw] = add(create() if acc is missing else acc, value)
+                    continue
                 for w in ws:
                     kw = (key, w)
                     acc = get(kw, missing)
-                    if acc is missing:
-                        acc = create()
-                    table[kw] = add(acc, value)
+                    table[kw] = add(create() if acc is missing else acc, value)
         except (TypeError, ValueError) as exc:
             try:
                 key, _ = kv

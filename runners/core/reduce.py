@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import operator
 from typing import Any, Callable
 
 from tidal.model.combinefn import CombineFn
 from tidal.model.strategy import WindowingStrategy
 from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US, Timestamp
 from tidal.model.trigger import AccumulationMode, PaneInfo, PaneInfoTiming, is_default_trigger
-from tidal.model.window import MergeContext, TimestampCombiner
+from tidal.model.window import IntervalWindow, MergeContext, TimestampCombiner
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError, describe_element
 from tidal.runners.core.triggers import TriggerContext, compile_trigger
 
 __all__ = ["ReduceFn", "GroupReduceFn", "CombineReduceFn", "KeyedWindowReducer"]
 
 _EOW, _GC = 0, 1
+_NO_CONTENTS = object()
 
 
 class ReduceFn:
@@ -34,12 +36,22 @@ class ReduceFn:
     def empty(self) -> Any:
         return []
 
+    def first(self, value: Any) -> Any:
+        """The contents of a new pane holding just ``value``."""
+        return [value]
+
     def add(self, contents: Any, value: Any) -> Any:
         contents.append(value)
         return contents
 
     def merge(self, contents: list[Any]) -> Any:
-        return [v for c in contents for v in c]
+        # Extend the biggest list in place (its window is being merged away),
+        # so a long session absorbing small windows costs only the new values.
+        biggest = max(contents, key=len)
+        for c in contents:
+            if c is not biggest:
+                biggest.extend(c)
+        return biggest
 
     def output(self, contents: Any, accumulating: bool) -> Any:
         return list(contents) if accumulating else contents
@@ -64,6 +76,11 @@ class CombineReduceFn(ReduceFn):
     def empty(self) -> Any:
         return self.fn.create_accumulator()
 
+    def first(self, value: Any) -> Any:
+        if self.lifted:
+            return value  # already an accumulator
+        return self.fn.add_input(self.fn.create_accumulator(), value)
+
     def add(self, contents: Any, value: Any) -> Any:
         if self.lifted:
             return self.fn.merge_accumulators([contents, value])
@@ -74,6 +91,12 @@ class CombineReduceFn(ReduceFn):
 
     def output(self, contents: Any, accumulating: bool) -> Any:
         return self.fn.extract_output(contents)
+
+
+_interval_order = operator.attrgetter("_start_us", "_end_us")
+
+#: PaneInfo values are immutable and few; firings share them.
+_PANES: dict[tuple[Any, ...], PaneInfo] = {}
 
 
 class _WindowState:
@@ -131,7 +154,8 @@ class KeyedWindowReducer:
         self.on_dropped = on_dropped
         self.states: dict[tuple[Any, Any], _WindowState] = {}
         self.active: dict[Any, set[Any]] = {}
-        self._timers: list[tuple[int, int, int, Any, Any]] = []
+        self._timers: list[tuple[int, int, int, Any]] = []
+        self._window_keys: dict[Any, dict[Any, None]] = {}
         self._deadlines: list[tuple[int, int, Any, Any]] = []
         self._seq = itertools.count()
         self.input_watermark = MIN_TIMESTAMP_US
@@ -179,6 +203,7 @@ class KeyedWindowReducer:
         wm = self.input_watermark
         expiry_slack = self.lateness
         reduce_add = self.reduce_fn.add
+        first = self.reduce_fn.first
         track_hold = self.combiner is not TimestampCombiner.OUTPUT_AT_EOW
         default = self.default_trigger
         trigger = self.trigger
@@ -194,17 +219,20 @@ class KeyedWindowReducer:
                         if w._end_us - 1 + expiry_slack < wm:
                             self._drop(1)
                             continue
-                        st = self._new_state(key, w)
+                        st = self._new_state(key, w, first(value))
                     elif st.closed:
                         self._drop(1)
                         continue
-                    st.contents = reduce_add(st.contents, value)
+                    else:
+                        st.contents = reduce_add(st.contents, value)
                     st.new_count += 1
                     if track_hold:
                         self._add_hold(st, w, t)
                     if not default:
                         trigger.on_element(st.tstate, TriggerContext(wm, now, w._end_us - 1))
-                    touched[kw] = st
+                        touched[kw] = st
+                    elif w._end_us <= wm:
+                        touched[kw] = st  # late: the default trigger fires it right away
         except (TypeError, ValueError) as exc:
             self._raise_for(kv, exc)
         except Exception as exc:
@@ -240,36 +268,52 @@ class KeyedWindowReducer:
         except (TypeError, ValueError) as exc:
             self._raise_for(kv, exc)
         touched: dict[tuple[Any, Any], _WindowState] = {}
+        states = self.states
+        reduce_add = self.reduce_fn.add
+        first = self.reduce_fn.first
+        default = self.default_trigger
+        track_hold = self.combiner is not TimestampCombiner.OUTPUT_AT_EOW
         for key, items in per_key.items():
             if not items:
                 continue
             mapping = self._merge_key(key, {w for _, _, w in items})
-            for value, t, w in items:
-                target = mapping.get(w, w)
-                kw = (key, target)
-                st = self.states.get(kw)
-                if st is None:
-                    st = self._new_state(key, target)
-                    self.active.setdefault(key, set()).add(target)
-                elif st.closed:
-                    self._drop(1)
-                    continue
-                try:
-                    st.contents = self.reduce_fn.add(st.contents, value)
-                except Exception as exc:
-                    raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, (key, value)) from exc
-                st.new_count += 1
-                if self.combiner is not TimestampCombiner.OUTPUT_AT_EOW:
-                    self._add_hold(st, target, t)
-                self.trigger.on_element(st.tstate, TriggerContext(wm, now, target._end_us - 1))
-                touched[kw] = st
+            value = None
+            try:
+                for value, t, w in items:
+                    target = mapping.get(w, w)
+                    kw = (key, target)
+                    st = states.get(kw)
+                    if st is None:
+                        st = self._new_state(key, target, first(value))
+                    elif st.closed:
+                        self._drop(1)
+                        continue
+                    else:
+                        st.contents = reduce_add(st.contents, value)
+                    st.new_count += 1
+                    if track_hold:
+                        self._add_hold(st, target, t)
+                    if not default:
+                        self.trigger.on_element(st.tstate, TriggerContext(wm, now, target._end_us - 1))
+                        touched[kw] = st
+                    elif target._end_us <= wm:
+                        touched[kw] = st
+            except Exception as exc:
+                raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, (key, value)) from exc
         return touched
 
     def _merge_key(self, key: Any, new_windows: set[Any]) -> dict[Any, Any]:
         """Merge the key's active windows with the new ones; returns window -> merged window."""
         active = self.active.setdefault(key, set())
         candidates = active | new_windows
-        ctx = MergeContext(sorted(candidates) if _sortable(candidates) else list(candidates))
+        try:
+            if all(type(w) is IntervalWindow for w in candidates):
+                ordered = sorted(candidates, key=_interval_order)
+            else:
+                ordered = sorted(candidates)
+        except TypeError:  # custom windows need not be ordered
+            ordered = list(candidates)
+        ctx = MergeContext(ordered)
         try:
             self.windowfn.merge(ctx)
         except Exception as exc:
@@ -295,7 +339,9 @@ class KeyedWindowReducer:
                 continue
             for w in to_merge:
                 mapping[w] = result
-            self._merge_states(key, [w for w in to_merge if w in active], result)
+            merged_active = [w for w in to_merge if w in active]
+            if merged_active != [result]:  # else new windows fall inside an active one
+                self._merge_states(key, merged_active, result)
             active.difference_update(to_merge)
             active.add(result)
         for w in new_windows:
@@ -304,17 +350,31 @@ class KeyedWindowReducer:
         return mapping
 
     def _merge_states(self, key: Any, sources: list[Any], result: Any) -> None:
-        source_states = [self.states.pop((key, w)) for w in sources if (key, w) in self.states]
+        source_states = []
+        for w in sources:
+            st = self.states.pop((key, w), None)
+            if st is not None:
+                source_states.append(st)
+                keys = self._window_keys.get(w)
+                if keys is not None:
+                    keys.pop(key, None)
         if not source_states:
             return
         existing = self.states.get((key, result))
         if existing is not None:
-            source_states.append(existing)
+            source_states.insert(0, existing)
+        ctx = TriggerContext(self.input_watermark, self.processing_time, result._end_us - 1)
+        if len(source_states) == 1 and self.default_trigger:
+            # A window that only grew: move its state instead of rebuilding it.
+            st = source_states[0]
+            st.on_time_fired = st.on_time_fired and ctx.past_end_of_window
+            self.states[(key, result)] = st
+            self._push_timers(key, result)
+            return
         st = _WindowState(self.reduce_fn.merge([s.contents for s in source_states]))
         st.new_count = sum(s.new_count for s in source_states)
         holds = [s.hold for s in source_states if s.hold is not None]
         st.hold = min(holds) if holds else None
-        ctx = TriggerContext(self.input_watermark, self.processing_time, result._end_us - 1)
         self.trigger.on_merge(st.tstate, [s.tstate for s in source_states], ctx)
         st.pane_index = max(s.pane_index for s in source_states)
         st.nonspec_index = max(s.nonspec_index for s in source_states)
@@ -323,17 +383,25 @@ class KeyedWindowReducer:
         self.states[(key, result)] = st
         self._push_timers(key, result)
 
-    def _new_state(self, key: Any, window: Any) -> _WindowState:
-        st = _WindowState(self.reduce_fn.empty())
+    def _new_state(self, key: Any, window: Any, contents: Any = _NO_CONTENTS) -> _WindowState:
+        st = _WindowState(self.reduce_fn.empty() if contents is _NO_CONTENTS else contents)
         self.states[(key, window)] = st
         self._push_timers(key, window)
         return st
 
     def _push_timers(self, key: Any, window: Any) -> None:
-        max_ts = window._end_us - 1
-        seq = next(self._seq)
-        heapq.heappush(self._timers, (max_ts, _EOW, seq, key, window))
-        heapq.heappush(self._timers, (min(max_ts + self.lateness, MAX_TIMESTAMP_US), _GC, seq, key, window))
+        # Timers are per window, not per (key, window): with many keys the keys
+        # of a window share one end-of-window and one garbage-collection timer.
+        keys = self._window_keys.get(window)
+        if keys is None:
+            keys = self._window_keys[window] = {}
+            max_ts = window._end_us - 1
+            seq = next(self._seq)
+            if self.lateness:
+                heapq.heappush(self._timers, (max_ts, _EOW, seq, window))
+            # Without lateness the end of window and its expiry coincide: one timer does both.
+            heapq.heappush(self._timers, (min(max_ts + self.lateness, MAX_TIMESTAMP_US), _GC, seq, window))
+        keys[key] = None
 
     def _add_hold(self, st: _WindowState, window: Any, t: int) -> None:
         max_ts = window._end_us - 1
@@ -378,13 +446,10 @@ class KeyedWindowReducer:
         if timing is PaneInfoTiming.ON_TIME:
             st.on_time_fired = True
         expiring = ctx.watermark_us > max_ts + self.lateness
-        pane = PaneInfo(
-            st.pane_index == 0,
-            finished or expiring,
-            timing,
-            st.pane_index,
-            -1 if timing is PaneInfoTiming.EARLY else st.nonspec_index,
-        )
+        pane_key = (finished or expiring, timing, st.pane_index, -1 if timing is PaneInfoTiming.EARLY else st.nonspec_index)
+        pane = _PANES.get(pane_key)
+        if pane is None:
+            pane = _PANES[pane_key] = PaneInfo(st.pane_index == 0, *pane_key)
         if self.combiner is TimestampCombiner.OUTPUT_AT_EOW or st.hold is None:
             ts = max_ts
         else:
@@ -435,25 +500,33 @@ class KeyedWindowReducer:
     def _fire_timers(self, out: list[Any]) -> None:
         wm = self.input_watermark
         heap = self._timers
+        states = self.states
+        should_fire = self.trigger.should_fire
         while heap and heap[0][0] < wm:
-            _, kind, _, key, window = heapq.heappop(heap)
-            st = self.states.get((key, window))
-            if st is None:
+            _, kind, _, window = heapq.heappop(heap)
+            keys = self._window_keys.get(window)
+            if not keys:
+                self._window_keys.pop(window, None)
                 continue
             ctx = TriggerContext(wm, self.processing_time, window._end_us - 1)
-            if kind == _EOW:
-                if not st.closed and self.trigger.should_fire(st.tstate, ctx):
-                    self._fire(key, window, st, ctx, out)
-                continue
-            if not st.closed and st.new_count > 0:
-                self._fire(key, window, st, ctx, out, final=True)
-            del self.states[(key, window)]
-            if self.merging:
-                act = self.active.get(key)
-                if act is not None:
-                    act.discard(window)
-                    if not act:
-                        del self.active[key]
+            if kind == _EOW or not self.lateness:
+                for key in keys:
+                    st = states.get((key, window))
+                    if st is not None and not st.closed and should_fire(st.tstate, ctx):
+                        self._fire(key, window, st, ctx, out)
+                if kind == _EOW:
+                    continue
+            for key in keys:
+                st = states.pop((key, window), None)
+                if st is not None and not st.closed and st.new_count > 0:
+                    self._fire(key, window, st, ctx, out, final=True)
+                if self.merging:
+                    act = self.active.get(key)
+                    if act is not None:
+                        act.discard(window)
+                        if not act:
+                            del self.active[key]
+            del self._window_keys[window]
 
     def _compute_output_watermark(self) -> int:
         wm = self.input_watermark
@@ -485,6 +558,7 @@ class KeyedWindowReducer:
             "states": {k: _state_tuple(s) for k, s in self.states.items()},
             "active": {k: set(v) for k, v in self.active.items()},
             "timers": list(self._timers),
+            "window_keys": {w: dict(ks) for w, ks in self._window_keys.items()},
             "deadlines": list(self._deadlines),
             "input_watermark": self.input_watermark,
             "output_watermark": self.output_watermark,
@@ -499,6 +573,7 @@ class KeyedWindowReducer:
         self.states = {k: _state_from_tuple(t) for k, t in snap["states"].items()}
         self.active = snap["active"]
         self._timers = snap["timers"]
+        self._window_keys = snap["window_keys"]
         self._deadlines = snap["deadlines"]
         seqs = [t[2] for t in self._timers] + [d[1] for d in self._deadlines]
         self._seq = itertools.count(max(seqs, default=0) + 1)
@@ -518,11 +593,4 @@ def _state_from_tuple(t: tuple[Any, ...]) -> _WindowState:
         setattr(st, f, v)
     return st
 
-
-def _sortable(windows: set[Any]) -> bool:
-    try:
-        sorted(windows)
-        return True
-    except TypeError:
-        return False
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from tidal.model.metrics import MetricResults
 from tidal.model.primitives import Read
+from tidal.model.teststream import TestStream
 from tidal.model.result import PipelineResult, PipelineState
 from tidal.runners.core.executor import LocalExecutor, ManualClock
 from tidal.runners.core.plan import build_plan
@@ -78,7 +79,7 @@ class DirectRunner(Runner):
 
     name = "direct"
 
-    def __init__(self, strict: bool = True, bundle_size: int = 10_000, lift_combiners: bool = True) -> None:
+    def __init__(self, strict: bool = True, bundle_size: int = 100_000, lift_combiners: bool = True) -> None:
         if bundle_size < 1:
             raise ValueError(f"bundle_size must be positive, got {bundle_size}")
         self.strict = strict
@@ -108,4 +109,4 @@ def _has_unbounded_source(graph: Any) -> bool:
 
 
 def _has_test_stream(graph: Any) -> bool:
-    return any(type(n.transform).__name__ == "TestStream" for n in graph.primitives)
+    return any(isinstance(n.transform, TestStream) for n in graph.primitives)

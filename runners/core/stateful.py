@@ -1,0 +1,232 @@
+"""StatefulParDoOperator: a ParDo with per-key, per-window state and timers.
+
+State lives in a :class:`~tidal.runners.core.state.KeyedStateStore`; timers
+fire in timestamp order when the input watermark passes them (event time) or
+when processing time reaches them (REAL_TIME). A window's state and timers
+are garbage-collected once the watermark passes its end plus the allowed
+lateness; elements arriving for an expired window are dropped as late.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import Any
+
+from tidal.model.dofn import DoFnParam
+from tidal.model.metrics import set_current_container
+from tidal.model.primitives import ParDo
+from tidal.model.strategy import WindowingStrategy
+from tidal.model.time import MAX_TIMESTAMP_US, Timestamp, TimestampLike, to_micros
+from tidal.model.trigger import PANE_INFO_UNKNOWN
+from tidal.model.userstate import TimeDomain, TimerSpec
+from tidal.model.window import WindowFn
+from tidal.runners.core.errors import PipelineExecutionError, UserCodeError
+from tidal.runners.core.operators import _LATE_DROPS, ParDoOperator
+from tidal.runners.core.state import KeyedStateStore
+
+__all__ = ["StatefulParDoOperator", "BoundTimer"]
+
+
+class BoundTimer:
+    """The timer object a DoFn gets from ``DoFn.TimerParam(spec)``: ``set`` and ``clear``."""
+
+    __slots__ = ("_op", "_key", "_window", "_spec")
+
+    def __init__(self, op: "StatefulParDoOperator", key: Any, window: Any, spec: TimerSpec) -> None:
+        self._op = op
+        self._key = key
+        self._window = window
+        self._spec = spec
+
+    def set(self, timestamp: TimestampLike) -> None:
+        """Fire at ``timestamp`` (event time, or processing time for REAL_TIME timers)."""
+        self._op.set_timer(self._key, self._window, self._spec, to_micros(timestamp, "timer timestamp"))
+
+    def clear(self) -> None:
+        """Cancel the timer if it is set."""
+        self._op.clear_timer(self._key, self._window, self._spec)
+
+
+class StatefulParDoOperator(ParDoOperator):
+    """A ParDoOperator whose DoFn declares state or timers (input keyed by a keyed exchange)."""
+
+    def __init__(self, label: str, transform: ParDo, windowing: WindowingStrategy, side_windowfns: list[WindowFn], strict: bool = False) -> None:
+        super().__init__(label, transform, windowing.windowfn, side_windowfns, strict)
+        self.store = KeyedStateStore()
+        self.lateness = windowing.allowed_lateness_us
+        self.signature = self.invoker.signature
+        self.invoker.state_binder = self._bind
+        # (key, window, timer name) -> (timestamp, domain); heaps hold candidates, checked lazily.
+        self.timers: dict[tuple[Any, Any, str], int] = {}
+        self._event_heap: list[tuple[int, int, Any, Any, str]] = []
+        self._proc_heap: list[tuple[int, int, Any, Any, str]] = []
+        self._gc_heap: list[tuple[int, int, Any, Any]] = []
+        self._gc_known: set[tuple[Any, Any]] = set()
+        self._seq = itertools.count()
+        for name in self.signature.timer_specs:
+            if name not in self.signature.timer_callbacks:
+                raise PipelineExecutionError(
+                    label, f"timer {name!r} has no callback: decorate a method with @on_timer(spec)"
+                )
+
+    def _bind(self, label: str, param: DoFnParam, key: Any, window: Any) -> Any:
+        if param.kind == "StateParam":
+            return self.store.cell(key, window, param.spec)
+        return BoundTimer(self, key, window, param.spec)
+
+    # -- timers -----------------------------------------------------------------
+    def set_timer(self, key: Any, window: Any, spec: TimerSpec, micros: int) -> None:
+        self.timers[(key, window, spec.name)] = micros
+        entry = (micros, next(self._seq), key, window, spec.name)
+        heapq.heappush(self._event_heap if spec.time_domain is TimeDomain.WATERMARK else self._proc_heap, entry)
+
+    def clear_timer(self, key: Any, window: Any, spec: TimerSpec) -> None:
+        self.timers.pop((key, window, spec.name), None)
+
+    # -- elements ---------------------------------------------------------------
+    def process(self, bundle: list[Any], slot: int = 0) -> None:
+        wm = self.input_watermark
+        keep: list[Any] = []
+        dropped = 0
+        for wv in bundle:
+            ws = wv[2]
+            live = tuple(w for w in ws if w._end_us - 1 + self.lateness >= wm)
+            if len(live) < len(ws):
+                dropped += len(ws) - len(live)
+                if not live:
+                    continue
+                wv = (wv[0], wv[1], live, wv[3])
+            keep.append(wv)
+            self._register_gc(wv[0], live)
+        if dropped:
+            c = self.metrics.counters
+            c[_LATE_DROPS.metric_name] = c.get(_LATE_DROPS.metric_name, 0) + dropped
+        if keep:
+            super().process(keep, slot)
+
+    def _register_gc(self, kv: Any, windows: tuple[Any, ...]) -> None:
+        try:
+            key = kv[0]
+        except (TypeError, IndexError, KeyError):
+            return  # the invoker reports the bad element with the step name
+        for w in windows:
+            kw = (key, w)
+            if kw not in self._gc_known:
+                self._gc_known.add(kw)
+                expiry = min(w._end_us - 1 + self.lateness, MAX_TIMESTAMP_US)
+                heapq.heappush(self._gc_heap, (expiry, next(self._seq), key, w))
+
+    def on_advance(self) -> None:
+        super().on_advance()
+        self._fire_due_timers()
+        self._collect_garbage()
+
+    def _fire_due_timers(self) -> None:
+        wm, now = self.input_watermark, self.processing_time
+        for _ in range(1_000_000):
+            due = self._pop_due(self._event_heap, lambda t: t < wm)
+            if due is None:
+                due = self._pop_due(self._proc_heap, lambda t: t <= now)
+                domain = TimeDomain.REAL_TIME
+            else:
+                domain = TimeDomain.WATERMARK
+            if due is None:
+                return
+            self._fire(*due, domain)
+
+    def _pop_due(self, heap: list[tuple[int, int, Any, Any, str]], is_due: Any) -> tuple[int, Any, Any, str] | None:
+        while heap and is_due(heap[0][0]):
+            ts, _, key, window, name = heapq.heappop(heap)
+            if self.timers.get((key, window, name)) == ts:
+                del self.timers[(key, window, name)]
+                return ts, key, window, name
+        return None
+
+    def _fire(self, ts: int, key: Any, window: Any, name: str, domain: TimeDomain) -> None:
+        callback = self.signature.timer_callbacks[name]
+        import inspect
+
+        kwargs: dict[str, Any] = {}
+        for pname, param in inspect.signature(callback).parameters.items():
+            d = param.default
+            if not isinstance(d, DoFnParam):
+                continue
+            if d.kind == "TimestampParam":
+                kwargs[pname] = Timestamp.from_micros(ts)
+            elif d.kind == "WindowParam":
+                kwargs[pname] = window
+            elif d.kind == "KeyParam":
+                kwargs[pname] = key
+            elif d.kind in ("StateParam", "TimerParam"):
+                kwargs[pname] = self._bind(self.label, d, key, window)
+            elif d.kind == "PaneInfoParam":
+                kwargs[pname] = PANE_INFO_UNKNOWN
+        out_ts = ts if domain is TimeDomain.WATERMARK else min(max(self.input_watermark, 0), window._end_us - 1)
+        previous = set_current_container(self.metrics)
+        try:
+            results = callback(**kwargs)
+            if results is not None:
+                for r in results:
+                    self.invoker.handle_special(r, out_ts, (window,), PANE_INFO_UNKNOWN)
+        except PipelineExecutionError:
+            raise
+        except Exception as exc:
+            raise UserCodeError(self.label, callback, exc, key) from exc
+        finally:
+            set_current_container(previous)
+        for tag, out in list(self.invoker.outputs.items()):
+            if out:
+                self.invoker.outputs[tag] = []
+                self.emit(tag, out)
+
+    def _collect_garbage(self) -> None:
+        wm = self.input_watermark
+        heap = self._gc_heap
+        while heap and heap[0][0] < wm:
+            _, _, key, window = heapq.heappop(heap)
+            self._gc_known.discard((key, window))
+            self.store.clear_window(key, window)
+            for k in [k for k in self.timers if k[0] == key and k[1] == window]:
+                del self.timers[k]
+
+    # -- watermarks and checkpoints -------------------------------------------
+    def output_watermark(self) -> int:
+        wm = super().output_watermark()
+        pending = [t for (k, w, n), t in self.timers.items() if n in self._event_timer_names()]
+        return min([wm, *pending])
+
+    def _event_timer_names(self) -> set[str]:
+        return {n for n, s in self.signature.timer_specs.items() if s.time_domain is TimeDomain.WATERMARK}
+
+    def next_processing_deadline(self) -> int | None:
+        while self._proc_heap:
+            ts, _, key, window, name = self._proc_heap[0]
+            if self.timers.get((key, window, name)) == ts:
+                return ts
+            heapq.heappop(self._proc_heap)
+        return None
+
+    def is_idle(self) -> bool:
+        return super().is_idle() and not self.timers
+
+    def snapshot(self) -> Any:
+        return {
+            "store": self.store.snapshot(),
+            "timers": dict(self.timers),
+            "event_heap": list(self._event_heap),
+            "proc_heap": list(self._proc_heap),
+            "gc_heap": list(self._gc_heap),
+            "pending": list(self.pending),
+        }
+
+    def restore(self, snapshot: Any) -> None:
+        self.store.restore(snapshot["store"])
+        self.timers = dict(snapshot["timers"])
+        self._event_heap = list(snapshot["event_heap"])
+        self._proc_heap = list(snapshot["proc_heap"])
+        self._gc_heap = list(snapshot["gc_heap"])
+        self._gc_known = {(e[2], e[3]) for e in self._gc_heap}
+        self.pending = list(snapshot["pending"])
+        seqs = [e[1] for e in (*self._event_heap, *self._proc_heap, *self._gc_heap)]
+        self._seq = itertools.count(max(seqs, default=0) + 1)
