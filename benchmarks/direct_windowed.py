@@ -14,6 +14,7 @@ It prints the per-run times and the median elements/s of each workload
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import statistics
@@ -58,6 +59,7 @@ WORKLOADS: dict[str, Callable[[td.Pipeline, list[tuple[int, float]]], Any]] = {
 def measure(build: Callable[[td.Pipeline, list[tuple[int, float]]], Any], events: list[tuple[int, float]], repeats: int, strict: bool) -> list[float]:
     times = []
     for _ in range(repeats):
+        gc.collect()  # the previous run's garbage is not this run's cost
         start = time.perf_counter()
         p = td.Pipeline(runner=DirectRunner(strict=strict))
         build(p, events)

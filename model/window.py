@@ -86,7 +86,8 @@ class IntervalWindow(tuple, BoundedWindow):  # type: ignore[misc]
     """The half-open interval ``[start, end)`` of event time.
 
     Stored as the tuple ``(start_us, end_us)``: windows are dictionary keys in
-    every hot loop, and a tuple hashes and compares in C.
+    every hot loop, and a tuple hashes and compares in C. (So an IntervalWindow
+    also equals the plain tuple of its microsecond bounds.)
     """
 
     __slots__ = ()
@@ -112,18 +113,11 @@ class IntervalWindow(tuple, BoundedWindow):  # type: ignore[misc]
     def _sort_key(self) -> tuple[int, int]:
         return (self[1], self[0])
 
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and tuple.__eq__(self, other)  # type: ignore[arg-type]
-
-    def __ne__(self, other: object) -> bool:
-        return not self.__eq__(other)
-
+    # Equality, hashing and ordering are the tuple's, (start, end), all in C.
+    __eq__ = tuple.__eq__
+    __ne__ = tuple.__ne__
+    __lt__ = tuple.__lt__
     __hash__ = tuple.__hash__
-
-    def __lt__(self, other: BoundedWindow) -> bool:  # type: ignore[override]
-        if isinstance(other, IntervalWindow):
-            return tuple.__lt__(self, other)
-        return BoundedWindow.__lt__(self, other)
 
     def intersects(self, other: "IntervalWindow") -> bool:
         return self[0] < other[1] and other[0] < self[1]
@@ -189,7 +183,14 @@ class TimestampedValue:
 
     def __init__(self, value: Any, timestamp: TimestampLike) -> None:
         self.value = value
-        self.timestamp_us = to_micros(timestamp)
+        # Built once per element by event-time sources: plain seconds take a short path.
+        cls = type(timestamp)
+        if cls is float and -9.2e12 < timestamp < 9.2e12:  # type: ignore[operator]
+            self.timestamp_us = round(timestamp * 1_000_000)  # type: ignore[operator]
+        elif cls is int and -9_200_000_000_000 < timestamp < 9_200_000_000_000:  # type: ignore[operator]
+            self.timestamp_us = timestamp * 1_000_000  # type: ignore[operator]
+        else:
+            self.timestamp_us = to_micros(timestamp)
 
     @property
     def timestamp(self) -> Timestamp:
@@ -472,27 +473,24 @@ class Sessions(WindowFn):
         return f"Sessions({self.gap_us / 1e6:g})"
 
 
-_interval_order = operator.attrgetter("_start_us", "_end_us")
-
-
 def merge_overlapping_intervals(merge_context: MergeContext) -> None:
     """Merge every group of overlapping IntervalWindows into their span."""
-    windows: Sequence[IntervalWindow] = sorted(
-        merge_context.windows, key=_interval_order  # type: ignore[arg-type]
-    )
+    windows: Sequence[IntervalWindow] = sorted(merge_context.windows)  # type: ignore[type-var]
     group: list[IntervalWindow] = []
-    span: IntervalWindow | None = None
+    start = end = 0
     for w in windows:
-        if span is not None and w._start_us < span._end_us:
+        w_start, w_end = w._start_us, w._end_us
+        if group and w_start < end:
             group.append(w)
-            if w._end_us > span._end_us:
-                span = IntervalWindow.from_micros(span._start_us, w._end_us)
+            if w_end > end:
+                end = w_end
             continue
-        if span is not None and len(group) > 1:
-            merge_context.merge(group, span)
-        group, span = [w], w
-    if span is not None and len(group) > 1:
-        merge_context.merge(group, span)
+        if len(group) > 1:
+            merge_context.merge(group, IntervalWindow.from_micros(start, end))
+        group, start, end = [w], w_start, w_end
+    if len(group) > 1:
+        merge_context.merge(group, IntervalWindow.from_micros(start, end))
+
 
 
 __all__ += ["merge_overlapping_intervals", "GLOBAL_WINDOWS_TUPLE", "MIN_TIMESTAMP"]

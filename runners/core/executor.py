@@ -158,7 +158,7 @@ class LocalExecutor:
                 return StatefulParDoOperator(label, t, node.inputs[0].windowing, side_fns, strict=self.strict)
             return ParDoOperator(label, t, windowfn, side_fns, strict=self.strict)
         if isinstance(t, WindowInto):
-            return AssignWindowsOperator(label, t)
+            return AssignWindowsOperator(label, t, node.inputs[0].windowing.windowfn)
         if isinstance(t, Flatten):
             return FlattenOperator(label, num_inputs=len(node.inputs))
         if isinstance(t, GroupByKey):

@@ -15,14 +15,14 @@ from typing import Any, Callable
 
 import cloudpickle
 
-from tidal.model.combinefn import CombineFn
+from tidal.model.combinefn import CombineFn, SumCombineFn
 from tidal.model.metrics import Metrics, MetricsContainer, set_current_container
 from tidal.model.primitives import CombinePerKey, GroupByKey, ParDo, WindowInto
 from tidal.model.pvalue import AsSideInput
 from tidal.model.strategy import WindowingStrategy
 from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US
 from tidal.model.trigger import PANE_INFO_UNKNOWN
-from tidal.model.window import GlobalWindows, WindowFn
+from tidal.model.window import FixedWindows, GlobalWindows, Sessions, WindowFn
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError, describe_element
 from tidal.runners.core.invoker import DoFnInvoker, SideInputResolver
 from tidal.runners.core.reduce import CombineReduceFn, GroupReduceFn, KeyedWindowReducer
@@ -237,9 +237,11 @@ class ParDoOperator(Operator):
 class AssignWindowsOperator(Operator):
     """WindowInto: assigns each element's windows with the new WindowFn."""
 
-    def __init__(self, label: str, transform: WindowInto) -> None:
+    def __init__(self, label: str, transform: WindowInto, input_windowfn: WindowFn | None = None) -> None:
         super().__init__(label)
         self.windowfn = transform.windowfn
+        # These WindowFns put every element in exactly one window.
+        self.single_window_input = type(input_windowfn) in (GlobalWindows, FixedWindows, Sessions)
 
     def process(self, bundle: list[Any], slot: int = 0) -> None:
         assign = self.windowfn._assign_us
@@ -248,7 +250,10 @@ class AssignWindowsOperator(Operator):
         v: Any = None
 
         def run() -> None:
-            nonlocal v
+            nonlocal v, out
+            if self.single_window_input:
+                out = [(v, t, assign(t, v, ws[0]), p) for v, t, ws, p in bundle]
+                return
             for v, t, ws, p in bundle:
                 if len(ws) == 1:
                     append((v, t, assign(t, v, ws[0]), p))
@@ -295,7 +300,7 @@ class _KeyedReduceOperator(Operator):
         return self.reducer.next_deadline()
 
     def is_idle(self) -> bool:
-        return not self.reducer.states
+        return self.reducer.is_empty()
 
     def snapshot(self) -> Any:
         return self.reducer.snapshot()
@@ -362,6 +367,14 @@ class PrecombineOperator(Operator):
         kv: Any = None
         previous = set_current_container(self.metrics)
         try:
+            if type(self.fn) is SumCombineFn:
+                # sum is the most common combiner: no method calls per element.
+                for kv, _t, ws, _p in bundle:
+                    key, value = kv
+                    for w in ws:
+                        kw = (key, w)
+                        table[kw] = get(kw, 0) + value
+                bundle = ()  # type: ignore[assignment]
             for kv, _t, ws, _p in bundle:
                 key, value = kv
                 if len(ws) == 1:

@@ -11,16 +11,17 @@ the allowed lateness. Every runner groups through this class.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import operator
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from tidal.model.combinefn import CombineFn
 from tidal.model.strategy import WindowingStrategy
 from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US, Timestamp
 from tidal.model.trigger import AccumulationMode, PaneInfo, PaneInfoTiming, is_default_trigger
-from tidal.model.window import IntervalWindow, MergeContext, TimestampCombiner
+from tidal.model.window import IntervalWindow, MergeContext, Sessions, TimestampCombiner
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError, describe_element
 from tidal.runners.core.triggers import TriggerContext, compile_trigger
 
@@ -42,6 +43,10 @@ class ReduceFn:
 
     def add(self, contents: Any, value: Any) -> Any:
         contents.append(value)
+        return contents
+
+    def add_all(self, contents: Any, values: list[Any]) -> Any:
+        contents.extend(values)
         return contents
 
     def merge(self, contents: list[Any]) -> Any:
@@ -86,6 +91,11 @@ class CombineReduceFn(ReduceFn):
             return self.fn.merge_accumulators([contents, value])
         return self.fn.add_input(contents, value)
 
+    def add_all(self, contents: Any, values: list[Any]) -> Any:
+        if self.lifted:
+            return self.fn.merge_accumulators([contents, *values])
+        return self.fn.add_inputs(contents, values)
+
     def merge(self, contents: list[Any]) -> Any:
         return self.fn.merge_accumulators(contents)
 
@@ -93,10 +103,13 @@ class CombineReduceFn(ReduceFn):
         return self.fn.extract_output(contents)
 
 
-_interval_order = operator.attrgetter("_start_us", "_end_us")
+_third = operator.itemgetter(2)
 
 #: PaneInfo values are immutable and few; firings share them.
 _PANES: dict[tuple[Any, ...], PaneInfo] = {}
+
+
+_ONLY_PANE = PaneInfo(True, True, PaneInfoTiming.ON_TIME, 0, 0)
 
 
 class _WindowState:
@@ -154,6 +167,9 @@ class KeyedWindowReducer:
         self.on_dropped = on_dropped
         self.states: dict[tuple[Any, Any], _WindowState] = {}
         self.active: dict[Any, set[Any]] = {}
+        # Default trigger with end-of-window timestamps: merging can wait for the watermark.
+        self._bulk = self.merging and self.default_trigger and self.combiner is TimestampCombiner.OUTPUT_AT_EOW
+        self._deferred: dict[Any, tuple[list[Any], list[Any]]] = {}
         self._timers: list[tuple[int, int, int, Any]] = []
         self._window_keys: dict[Any, dict[Any, None]] = {}
         self._deadlines: list[tuple[int, int, Any, Any]] = []
@@ -251,22 +267,136 @@ class KeyedWindowReducer:
         raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, kv) from exc
 
     def _process_merging(self, bundle: list[Any]) -> dict[tuple[Any, Any], _WindowState]:
-        wm, now = self.input_watermark, self.processing_time
-        per_key: dict[Any, list[tuple[Any, int, Any]]] = {}
-        kv: Any = None
+        wm = self.input_watermark
+        lateness = self.lateness
+        if self._bulk:
+            # Under the default trigger nothing fires before the watermark moves
+            # unless an element is already behind it: on-time values wait in
+            # ``_deferred`` (as columns) and each key merges once per watermark
+            # move instead of once per bundle.
+            deferred = self._deferred
+            late_seen = False
+            kv: Any = None
+            try:
+                for kv, _t, ws, _p in bundle:
+                    key, value = kv
+                    cols = deferred.get(key)
+                    if cols is None:
+                        cols = deferred[key] = ([], [])
+                    for w in ws:
+                        end = w._end_us
+                        if end <= wm:
+                            if end - 1 + lateness < wm:
+                                self._drop(1)
+                                continue
+                            late_seen = True
+                        cols[0].append(value)
+                        cols[1].append(w)
+            except (TypeError, ValueError) as exc:
+                self._raise_for(kv, exc)
+            return self._flush_deferred() if late_seen else {}
+        per_key: collections.defaultdict[Any, list[tuple[Any, int, Any]]] = collections.defaultdict(list)
+        kv = None
         try:
             for kv, t, ws, _p in bundle:
                 key, value = kv
-                items = per_key.get(key)
-                if items is None:
-                    items = per_key[key] = []
+                items = per_key[key]
                 for w in ws:
-                    if w._end_us - 1 + self.lateness < wm:
+                    if w._end_us - 1 + lateness < wm:
                         self._drop(1)
                         continue
                     items.append((value, t, w))
         except (TypeError, ValueError) as exc:
             self._raise_for(kv, exc)
+        return self._merge_and_add(per_key)
+
+    def _flush_deferred(self) -> dict[tuple[Any, Any], _WindowState]:
+        if not self._deferred:
+            return {}
+        deferred, self._deferred = self._deferred, {}
+        touched: dict[tuple[Any, Any], _WindowState] = {}
+        sessions = type(self.windowfn) is Sessions
+        for key, (values, windows) in deferred.items():
+            if sessions:
+                self._sweep_sessions(key, values, windows, touched)
+            else:
+                mapping = self._merge_key(key, set(windows))
+                self._add_grouped(key, zip(values, windows), mapping, touched)
+        return touched
+
+    def _sweep_sessions(
+        self, key: Any, values: list[Any], windows: list[Any], touched: dict[tuple[Any, Any], _WindowState]
+    ) -> None:
+        """Merge a key's new session windows with its active ones in one sorted sweep.
+
+        The built-in Sessions merge (overlapping intervals join), done without
+        building a MergeContext: the key's active windows never overlap each
+        other, so each group holds new values and the active windows they bridge.
+        """
+        active = self.active.get(key)
+        if active is None:
+            active = self.active[key] = set()
+        acts = sorted(active)
+        ai, na = 0, len(acts)
+        groups: list[tuple[int, int, list[Any], list[Any]]] = []
+        g_start = g_end = 0
+        g_vals: list[Any] | None = None
+        g_acts: list[Any] = []
+        for idx in sorted(range(len(windows)), key=windows.__getitem__):
+            w_start, w_end = windows[idx]
+            while ai < na and acts[ai][0] <= w_start:
+                a = acts[ai]
+                ai += 1
+                if g_vals is not None and a[0] < g_end:
+                    g_acts.append(a)
+                    if a[1] > g_end:
+                        g_end = a[1]
+                else:
+                    if g_vals:
+                        groups.append((g_start, g_end, g_vals, g_acts))
+                    g_start, g_end, g_vals, g_acts = a[0], a[1], [], [a]
+            if g_vals is not None and w_start < g_end:
+                g_vals.append(values[idx])
+                if w_end > g_end:
+                    g_end = w_end
+            else:
+                if g_vals:
+                    groups.append((g_start, g_end, g_vals, g_acts))
+                g_start, g_end, g_vals, g_acts = w_start, w_end, [values[idx]], []
+        while ai < na and g_vals:
+            a = acts[ai]
+            ai += 1
+            if a[0] >= g_end:
+                break
+            g_acts.append(a)
+            if a[1] > g_end:
+                g_end = a[1]
+        if g_vals:
+            groups.append((g_start, g_end, g_vals, g_acts))
+        wm = self.input_watermark
+        add_all = self.reduce_fn.add_all
+        states = self.states
+        for start, end, vals, bridged in groups:
+            result = IntervalWindow.from_micros(start, end)
+            try:
+                if not bridged:
+                    st = self._new_state(key, result, add_all(self.reduce_fn.empty(), vals))
+                    active.add(result)
+                else:
+                    if len(bridged) > 1 or bridged[0] != result:
+                        self._merge_states(key, bridged, result)
+                        active.difference_update(bridged)
+                        active.add(result)
+                    st = states[(key, result)]
+                    st.contents = add_all(st.contents, vals)
+            except Exception as exc:
+                raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, (key, vals[0])) from exc
+            st.new_count += len(vals)
+            if end <= wm:
+                touched[(key, result)] = st
+
+    def _merge_and_add(self, per_key: dict[Any, list[tuple[Any, int, Any]]]) -> dict[tuple[Any, Any], _WindowState]:
+        wm, now = self.input_watermark, self.processing_time
         touched: dict[tuple[Any, Any], _WindowState] = {}
         states = self.states
         reduce_add = self.reduce_fn.add
@@ -276,7 +406,7 @@ class KeyedWindowReducer:
         for key, items in per_key.items():
             if not items:
                 continue
-            mapping = self._merge_key(key, {w for _, _, w in items})
+            mapping = self._merge_key(key, set(map(_third, items)))
             value = None
             try:
                 for value, t, w in items:
@@ -302,15 +432,43 @@ class KeyedWindowReducer:
                 raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, (key, value)) from exc
         return touched
 
+    def _add_grouped(
+        self, key: Any, pairs: Iterable[tuple[Any, Any]], mapping: dict[Any, Any], touched: dict[tuple[Any, Any], _WindowState]
+    ) -> None:
+        """Add a key's (value, window) pairs window by window in bulk (default trigger, end-of-window timestamps)."""
+        by_target: dict[Any, list[Any]] = {}
+        for value, w in pairs:
+            target = mapping.get(w, w)
+            values = by_target.get(target)
+            if values is None:
+                by_target[target] = [value]
+            else:
+                values.append(value)
+        wm = self.input_watermark
+        add_all = self.reduce_fn.add_all
+        for target, values in by_target.items():
+            kw = (key, target)
+            st = self.states.get(kw)
+            try:
+                if st is None:
+                    st = self._new_state(key, target, add_all(self.reduce_fn.empty(), values))
+                elif st.closed:
+                    self._drop(len(values))
+                    continue
+                else:
+                    st.contents = add_all(st.contents, values)
+            except Exception as exc:
+                raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, (key, values[0])) from exc
+            st.new_count += len(values)
+            if target._end_us <= wm:
+                touched[kw] = st
+
     def _merge_key(self, key: Any, new_windows: set[Any]) -> dict[Any, Any]:
         """Merge the key's active windows with the new ones; returns window -> merged window."""
         active = self.active.setdefault(key, set())
         candidates = active | new_windows
         try:
-            if all(type(w) is IntervalWindow for w in candidates):
-                ordered = sorted(candidates, key=_interval_order)
-            else:
-                ordered = sorted(candidates)
+            ordered = sorted(candidates)
         except TypeError:  # custom windows need not be ordered
             ordered = list(candidates)
         ctx = MergeContext(ordered)
@@ -478,6 +636,7 @@ class KeyedWindowReducer:
             self.processing_time = processing_time
             self._fire_deadlines(out)
         if input_watermark is not None and input_watermark > self.input_watermark:
+            self._flush_deferred()
             self.input_watermark = input_watermark
             self._fire_timers(out)
         self.output_watermark = max(self.output_watermark, self._compute_output_watermark())
@@ -508,6 +667,9 @@ class KeyedWindowReducer:
             if not keys:
                 self._window_keys.pop(window, None)
                 continue
+            if self.default_trigger and not self.lateness:
+                self._fire_only_panes(window, keys, out)
+                continue
             ctx = TriggerContext(wm, self.processing_time, window._end_us - 1)
             if kind == _EOW or not self.lateness:
                 for key in keys:
@@ -528,6 +690,37 @@ class KeyedWindowReducer:
                             del self.active[key]
             del self._window_keys[window]
 
+    def _fire_only_panes(self, window: Any, keys: dict[Any, None], out: list[Any]) -> None:
+        """Default trigger, no allowed lateness: each window fires once, on time, and expires.
+
+        Nothing can have fired earlier (an element behind the watermark is
+        already expired), so every pane is the first and last, ON_TIME; this
+        is the path every batch pipeline takes, so it skips the general machine.
+        """
+        states = self.states
+        output = self.reduce_fn.output
+        max_ts = window._end_us - 1
+        eow = self.combiner is TimestampCombiner.OUTPUT_AT_EOW
+        windows = (window,)
+        key = None
+        try:
+            for key in keys:
+                st = states.pop((key, window), None)
+                if st is None or st.closed or not st.new_count:
+                    continue
+                ts = max_ts if eow or st.hold is None else st.hold
+                out.append(((key, output(st.contents, False)), ts, windows, _ONLY_PANE))
+        except Exception as exc:
+            raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, key) from exc
+        if self.merging:
+            for key in keys:
+                act = self.active.get(key)
+                if act is not None:
+                    act.discard(window)
+                    if not act:
+                        del self.active[key]
+        del self._window_keys[window]
+
     def _compute_output_watermark(self) -> int:
         wm = self.input_watermark
         if self.combiner is TimestampCombiner.OUTPUT_AT_EOW:
@@ -539,7 +732,11 @@ class KeyedWindowReducer:
         return min(wm, hold)
 
     def pending_windows(self) -> int:
+        self._flush_deferred()
         return len(self.states)
+
+    def is_empty(self) -> bool:
+        return not self.states and not self._deferred
 
     def next_deadline(self) -> int | None:
         """The earliest processing time at which a trigger waits to fire."""
@@ -554,6 +751,7 @@ class KeyedWindowReducer:
     # -- checkpointing ----------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """A picklable copy of all state (windows, panes, triggers, timers, watermarks)."""
+        self._flush_deferred()
         return {
             "states": {k: _state_tuple(s) for k, s in self.states.items()},
             "active": {k: set(v) for k, v in self.active.items()},
