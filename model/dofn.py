@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Iterable
 
 from tidal.model.userstate import StateSpec, TimerSpec
@@ -105,7 +106,12 @@ class CallableDoFn(DoFn):
         raise ValueError(f"unknown CallableDoFn kind {kind!r}")
 
     def default_label(self) -> str:
-        return getattr(self.fn, "__name__", type(self.fn).__name__)
+        name = getattr(self.fn, "__name__", type(self.fn).__name__)
+        code = getattr(self.fn, "__code__", None)
+        if name == "<lambda>" and code is not None:
+            # As Beam does: lambdas on different lines get different labels.
+            return f"<lambda at {os.path.basename(code.co_filename)}:{code.co_firstlineno}>"
+        return str(name)
 
     def __repr__(self) -> str:
         return f"{self.kind}({self.default_label()})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 
 from typing import TYPE_CHECKING, Any, Generic, Iterator, TypeVar
 
@@ -79,11 +80,27 @@ class PCollection(PValue, Generic[T]):
         bounded = "bounded" if self.is_bounded else "unbounded"
         return f"<PCollection {self.name!r} {bounded}>"
 
-    def __reduce__(self) -> Any:
-        raise TypeError(
-            f"PCollection {self.name!r} cannot be pickled: it is a description, not data. "
-            "Pass it as a side input (AsList, AsDict, ...) to use its contents in a DoFn."
-        )
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        if not _graph_pickling[0]:
+            raise TypeError(
+                f"PCollection {self.name!r} cannot be pickled: it is a description, not data. "
+                "Pass it as a side input (AsList, AsDict, ...) to use its contents in a DoFn."
+            )
+        return object.__reduce_ex__(self, protocol)
+
+
+_graph_pickling = [False]
+
+
+@contextlib.contextmanager
+def pickling_graph() -> Iterator[None]:
+    """Allow PCollections to be pickled: a runner shipping a whole plan to workers."""
+    previous = _graph_pickling[0]
+    _graph_pickling[0] = True
+    try:
+        yield
+    finally:
+        _graph_pickling[0] = previous
 
 
 class DoOutputsTuple:
@@ -94,9 +111,12 @@ class DoOutputsTuple:
         self._outputs = outputs
 
     def __getattr__(self, tag: str) -> PCollection[Any]:
-        if tag.startswith("__"):
+        if tag.startswith("_"):
             raise AttributeError(tag)
-        return self[tag]
+        try:
+            return self[tag]
+        except KeyError as exc:
+            raise AttributeError(exc.args[0]) from None
 
     def __getitem__(self, tag: str | None) -> PCollection[Any]:
         if tag is None:

@@ -17,6 +17,7 @@ __all__ = ["register_runner", "registered_runners", "resolve_runner", "set_defau
 _FACTORIES: dict[str, Callable[[], Runner]] = {}
 _LAZY: dict[str, str] = {
     "direct": "tidal.runners.direct:DirectRunner",
+    "ray": "tidal.runners.ray:RayRunner",
 }
 _default: list[str | Runner | None] = [None]
 

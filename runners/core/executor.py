@@ -64,35 +64,106 @@ class ManualClock(Clock):
         self._now = max(self._now, micros)
 
 
-class LocalExecutor:
-    """Executes ``plan`` in this process; ``run()`` returns when every source is done."""
+class RemoteInput:
+    """Stands in for a producer that runs elsewhere (another worker's stage).
 
-    def __init__(self, plan: ExecutionPlan, bundle_size: int = 10_000, strict: bool = False, clock: Clock | None = None) -> None:
+    Bundles arrive through :meth:`push`; its watermark is the minimum over the
+    senders that feed it.
+    """
+
+    def __init__(self, edge_id: str, senders: int) -> None:
+        self.edge_id = edge_id
+        self.receivers: dict[str, list[Callable[[list[Any]], None]]] = {}
+        self.sender_watermarks = [MIN_TIMESTAMP_US] * max(senders, 1)
+
+    def add_receiver(self, tag: str, receiver: Callable[[list[Any]], None]) -> None:
+        self.receivers.setdefault(tag, []).append(receiver)
+
+    def push(self, bundle: list[Any]) -> None:
+        for receiver in self.receivers.get("out", ()):
+            receiver(bundle)
+
+    @property
+    def watermark(self) -> int:
+        return min(self.sender_watermarks)
+
+
+def edge_id_of(pc: Any) -> str:
+    """The name of the exchange edge that carries PCollection ``pc`` between stages."""
+    return str(pc.name)
+
+
+def partial_edge_id(combine: AppliedTransform) -> str:
+    """The edge carrying a lifted CombinePerKey's partial accumulators."""
+    return f"{combine.full_label}/partial"
+
+
+class LocalExecutor:
+    """Executes ``plan`` (or some of its stages) in this process.
+
+    With ``stage_ids`` only those stages are built: inputs produced by other
+    stages become :class:`RemoteInput` entry points fed by :meth:`push` and
+    :meth:`set_remote_watermark`, and outputs consumed by other stages go to
+    ``remote_emit(edge_id, bundle)``; :meth:`remote_watermarks` reports their
+    watermarks. ``run()`` returns when every local source is done.
+    """
+
+    def __init__(
+        self,
+        plan: ExecutionPlan,
+        bundle_size: int = 10_000,
+        strict: bool = False,
+        clock: Clock | None = None,
+        stage_ids: set[int] | None = None,
+        source_overrides: dict[AppliedTransform, Any] | None = None,
+        remote_emit: Callable[[str, list[Any]], None] | None = None,
+        senders_of: Callable[[str], int] | None = None,
+    ) -> None:
         self.plan = plan
         self.bundle_size = bundle_size
         self.strict = strict
+        self.stage_ids = stage_ids
+        self.source_overrides = source_overrides or {}
+        self.remote_emit = remote_emit
+        self.senders_of = senders_of or (lambda edge: 1)
         self.ops: list[Operator] = []
         self.op_of: dict[AppliedTransform, Operator] = {}
         self.sources: list[tuple[SourceDriver, Operator | None, AppliedTransform]] = []
+        self.remote_inputs: dict[str, RemoteInput] = {}
+        #: Local producers of edges that other stages consume: edge id -> producer.
+        self.remote_outputs: dict[str, Any] = {}
         # For each operator: its main-input producers and side-input producers (op or source driver).
         self._main_inputs: dict[Operator, list[Any]] = {}
         self._side_inputs: dict[Operator, list[Any]] = {}
         self._out_wm: dict[Any, int] = {}
+        self._precombine_of: dict[AppliedTransform, Operator] = {}
         self.clock: Clock = clock or WallClock()
         self._build()
 
     # -- wiring ---------------------------------------------------------------
+    def _is_local(self, node: AppliedTransform) -> bool:
+        return self.stage_ids is None or self.plan.stage_of[node].id in self.stage_ids
+
     def _build(self) -> None:
-        producer_of: dict[Any, tuple[Any, str]] = {}  # pcoll -> (op or driver, tag)
+        producer_of: dict[Any, tuple[Any, str]] = {}  # pcoll -> (op, driver or remote input, tag)
         for stage in self.plan.stages:
+            local = self.stage_ids is None or stage.id in self.stage_ids
+            if not local:
+                for node in stage.nodes:
+                    for pc in node.outputs.values():
+                        producer_of[pc] = (self._remote_input(edge_id_of(pc)), "out")
+                for combine in stage.precombines:
+                    self._precombine_of[combine] = self._remote_input(partial_edge_id(combine))  # type: ignore[assignment]
+                continue
             for node in stage.nodes:
                 t = node.transform
                 if isinstance(t, (Read, Impulse, TestStream)):
-                    driver = make_source_driver(node, self.bundle_size)
+                    driver = make_source_driver(node, self.bundle_size, self.source_overrides.get(node))
                     self.sources.append((driver, None, node))
                     self._out_wm[driver] = MIN_TIMESTAMP_US
                     for tag, pc in node.outputs.items():
                         producer_of[pc] = (driver, tag)
+                    self._export_outputs(node, driver)
                     continue
                 op = self._make_operator(node)
                 self.ops.append(op)
@@ -101,48 +172,89 @@ class LocalExecutor:
                 mains: list[Any] = []
                 for slot, pc in enumerate(node.inputs):
                     src, tag = self._producer_for(node, pc, producer_of)
-                    self._connect(src, tag, lambda b, op=op, slot=slot: op.process(b, slot))
+                    src.add_receiver(tag, lambda b, op=op, slot=slot: op.process(b, slot))
                     mains.append(src)
                 sides: list[Any] = []
                 for index, view in enumerate(node.side_inputs):
                     src, tag = producer_of[view.pcoll]
-                    self._connect(src, tag, lambda b, op=op, index=index: op.process_side(index, b))
+                    src.add_receiver(tag, lambda b, op=op, index=index: op.process_side(index, b))
                     sides.append(src)
                 self._main_inputs[op] = mains
                 self._side_inputs[op] = sides
                 for tag, pc in node.outputs.items():
                     producer_of[pc] = (op, tag)
+                self._export_outputs(node, op)
             for combine in stage.precombines:
-                src_pc = combine.inputs[0]
-                src, tag = producer_of[src_pc]
+                src, tag = producer_of[combine.inputs[0]]
                 pre = PrecombineOperator(f"{combine.full_label}/Precombine", combine.transform.fn)  # type: ignore[union-attr]
                 self.ops.append(pre)
                 self._out_wm[pre] = MIN_TIMESTAMP_US
-                self._connect(src, tag, lambda b, pre=pre: pre.process(b, 0))
+                src.add_receiver(tag, lambda b, pre=pre: pre.process(b, 0))
                 self._main_inputs[pre] = [src]
                 self._side_inputs[pre] = []
-                self._precombine_of = getattr(self, "_precombine_of", {})
                 self._precombine_of[combine] = pre
+                if not self._is_local(combine):
+                    self._export(partial_edge_id(combine), pre, "out")
+        for remote in self.remote_inputs.values():
+            self._out_wm[remote] = MIN_TIMESTAMP_US
         # Keep operators in topological order: a precombine must come before its combine.
         self.ops.sort(key=lambda op: self._topo_index(op))
+
+    def _remote_input(self, edge_id: str) -> RemoteInput:
+        remote = self.remote_inputs.get(edge_id)
+        if remote is None:
+            remote = self.remote_inputs[edge_id] = RemoteInput(edge_id, self.senders_of(edge_id))
+        return remote
+
+    def _export_outputs(self, node: AppliedTransform, producer: Any) -> None:
+        """Send outputs that non-local stages consume to ``remote_emit``."""
+        if self.stage_ids is None:
+            return
+        consumers = self._consumers()
+        for tag, pc in node.outputs.items():
+            if any(not self._is_local(c) and not (c in self.plan.lifted and c.inputs[0] is pc) for c in consumers.get(pc, ())):
+                self._export(edge_id_of(pc), producer, tag)
+
+    def _export(self, edge_id: str, producer: Any, tag: str) -> None:
+        emit = self.remote_emit
+        if emit is None:
+            raise PipelineExecutionError(edge_id, "a partial plan needs remote_emit for its outputs")
+        self.remote_outputs[edge_id] = producer
+        producer.add_receiver(tag, lambda b, edge_id=edge_id: emit(edge_id, b))
+
+    def _consumers(self) -> dict[Any, list[AppliedTransform]]:
+        cached = getattr(self, "_consumers_cache", None)
+        if cached is None:
+            cached = self._consumers_cache = self.plan.graph.consumers()
+        return cached
+
+    def push(self, edge_id: str, bundle: list[Any]) -> None:
+        """A bundle arrived from another stage on ``edge_id``."""
+        self.remote_inputs[edge_id].push(bundle)
+
+    def set_remote_watermark(self, edge_id: str, sender: int, watermark: int) -> None:
+        """Sender ``sender`` of ``edge_id`` promises nothing older than ``watermark`` follows."""
+        remote = self.remote_inputs[edge_id]
+        if watermark > remote.sender_watermarks[sender]:
+            remote.sender_watermarks[sender] = watermark
+        self._out_wm[remote] = remote.watermark
+
+    def remote_watermarks(self) -> dict[str, int]:
+        """The current watermark of every edge this executor sends to other stages."""
+        return {edge: self._out_wm[producer] for edge, producer in self.remote_outputs.items()}
 
     def _topo_index(self, op: Operator) -> tuple[int, int]:
         for i, node in enumerate(self.plan.graph.primitives):
             if self.op_of.get(node) is op:
                 return (i, 1)
-            pre = getattr(self, "_precombine_of", {}).get(node)
-            if pre is op:
+            if self._precombine_of.get(node) is op:
                 return (i, 0)
         return (len(self.plan.graph.primitives), 0)
 
     def _producer_for(self, node: AppliedTransform, pc: Any, producer_of: dict[Any, tuple[Any, str]]) -> tuple[Any, str]:
         if node in self.plan.lifted:
-            pre = self._precombine_of[node]
-            return pre, "out"
+            return self._precombine_of[node], "out"
         return producer_of[pc]
-
-    def _connect(self, src: Any, tag: str, receiver: Callable[[list[Any]], None]) -> None:
-        src.add_receiver(tag, receiver)
 
     def _make_operator(self, node: AppliedTransform) -> Operator:
         t = node.transform

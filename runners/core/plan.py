@@ -8,9 +8,9 @@ runs at the end of the producing stage, before the exchange.
 
 >>> import tidal as td
 >>> p = td.Pipeline()
->>> _ = p | td.Create([("a", 1)]) | td.Map(lambda kv: kv) | td.CombinePerKey(sum)
+>>> _ = p | td.Create([("a", 1)]) | td.Map(tuple) | td.CombinePerKey(sum)
 >>> [s.describe() for s in build_plan(p.graph()).stages]
-['stage 0: Create -> Map(<lambda>) -> [partial CombinePerKey(sum)]', 'stage 1: CombinePerKey(sum)']
+['stage 0: Create -> Map(tuple) -> [partial CombinePerKey(sum)]', 'stage 1: CombinePerKey(sum)']
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Stage:
     id: int
     nodes: list[AppliedTransform]
     #: How the stage's root reads its main inputs: "keyed" (by key), "union" (Flatten),
-    #: "source" (no input).
+    #: "forward" (a ParDo with side inputs), "source" (no input).
     input_kind: str
     #: CombinePerKey nodes whose partial combine runs at the end of this stage.
     precombines: list[AppliedTransform] = attrs.field(factory=list)
@@ -90,7 +90,11 @@ def build_plan(graph: PipelineGraph, lift_combiners: bool = True) -> ExecutionPl
     lifted: set[AppliedTransform] = set()
     for node in graph.primitives:
         t = node.transform
-        fusible = isinstance(t, WindowInto) or (isinstance(t, ParDo) and not is_stateful_pardo(node))
+        # A ParDo with side inputs starts a stage: a parallel runner must then
+        # broadcast every side input to it, even one produced beside its input.
+        fusible = isinstance(t, WindowInto) or (
+            isinstance(t, ParDo) and not is_stateful_pardo(node) and not node.side_inputs
+        )
         if fusible and node.inputs and node.inputs[0] in producer:
             stage = stage_of[producer[node.inputs[0]]]
             stage.nodes.append(node)
@@ -99,6 +103,8 @@ def build_plan(graph: PipelineGraph, lift_combiners: bool = True) -> ExecutionPl
                 kind = "keyed"
             elif isinstance(t, Flatten):
                 kind = "union"
+            elif node.inputs:
+                kind = "forward"
             else:
                 kind = "source"
             stage = Stage(len(stages), [node], kind)

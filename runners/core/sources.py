@@ -123,17 +123,21 @@ class BoundedSourceDriver(SourceDriver):
         return SourceEvent(to_windowed(chunk) if chunk else None)
 
 
-def make_source_driver(node: AppliedTransform, bundle_size: int) -> SourceDriver:
-    """The driver for a source primitive (Read, Impulse, TestStream)."""
+def make_source_driver(node: AppliedTransform, bundle_size: int, source: Any = None) -> SourceDriver:
+    """The driver for a source primitive (Read, Impulse, TestStream).
+
+    ``source`` replaces the node's own source (a split of it, for a parallel worker).
+    """
     t = node.transform
     if isinstance(t, Impulse):
         return ImpulseDriver(node.full_label)
     if isinstance(t, Read):
-        if t.source.is_bounded:
-            return BoundedSourceDriver(node.full_label, t.source, bundle_size)
+        source = source if source is not None else t.source
+        if source.is_bounded:
+            return BoundedSourceDriver(node.full_label, source, bundle_size)
         from tidal.runners.core.streaming import UnboundedSourceDriver
 
-        return UnboundedSourceDriver(node.full_label, t.source)
+        return UnboundedSourceDriver(node.full_label, source)
     from tidal.runners.core.streaming import make_streaming_driver
 
     driver = make_streaming_driver(node)

@@ -1,0 +1,89 @@
+"""Word count on the Ray runner against the direct runner, in one run.
+
+The direct runner's benchmark pipeline (1,000,000 ``(index, word)`` pairs,
+10,000 distinct words, ``Map(lambda kv: (kv[1], 1)) | CombinePerKey(sum)``)
+runs on the direct runner and on Ray at parallelism 1, 2 and 4. Ray's
+start-up (``ray.init``) is reported on its own, and so is the fixed cost of a
+job (a 10-element run), so the per-element cost is what remains.
+
+Run: ``python -m tidal.benchmarks.ray_wordcount [--elements N] [--repeats R]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import statistics
+import time
+from typing import Any
+
+import tidal as td
+from tidal.runners.direct import DirectRunner
+
+
+def make_data(n: int, distinct: int = 10_000, seed: int = 0) -> list[tuple[int, str]]:
+    rng = random.Random(seed)
+    words = [f"word{i}" for i in range(distinct)]
+    return list(enumerate(rng.choice(words) for _ in range(n)))
+
+
+def run_once(runner: Any, data: list[tuple[int, str]]) -> float:
+    gc.collect()
+    start = time.perf_counter()
+    p = td.Pipeline(runner=runner)
+    _ = p | td.Create(data) | td.Map(lambda kv: (kv[1], 1)) | td.CombinePerKey(sum)
+    p.run().wait_until_finish()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--elements", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--parallelism", default="1,2,4")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    import ray
+
+    from tidal.runners.ray import RayRunner
+
+    data = make_data(args.elements)
+    small = data[:10]
+    results: dict[str, Any] = {"elements": args.elements}
+    start = time.perf_counter()
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    results["ray_startup_s"] = time.perf_counter() - start
+    print(f"ray.init: {results['ray_startup_s']:.2f} s (reported apart from the runs)")
+    direct = [run_once(DirectRunner(), data) for _ in range(args.repeats)]
+    d_rate = args.elements / statistics.median(direct)
+    results["direct"] = {"times_s": direct, "elements_per_s": d_rate}
+    print(f"direct          {d_rate:>12,.0f} elements/s   runs: {', '.join(f'{t:.2f}s' for t in direct)}")
+    for n in (int(x) for x in args.parallelism.split(",")):
+        runner = RayRunner(parallelism=n)
+        fixed = statistics.median(run_once(runner, small) for _ in range(args.repeats))
+        times = [run_once(runner, data) for _ in range(args.repeats)]
+        med = statistics.median(times)
+        rate = args.elements / med
+        per_element_us = max(med - fixed, 0.0) / args.elements * 1e6
+        results[f"ray_p{n}"] = {
+            "times_s": times,
+            "elements_per_s": rate,
+            "job_fixed_cost_s": fixed,
+            "per_element_us": per_element_us,
+            "ratio_to_direct": rate / d_rate,
+        }
+        print(
+            f"ray p={n:<2}        {rate:>12,.0f} elements/s   {rate / d_rate:5.0%} of direct   "
+            f"job fixed cost {fixed:.2f} s, {per_element_us:.2f} µs/element   runs: {', '.join(f'{t:.2f}s' for t in times)}"
+        )
+    ray.shutdown()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""Routing between stage instances: keyed (stable hash), broadcast and forward.
+
+Keys are routed by a hash of their pickled form (CRC-32), not Python's
+``hash``, which is salted per process: every worker must send a key to the
+same instance.
+
+>>> stable_hash("word") == stable_hash("word")
+True
+>>> route_keyed([(("a", 1), 0, (), None), (("b", 2), 0, (), None)], 2)[stable_hash("a") % 2][0][0]
+('a', 1)
+"""
+
+from __future__ import annotations
+
+import pickle
+import zlib
+from typing import Any
+
+from tidal.runners.core.errors import PipelineExecutionError, describe_element
+
+__all__ = ["stable_hash", "route_keyed", "Edge"]
+
+
+def stable_hash(key: Any) -> int:
+    """A hash of ``key`` that is the same in every process."""
+    cls = type(key)
+    if cls is str:
+        return zlib.crc32(key.encode("utf-8", "surrogatepass"))
+    if cls is int:
+        return zlib.crc32(key.to_bytes((key.bit_length() + 8) // 8, "little", signed=True))
+    if cls is bytes:
+        return zlib.crc32(key)
+    return zlib.crc32(pickle.dumps(key, protocol=4))
+
+
+def route_keyed(bundle: list[Any], n: int, label: str = "exchange") -> list[list[Any]]:
+    """Split a bundle of (key, value) windowed values into ``n`` parts by key."""
+    parts: list[list[Any]] = [[] for _ in range(n)]
+    if n == 1:
+        parts[0] = bundle
+        return parts
+    cache: dict[Any, int] = {}
+    wv: Any = None
+    try:
+        for wv in bundle:
+            key = wv[0][0]
+            try:
+                dest = cache[key]
+            except KeyError:
+                dest = cache[key] = stable_hash(key) % n
+            except TypeError:  # unhashable key: route it anyway, the grouping step reports it
+                dest = stable_hash(key) % n
+            parts[dest].append(wv)
+    except (TypeError, IndexError, KeyError) as exc:
+        raise PipelineExecutionError(
+            label, f"a keyed exchange needs (key, value) elements, got {describe_element(wv[0] if wv else wv)}"
+        ) from exc
+    return parts
+
+
+class Edge:
+    """An exchange edge: who produces it, who consumes it and how elements are routed."""
+
+    __slots__ = ("edge_id", "producer_stage", "consumer_stage", "kind")
+
+    def __init__(self, edge_id: str, producer_stage: int, consumer_stage: int, kind: str) -> None:
+        self.edge_id = edge_id
+        self.producer_stage = producer_stage
+        self.consumer_stage = consumer_stage
+        #: "keyed", "broadcast" (side inputs) or "forward" (Flatten, side-input ParDos).
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return f"Edge({self.edge_id!r}, {self.producer_stage}->{self.consumer_stage}, {self.kind})"
