@@ -86,7 +86,15 @@ class PCollection(PValue, Generic[T]):
                 f"PCollection {self.name!r} cannot be pickled: it is a description, not data. "
                 "Pass it as a side input (AsList, AsDict, ...) to use its contents in a DoFn."
             )
-        return object.__reduce_ex__(self, protocol)
+        # A plan shipped to workers needs the description, not the pipeline
+        # (which holds every composite and its arguments).
+        state = dict(self.__dict__)
+        state["pipeline"] = None
+        return (_new_pcollection, (type(self),), state)
+
+
+def _new_pcollection(cls: type) -> Any:
+    return cls.__new__(cls)
 
 
 _graph_pickling = [False]

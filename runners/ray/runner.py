@@ -18,6 +18,7 @@ import re
 import threading
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import cloudpickle
 
 from tidal.model.metrics import MetricResults, MetricsContainer
@@ -274,17 +275,24 @@ class RayRunner(Runner):
     def _pickle_plan(self, plan: ExecutionPlan) -> bytes:
         """The plan for the workers, without bounded sources' data (each worker gets its split)."""
         swapped = []
+        parents = []
         for node in plan.graph.primitives:
+            # Composites (and their arguments, such as Create's list) stay here.
+            parents.append((node, node.parent))
+            node.parent = None
             t = node.transform
             if isinstance(t, Read) and isinstance(t.source, BoundedSource):
                 swapped.append((t, t.source))
                 t.source = _EmptySource()
+        light = attrs.evolve(plan, graph=attrs.evolve(plan.graph, root=None))
         try:
             with pickling_graph():
-                return cloudpickle.dumps(plan, protocol=5)
+                return cloudpickle.dumps(light, protocol=5)
         finally:
             for t, source in swapped:
                 t.source = source
+            for node, parent in parents:
+                node.parent = parent
 
     def _source_splits(self, stage: Any, n: int) -> list[dict[str, Any]]:
         splits: list[dict[str, Any]] = [{} for _ in range(n)]
