@@ -307,19 +307,7 @@ class LocalExecutor:
         active = [d for d, _, _ in self.sources]
         self.propagate()
         while active and not cancelled():
-            progressed = False
-            for driver in list(active):
-                event = driver.poll(self.clock)
-                if event.bundle:
-                    driver.emit(event.bundle)
-                    progressed = True
-                if event.processing_time is not None:
-                    self.clock.advance_to(event.processing_time)
-                    progressed = True
-                self._out_wm[driver] = driver.watermark
-                if driver.done:
-                    active.remove(driver)
-                    progressed = True
+            progressed = self.poll_sources(active)
             self.propagate()
             if not progressed:
                 self._wait_for_work(active)
@@ -335,6 +323,26 @@ class LocalExecutor:
                 "the pipeline stalled: every source is done but this step's watermark is stuck at "
                 f"{self._out_wm[op]} µs (it still holds buffered data)",
             )
+
+    def poll_sources(self, active: list[SourceDriver]) -> bool:
+        """Poll each active source once, pushing what it read; drop finished ones.
+
+        Returns whether anything happened (a bundle, a clock move, a source ending).
+        """
+        progressed = False
+        for driver in list(active):
+            event = driver.poll(self.clock)
+            if event.bundle:
+                driver.emit(event.bundle)
+                progressed = True
+            if event.processing_time is not None:
+                self.clock.advance_to(event.processing_time)
+                progressed = True
+            self._out_wm[driver] = driver.watermark
+            if driver.done:
+                active.remove(driver)
+                progressed = True
+        return progressed
 
     def _wait_for_work(self, active: list[SourceDriver]) -> None:
         deadlines = [d for d in (op.next_processing_deadline() for op in self.ops) if d is not None]

@@ -267,6 +267,12 @@ class AssignWindowsOperator(Operator):
         try:
             self._run_user(run)
         except Exception as exc:
+            if self.single_window_input:  # the comprehension hides the element: find it
+                for v, t, ws, _p in bundle:
+                    try:
+                        assign(t, v, ws[0])
+                    except Exception:
+                        break
             raise UserCodeError(self.label, self.windowfn.assign, exc, v) from exc
         self.emit("out", out)
 
@@ -291,7 +297,14 @@ class _KeyedReduceOperator(Operator):
         self.emit("out", self.reducer.process(bundle))
 
     def on_advance(self) -> None:
-        self.emit("out", self.reducer.advance(self.input_watermark, self.processing_time))
+        # Firing runs user code (CombineFn.extract_output, merge_accumulators): its metrics
+        # belong to this step.
+        previous = set_current_container(self.metrics)
+        try:
+            out = self.reducer.advance(self.input_watermark, self.processing_time)
+        finally:
+            set_current_container(previous)
+        self.emit("out", out)
 
     def output_watermark(self) -> int:
         return self.reducer.output_watermark
@@ -407,7 +420,16 @@ class PrecombineOperator(Operator):
         if not self.table:
             return
         compact = self.fn.compact
-        out = [((k, compact(acc)), w._end_us - 1, (w,), PANE_INFO_UNKNOWN) for (k, w), acc in self.table.items()]
+        previous = set_current_container(self.metrics)
+        out: list[Any] = []
+        key: Any = None
+        try:
+            for (key, w), acc in self.table.items():
+                out.append(((key, compact(acc)), w._end_us - 1, (w,), PANE_INFO_UNKNOWN))
+        except Exception as exc:
+            raise UserCodeError(self.label, compact, exc, key) from exc
+        finally:
+            set_current_container(previous)
         self.table = {}
         self.emit("out", out)
 

@@ -11,15 +11,14 @@ off with ``DirectRunner(strict=False)`` for the last bit of speed.
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
-from tidal.model.metrics import MetricResults
 from tidal.model.primitives import Read
 from tidal.model.teststream import TestStream
-from tidal.model.result import PipelineResult, PipelineState
+from tidal.model.result import PipelineResult
 from tidal.runners.core.executor import LocalExecutor, ManualClock
 from tidal.runners.core.plan import build_plan
+from tidal.runners.result import RunningResult
 from tidal.runners.runner import Runner
 
 if TYPE_CHECKING:
@@ -28,50 +27,15 @@ if TYPE_CHECKING:
 __all__ = ["DirectRunner", "DirectPipelineResult"]
 
 
-class DirectPipelineResult(PipelineResult):
+class DirectPipelineResult(RunningResult):
     """The result of a direct-runner run (finished, or running on a thread)."""
 
     def __init__(self, executor: LocalExecutor) -> None:
+        super().__init__(metrics=executor.metrics)
         self._executor = executor
-        self._state = PipelineState.RUNNING
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        self._cancel = threading.Event()
 
-    def _run(self) -> None:
-        try:
-            self._executor.run(self._cancel.is_set)
-        except BaseException as exc:
-            self._error = exc
-            self._state = PipelineState.FAILED
-            return
-        self._state = PipelineState.CANCELLED if self._cancel.is_set() else PipelineState.DONE
-
-    def _start_thread(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="tidal-direct", daemon=True)
-        self._thread.start()
-
-    @property
-    def state(self) -> PipelineState:
-        return self._state
-
-    def wait_until_finish(self, duration: float | None = None) -> PipelineState:
-        if self._thread is not None:
-            self._thread.join(duration)
-        if self._error is not None:
-            raise self._error
-        return self._state
-
-    def metrics(self) -> MetricResults:
-        return MetricResults(self._executor.metrics())
-
-    def cancel(self) -> PipelineState:
-        self._cancel.set()
-        if self._thread is not None:
-            self._thread.join()
-        elif self._state is PipelineState.RUNNING:
-            self._state = PipelineState.CANCELLED
-        return self._state
+    def run(self) -> None:
+        self.execute(lambda: self._executor.run(self._cancelled.is_set))
 
 
 class DirectRunner(Runner):
@@ -93,9 +57,9 @@ class DirectRunner(Runner):
         executor = LocalExecutor(plan, bundle_size=self.bundle_size, strict=self.strict, clock=clock)
         result = DirectPipelineResult(executor)
         if _has_unbounded_source(graph):
-            result._start_thread()
+            result.start_thread(lambda: executor.run(lambda: result.cancelled), "tidal-direct")
             return result
-        result._run()
+        result.run()
         if result._error is not None:
             raise result._error
         return result

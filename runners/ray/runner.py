@@ -15,21 +15,20 @@ import atexit
 import os
 import pickle
 import re
-import threading
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import cloudpickle
 
-from tidal.model.metrics import MetricResults, MetricsContainer
 from tidal.model.primitives import BoundedSource, Impulse, ParDo, Read
 from tidal.model.pvalue import pickling_graph
-from tidal.model.result import PipelineResult, PipelineState
+from tidal.model.result import PipelineResult
 from tidal.model.teststream import TestStream
 from tidal.runners.core.errors import PipelineExecutionError
 from tidal.runners.core.executor import edge_id_of, partial_edge_id
 from tidal.runners.core.plan import ExecutionPlan, build_plan, is_stateful_pardo
 from tidal.runners.ray.exchange import Edge
+from tidal.runners.result import RunningResult
 from tidal.runners.runner import Runner
 
 if TYPE_CHECKING:
@@ -84,40 +83,16 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-class RayPipelineResult(PipelineResult):
+class RayPipelineResult(RunningResult):
     """A job running on Ray actors; ``cancel`` stops it and removes its actors."""
 
     def __init__(self, runner: "RayRunner") -> None:
+        super().__init__()
         self._runner = runner
-        self._state = PipelineState.RUNNING
-        self._error: BaseException | None = None
-        self._metrics: list[MetricsContainer] = []
-        self._thread: threading.Thread | None = None
         self._actors: list[Any] = []
-        self._cancelled = threading.Event()
 
-    @property
-    def state(self) -> PipelineState:
-        return self._state
-
-    def wait_until_finish(self, duration: float | None = None) -> PipelineState:
-        if self._thread is not None:
-            self._thread.join(duration)
-        if self._error is not None:
-            raise self._error
-        return self._state
-
-    def metrics(self) -> MetricResults:
-        return MetricResults(self._metrics)
-
-    def cancel(self) -> PipelineState:
-        self._cancelled.set()
+    def _stop_workers(self) -> None:
         self._runner._kill(self._actors)
-        if self._thread is not None:
-            self._thread.join(30)
-        if self._state is PipelineState.RUNNING:
-            self._state = PipelineState.CANCELLED
-        return self._state
 
 
 class RayRunner(Runner):
@@ -209,10 +184,9 @@ class RayRunner(Runner):
             isinstance(n.transform, Read) and not n.transform.source.is_bounded for n in graph.primitives
         )
         if unbounded:
-            result._thread = threading.Thread(target=self._execute, args=(pipeline, result), daemon=True)
-            result._thread.start()
+            result.start_thread(lambda: self._execute(pipeline, result), "tidal-ray-driver")
             return result
-        self._execute(pipeline, result)
+        result.execute(lambda: self._execute(pipeline, result))
         if result._error is not None:
             raise result._error
         return result
@@ -255,20 +229,17 @@ class RayRunner(Runner):
                 ray.get([w.drain.remote() for w in workers[stage.id]])
             statuses = ray.get([w.status.remote() for ws in workers.values() for w in ws])
             stalled = [s for s in statuses if not s["done"]]
-            if stalled and not result._cancelled.is_set():
+            if stalled and not result.cancelled:
                 stage = plan.stages[stalled[0]["stage"]]
                 raise PipelineExecutionError(
                     stage.root.full_label, "the pipeline stalled: the sources are done but this stage's watermark is not"
                 )
             for containers in ray.get([w.finish.remote() for ws in workers.values() for w in ws]):
                 result._metrics.extend(containers)
-            result._state = PipelineState.DONE
         except Exception as exc:
-            if result._cancelled.is_set():
-                result._state = PipelineState.CANCELLED
-            else:
-                result._error = _unwrap(exc)
-                result._state = PipelineState.FAILED
+            if result.cancelled:
+                return
+            raise _unwrap(exc) from None
         finally:
             self._kill(result._actors)
 

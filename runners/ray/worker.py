@@ -136,17 +136,7 @@ class StageWorker:
         active = [d for d, _, _ in ex.sources]
         with throughput_gc():
             while active:
-                progressed = False
-                for driver in list(active):
-                    event = driver.poll(self.clock)
-                    if event.bundle:
-                        driver.emit(event.bundle)
-                        progressed = True
-                    if event.processing_time is not None:
-                        self.clock.advance_to(event.processing_time)
-                    ex._out_wm[driver] = driver.watermark
-                    if driver.done:
-                        active.remove(driver)
+                progressed = ex.poll_sources(active)
                 ex.propagate()
                 self._forward_watermarks()
                 if not progressed and active:
