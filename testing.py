@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, NamedTuple
 
-from tidal.model.dofn import DoFn
-from tidal.model.primitives import ParDo, WindowInto
+from tidal.model.dofn import CallableDoFn, DoFn
+from tidal.model.primitives import GroupByKey, ParDo, WindowInto
 from tidal.model.ptransform import PTransform
 from tidal.model.pvalue import AsList, PCollection
 from tidal.model.teststream import TestStream
@@ -137,6 +137,24 @@ class _Check(DoFn):
         return ()
 
 
+class _CheckWindow(DoFn):
+    """Runs the matcher on the contents of one window (``use_global_window=False``)."""
+
+    def __init__(self, matcher: Callable[[list[Any]], None]) -> None:
+        self.matcher = matcher
+
+    def process(self, kv: Any, w: Any = DoFn.WindowParam) -> Iterable[Any]:
+        try:
+            self.matcher(list(kv[1]))
+        except BeamAssertException as exc:
+            raise BeamAssertException(f"in window {w!r}: {exc}") from exc
+        return ()
+
+
+def _to_void_key(v: Any) -> tuple[None, Any]:
+    return None, v
+
+
 class _AssertThat(PTransform):
     def __init__(self, matcher: Callable[[list[Any]], None], reify_windows: bool, use_global_window: bool) -> None:
         super().__init__()
@@ -144,9 +162,17 @@ class _AssertThat(PTransform):
         self.reify_windows = reify_windows
         self.use_global_window = use_global_window
 
+    def default_label(self) -> str:
+        return "assert_that"
+
     def expand(self, pcoll: PCollection[Any]) -> None:
         if self.reify_windows:
             pcoll = pcoll | "ReifyWindows" >> ParDo(_Reify())
+        if not self.use_global_window and not isinstance(pcoll.windowing.windowfn, GlobalWindows):
+            # Check each window on its own: group the whole window under one key.
+            grouped = pcoll | "ToVoidKey" >> ParDo(CallableDoFn(_to_void_key, "map")) | "Group" >> GroupByKey()
+            grouped | "Match" >> ParDo(_CheckWindow(self.matcher))
+            return None
         if self.use_global_window:
             pcoll = pcoll | "WindowIntoGlobal" >> WindowInto(GlobalWindows())
         seed = pcoll.pipeline | "Seed" >> Create([None])
@@ -163,7 +189,9 @@ def assert_that(
 ) -> None:
     """Check the whole contents of ``actual`` with ``matcher`` when the pipeline runs.
 
-    A failed matcher fails the run with an AssertionError that names ``label``.
+    With ``use_global_window=False`` the matcher checks the contents of each
+    window (that has elements) on its own. A failed matcher fails the run
+    with an AssertionError that names ``label``.
     """
     if not isinstance(actual, PCollection):
         raise TypeError(f"assert_that needs a PCollection, got {actual!r}")

@@ -107,7 +107,7 @@ class Pipeline:
         self.options: dict[str, Any] = dict(options or {})
         self._root = AppliedTransform("", None, None)
         self._stack: list[AppliedTransform] = [self._root]
-        self._labels: set[str] = set()
+        self._labels: dict[str, None] = {}  # an ordered set: a failed apply removes its labels
         self._primitives: list[AppliedTransform] = []
         self._result: PipelineResult | None = None
 
@@ -140,7 +140,8 @@ class Pipeline:
                     f"step {full_label!r}: side input {view.pcoll.name!r} belongs to a different "
                     "pipeline; a PCollection can only be used in the pipeline that created it"
                 )
-        self._labels.add(full_label)
+        labels_before, primitives_before = len(self._labels), len(self._primitives)
+        self._labels[full_label] = None
         node = AppliedTransform(full_label, transform, parent, inputs, side_inputs)
         parent.parts.append(node)
         self._stack.append(node)
@@ -148,6 +149,13 @@ class Pipeline:
             if isinstance(transform, PrimitiveTransform):
                 transform.validate_input(pvalueish, full_label)
             result = transform.expand(pvalueish)
+        except BaseException:
+            # Leave the pipeline as it was, so the user can fix the transform and apply it again.
+            for added in list(self._labels)[labels_before:]:
+                del self._labels[added]
+            del self._primitives[primitives_before:]
+            parent.parts.remove(node)
+            raise
         finally:
             self._stack.pop()
         if isinstance(transform, PrimitiveTransform):

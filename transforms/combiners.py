@@ -299,14 +299,23 @@ class _Latest(PTransform):
     def __init__(self, per_key: bool) -> None:
         super().__init__()
         self.per_key = per_key
+        self._without_defaults = False
 
     def default_label(self) -> str:
         return "Latest.PerKey" if self.per_key else "Latest.Globally"
 
+    def without_defaults(self) -> "_Latest":
+        """Globally: emit nothing for an empty input (needed in non-global windows)."""
+        self._without_defaults = True
+        return self
+
     def expand(self, pcoll: PCollection[Any]) -> PCollection[Any]:
         if self.per_key:
             return pcoll | "Stamp" >> ParDo(_StampValueDoFn()) | "Combine" >> CombinePerKey(LatestCombineFn())
-        return pcoll | "Stamp" >> ParDo(_StampDoFn()) | "Combine" >> CombineGlobally(LatestCombineFn())
+        combine = CombineGlobally(LatestCombineFn())
+        if self._without_defaults:
+            combine = combine.without_defaults()
+        return pcoll | "Stamp" >> ParDo(_StampDoFn()) | "Combine" >> combine
 
 
 # -- ToList / ToDict / ToSet ---------------------------------------------------------

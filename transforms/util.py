@@ -7,6 +7,7 @@ import random
 from typing import Any, Callable, Iterable
 
 from tidal.model.combinefn import CombineFn
+from tidal.model.pipeline import PipelineError
 from tidal.model.primitives import CombinePerKey, Flatten, GroupByKey, WindowInto
 from tidal.model.ptransform import PTransform
 from tidal.model.pvalue import AsSideInput, PCollection
@@ -228,6 +229,12 @@ class CombineGlobally(PTransform):
         return self
 
     def expand(self, pcoll: PCollection[Any]) -> PCollection[Any]:
+        if self.has_defaults and not isinstance(pcoll.windowing.windowfn, GlobalWindows):
+            label = pcoll.pipeline.current_node().full_label
+            raise PipelineError(
+                f"step {label!r}: CombineGlobally in a non-global window has no sensible default for "
+                "empty windows; use CombineGlobally(...).without_defaults()"
+            )
         combined = (
             pcoll
             | "KeyWithVoid" >> Map(lambda v: (None, v))
@@ -236,11 +243,6 @@ class CombineGlobally(PTransform):
         )
         if not self.has_defaults:
             return combined
-        if not isinstance(pcoll.windowing.windowfn, GlobalWindows):
-            raise ValueError(
-                "CombineGlobally in a non-global window has no sensible default for empty windows; "
-                "use CombineGlobally(...).without_defaults()"
-            )
         fn = CombineFn.maybe_from_callable(self.fn) if not self.args and not self.kwargs else None
         if fn is None:
             from tidal.model.combinefn import CallableWrapperCombineFn

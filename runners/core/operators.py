@@ -189,8 +189,9 @@ class ParDoOperator(Operator):
         if sample is not None and self._encode_sample(bundle[0][0], "input element") != sample:
             raise PipelineExecutionError(
                 self.label,
-                f"the DoFn mutated its input element {describe_element(bundle[0][0])}; DoFns must "
-                "not modify their inputs (copy it first), since other consumers see the same object",
+                f"the DoFn mutated its input element {describe_element(pickle.loads(sample))} (it "
+                f"became {describe_element(bundle[0][0])}); DoFns must not modify their inputs (copy "
+                "it first), since other consumers see the same object",
             )
         for tag, out in list(invoker.outputs.items()):
             if out:
