@@ -153,7 +153,7 @@ EMPTY = _Empty()
 
 
 class _ExtremeCombineFn(CombineFn):
-    _pick: Callable[[Any, Any], Any]
+    _pick: Callable[..., Any]
     _name: str
 
     def create_accumulator(self) -> Any:

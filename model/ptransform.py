@@ -72,6 +72,8 @@ class PTransform(abc.ABC):
 class _ChainedPTransform(PTransform):
     """``t1 | t2`` before it is applied: a composite that applies both in order."""
 
+    parts: tuple[PTransform, ...]
+
     def __init__(self, *parts: PTransform) -> None:
         super().__init__()
         flat: list[PTransform] = []

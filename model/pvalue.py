@@ -93,7 +93,7 @@ class PCollection(PValue, Generic[T]):
         return (_new_pcollection, (type(self),), state)
 
 
-def _new_pcollection(cls: type) -> Any:
+def _new_pcollection(cls: Any) -> Any:
     return cls.__new__(cls)
 
 

@@ -46,14 +46,13 @@ def to_micros(value: TimestampLike, what: str = "timestamp") -> int:
     Raises ValueError for a value outside [MIN_TIMESTAMP, MAX_TIMESTAMP].
     """
     cls = type(value)
+    micros: int
     if cls is int:
-        micros = value * 1_000_000
+        micros = value * 1_000_000  # type: ignore[operator,assignment]
     elif cls is float:
         if value != value:  # NaN
             raise ValueError(f"{what} is NaN")
-        micros = round(value * 1_000_000)
-    elif cls is Timestamp:
-        return value.micros  # type: ignore[union-attr]
+        micros = round(value * 1_000_000)  # type: ignore[operator]
     elif isinstance(value, Timestamp):
         return value.micros
     elif isinstance(value, bool) or not isinstance(value, (int, float)):

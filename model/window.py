@@ -116,7 +116,7 @@ class IntervalWindow(tuple, BoundedWindow):  # type: ignore[misc]
     # Equality, hashing and ordering are the tuple's, (start, end), all in C.
     __eq__ = tuple.__eq__
     __ne__ = tuple.__ne__
-    __lt__ = tuple.__lt__
+    __lt__ = tuple.__lt__  # type: ignore[assignment]
     __hash__ = tuple.__hash__
 
     def intersects(self, other: "IntervalWindow") -> bool:
@@ -186,9 +186,9 @@ class TimestampedValue:
         # Built once per element by event-time sources: plain seconds take a short path.
         cls = type(timestamp)
         if cls is float and -9.2e12 < timestamp < 9.2e12:  # type: ignore[operator]
-            self.timestamp_us = round(timestamp * 1_000_000)  # type: ignore[operator]
+            self.timestamp_us = round(timestamp * 1_000_000)  # type: ignore[operator,assignment]
         elif cls is int and -9_200_000_000_000 < timestamp < 9_200_000_000_000:  # type: ignore[operator]
-            self.timestamp_us = timestamp * 1_000_000  # type: ignore[operator]
+            self.timestamp_us = timestamp * 1_000_000  # type: ignore[operator,assignment]
         else:
             self.timestamp_us = to_micros(timestamp)
 
@@ -475,7 +475,7 @@ class Sessions(WindowFn):
 
 def merge_overlapping_intervals(merge_context: MergeContext) -> None:
     """Merge every group of overlapping IntervalWindows into their span."""
-    windows: Sequence[IntervalWindow] = sorted(merge_context.windows)  # type: ignore[type-var]
+    windows: Sequence[IntervalWindow] = sorted(merge_context.windows)  # type: ignore[type-var,arg-type]
     group: list[IntervalWindow] = []
     start = end = 0
     for w in windows:

@@ -134,7 +134,8 @@ class MeanCombineFn(CombineFn):
         return accumulator[0] + element, accumulator[1] + 1
 
     def merge_accumulators(self, accumulators: Iterable[tuple[float, int]]) -> tuple[float, int]:
-        total, count = 0, 0
+        total: float = 0
+        count = 0
         for s, c in accumulators:
             total += s
             count += c

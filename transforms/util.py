@@ -243,11 +243,12 @@ class CombineGlobally(PTransform):
         )
         if not self.has_defaults:
             return combined
-        fn = CombineFn.maybe_from_callable(self.fn) if not self.args and not self.kwargs else None
-        if fn is None:
+        if self.args or self.kwargs:
             from tidal.model.combinefn import CallableWrapperCombineFn
 
-            fn = CallableWrapperCombineFn(self.fn, *self.args, **self.kwargs)  # type: ignore[arg-type]
+            fn: CombineFn = CallableWrapperCombineFn(self.fn, *self.args, **self.kwargs)  # type: ignore[arg-type]
+        else:
+            fn = CombineFn.maybe_from_callable(self.fn)
         from tidal.model.pvalue import AsList
 
         p = pcoll.pipeline
@@ -275,6 +276,8 @@ class CombineValues(PTransform):
         if args or kwargs:
             from tidal.model.combinefn import CallableWrapperCombineFn
 
+            if isinstance(fn, CombineFn):
+                raise TypeError("extra arguments are only supported for a callable, not a CombineFn")
             self.fn: CombineFn = CallableWrapperCombineFn(fn, *args, **kwargs)
         else:
             self.fn = CombineFn.maybe_from_callable(fn)

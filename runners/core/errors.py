@@ -28,7 +28,7 @@ class PipelineExecutionError(RuntimeError):
 
 
 def _rebuild(cls: type, step: str, message: str, state: dict[str, Any]) -> Any:
-    err = Exception.__new__(cls)
+    err: Any = Exception.__new__(cls)
     Exception.__init__(err, message)
     err.__dict__.update(state)
     return err

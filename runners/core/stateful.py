@@ -228,5 +228,5 @@ class StatefulParDoOperator(ParDoOperator):
         self._gc_heap = list(snapshot["gc_heap"])
         self._gc_known = {(e[2], e[3]) for e in self._gc_heap}
         self.pending = list(snapshot["pending"])
-        seqs = [e[1] for e in (*self._event_heap, *self._proc_heap, *self._gc_heap)]
+        seqs = [int(e[1]) for e in (*self._event_heap, *self._proc_heap, *self._gc_heap)]
         self._seq = itertools.count(max(seqs, default=0) + 1)

@@ -255,7 +255,7 @@ class RayRunner(Runner):
             if isinstance(t, Read) and isinstance(t.source, BoundedSource):
                 swapped.append((t, t.source))
                 t.source = _EmptySource()
-        light = attrs.evolve(plan, graph=attrs.evolve(plan.graph, root=None))
+        light = attrs.evolve(plan, graph=attrs.evolve(plan.graph, root=None))  # type: ignore[arg-type]
         try:
             with pickling_graph():
                 return cloudpickle.dumps(light, protocol=5)
