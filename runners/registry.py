@@ -18,6 +18,7 @@ _FACTORIES: dict[str, Callable[[], Runner]] = {}
 _LAZY: dict[str, str] = {
     "direct": "tidal.runners.direct:DirectRunner",
     "ray": "tidal.runners.ray:RayRunner",
+    "microbatch": "tidal.runners.microbatch:MicroBatchRunner",
 }
 _default: list[str | Runner | None] = [None]
 

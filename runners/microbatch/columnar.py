@@ -1,0 +1,326 @@
+"""The columnar fast path: keyed windowed aggregates computed with Arrow kernels.
+
+A plan fragment ``Read(ArrowBatchSource) -> [WindowInto] -> CombinePerKey``
+with a known combiner (sum, count, mean, min, max), a global, fixed or
+sliding WindowFn, the default trigger, no allowed lateness and end-of-window
+output timestamps is run here instead of element by element: each batch is
+grouped by (key, window start) into partial aggregates that stay columnar
+across batches, and when the watermark passes a window's end its rows are
+turned into exactly the panes the per-element path would emit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tidal.model.combinefn import MaxCombineFn, MinCombineFn, SumCombineFn
+from tidal.model.pipeline import AppliedTransform, PipelineGraph
+from tidal.model.primitives import CombinePerKey, Read, WindowInto
+from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US
+from tidal.model.trigger import PaneInfo, PaneInfoTiming
+from tidal.model.window import (
+    GLOBAL_WINDOW,
+    GLOBAL_WINDOWS_TUPLE,
+    FixedWindows,
+    GlobalWindows,
+    IntervalWindow,
+    SlidingWindows,
+    TimestampCombiner,
+)
+from tidal.runners.core.sources import SourceDriver, SourceEvent
+from tidal.transforms.arrow import ArrowBatchSource
+from tidal.transforms.combiners import CountCombineFn, MeanCombineFn
+
+__all__ = ["ArrowCombinePlan", "find_arrow_combines", "ArrowSourceDriver", "ArrowWindowedCombine"]
+
+#: The pane of a window's only firing under the default trigger without lateness.
+ONLY_PANE = PaneInfo(True, True, PaneInfoTiming.ON_TIME, 0, 0)
+
+_AGGREGATE_OF: dict[type, str] = {
+    SumCombineFn: "sum",
+    CountCombineFn: "count",
+    MeanCombineFn: "mean",
+    MinCombineFn: "min",
+    MaxCombineFn: "max",
+}
+
+
+@attrs.frozen
+class ArrowCombinePlan:
+    """A fragment of the graph that runs on Arrow kernels."""
+
+    read: AppliedTransform
+    window_into: AppliedTransform | None
+    combine: AppliedTransform
+    aggregate: str
+
+
+def find_arrow_combines(graph: PipelineGraph) -> list[ArrowCombinePlan]:
+    """Every ``Read(ArrowBatchSource) -> [WindowInto] -> CombinePerKey`` the fast path can run."""
+    consumers = graph.consumers()
+    found: list[ArrowCombinePlan] = []
+    for node in graph.primitives:
+        t = node.transform
+        if not (isinstance(t, Read) and isinstance(t.source, ArrowBatchSource)):
+            continue
+        (out,) = node.outputs.values()
+        users = consumers.get(out, [])
+        if len(users) != 1 or users[0].side_inputs:
+            continue
+        window_into = None
+        nxt = users[0]
+        if isinstance(nxt.transform, WindowInto):
+            window_into = nxt
+            users = consumers.get(next(iter(nxt.outputs.values())), [])
+            if len(users) != 1:
+                continue
+            nxt = users[0]
+        if not isinstance(nxt.transform, CombinePerKey) or nxt.side_inputs:
+            continue
+        aggregate = _AGGREGATE_OF.get(type(nxt.transform.fn))
+        w = nxt.inputs[0].windowing
+        if (
+            aggregate is None
+            or type(w.windowfn) not in (GlobalWindows, FixedWindows, SlidingWindows)
+            or not w.has_default_trigger
+            or w.allowed_lateness_us != 0
+            or w.timestamp_combiner is not TimestampCombiner.OUTPUT_AT_EOW
+        ):
+            continue
+        found.append(ArrowCombinePlan(node, window_into, nxt, aggregate))
+    return found
+
+
+class ArrowSourceDriver(SourceDriver):
+    """Reads an ArrowBatchSource as Arrow tables of up to ``bundle_size`` rows; the offset counts rows."""
+
+    def __init__(self, label: str, source: ArrowBatchSource, bundle_size: int) -> None:
+        super().__init__(label)
+        self.source = source
+        self.bundle_size = bundle_size
+        self.table = pa.Table.from_batches(source.batches) if source.batches else None
+        self.total = source.num_rows
+
+    def poll(self, clock: Any) -> SourceEvent:
+        start = self.offset
+        n = max(0, min(self.bundle_size, self.total - start))
+        self.offset = start + n
+        if self.offset >= self.total:
+            self.done = True
+            self.watermark = MAX_TIMESTAMP_US
+        if not n or self.table is None:
+            return SourceEvent()
+        return SourceEvent(self.table.slice(start, n))  # type: ignore[arg-type]
+
+
+class ArrowWindowedCombine:
+    """Partial aggregates per (key, window start) as Arrow tables, fired by the watermark."""
+
+    def __init__(self, plan: ArrowCombinePlan, compact_rows: int = 1_000_000) -> None:
+        source: ArrowBatchSource = plan.read.transform.source  # type: ignore[union-attr]
+        self.source = source
+        self.aggregate = plan.aggregate
+        self.windowfn = plan.combine.inputs[0].windowing.windowfn
+        self.compact_rows = compact_rows
+        #: Compacted partial aggregates (one row per key and window start) and newer partials.
+        self.state: pa.Table | None = None
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.input_watermark = MIN_TIMESTAMP_US
+        self.dropped = 0
+        self._windows: dict[int, tuple[Any, ...]] = {}
+
+    # -- per batch -----------------------------------------------------------------------
+    def process(self, table: pa.Table) -> None:
+        """Aggregate one batch into partials; drop rows whose windows already expired."""
+        # Vectorized over the whole batch: numpy for window arithmetic, Arrow for the group-by.
+        keys, values, ts = self.source.columns(table)  # type: ignore[arg-type]
+        wfn = self.windowfn
+        if isinstance(wfn, GlobalWindows):
+            starts = np.zeros(len(ts), dtype=np.int64)
+            if self.input_watermark > GLOBAL_WINDOW.max_timestamp_us:
+                self.dropped += len(ts)
+                return
+        elif isinstance(wfn, FixedWindows):
+            starts = ts - (ts - wfn.offset_us) % wfn.size_us
+        else:
+            keys, values, starts = self._sliding(keys, values, ts)
+        if not isinstance(wfn, GlobalWindows) and self.input_watermark > MIN_TIMESTAMP_US:
+            live = starts + self._size_us() > self.input_watermark
+            if not live.all():
+                self.dropped += int(len(live) - live.sum())
+                mask = pa.array(live)
+                keys, values, starts = pc.filter(keys, mask), pc.filter(values, mask), starts[live]
+        if not len(starts):
+            return
+        partial = self._dense_partial(keys, values, starts)
+        if partial is None:
+            batch = pa.table({"k": keys, "s": starts, "v": values})
+            partial = batch.group_by(["k", "s"], use_threads=False).aggregate(self._first_aggregates())
+        self._add_partial(partial)
+
+    def _dense_partial(self, keys: Any, values: Any, starts: np.ndarray) -> pa.Table | None:
+        """Sum/count/mean of float values by integer key with ``np.bincount``, when the keys are dense.
+
+        One pass over the rows into a (key, window) grid; used only where the
+        grid is not much larger than the batch, else the Arrow hash group-by runs.
+        """
+        a = self.aggregate
+        if a not in ("sum", "count", "mean") or not pa.types.is_integer(keys.type) or keys.null_count:
+            return None
+        if a != "count" and (not pa.types.is_floating(values.type) or values.null_count):
+            return None
+        k = np.asarray(keys.to_numpy() if isinstance(keys, pa.Array) else keys.to_numpy(), dtype=np.int64)
+        kmin, kmax = int(k.min()), int(k.max())
+        smin, smax = int(starts.min()), int(starts.max())
+        step = self.windowfn.period_us if isinstance(self.windowfn, SlidingWindows) else getattr(self.windowfn, "size_us", 1)
+        nk, nw = kmax - kmin + 1, (smax - smin) // step + 1
+        if nk * nw > max(4 * len(k), 1 << 16):
+            return None
+        idx = (k - kmin) * nw + (starts - smin) // step
+        counts = np.bincount(idx, minlength=nk * nw)
+        present = np.flatnonzero(counts)
+        cols: dict[str, Any] = {"k": present // nw + kmin, "s": (present % nw) * step + smin}
+        if a in ("sum", "mean"):
+            v = values.to_numpy() if isinstance(values, pa.Array) else values.to_numpy()
+            cols["v_sum"] = np.bincount(idx, weights=v, minlength=nk * nw)[present]
+        if a in ("count", "mean"):
+            cols["count_all"] = counts[present]
+        return pa.table(cols)
+
+    def _size_us(self) -> int:
+        return self.windowfn.size_us  # type: ignore[attr-defined,no-any-return]
+
+    def _sliding(self, keys: Any, values: Any, ts: np.ndarray) -> tuple[Any, Any, np.ndarray]:
+        wfn: SlidingWindows = self.windowfn  # type: ignore[assignment]
+        period, size = wfn.period_us, wfn.size_us
+        last_start = ts - (ts - wfn.offset_us) % period
+        parts_k, parts_v, parts_s = [], [], []
+        for i in range(-(-size // period)):
+            start = last_start - i * period
+            inside = ts < start + size
+            if inside.all():
+                parts_k.append(keys)
+                parts_v.append(values)
+                parts_s.append(start)
+            elif inside.any():
+                mask = pa.array(inside)
+                parts_k.append(pc.filter(keys, mask))
+                parts_v.append(pc.filter(values, mask))
+                parts_s.append(start[inside])
+        return _concat(parts_k), _concat(parts_v), np.concatenate(parts_s)
+
+    def _first_aggregates(self) -> list[tuple[Any, ...]]:
+        a = self.aggregate
+        if a == "count":
+            return [([], "count_all")]
+        if a == "mean":
+            return [("v", "sum"), ([], "count_all")]
+        return [("v", a)]
+
+    def _merge_aggregates(self) -> list[tuple[Any, ...]]:
+        a = self.aggregate
+        if a in ("count",):
+            return [("count_all", "sum")]
+        if a == "mean":
+            return [("v_sum", "sum"), ("count_all", "sum")]
+        return [(f"v_{a}", "sum" if a == "sum" else a)]
+
+    def _add_partial(self, partial: pa.Table) -> None:
+        self.pending.append(partial)
+        self.pending_rows += partial.num_rows
+        state_rows = self.state.num_rows if self.state is not None else 0
+        if self.pending_rows >= max(self.compact_rows, 2 * state_rows):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Merge the pending partials into the state (one row per key and window)."""
+        if not self.pending:
+            return
+        parts = ([self.state] if self.state is not None else []) + self.pending
+        self.pending, self.pending_rows = [], 0
+        table = pa.concat_tables(parts)
+        merged = table.group_by(["k", "s"], use_threads=False).aggregate(self._merge_aggregates())
+        # Merging names the columns "<column>_<function>": give them back their own names.
+        self.state = merged.rename_columns([n if n in ("k", "s") else n.rsplit("_", 1)[0] for n in merged.column_names])
+
+    # -- watermark ----------------------------------------------------------------------
+    def advance(self, watermark: int) -> list[Any]:
+        """The input watermark moved: the panes of every window whose end it passed."""
+        if watermark <= self.input_watermark:
+            return []
+        self.input_watermark = watermark
+        if self.state is None and not self.pending:
+            return []
+        self._compact()
+        state = self.state
+        assert state is not None
+        if isinstance(self.windowfn, GlobalWindows):
+            if watermark <= GLOBAL_WINDOW.max_timestamp_us:
+                return []
+            fired, self.state = state, None
+        else:
+            ends = pc.add(state.column("s"), self._size_us())
+            due = pc.less_equal(ends, watermark)
+            if not pc.any(due).as_py():
+                return []
+            fired = state.filter(due)
+            rest = state.filter(pc.invert(due))
+            self.state = rest if rest.num_rows else None
+        return self._panes(fired)
+
+    def _panes(self, fired: pa.Table) -> list[Any]:
+        keys = fired.column("k").to_pylist()
+        results = self._results(fired)
+        if isinstance(self.windowfn, GlobalWindows):
+            ts, ws = GLOBAL_WINDOW.max_timestamp_us, GLOBAL_WINDOWS_TUPLE
+            return [((k, r), ts, ws, ONLY_PANE) for k, r in zip(keys, results)]
+        size = self._size_us()
+        windows = self._windows
+        out: list[Any] = []
+        append = out.append
+        for k, r, s in zip(keys, results, fired.column("s").to_pylist()):
+            w = windows.get(s)
+            if w is None:
+                if len(windows) > 65_536:
+                    windows.clear()
+                w = windows[s] = (IntervalWindow.from_micros(s, s + size),)
+            append(((k, r), s + size - 1, w, ONLY_PANE))
+        return out
+
+    def _results(self, fired: pa.Table) -> list[Any]:
+        a = self.aggregate
+        if a == "count":
+            return fired.column("count_all").to_pylist()  # type: ignore[no-any-return]
+        if a == "mean":
+            sums = fired.column("v_sum").to_pylist()
+            counts = fired.column("count_all").to_pylist()
+            return [s / c for s, c in zip(sums, counts)]
+        return fired.column(f"v_{a}").to_pylist()  # type: ignore[no-any-return]
+
+    def is_idle(self) -> bool:
+        return self.state is None and not self.pending
+
+    # -- checkpoints --------------------------------------------------------------------
+    def snapshot(self) -> Any:
+        self._compact()
+        return {"state": self.state, "input_watermark": self.input_watermark, "dropped": self.dropped}
+
+    def restore(self, snap: Any) -> None:
+        self.state = snap["state"]
+        self.pending, self.pending_rows = [], 0
+        self.input_watermark = snap["input_watermark"]
+        self.dropped = snap["dropped"]
+
+
+def _concat(parts: list[Any]) -> Any:
+    chunks: list[Any] = []
+    for p in parts:
+        chunks.extend(p.chunks if isinstance(p, pa.ChunkedArray) else [p])
+    return pa.chunked_array(chunks) if chunks else pa.chunked_array([], pa.null())
+
