@@ -1,0 +1,36 @@
+# make run    set up .venv if needed, then the tour: example pipelines on the direct runner
+# make test   set up .venv if needed, then the whole test suite
+# make bench  the direct runner word-count benchmark
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench setup clean
+
+run: $(STAMP)
+	@echo "== word count (examples/wordcount.py) on the direct runner"
+	$(PY) -m tidal run examples/wordcount.py --runner direct
+	@echo
+	@echo "== stock prices per minute (examples/stock_prices.py) on the direct runner"
+	$(PY) -m tidal run examples/stock_prices.py --runner direct
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/direct_wordcount.py
+
+setup: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when pyproject.toml changed since the last install.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
