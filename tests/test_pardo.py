@@ -456,3 +456,19 @@ def test_dofn_without_process() -> None:
     _ = p | td.Create([1]) | "Empty" >> td.ParDo(NoProcess())
     with pytest.raises(td.UserCodeError, match=r"step 'Empty': process raised TypeError: NoProcess must define process"):
         p.run()
+
+
+def test_map_function_can_take_dofn_parameters_like_beam() -> None:
+    from tidal import window
+
+    with td.Pipeline() as p:
+        out = (
+            p
+            | td.Create([window.TimestampedValue("a", 5), window.TimestampedValue("b", 15)])
+            | td.WindowInto(window.FixedWindows(10))
+            | td.Map(lambda x, w=td.DoFn.WindowParam, t=td.DoFn.TimestampParam: (x, w, t))
+        )
+        assert_that(
+            out,
+            equal_to([("a", window.IntervalWindow(0, 10), td.Timestamp(5)), ("b", window.IntervalWindow(10, 20), td.Timestamp(15))]),
+        )

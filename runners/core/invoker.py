@@ -35,8 +35,11 @@ class DoFnSignature:
         self.params: list[tuple[str, DoFnParam]] = []
         self.state_specs: dict[str, StateSpec] = {}
         self.timer_specs: dict[str, TimerSpec] = {}
+        # Map/FlatMap/Filter functions may take DoFn parameters as defaults, as in Beam:
+        # Map(lambda x, w=DoFn.WindowParam: ...).
+        target = dofn.fn if isinstance(dofn, CallableDoFn) else dofn.process
         try:
-            sig = inspect.signature(dofn.process)
+            sig = inspect.signature(target)
         except (TypeError, ValueError):
             sig = None
         if sig is not None:
@@ -202,6 +205,7 @@ class DoFnInvoker:
             type(dofn) is CallableDoFn
             and not self.args
             and not self.kwargs
+            and not self.signature.params
         ):
             maker = {
                 "map": self._map_kernel,
