@@ -1,4 +1,4 @@
-# make run    set up .venv if needed, then the tour: example pipelines on the direct runner
+# make run    set up .venv if needed, then the tour: examples, every runner, a short benchmark
 # make test   set up .venv if needed, then the whole test suite
 # make bench  the direct runner word-count benchmark
 
@@ -15,6 +15,12 @@ run: $(STAMP)
 	@echo
 	@echo "== stock prices per minute (examples/stock_prices.py) on the direct runner"
 	$(PY) -m tidal run examples/stock_prices.py --runner direct
+	@echo
+	@echo "== one windowed pipeline on every runner (examples/every_runner.py)"
+	RAY_AUTH_MODE=disabled $(PY) examples/every_runner.py
+	@echo
+	@echo "== a short runner comparison (python -m tidal bench), report in bench-out/"
+	RAY_AUTH_MODE=disabled $(PY) -m tidal bench --workloads wordcount,q5,sessions --events 3000 --out bench-out
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -262,7 +262,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     with _runners_resolved_by(lambda spec: capture, capture):
         with contextlib.redirect_stdout(sys.stderr):
             code = _run_script(args.script, args.script_args)
-    if code is not None:
+    if code and not capture.pipelines:  # a script ending with sys.exit(0) still gets drawn
         return code
     if not capture.pipelines:
         raise ScriptError(

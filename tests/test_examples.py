@@ -73,4 +73,15 @@ def test_every_example_draws_a_graph() -> None:
             capture_output=True, text=True, timeout=120,
         )
         assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.startswith("flowchart TD\n"), path.name
+        first_drawing_line = next(line for line in proc.stdout.splitlines() if not line.startswith("%%"))
+        assert first_drawing_line == "flowchart TD", path.name
+
+
+def test_every_runner_gives_the_same_windowed_counts() -> None:
+    lines = run_example("every_runner.py", "--runners", "direct,microbatch").splitlines()
+    assert lines[0].startswith("    direct: 23 counts in ")
+    assert lines[1].startswith("microbatch: 23 counts in ")
+    assert lines[2] == "    [0s, 60s) darkens: 1"
+    assert "    [60s, 120s) the: 3" in lines
+    assert "    [120s, 180s) the: 2" in lines
+    assert lines[-1] == "every runner produced the same result: yes"
