@@ -302,7 +302,7 @@ class GlobalWindows(NonMergingWindowFn):
         return GLOBAL_WINDOWS_TUPLE
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is GlobalWindows
+        return type(other) is type(self)
 
     def __hash__(self) -> int:
         return hash(GlobalWindows)
@@ -342,7 +342,7 @@ class FixedWindows(NonMergingWindowFn):
 
     def __eq__(self, other: object) -> bool:
         return (
-            type(other) is FixedWindows
+            type(other) is type(self)
             and self.size_us == other.size_us
             and self.offset_us == other.offset_us
         )
@@ -415,7 +415,7 @@ class SlidingWindows(NonMergingWindowFn):
 
     def __eq__(self, other: object) -> bool:
         return (
-            type(other) is SlidingWindows
+            type(other) is type(self)
             and self.size_us == other.size_us
             and self.period_us == other.period_us
             and self.offset_us == other.offset_us
@@ -464,7 +464,7 @@ class Sessions(WindowFn):
         return True
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is Sessions and self.gap_us == other.gap_us
+        return type(other) is type(self) and self.gap_us == other.gap_us
 
     def __hash__(self) -> int:
         return hash((Sessions, self.gap_us))

@@ -182,16 +182,18 @@ class _SocketReader(UnboundedReader):
                     break
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
-                now_us = time.time_ns() // 1000
+                now = (time.time_ns() // 1000) / 1e6
                 for raw in lines:
-                    line = raw.decode(src.encoding).rstrip("\r")
-                    yield TimestampedValue(line, now_us / 1e6) if src.timestamp_fn is None else TimestampedValue(
-                        line, src.timestamp_fn(line)
-                    )
-            if buffer:
-                yield TimestampedValue(buffer.decode(src.encoding), time.time())
+                    yield self._stamp(raw, now)
+            if buffer:  # the last line, without a final newline
+                yield self._stamp(buffer, (time.time_ns() // 1000) / 1e6)
         finally:
             sock.close()
+
+    def _stamp(self, raw: bytes, arrival: float) -> TimestampedValue:
+        src = self._source
+        line = raw.decode(src.encoding).rstrip("\r")
+        return TimestampedValue(line, arrival if src.timestamp_fn is None else src.timestamp_fn(line))
 
 
 class SocketTextSource(UnboundedSource):

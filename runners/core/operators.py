@@ -372,6 +372,8 @@ class PrecombineOperator(Operator):
         self._run_user(self.fn.teardown)
 
     def process(self, bundle: list[Any], slot: int = 0) -> None:
+        if self.input_watermark > MIN_TIMESTAMP_US:
+            bundle = self._pass_late_through(bundle)
         # Hot loop: one dict lookup and one add_input per element and window.
         table = self.table
         get = table.get
@@ -416,6 +418,38 @@ class PrecombineOperator(Operator):
             set_current_container(previous)
         if len(table) >= self.max_keys:
             self.flush()
+
+    def _pass_late_through(self, bundle: list[Any]) -> list[Any]:
+        """Send elements whose window the watermark has passed on at once, one accumulator each.
+
+        Held back, they would wait for the next watermark move and be combined
+        with later late data: the grouping step must see them as they come, to
+        fire one late pane per bundle and count every dropped element.
+        """
+        wm = self.input_watermark
+        on_time: list[Any] = []
+        late: list[Any] = []
+        fn = self.fn
+        previous = set_current_container(self.metrics)
+        try:
+            for wv in bundle:
+                kv, t, ws, p = wv
+                if all(w._end_us > wm for w in ws):
+                    on_time.append(wv)
+                    continue
+                for w in ws:
+                    if w._end_us > wm:
+                        on_time.append((kv, t, (w,), p))
+                    else:
+                        late.append(((kv[0], fn.add_input(fn.create_accumulator(), kv[1])), w._end_us - 1, (w,), p))
+        except (TypeError, ValueError, IndexError) as exc:
+            raise PipelineExecutionError(
+                self.label, f"CombinePerKey needs (key, value) pairs; got {describe_element(wv[0])}"
+            ) from exc
+        finally:
+            set_current_container(previous)
+        self.emit("out", late)
+        return on_time
 
     def flush(self) -> None:
         if not self.table:

@@ -529,7 +529,9 @@ class KeyedWindowReducer:
             self.states[(key, result)] = st
             self._push_timers(key, result)
             return
-        st = _WindowState(self.reduce_fn.merge([s.contents for s in source_states]))
+        closed = any(s.closed for s in source_states)
+        # A closed (finished) window keeps no contents; merging into it closes the result.
+        st = _WindowState(None if closed else self.reduce_fn.merge([s.contents for s in source_states]))
         st.new_count = sum(s.new_count for s in source_states)
         holds = [s.hold for s in source_states if s.hold is not None]
         st.hold = min(holds) if holds else None
@@ -537,7 +539,7 @@ class KeyedWindowReducer:
         st.pane_index = max(s.pane_index for s in source_states)
         st.nonspec_index = max(s.nonspec_index for s in source_states)
         st.on_time_fired = ctx.past_end_of_window and any(s.on_time_fired for s in source_states)
-        st.closed = any(s.closed for s in source_states)
+        st.closed = closed
         self.states[(key, result)] = st
         self._push_timers(key, result)
 
@@ -583,7 +585,9 @@ class KeyedWindowReducer:
 
     def _schedule_deadline(self, key: Any, window: Any, st: _WindowState) -> None:
         deadline = self.trigger.processing_deadline(st.tstate)
-        if deadline is not None and deadline != st.deadline:
+        # A deadline that has passed was just evaluated (AfterAll may still wait on
+        # another sub-trigger): the next element re-evaluates it, no timer needed.
+        if deadline is not None and deadline > self.processing_time and deadline != st.deadline:
             st.deadline = deadline
             heapq.heappush(self._deadlines, (deadline, next(self._seq), key, window))
 
