@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench setup clean
+.PHONY: run test bench setup clean chromium
 
 run: $(STAMP)
 	@echo "== word count (examples/wordcount.py) on the direct runner"
@@ -22,8 +22,15 @@ run: $(STAMP)
 	@echo "== a short runner comparison (python -m tidal bench), report in bench-out/"
 	RAY_AUTH_MODE=disabled $(PY) -m tidal bench --workloads wordcount,q5,sessions --events 3000 --out bench-out
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
+
+# Headless Chromium renders the capability matrix page in its test (Debian's package).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { echo "installing Debian's chromium for the HTML test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	    echo "could not install chromium: its test will be skipped"; }
 
 bench: $(STAMP)
 	$(PY) benchmarks/direct_wordcount.py

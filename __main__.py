@@ -9,6 +9,8 @@ Commands:
   script without running its pipelines: each one is recorded and rendered.
 * ``bench [--workloads ...] [--runners ...]`` compares the runners on the
   Nexmark queries and other workloads (see ``tidal.benchmarks.harness``).
+* ``matrix [--runners ...] [--out DIR]`` runs the capability cases on the
+  runners and writes the capability matrix (see ``tidal.capability_matrix``).
 
 Arguments that tidal does not know are passed on to the script; everything
 after ``--`` always is.
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 from unittest import mock
 
 from tidal.benchmarks.cli import add_bench_parser
+from tidal.capability_matrix.cli import add_matrix_parser
 from tidal.model.metrics import MetricResults
 from tidal.model.result import PipelineResult, PipelineState
 from tidal.runners import registry
@@ -313,7 +316,9 @@ def _add_graph_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 #: Each adds one subcommand; its parser's ``func(args) -> int`` runs it.
-SUBCOMMANDS: list[Callable[[Any], argparse.ArgumentParser]] = [_add_run_parser, _add_graph_parser, add_bench_parser]
+SUBCOMMANDS: list[Callable[[Any], argparse.ArgumentParser]] = [
+    _add_run_parser, _add_graph_parser, add_bench_parser, add_matrix_parser,
+]
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:

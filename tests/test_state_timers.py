@@ -303,7 +303,6 @@ def test_real_time_timer_driven_by_advance_processing_time() -> None:
 def test_real_time_timers_fire_in_processing_time_order() -> None:
     class Order(td.DoFn):
         FLUSH = td.TimerSpec("flush", td.TimeDomain.REAL_TIME)
-        LOG = td.BagStateSpec("log")
 
         def process(self, kv: Any, flush: Any = td.DoFn.TimerParam(FLUSH)) -> Iterable[Any]:
             flush.set(kv[1])

@@ -42,6 +42,14 @@ class DirectRunner(Runner):
     """Runs a pipeline in this process, bundle by bundle, with combiner lifting."""
 
     name = "direct"
+    execution_model = "native streaming (in-process, element by element in bundles)"
+    guarantee = "exactly-once (single process, no failures)"
+    fault_tolerance = "none: a failed run is rerun from the start"
+    supports_checkpoint_restore = False
+    #: Known limitations, by capability-matrix row or case id (see tidal.capability_matrix.limitations).
+    declared_limitations: dict[str, str] = {
+        "Exactly-once after failure": "no checkpoints: a failed run is rerun from the start",
+    }
 
     def __init__(self, strict: bool = True, bundle_size: int = 100_000, lift_combiners: bool = True) -> None:
         if bundle_size < 1:

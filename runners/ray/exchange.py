@@ -16,7 +16,6 @@ import pickle
 import zlib
 from typing import Any
 
-from tidal.runners.core.errors import PipelineExecutionError, describe_element
 
 __all__ = ["stable_hash", "route_keyed", "Edge"]
 
@@ -33,28 +32,28 @@ def stable_hash(key: Any) -> int:
     return zlib.crc32(pickle.dumps(key, protocol=4))
 
 
-def route_keyed(bundle: list[Any], n: int, label: str = "exchange") -> list[list[Any]]:
+def route_keyed(bundle: list[Any], n: int) -> list[list[Any]]:
     """Split a bundle of (key, value) windowed values into ``n`` parts by key."""
     parts: list[list[Any]] = [[] for _ in range(n)]
     if n == 1:
         parts[0] = bundle
         return parts
     cache: dict[Any, int] = {}
-    wv: Any = None
-    try:
-        for wv in bundle:
+    for wv in bundle:
+        try:
             key = wv[0][0]
-            try:
-                dest = cache[key]
-            except KeyError:
-                dest = cache[key] = stable_hash(key) % n
-            except TypeError:  # unhashable key: route it anyway, the grouping step reports it
-                dest = stable_hash(key) % n
-            parts[dest].append(wv)
-    except (TypeError, IndexError, KeyError) as exc:
-        raise PipelineExecutionError(
-            label, f"a keyed exchange needs (key, value) elements, got {describe_element(wv[0] if wv else wv)}"
-        ) from exc
+        except (TypeError, IndexError, KeyError):
+            # Not a (key, value) pair: any instance will do, the grouping step
+            # there reports it with its own name.
+            parts[0].append(wv)
+            continue
+        try:
+            dest = cache[key]
+        except KeyError:
+            dest = cache[key] = stable_hash(key) % n
+        except TypeError:  # unhashable key: route it anyway, the grouping step reports it
+            dest = stable_hash(key) % n
+        parts[dest].append(wv)
     return parts
 
 

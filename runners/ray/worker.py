@@ -96,7 +96,7 @@ class StageWorker:
         kind, actors = self.routes[edge_id]
         n = len(actors)
         if kind == "keyed":
-            for dest, part in enumerate(route_keyed(bundle, n, edge_id)):
+            for dest, part in enumerate(route_keyed(bundle, n)):
                 if part:
                     self._send(actors[dest], "push", edge_id, part)
         elif kind == "broadcast":

@@ -1,0 +1,420 @@
+"""Cases for the rows Beam's matrix lacks: TestStream, unbounded sources, bad input,
+exactly-once after failure, and measured runner overhead."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+import tidal as td
+from tidal import trigger as tr
+from tidal import window
+from tidal.capability_matrix.case import (
+    CHECKPOINT_RESTORE,
+    GW,
+    CaseContext,
+    CaseFailure,
+    ExpectedError,
+    W,
+    case,
+    early,
+    eow,
+    on_time,
+)
+from tidal.capability_matrix.cases.common import create_stamped, sort_groups
+from tidal.model.pipeline import PipelineError
+from tidal.model.primitives import UnboundedSource
+from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP, MIN_TIMESTAMP_US, Timestamp, to_micros
+from tidal.model.window import TimestampedValue as TV
+from tidal.runners.core.errors import PipelineExecutionError, UserCodeError
+from tidal.testing import TestStream
+
+_FULL = ("value", "window", "timestamp", "pane")
+_WINDOWED = ("value", "window")
+
+# -- TestStream -------------------------------------------------------------------------
+
+
+@case("teststream.watermark_fires_windows", "TestStream", observe=_FULL,
+      expected=[(("k", [1, 2]), W(0, 10), eow(10), on_time(0, last=True)), (("k", [12]), W(10, 20), eow(20), on_time(0, last=True))])
+def ts_watermark(p: td.Pipeline) -> Any:
+    """Elements and watermark advances replay in order; each advance fires the windows it passes."""
+    stream = (TestStream().add_elements([TV(("k", 1), 1), TV(("k", 2), 2)]).advance_watermark_to(10)
+              .add_elements([TV(("k", 12), 12)]).advance_watermark_to(20).advance_watermark_to_infinity())
+    return p | stream | td.WindowInto(window.FixedWindows(10)) | td.GroupByKey() | sort_groups()
+
+
+@case("teststream.event_timestamp_argument", "TestStream", observe=("value", "timestamp"), expected=[("a", Timestamp(7)), ("b", Timestamp(7))])
+def ts_event_timestamp(p: td.Pipeline) -> Any:
+    """add_elements(..., event_timestamp=7) stamps plain values at 7."""
+    return p | TestStream().add_elements(["a", "b"], event_timestamp=7).advance_watermark_to_infinity()
+
+
+@case("teststream.plain_elements", "TestStream", observe=("value", "window", "timestamp"), expected=[(1, GW, MIN_TIMESTAMP), (2, GW, MIN_TIMESTAMP)])
+def ts_plain(p: td.Pipeline) -> Any:
+    """Plain values without a timestamp are in the global window at the minimum timestamp."""
+    return p | TestStream().add_elements([1, 2]).advance_watermark_to_infinity()
+
+
+@case("teststream.processing_time_does_not_move_watermark", "TestStream", observe=("value", "pane"),
+      expected=[(("k", [1]), early(0)), (("k", []), on_time(1, last=True))])
+def ts_processing_time(p: td.Pipeline) -> Any:
+    """advance_processing_time fires processing-time triggers but leaves the watermark (the pane is EARLY)."""
+    stream = TestStream().add_elements([TV(("k", 1), 1)]).advance_processing_time(5).advance_watermark_to_infinity()
+    trigger = tr.AfterWatermark(early=tr.AfterProcessingTime(1))
+    windowed = p | stream | td.WindowInto(window.FixedWindows(10), trigger=trigger, accumulation_mode=tr.AccumulationMode.DISCARDING)
+    return windowed | td.GroupByKey() | sort_groups()
+
+
+def _hundred_steps() -> TestStream:
+    stream = TestStream()
+    for i in range(100):
+        stream = stream.add_elements([TV(("k", i), i * 10 + 1)]).advance_watermark_to(i * 10 + 10)
+    return stream.advance_watermark_to_infinity()
+
+
+@case("teststream.many_steps", "TestStream", observe=("value", "window", "pane"),
+      expected=[(("k", i), W(10 * i, 10 * i + 10), on_time(0, last=True)) for i in range(100)])
+def ts_many(p: td.Pipeline) -> Any:
+    """A hundred element and watermark steps: every window fires exactly once, on time."""
+    return p | _hundred_steps() | td.WindowInto(window.FixedWindows(10)) | td.CombinePerKey(sum)
+
+
+# -- Unbounded sources ------------------------------------------------------------------
+
+
+def _ticks() -> Iterator[Any]:
+    for t in range(10):
+        yield TV(("k", 1), t)
+
+
+@case("unbounded.generator_windows", "Unbounded sources", observe=_WINDOWED, expected=[(("k", 5), W(0, 5)), (("k", 5), W(5, 10))])
+def unbounded_generator(p: td.Pipeline) -> Any:
+    """A GeneratorSource read as an unbounded stream, counted in fixed windows."""
+    return p | td.Read(td.GeneratorSource(_ticks)) | td.WindowInto(window.FixedWindows(5)) | td.CombinePerKey(sum)
+
+
+class ScriptedSource(UnboundedSource):
+    """An unbounded source that hands out scripted bursts: one burst per poll, then the watermark.
+
+    ``bursts`` is a list of (elements, watermark seconds); the offset is the
+    number of bursts handed out, so a reader can resume after any of them.
+    """
+
+    def __init__(self, bursts: list[tuple[list[Any], float]]) -> None:
+        self.bursts = [(list(elements), to_micros(mark, "watermark")) for elements, mark in bursts]
+
+    def open_reader(self, start_offset: Any = None) -> "_ScriptedReader":
+        return _ScriptedReader(self.bursts, int(start_offset or 0))
+
+
+class _ScriptedReader:
+    def __init__(self, bursts: list[tuple[list[Any], int]], index: int) -> None:
+        self.bursts = bursts
+        self.index = index
+
+    def poll(self, max_elements: int) -> list[Any]:
+        if self.index >= len(self.bursts):
+            return []
+        elements, _ = self.bursts[self.index]
+        self.index += 1
+        return list(elements)
+
+    def watermark(self) -> int:
+        if self.index >= len(self.bursts):
+            return MAX_TIMESTAMP_US
+        return self.bursts[self.index - 1][1] if self.index else MIN_TIMESTAMP_US
+
+    def offset(self) -> int:
+        return self.index
+
+    def is_done(self) -> bool:
+        return self.index >= len(self.bursts)
+
+    def close(self) -> None:
+        pass
+
+
+@case("unbounded.custom_source", "Unbounded sources", observe=_WINDOWED, expected=[(("k", 3), W(0, 10)), (("k", 30), W(10, 20))])
+def unbounded_custom(p: td.Pipeline) -> Any:
+    """A user UnboundedSource with its own reader, offsets and watermark."""
+    source = ScriptedSource([([TV(("k", 1), 1), TV(("k", 2), 2)], 5), ([TV(("k", 10), 12)], 12), ([TV(("k", 20), 15)], 30)])
+    return p | td.Read(source) | td.WindowInto(window.FixedWindows(10)) | td.CombinePerKey(sum)
+
+
+@case("unbounded.behind_watermark_dropped", "Unbounded sources", observe=_WINDOWED, expected=[(("k", 1), W(0, 10)), (("k", 20), W(20, 30))])
+def unbounded_late(p: td.Pipeline) -> Any:
+    """An element behind the source's watermark is late, and dropped with no allowed lateness."""
+    source = ScriptedSource([([TV(("k", 1), 1)], 1), ([TV(("k", 20), 20)], 20), ([TV(("k", 2), 2)], 20)])
+    return p | td.Read(source) | td.WindowInto(window.FixedWindows(10)) | td.CombinePerKey(sum)
+
+
+class _UntilStopped:
+    """Yields ``elements`` then waits (up to a minute) for the file ``stop`` to appear."""
+
+    def __init__(self, elements: list[Any], stop: str) -> None:
+        self.elements = elements
+        self.stop = stop
+
+    def __call__(self) -> Iterator[Any]:
+        yield from self.elements
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.stop) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def _wait_for(ctx: CaseContext, enough: Callable[[list[Any]], bool], seconds: float) -> list[Any]:
+    deadline = time.monotonic() + seconds
+    while True:
+        got = ctx.outputs()
+        if enough(got) or time.monotonic() > deadline:
+            return got
+        time.sleep(0.02)
+
+
+def _drive_fires_while_running(p: td.Pipeline, ctx: CaseContext) -> Any:
+    result = p.run()
+    stop = ctx.workdir / "stop"
+    try:
+        got = _wait_for(ctx, lambda out: any(w == W(0, 10) for _, w in out), 20)
+        if not any(w == W(0, 10) for _, w in got):
+            raise CaseFailure("the window [0, 10) did not fire while the stream was running (waited 20 s for the watermark)")
+    finally:
+        stop.touch()
+    result.wait_until_finish(30)
+    if not result.state.is_terminal:
+        result.cancel()
+        raise CaseFailure("the stream did not finish after its source ended")
+    return result
+
+
+@case("unbounded.fires_while_running", "Unbounded sources", observe=_WINDOWED,
+      expected=[(("k", 3), W(0, 10)), (("k", 15), W(10, 20))], drive=_drive_fires_while_running)
+def unbounded_fires(p: td.Pipeline, ctx: CaseContext) -> Any:
+    """A window fires as soon as the source's watermark passes it, while the source is still open."""
+    source = td.GeneratorSource(_UntilStopped([TV(("k", 1), 1), TV(("k", 2), 2), TV(("k", 15), 15)], str(ctx.workdir / "stop")))
+    return p | td.Read(source) | td.WindowInto(window.FixedWindows(10)) | td.CombinePerKey(sum)
+
+
+def _drive_cancel(p: td.Pipeline, ctx: CaseContext) -> Any:
+    result = p.run()
+    try:
+        got = _wait_for(ctx, lambda out: len(out) >= 3, 20)
+        if len(got) < 3:
+            raise CaseFailure(f"only {len(got)} of 3 elements came through the running pipeline in 20 s")
+        state = result.cancel()
+    finally:
+        (ctx.workdir / "stop").touch()
+    if state.name != "CANCELLED":
+        raise CaseFailure(f"cancel() left the pipeline {state.name}, not CANCELLED")
+    return result
+
+
+@case("unbounded.cancel", "Unbounded sources", expected=[10, 20, 30], drive=_drive_cancel,
+      probe=lambda result: result.state.name, expected_probe="CANCELLED")
+def unbounded_cancel(p: td.Pipeline, ctx: CaseContext) -> Any:
+    """A pipeline reading a source that never ends can be cancelled; what it emitted stays emitted."""
+    source = td.GeneratorSource(_UntilStopped([1, 2, 3], str(ctx.workdir / "stop")))
+    return p | td.Read(source) | td.Map(lambda x: x * 10)
+
+
+# -- Bad input rejected with a clear error ----------------------------------------------
+
+
+@case("bad_input.group_non_pairs", "Bad input rejected with a clear error",
+      error=ExpectedError(PipelineExecutionError, "step 'Group'", also=("(key, value)",)))
+def bad_gbk(p: td.Pipeline) -> Any:
+    """GroupByKey of elements that are not (key, value) pairs is an error that names the GroupByKey step."""
+    return p | td.Create([1, 2]) | "Group" >> td.GroupByKey()
+
+
+@case("bad_input.unbounded_global_groupbykey", "Bad input rejected with a clear error",
+      error=ExpectedError(PipelineError, "would never fire"))
+def bad_unbounded_global(p: td.Pipeline) -> Any:
+    """Grouping an unbounded PCollection in the global window with the default trigger is refused when applied."""
+    return p | TestStream().add_elements([("k", 1)]) | td.GroupByKey()
+
+
+@case("bad_input.trigger_without_accumulation_mode", "Bad input rejected with a clear error",
+      error=ExpectedError(PipelineError, "needs an accumulation mode"))
+def bad_accumulation(p: td.Pipeline) -> Any:
+    """A non-default trigger without an accumulation mode is refused when applied."""
+    return p | td.Create([("k", 1)]) | td.WindowInto(window.FixedWindows(10), trigger=tr.AfterCount(2))
+
+
+_LOCK = threading.Lock()
+
+
+@case("bad_input.unpicklable_function", "Bad input rejected with a clear error",
+      error=ExpectedError(PipelineError, "step 'HoldsALock'"))
+def bad_unpicklable(p: td.Pipeline) -> Any:
+    """A function that captures a lock cannot be shipped: refused when applied, naming the step."""
+    return p | td.Create([1]) | "HoldsALock" >> td.Map(lambda x: (_LOCK.locked(), x))
+
+
+@case("bad_input.user_code_raises", "Bad input rejected with a clear error",
+      error=ExpectedError(UserCodeError, "step 'Invert': <lambda> raised ZeroDivisionError: division by zero on element 0"))
+def bad_user_code(p: td.Pipeline) -> Any:
+    """An exception in user code fails the run with the step, the function, the error and the element."""
+    return p | td.Create([1, 0]) | "Invert" >> td.Map(lambda x: 1 / x)
+
+
+@case("bad_input.singleton_of_many", "Bad input rejected with a clear error",
+      error=ExpectedError(PipelineExecutionError, "a singleton side input needs exactly one element"))
+def bad_singleton(p: td.Pipeline) -> Any:
+    """AsSingleton of a PCollection with two elements fails the run and says what to use instead."""
+    side = p | "Side" >> td.Create([1, 2])
+    return p | td.Create([1]) | td.Map(lambda x, s: x + s, td.AsSingleton(side))
+
+
+@case("bad_input.timestamp_out_of_range", "Bad input rejected with a clear error",
+      error=ExpectedError(UserCodeError, "outside [MIN_TIMESTAMP, MAX_TIMESTAMP]"))
+def bad_timestamp(p: td.Pipeline) -> Any:
+    """A timestamp beyond MAX_TIMESTAMP is a clear error, not an overflow."""
+    return p | td.Create([1]) | td.Map(lambda x: TV(x, 1e30))
+
+
+class _NeedsState(td.DoFn):
+    SEEN = td.ReadModifyWriteStateSpec("seen")
+
+    def process(self, x: Any, seen: Any = td.DoFn.StateParam(SEEN)) -> Iterable[Any]:
+        yield x
+
+
+@case("bad_input.stateful_non_pairs", "Bad input rejected with a clear error",
+      error=ExpectedError(PipelineExecutionError, "step 'NeedsPairs'", also=("(key, value) elements",)))
+def bad_stateful(p: td.Pipeline) -> Any:
+    """A stateful DoFn over elements that are not (key, value) pairs is an error that names the DoFn's step."""
+    return p | td.Create([1]) | "NeedsPairs" >> td.ParDo(_NeedsState())
+
+
+# -- Exactly-once after failure ---------------------------------------------------------
+
+
+class _ValueIs:
+    """Predicate: the element's value (of a (key, value) pair) is ``target``."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def __call__(self, kv: Any) -> bool:
+        return bool(kv[1] == self.target)
+
+
+def _pane_id(record: Any) -> Any:
+    """An idempotent sink stores a pane under (key, window, pane index)."""
+    value, w, pane = record
+    return value[0], w, pane.index
+
+
+def _stepped_stream(steps: int, per_step: int) -> TestStream:
+    """Elements (k<i % 2>, value) at increasing event times; the watermark closes a 10 s window per step."""
+    stream = TestStream()
+    for step in range(steps):
+        values = [step * per_step + i for i in range(per_step)]
+        stream = stream.add_elements([TV((f"k{v % 2}", v), step * 10 + i) for i, v in enumerate(values)])
+        stream = stream.advance_watermark_to(step * 10 + 10)
+    return stream.advance_watermark_to_infinity()
+
+
+def _stepped_sums(steps: int, per_step: int) -> list[Any]:
+    out = []
+    for step in range(steps):
+        values = [step * per_step + i for i in range(per_step)]
+        for key in ("k0", "k1"):
+            total = sum(v for v in values if f"k{v % 2}" == key)
+            out.append(((key, total), W(step * 10, step * 10 + 10), on_time(0, last=True)))
+    return out
+
+
+@case("exactly_once.windowed_sums_stream", "Exactly-once after failure", observe=("value", "window", "pane"),
+      expected=_stepped_sums(6, 4), requires=(CHECKPOINT_RESTORE,), idempotent_key=_pane_id)
+def eo_stream(p: td.Pipeline, ctx: CaseContext) -> Any:
+    """A stream of windowed sums crashes in its fourth window; after recovery every pane is emitted once, with the right sum."""
+    crash = ctx.fail_once(_ValueIs(13))
+    return p | _stepped_stream(6, 4) | "Crash" >> td.ParDo(crash) | td.WindowInto(window.FixedWindows(10)) | td.CombinePerKey(sum)
+
+
+class _NumberPerKey(td.DoFn):
+    COUNT = td.ReadModifyWriteStateSpec("count")
+
+    def process(self, kv: Any, count: Any = td.DoFn.StateParam(COUNT)) -> Iterable[Any]:
+        n = (count.read() or 0) + 1
+        count.write(n)
+        yield kv[0], n, kv[1]
+
+
+@case("exactly_once.keyed_state_stream", "Exactly-once after failure",
+      expected=[(f"k{v % 2}", v // 2 + 1, v) for v in range(24)], requires=(CHECKPOINT_RESTORE,),
+      idempotent_key=lambda r: (r[0], r[1]))
+def eo_state(p: td.Pipeline, ctx: CaseContext) -> Any:
+    """Keyed state survives a crash: after recovery each key numbers its elements 1, 2, 3... with no gap or repeat."""
+    crash = ctx.fail_once(_ValueIs(15))
+    return p | _stepped_stream(6, 4) | "Crash" >> td.ParDo(crash) | td.ParDo(_NumberPerKey())
+
+
+@case("exactly_once.bounded_windowed_sums", "Exactly-once after failure", observe=("value", "window"),
+      expected=[((f"k{k}", sum(v for v in range(200) if v % 4 == k and v // 20 == w)), W(10 * w, 10 * w + 10)) for w in range(10) for k in range(4)],
+      requires=(CHECKPOINT_RESTORE,), idempotent_key=lambda r: (r[0][0], r[1]))
+def eo_bounded(p: td.Pipeline, ctx: CaseContext) -> Any:
+    """A bounded job crashes part-way; after recovery the per-window sums are exact."""
+    crash = ctx.fail_once(_ValueIs(150))
+    stamped = create_stamped(p, [((f"k{v % 4}", v), v / 2) for v in range(200)])
+    return stamped | "Crash" >> td.ParDo(crash) | td.WindowInto(window.FixedWindows(10)) | td.CombinePerKey(sum)
+
+
+class _WindowTotal(td.DoFn):
+    TOTAL = td.CombiningValueStateSpec("total", combine_fn=sum)
+    FLUSH = td.TimerSpec("flush", td.TimeDomain.WATERMARK)
+
+    def process(self, kv: Any, w: Any = td.DoFn.WindowParam, total: Any = td.DoFn.StateParam(TOTAL),
+                flush: Any = td.DoFn.TimerParam(FLUSH)) -> Iterable[Any]:
+        total.add(kv[1])
+        flush.set(w.max_timestamp())
+        return ()
+
+    @td.on_timer(FLUSH)
+    def on_flush(self, key: Any = td.DoFn.KeyParam, total: Any = td.DoFn.StateParam(TOTAL)) -> Iterable[Any]:
+        yield key, total.read()
+
+
+@case("exactly_once.timers_stream", "Exactly-once after failure", observe=("value", "window"),
+      expected=[(value, w) for value, w, _ in _stepped_sums(6, 4)], requires=(CHECKPOINT_RESTORE,),
+      idempotent_key=lambda r: (r[0][0], r[1]))
+def eo_timers(p: td.Pipeline, ctx: CaseContext) -> Any:
+    """State and pending event-time timers survive a crash: every window's timer fires once, with the full total."""
+    crash = ctx.fail_once(_ValueIs(17))
+    windowed = p | _stepped_stream(6, 4) | "Crash" >> td.ParDo(crash) | td.WindowInto(window.FixedWindows(10))
+    return windowed | td.ParDo(_WindowTotal())
+
+
+# -- Runner overhead (measured) ---------------------------------------------------------
+
+
+@case("overhead.one_element", "Runner overhead (measured)", expected=[2], measured=True, elements=1)
+def overhead_one(p: td.Pipeline) -> Any:
+    """The fixed cost of a run: one element through one Map."""
+    return p | td.Create([1]) | td.Map(lambda x: x + 1)
+
+
+@case("overhead.wordcount_10k", "Runner overhead (measured)", expected=[(f"w{i}", 100) for i in range(100)], measured=True, elements=10_000)
+def overhead_wordcount(p: td.Pipeline) -> Any:
+    """Word count of 10,000 words (100 distinct): Create, Map, CombinePerKey."""
+    words = [f"w{i % 100}" for i in range(10_000)]
+    return p | td.Create(words) | td.Map(lambda w: (w, 1)) | td.CombinePerKey(sum)
+
+
+def _stream_thousand() -> TestStream:
+    stream = TestStream()
+    for step in range(100):
+        stream = stream.add_elements([TV((f"k{i}", 1), step * 10 + i) for i in range(10)]).advance_watermark_to(step * 10 + 10)
+    return stream.advance_watermark_to_infinity()
+
+
+@case("overhead.stream_1000", "Runner overhead (measured)", expected=[10] * 100, measured=True, elements=1000)
+def overhead_stream(p: td.Pipeline) -> Any:
+    """A stream of 1,000 events in 100 watermark steps, summed per key and 10 s window, then per window."""
+    sums = p | _stream_thousand() | td.WindowInto(window.FixedWindows(10)) | td.CombinePerKey(sum)
+    return sums | td.Values() | td.CombineGlobally(sum).without_defaults()
