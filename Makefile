@@ -1,13 +1,14 @@
 # make run    set up .venv if needed, then the tour: examples, every runner, a short benchmark
 # make test   set up .venv if needed, then the whole test suite
 # make bench  the direct runner word-count benchmark
+# make matrix regenerate docs/capability_matrix.{json,md,html}
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench setup clean chromium
+.PHONY: run test bench matrix setup clean chromium
 
 run: $(STAMP)
 	@echo "== word count (examples/wordcount.py) on the direct runner"
@@ -31,6 +32,9 @@ chromium:
 	  { echo "installing Debian's chromium for the HTML test"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	    echo "could not install chromium: its test will be skipped"; }
+
+matrix: $(STAMP)
+	RAY_AUTH_MODE=disabled $(PY) -m tidal matrix --out docs
 
 bench: $(STAMP)
 	$(PY) benchmarks/direct_wordcount.py
