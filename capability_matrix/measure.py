@@ -65,6 +65,7 @@ def measure_runner(name: str) -> dict[str, Any]:
         "events": None,
         "events_per_s": None,
         "fixed_cost_s": None,
+        "steady_events_per_s": None,
         "latency_p50_ms": None,
         "latency_p99_ms": None,
         "error": None,
@@ -93,6 +94,7 @@ def measure_runner(name: str) -> dict[str, Any]:
         events=row.get("events"),
         events_per_s=row.get("events_per_s"),
         fixed_cost_s=row.get("fixed_cost_s"),
+        steady_events_per_s=row.get("steady_events_per_s"),
         latency_p50_ms=row.get("latency_p50_ms"),
         latency_p99_ms=row.get("latency_p99_ms"),
     )

@@ -68,8 +68,9 @@ def _comparison_rows(doc: dict[str, Any]) -> list[tuple[str, Callable[[dict[str,
         ("Guarantee", lambda r: r.get("guarantee") or "not declared"),
         ("Fault tolerance", lambda r: r.get("fault_tolerance") or "not declared"),
         ("Checkpoint / restore", lambda r: "yes" if r.get("supports_checkpoint_restore") else "no"),
-        ("Throughput (events/s)", measured("events_per_s", "", "{:,.0f}")),
+        ("Throughput, end to end (events/s)", measured("events_per_s", "", "{:,.0f}")),
         ("Fixed cost per run", _fixed_cost),
+        ("Steady-state rate (events/s)", measured("steady_events_per_s", "", "{:,.0f}")),
         ("Latency p50", measured("latency_p50_ms", " ms", "{:,.1f}")),
         ("Latency p99", measured("latency_p99_ms", " ms", "{:,.1f}")),
     ]
@@ -132,7 +133,9 @@ def to_markdown(doc: dict[str, Any]) -> str:
     out += ["## System comparison", ""]
     workload = _workload(doc)
     if workload:
-        out += [f"Measured on the standard workload ({workload}) with the benchmark harness.", ""]
+        out += [f"Measured on the standard workload ({workload}) with the benchmark harness: end-to-end "
+                "throughput at the largest size, and a line fit over two sizes that separates the fixed cost of a "
+                "run from the steady-state rate; latency in streaming mode.", ""]
     out += ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for label, get in _comparison_rows(doc):
         out.append(f"| {label} | " + " | ".join(_md(get(r)) for r in doc["runners"]) + " |")
@@ -239,7 +242,12 @@ def to_html(doc: dict[str, Any]) -> str:
         for label, get in _comparison_rows(doc)
     )
     workload = _workload(doc)
-    workload_line = f"<p>Measured on the standard workload ({_e(workload)}) with the benchmark harness.</p>" if workload else ""
+    workload_line = (
+        f"<p>Measured on the standard workload ({_e(workload)}) with the benchmark harness: end-to-end throughput at the "
+        "largest size, and a line fit over two sizes that separates the fixed cost of a run from the steady-state rate; "
+        "latency in streaming mode.</p>"
+        if workload else ""
+    )
     stale = ""
     if doc["stale_limitations"]:
         stale = "<h2>Stale declarations</h2><ul>" + "".join(
