@@ -17,6 +17,16 @@ class Runner(abc.ABC):
 
     #: The name under which the runner is registered ("direct", "ray", ...).
     name: str = ""
+    #: What the capability matrix's system comparison shows; runners override them.
+    execution_model: str = ""
+    guarantee: str = ""
+    fault_tolerance: str = ""
+    #: Whether the runner can resume a crashed run from a checkpoint directory.
+    supports_checkpoint_restore: bool = False
+    #: Known gaps, by case id or row: the matrix shows them as cell notes.
+    declared_limitations: dict[str, str] = {}
+    #: Notes that explain a row without any failing case (never reported as stale).
+    capability_notes: dict[str, str] = {}
 
     @abc.abstractmethod
     def run_pipeline(self, pipeline: "Pipeline") -> "PipelineResult":
