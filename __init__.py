@@ -36,6 +36,8 @@ from tidal.model.userstate import (
 from tidal.model.window import TimestampedValue
 from tidal.model.windowed_value import WindowedValue
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError
+from tidal.transforms import io
+from tidal.transforms.io import ReadFromText, WriteToText
 from tidal.transforms.sources import GeneratorSource, ReadFromSocket, SocketTextSource
 from tidal.transforms.core import Create, FlatMap, FlatMapTuple, Filter, Map, MapTuple, Partition
 from tidal.transforms.util import (
@@ -56,7 +58,7 @@ __all__ = [
     "AsDict", "AsIter", "AsList", "AsMultiMap", "AsSingleton", "BagStateSpec", "BoundedSource",
     "CoGroupByKey", "CombineFn", "CombineGlobally", "CombinePerKey", "CombineValues",
     "CombiningValueStateSpec", "Create", "Distinct", "DoFn", "Duration", "Filter", "FlatMap",
-    "FlatMapTuple", "Flatten", "GeneratorSource", "ReadFromSocket", "SocketTextSource", "GroupByKey", "Impulse", "Keys", "KvSwap", "MAX_TIMESTAMP",
+    "FlatMapTuple", "Flatten", "GeneratorSource", "ReadFromText", "WriteToText", "io", "ReadFromSocket", "SocketTextSource", "GroupByKey", "Impulse", "Keys", "KvSwap", "MAX_TIMESTAMP",
     "MIN_TIMESTAMP", "Map", "MapTuple", "Metrics", "MetricsFilter", "PCollection", "PTransform",
     "ParDo", "Partition", "Pipeline", "PipelineError", "PipelineExecutionError", "PipelineResult",
     "PipelineState", "Read", "ReadModifyWriteStateSpec", "Reshuffle", "SetStateSpec", "TaggedOutput",

@@ -32,7 +32,10 @@ from tidal.runners.core.operators import (
 from tidal.runners.core.plan import ExecutionPlan
 from tidal.runners.core.sources import SourceDriver, make_source_driver
 
-__all__ = ["LocalExecutor", "Clock", "WallClock", "ManualClock"]
+__all__ = ["LocalExecutor", "Clock", "WallClock", "ManualClock", "FINAL_CHECKPOINT"]
+
+#: The checkpoint number of a job's end of input, after every numbered checkpoint.
+FINAL_CHECKPOINT = 1 << 62
 
 
 class Clock(abc.ABC):
@@ -118,6 +121,7 @@ class LocalExecutor:
         source_overrides: dict[AppliedTransform, Any] | None = None,
         remote_emit: Callable[[str, list[Any]], None] | None = None,
         senders_of: Callable[[str], int] | None = None,
+        commit_on_close: bool = True,
     ) -> None:
         self.plan = plan
         self.bundle_size = bundle_size
@@ -138,6 +142,9 @@ class LocalExecutor:
         self._out_wm: dict[Any, int] = {}
         self._precombine_of: dict[AppliedTransform, Operator] = {}
         self.clock: Clock = clock or WallClock()
+        #: Publish transactional sinks' output when the run ends (runners that take
+        #: checkpoints publish it when a checkpoint completes instead).
+        self.commit_on_close = commit_on_close
         self._build()
 
     # -- wiring ---------------------------------------------------------------
@@ -291,6 +298,8 @@ class LocalExecutor:
                 driver.open(self.clock)
             with throughput_gc():
                 self._loop(cancelled)
+            if self.commit_on_close and not cancelled():
+                self.commit_final()
         finally:
             errors: list[BaseException] = []
             for op in opened:
@@ -378,6 +387,89 @@ class LocalExecutor:
             side_wms = [out_wm[s] for s in self._side_inputs[op]]
             op.advance(main_wm, side_wms, now)
             out_wm[op] = max(out_wm[op], op.output_watermark())
+
+    # -- checkpoints --------------------------------------------------------------
+    def snapshot(self, checkpoint_id: int | None = None) -> dict[str, Any]:
+        """Everything needed to resume from here: operator state, source positions, watermarks, clock.
+
+        With ``checkpoint_id`` the transactional sinks first stage what they
+        wrote since the previous checkpoint; what they staged is part of the
+        snapshot until :meth:`commit` publishes it. The result holds no live
+        references to operator state, so it can be pickled later.
+        """
+        if checkpoint_id is not None:
+            for op in self.ops:
+                if isinstance(op, ParDoOperator):
+                    op.prepare_commit(checkpoint_id)
+        ops = []
+        for op in self.ops:
+            base = (op.input_watermark, list(op.side_watermarks), op.processing_time, self._out_wm[op])
+            uncommitted = dict(op.uncommitted) if isinstance(op, ParDoOperator) else {}
+            ops.append((op.label, base, op.snapshot(), uncommitted))
+        return {
+            "ops": ops,
+            "sources": {d.label: {"offset": d.offset, "watermark": d.watermark, "done": d.done} for d, _, _ in self.sources},
+            "remote": {edge: list(r.sender_watermarks) for edge, r in self.remote_inputs.items()},
+            "clock": self.clock.now_us(),
+        }
+
+    def restore(self, snap: dict[str, Any], commit: bool = True) -> None:
+        """Continue from ``snap`` (call before :meth:`run` or before opening the sources).
+
+        With ``commit`` the sinks publish what the snapshot staged: a snapshot
+        is only restored from a complete checkpoint, and publishing is idempotent.
+        """
+        labels = [entry[0] for entry in snap["ops"]]
+        if labels != [op.label for op in self.ops]:
+            raise PipelineExecutionError(
+                "checkpoint",
+                "the checkpoint was written by a different pipeline (its steps are "
+                f"{labels}, this pipeline's are {[op.label for op in self.ops]})",
+            )
+        by_label = {d.label: d for d, _, _ in self.sources}
+        if set(by_label) != set(snap["sources"]):
+            raise PipelineExecutionError(
+                "checkpoint",
+                f"the checkpoint was written by a pipeline with other sources ({sorted(snap['sources'])}, "
+                f"this pipeline reads {sorted(by_label)})",
+            )
+        for op, (_label, base, extra, uncommitted) in zip(self.ops, snap["ops"]):
+            op.input_watermark, side, op.processing_time, self._out_wm[op] = base
+            op.side_watermarks = list(side)
+            if extra is not None:
+                op.restore(extra)
+            if isinstance(op, ParDoOperator):
+                op.uncommitted = dict(uncommitted)
+        for label, pos in snap["sources"].items():
+            d = by_label[label]
+            d.offset, d.watermark, d.done = pos["offset"], pos["watermark"], pos["done"]
+            self._out_wm[d] = d.watermark
+        for edge, watermarks in snap["remote"].items():
+            remote = self.remote_inputs[edge]
+            remote.sender_watermarks = list(watermarks)
+            self._out_wm[remote] = remote.watermark
+        self.clock.advance_to(snap["clock"])
+        if commit:
+            self.commit(FINAL_CHECKPOINT)
+
+    def abort_after(self, checkpoint_id: int) -> None:
+        """Restored from ``checkpoint_id``: sinks withdraw what later checkpoints published."""
+        for op in self.ops:
+            if isinstance(op, ParDoOperator):
+                op.abort_after(checkpoint_id)
+
+    def commit(self, up_to: int) -> None:
+        """Checkpoints up to ``up_to`` are complete: transactional sinks publish what they staged."""
+        for op in self.ops:
+            if isinstance(op, ParDoOperator) and op.uncommitted:
+                op.commit(up_to)
+
+    def commit_final(self) -> None:
+        """The end of the input: stage and publish the sinks' remaining output."""
+        for op in self.ops:
+            if isinstance(op, ParDoOperator):
+                op.prepare_commit(FINAL_CHECKPOINT)
+        self.commit(FINAL_CHECKPOINT)
 
     def metrics(self) -> list[MetricsContainer]:
         return [op.metrics for op in self.ops] + [d.metrics for d, _, _ in self.sources]

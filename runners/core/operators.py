@@ -137,6 +137,8 @@ class ParDoOperator(Operator):
             self.invoker.side_inputs = SideInputResolver(self.views, self.side_data, side_windowfns)
         self.strict = strict
         self.pending: list[Any] = []
+        #: Transactional sinks: checkpoint id -> what ``prepare_commit`` staged, until ``commit``.
+        self.uncommitted: dict[int, Any] = {}
         self._opened = False
 
     def open(self) -> None:
@@ -233,6 +235,53 @@ class ParDoOperator(Operator):
 
     def is_idle(self) -> bool:
         return not self.pending
+
+    # -- checkpoints and transactional sinks -------------------------------------
+    def snapshot(self) -> Any:
+        return {"pending": list(self.pending), "side_data": [{w: list(vs) for w, vs in d.items()} for d in self.side_data]}
+
+    def restore(self, snapshot: Any) -> None:
+        self.pending = list(snapshot["pending"])
+        self.side_data[:] = [{w: list(vs) for w, vs in d.items()} for d in snapshot["side_data"]]
+        resolver = self.invoker.side_inputs
+        if resolver is not None:
+            resolver.data = self.side_data
+            for cache in resolver._cache:
+                cache.clear()
+
+    @property
+    def is_transactional(self) -> bool:
+        """Whether the DoFn is a transactional sink (it has ``prepare_commit`` and ``commit``)."""
+        return callable(getattr(self.dofn, "prepare_commit", None)) and callable(getattr(self.dofn, "commit", None))
+
+    def prepare_commit(self, checkpoint_id: int) -> None:
+        """A checkpoint barrier passed: the sink stages what it wrote since the last one."""
+        if not self.is_transactional:
+            return
+        try:
+            handle = self.dofn.prepare_commit(checkpoint_id)
+        except Exception as exc:
+            raise UserCodeError(self.label, self.dofn.prepare_commit, exc, has_element=False) from exc
+        self.uncommitted[checkpoint_id] = handle
+
+    def abort_after(self, checkpoint_id: int) -> None:
+        """The job was restored from ``checkpoint_id``: the sink withdraws what later checkpoints published."""
+        abort = getattr(self.dofn, "abort_after", None)
+        if not self.is_transactional or not callable(abort):
+            return
+        try:
+            abort(checkpoint_id)
+        except Exception as exc:
+            raise UserCodeError(self.label, abort, exc, has_element=False) from exc
+
+    def commit(self, up_to: int) -> None:
+        """Checkpoints up to ``up_to`` are complete: publish what the sink staged for them."""
+        for cid in sorted(c for c in self.uncommitted if c <= up_to):
+            try:
+                self.dofn.commit(self.uncommitted[cid])
+            except Exception as exc:
+                raise UserCodeError(self.label, self.dofn.commit, exc, has_element=False) from exc
+            del self.uncommitted[cid]  # only once published: a failed commit is retried
 
 
 class AssignWindowsOperator(Operator):
@@ -476,6 +525,12 @@ class PrecombineOperator(Operator):
 
     def is_idle(self) -> bool:
         return not self.table
+
+    def snapshot(self) -> Any:
+        return dict(self.table)
+
+    def restore(self, snapshot: Any) -> None:
+        self.table = dict(snapshot)
 
 
 _MISSING = object()

@@ -212,21 +212,21 @@ class StatefulParDoOperator(ParDoOperator):
 
     def snapshot(self) -> Any:
         return {
+            **super().snapshot(),
             "store": self.store.snapshot(),
             "timers": dict(self.timers),
             "event_heap": list(self._event_heap),
             "proc_heap": list(self._proc_heap),
             "gc_heap": list(self._gc_heap),
-            "pending": list(self.pending),
         }
 
     def restore(self, snapshot: Any) -> None:
+        super().restore(snapshot)
         self.store.restore(snapshot["store"])
         self.timers = dict(snapshot["timers"])
         self._event_heap = list(snapshot["event_heap"])
         self._proc_heap = list(snapshot["proc_heap"])
         self._gc_heap = list(snapshot["gc_heap"])
         self._gc_known = {(e[2], e[3]) for e in self._gc_heap}
-        self.pending = list(snapshot["pending"])
         seqs = [int(e[1]) for e in (*self._event_heap, *self._proc_heap, *self._gc_heap)]
         self._seq = itertools.count(max(seqs, default=0) + 1)

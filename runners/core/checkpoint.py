@@ -1,0 +1,287 @@
+"""Checkpoint storage: numbered checkpoints of parts, published by a manifest.
+
+A checkpoint is a folder ``chk-<id>`` in the store holding one *part* per
+worker (a pickle of its operators' state and source positions). It becomes
+*complete* when the coordinator writes ``chk-<id>/MANIFEST.json``, which lists
+every part with its size and SHA-256. Restoring reads the newest complete
+checkpoint whose parts all match their manifest; a checkpoint without a
+manifest (the job died while taking it) or with a damaged part is skipped for
+the one before it, with a :class:`CheckpointWarning` that says why.
+
+Parts and manifests are written atomically (a temporary name, then a rename),
+so a reader never sees half a file. The store is a local folder by default;
+a location with a scheme (``s3://bucket/path``, ``file:///shared/ckpt``) goes
+through `fsspec <https://filesystem-spec.readthedocs.io>`_ when it is
+installed, so the workers of a cluster can share it.
+
+Savepoints are checkpoints taken on request; retention never removes them.
+
+>>> import tempfile
+>>> store = CheckpointStore(tempfile.mkdtemp())
+>>> store.write_part(1, "stage0-0", b"state")
+>>> store.complete(1, ["stage0-0"])
+>>> cp = store.latest()
+>>> cp.id, cp.read("stage0-0")
+(1, b'state')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+__all__ = ["CheckpointStore", "CompletedCheckpoint", "CheckpointWarning", "CheckpointError"]
+
+_DIR = re.compile(r"^chk-(\d+)$")
+MANIFEST = "MANIFEST.json"
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was skipped on restore because it is incomplete or damaged."""
+
+
+class CheckpointError(RuntimeError):
+    """The checkpoint store cannot be used (unreadable location, or no fsspec for a URL)."""
+
+
+class _LocalFS:
+    """Files in a local (or mounted shared) folder."""
+
+    def __init__(self, root: str) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def write_atomic(self, rel: str, data: bytes) -> None:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def read(self, rel: str) -> bytes:
+        return (self.root / rel).read_bytes()
+
+    def exists(self, rel: str) -> bool:
+        return (self.root / rel).exists()
+
+    def listdir(self, rel: str = "") -> list[str]:
+        path = self.root / rel
+        if not path.is_dir():
+            return []
+        return [p.name for p in path.iterdir() if not p.name.startswith(".")]
+
+    def remove_tree(self, rel: str) -> None:
+        shutil.rmtree(self.root / rel, ignore_errors=True)
+
+    def describe(self) -> str:
+        return str(self.root)
+
+
+class _FsspecFS:
+    """Files behind an fsspec URL (object stores, shared file systems)."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            import fsspec  # type: ignore[import-not-found, import-untyped, unused-ignore]
+        except ImportError as exc:
+            raise CheckpointError(
+                f"the checkpoint location {url!r} is a URL, which needs the fsspec package "
+                "(pip install fsspec, plus the driver for its scheme); use a local or shared folder otherwise"
+            ) from exc
+        self.fs, self.root = fsspec.core.url_to_fs(url)
+        self.url = url
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    def _path(self, rel: str) -> str:
+        return f"{self.root.rstrip('/')}/{rel}" if rel else self.root
+
+    def write_atomic(self, rel: str, data: bytes) -> None:
+        path = self._path(rel)
+        parent, name = path.rsplit("/", 1)
+        self.fs.makedirs(parent, exist_ok=True)
+        tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
+        with self.fs.open(tmp, "wb") as f:
+            f.write(data)
+        self.fs.mv(tmp, path)
+
+    def read(self, rel: str) -> bytes:
+        with self.fs.open(self._path(rel), "rb") as f:
+            return f.read()  # type: ignore[no-any-return]
+
+    def exists(self, rel: str) -> bool:
+        return bool(self.fs.exists(self._path(rel)))
+
+    def listdir(self, rel: str = "") -> list[str]:
+        path = self._path(rel)
+        if not self.fs.exists(path):
+            return []
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False)]
+        return [n for n in names if not n.startswith(".")]
+
+    def remove_tree(self, rel: str) -> None:
+        try:
+            self.fs.rm(self._path(rel), recursive=True)
+        except FileNotFoundError:
+            pass
+
+    def describe(self) -> str:
+        return self.url
+
+
+@attrs.frozen
+class CompletedCheckpoint:
+    """A complete checkpoint whose parts all matched the manifest."""
+
+    id: int
+    parts: tuple[str, ...]
+    meta: dict[str, Any]
+    savepoint: bool
+    _store: "CheckpointStore" = attrs.field(repr=False)
+
+    def read(self, part: str) -> bytes:
+        """The bytes of one part."""
+        return self._store._fs.read(f"chk-{self.id:06d}/{part}")
+
+    @property
+    def location(self) -> str:
+        """Where the checkpoint lives (a folder or URL)."""
+        return f"{self._store.location.rstrip('/')}/chk-{self.id:06d}"
+
+
+class CheckpointStore:
+    """Numbered checkpoints in a folder or fsspec URL; keeps the newest ``retain`` and every savepoint."""
+
+    def __init__(self, location: str | os.PathLike[str], retain: int = 3) -> None:
+        self.location = os.fspath(location)
+        self.retain = max(1, retain)
+        self._fs: Any = _FsspecFS(self.location) if "://" in self.location else _LocalFS(self.location)
+
+    @staticmethod
+    def _dir(checkpoint_id: int) -> str:
+        return f"chk-{checkpoint_id:06d}"
+
+    # -- writing ------------------------------------------------------------------
+    def write_part(self, checkpoint_id: int, part: str, data: bytes) -> None:
+        """Store one worker's part of checkpoint ``checkpoint_id``."""
+        self._fs.write_atomic(f"{self._dir(checkpoint_id)}/{part}", data)
+
+    def parts(self, checkpoint_id: int) -> set[str]:
+        """The parts of ``checkpoint_id`` written so far."""
+        return {n for n in self._fs.listdir(self._dir(checkpoint_id)) if n != MANIFEST}
+
+    def complete(self, checkpoint_id: int, parts: list[str], meta: dict[str, Any] | None = None, savepoint: bool = False) -> None:
+        """Publish ``checkpoint_id``: its manifest names every part with its checksum."""
+        entries = {}
+        for part in parts:
+            data = self._fs.read(f"{self._dir(checkpoint_id)}/{part}")
+            entries[part] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        manifest = {
+            "id": checkpoint_id,
+            "parts": entries,
+            "meta": meta or {},
+            "savepoint": savepoint,
+            "completed_at": time.time(),
+        }
+        self._fs.write_atomic(f"{self._dir(checkpoint_id)}/{MANIFEST}", json.dumps(manifest, sort_keys=True).encode())
+        self._expire(checkpoint_id)
+
+    def _expire(self, newest: int) -> None:
+        kept = 0
+        for cid in sorted(self.ids(), reverse=True):
+            if cid > newest:
+                continue
+            manifest = self._manifest(cid)
+            if manifest is not None and manifest.get("savepoint"):
+                continue
+            if manifest is not None and kept < self.retain:
+                kept += 1
+                continue
+            self._fs.remove_tree(self._dir(cid))
+
+    # -- reading ------------------------------------------------------------------
+    def ids(self) -> list[int]:
+        """Every checkpoint number present, complete or not, oldest first."""
+        found = (_DIR.match(n) for n in self._fs.listdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def next_id(self) -> int:
+        """A number after every checkpoint present."""
+        return max(self.ids(), default=0) + 1
+
+    def _manifest(self, checkpoint_id: int) -> dict[str, Any] | None:
+        try:
+            manifest = json.loads(self._fs.read(f"{self._dir(checkpoint_id)}/{MANIFEST}"))
+        except (FileNotFoundError, ValueError):
+            return None
+        return manifest if isinstance(manifest, dict) else None
+
+    def verify(self, checkpoint_id: int) -> str | None:
+        """Why checkpoint ``checkpoint_id`` cannot be restored, or None when it can."""
+        rel = self._dir(checkpoint_id)
+        if not self._fs.exists(rel):
+            return "it does not exist"
+        if not self._fs.exists(f"{rel}/{MANIFEST}"):
+            return "it is incomplete (no manifest: the job stopped while taking it)"
+        manifest = self._manifest(checkpoint_id)
+        parts = manifest.get("parts") if manifest is not None else None
+        if not isinstance(parts, dict) or not all(isinstance(entry, dict) for entry in parts.values()):
+            return "its manifest is damaged"
+        for part, entry in sorted(parts.items()):
+            try:
+                data = self._fs.read(f"{rel}/{part}")
+            except FileNotFoundError:
+                return f"its part {part!r} is missing"
+            if len(data) != entry.get("size") or hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+                return f"its part {part!r} is damaged (size or checksum differs from the manifest)"
+        return None
+
+    def latest(self) -> CompletedCheckpoint | None:
+        """The newest restorable checkpoint; damaged or partial ones are skipped with a warning."""
+        for cid in sorted(self.ids(), reverse=True):
+            problem = self.verify(cid)
+            if problem is not None:
+                warnings.warn(
+                    f"skipping checkpoint {cid} in {self.location}: {problem}; trying the one before it",
+                    CheckpointWarning,
+                    stacklevel=2,
+                )
+                continue
+            return self.get(cid)
+        return None
+
+    def get(self, checkpoint_id: int) -> CompletedCheckpoint:
+        """Checkpoint ``checkpoint_id``, which must be complete (see :meth:`verify`)."""
+        problem = self.verify(checkpoint_id)
+        if problem is not None:
+            raise CheckpointError(f"checkpoint {checkpoint_id} in {self.location} cannot be restored: {problem}")
+        manifest = self._manifest(checkpoint_id)
+        assert manifest is not None
+        return CompletedCheckpoint(
+            checkpoint_id, tuple(sorted(manifest["parts"])), dict(manifest.get("meta", {})), bool(manifest.get("savepoint")), self
+        )
+
+    def is_empty(self) -> bool:
+        """No checkpoint of any kind is present."""
+        return not self.ids()
+
+    def __repr__(self) -> str:
+        return f"CheckpointStore({self.location!r}, retain={self.retain})"
