@@ -31,6 +31,9 @@ def _rebuild(cls: type, step: str, message: str, state: dict[str, Any]) -> Any:
     err: Any = Exception.__new__(cls)
     Exception.__init__(err, message)
     err.__dict__.update(state)
+    original = state.get("original")
+    if isinstance(original, BaseException):
+        err.__cause__ = original  # the chain survives the trip from a worker process
     return err
 
 
