@@ -12,9 +12,14 @@ actor of the job is removed.
 from __future__ import annotations
 
 import atexit
+import copy
 import os
 import pickle
+import queue
 import re
+import tempfile
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -24,6 +29,7 @@ from tidal.model.primitives import BoundedSource, Impulse, ParDo, Read
 from tidal.model.pvalue import pickling_graph
 from tidal.model.result import PipelineResult
 from tidal.model.teststream import TestStream
+from tidal.runners.core.checkpoint import CheckpointStore, CompletedCheckpoint
 from tidal.runners.core.errors import PipelineExecutionError
 from tidal.runners.core.executor import edge_id_of, partial_edge_id
 from tidal.runners.core.plan import ExecutionPlan, build_plan, is_stateful_pardo
@@ -34,7 +40,7 @@ from tidal.runners.runner import Runner
 if TYPE_CHECKING:
     from tidal.model.pipeline import Pipeline
 
-__all__ = ["RayRunner", "RayPipelineResult", "plan_edges"]
+__all__ = ["RayRunner", "RayPipelineResult", "Recovery", "plan_edges"]
 
 
 def plan_edges(plan: ExecutionPlan) -> list[Edge]:
@@ -83,25 +89,79 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
+@attrs.frozen
+class Recovery:
+    """One restart after a worker was lost."""
+
+    #: What failed, as the driver saw it.
+    failure: str
+    #: The checkpoint the job restarted from (None: from the beginning).
+    checkpoint: int | None
+    #: Seconds from noticing the failure until the new workers were running.
+    seconds: float
+
+
 class RayPipelineResult(RunningResult):
-    """A job running on Ray actors; ``cancel`` stops it and removes its actors."""
+    """A job running on Ray actors; ``cancel`` stops it and removes its actors.
+
+    With checkpoints, ``checkpoints`` lists the complete ones, ``recoveries``
+    the restarts after lost workers, and :meth:`savepoint` takes a checkpoint
+    on request.
+    """
 
     def __init__(self, runner: "RayRunner") -> None:
         super().__init__()
         self._runner = runner
         self._actors: list[Any] = []
+        self.checkpoints: list[int] = []
+        self.recoveries: list[Recovery] = []
+        self._savepoint_requests: queue.SimpleQueue[tuple[threading.Event, list[str]]] = queue.SimpleQueue()
 
     def _stop_workers(self) -> None:
         self._runner._kill(self._actors)
 
+    def savepoint(self, timeout: float = 60.0) -> str:
+        """Take a checkpoint now and keep it (retention never removes it); returns its location.
+
+        Resume from it with ``RayRunner(checkpoint_dir=..., restore_from=location)``.
+        """
+        if self._runner._store_location is None:
+            raise PipelineExecutionError("savepoint", "this job takes no checkpoints (give RayRunner a checkpoint_dir)")
+        if self.state.is_terminal:
+            raise PipelineExecutionError("savepoint", f"the job is {self.state.name}; a savepoint needs a running job")
+        done = threading.Event()
+        location: list[str] = []
+        self._savepoint_requests.put((done, location))
+        if not done.wait(timeout) or not location:
+            raise TimeoutError(f"the savepoint was not complete after {timeout} s")
+        return location[0]
+
 
 class RayRunner(Runner):
-    """Runs each stage as ``parallelism`` Ray actors (per-stage overrides by label)."""
+    """Runs each stage as ``parallelism`` Ray actors (per-stage overrides by label).
+
+    With ``checkpoint_dir`` (a folder, or an fsspec URL for a cluster) or
+    ``checkpoint_interval`` the job takes aligned barrier checkpoints every
+    ``checkpoint_interval`` seconds (default 1). When a worker is lost it
+    restarts from the last complete checkpoint, up to ``max_restarts`` times,
+    and the sources replay from the offsets recorded in it; transactional
+    sinks (``WriteToText``) publish their output per complete checkpoint, so
+    the published output is exactly once. A new run with the same
+    ``checkpoint_dir`` resumes from its newest complete checkpoint (``resume``),
+    or from the checkpoint or savepoint ``restore_from`` names.
+    """
 
     name = "ray"
     execution_model = "native streaming (Ray actors, batches with in-band watermarks)"
-    guarantee = "exactly-once without failures; at-most-once state on actor failure (no checkpoints yet)"
-    fault_tolerance = "none yet: a failed actor fails the job"
+    guarantee = (
+        "exactly-once state after failures with checkpoints (aligned barriers); exactly-once output "
+        "through transactional sinks, at-least-once through others; without checkpoints a lost worker fails the job"
+    )
+    fault_tolerance = (
+        "aligned barrier snapshots of every worker's state and source offsets to a checkpoint store; "
+        "a lost worker restarts the job from the last complete checkpoint; resume and savepoints"
+    )
+    supports_checkpoint_restore = True
 
     def __init__(
         self,
@@ -111,18 +171,45 @@ class RayRunner(Runner):
         max_in_flight: int = 4,
         bundle_size: int = 50_000,
         strict: bool = False,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        checkpoint_interval: float | None = None,
+        max_restarts: int = 3,
+        resume: bool = True,
+        restore_from: str | None = None,
+        retain_checkpoints: int = 3,
     ) -> None:
         if parallelism < 1:
             raise ValueError(f"parallelism must be at least 1, got {parallelism}")
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        if checkpoint_interval is not None and checkpoint_interval <= 0:
+            raise ValueError(f"checkpoint_interval must be positive, got {checkpoint_interval}")
+        if max_restarts < 0:
+            raise ValueError(f"max_restarts must be at least 0, got {max_restarts}")
         self.address = address
         self.parallelism = parallelism
         self.stage_parallelism = dict(stage_parallelism or {})
         self.max_in_flight = max_in_flight
         self.bundle_size = bundle_size
         self.strict = strict
+        self.checkpoint_dir = os.fspath(checkpoint_dir) if checkpoint_dir is not None else None
+        self.checkpoint_interval = checkpoint_interval
+        self.max_restarts = max_restarts
+        self.resume = resume
+        self.restore_from = restore_from
+        self.retain_checkpoints = retain_checkpoints
         self._started_ray = False
+        self._store_location: str | None = None
+
+    def with_checkpoint_dir(self, directory: str | os.PathLike[str]) -> "RayRunner":
+        """The same runner checkpointing to ``directory``; a rerun after a failure resumes from it."""
+        clone = copy.copy(self)
+        clone.checkpoint_dir = os.fspath(directory)
+        return clone
+
+    @property
+    def checkpointing(self) -> bool:
+        return self.checkpoint_dir is not None or self.checkpoint_interval is not None or self.restore_from is not None
 
     # -- Ray lifecycle -----------------------------------------------------------
     def _ensure_ray(self) -> None:
@@ -191,57 +278,53 @@ class RayRunner(Runner):
             raise result._error
         return result
 
-    def _execute(self, pipeline: "Pipeline", result: RayPipelineResult) -> None:
-        import ray
+    def _store(self) -> CheckpointStore | None:
+        if not self.checkpointing:
+            self._store_location = None
+            return None
+        location = self.checkpoint_dir
+        if location is None and self.restore_from is not None:
+            location = os.path.dirname(os.path.normpath(self.restore_from))
+        if location is None:
+            location = tempfile.mkdtemp(prefix="tidal-checkpoints-")
+        self._store_location = location
+        return CheckpointStore(location, retain=self.retain_checkpoints)
 
-        from tidal.runners.ray.worker import StageWorker
-
-        plan = build_plan(pipeline.graph())
-        edges = plan_edges(plan)
-        manual_clock = any(isinstance(n.transform, TestStream) for n in plan.graph.primitives)
-        plan_bytes = self._pickle_plan(plan)
-        counts = {s.id: self._parallelism_of(plan, s) for s in plan.stages}
-        senders = {e.edge_id: counts[e.producer_stage] for e in edges}
-        remote_cls = ray.remote(num_cpus=0, max_restarts=0)(StageWorker)
-        workers: dict[int, list[Any]] = {}
-        try:
-            for stage in plan.stages:
-                n = counts[stage.id]
-                # Pickled here, once: Ray's own serializer is several times slower on
-                # large lists of small tuples than pickle protocol 5 on a bytes blob.
-                splits = [_dumps(s) for s in self._source_splits(stage, n)]
-                workers[stage.id] = [
-                    remote_cls.remote(
-                        plan_bytes, stage.id, i, senders, splits[i], self.strict, self.bundle_size, manual_clock, self.max_in_flight
-                    )
-                    for i in range(n)
-                ]
-                result._actors.extend(workers[stage.id])
-            for stage in plan.stages:
-                routes: dict[str, tuple[str, list[Any]]] = {}
-                for e in edges:
-                    if e.producer_stage == stage.id:
-                        routes[e.edge_id] = (e.kind, workers[e.consumer_stage])
-                ray.get([w.connect.remote(routes) for w in workers[stage.id]])
-            ray.get([w.open.remote() for ws in workers.values() for w in ws])
-            ray.get([w.run_sources.remote() for ws in workers.values() for w in ws])
-            for stage in plan.stages:  # topological: each drain waits for what it sent
-                ray.get([w.drain.remote() for w in workers[stage.id]])
-            statuses = ray.get([w.status.remote() for ws in workers.values() for w in ws])
-            stalled = [s for s in statuses if not s["done"]]
-            if stalled and not result.cancelled:
-                stage = plan.stages[stalled[0]["stage"]]
+    def _first_checkpoint(self, store: CheckpointStore | None) -> CompletedCheckpoint | None:
+        if store is None:
+            return None
+        if self.restore_from is not None:
+            match = re.search(r"chk-(\d+)/?$", os.fspath(self.restore_from))
+            if match is None:
                 raise PipelineExecutionError(
-                    stage.root.full_label, "the pipeline stalled: the sources are done but this stage's watermark is not"
+                    "checkpoint", f"restore_from={self.restore_from!r} is not a checkpoint folder (chk-<number>)"
                 )
-            for containers in ray.get([w.finish.remote() for ws in workers.values() for w in ws]):
-                result._metrics.extend(containers)
-        except Exception as exc:
-            if result.cancelled:
+            source = CheckpointStore(os.path.dirname(os.path.normpath(self.restore_from)))
+            return source.get(int(match.group(1)))
+        return store.latest() if self.resume else None
+
+    def _execute(self, pipeline: "Pipeline", result: RayPipelineResult) -> None:
+        plan = build_plan(pipeline.graph())
+        store = self._store()
+        restore = self._first_checkpoint(store)
+        failures = 0
+        recovering: tuple[str, float] | None = None
+        while True:
+            job = _Job(self, plan, result, store, restore, recovering)
+            try:
+                job.run()
                 return
-            raise _unwrap(exc) from None
-        finally:
-            self._kill(result._actors)
+            except Exception as exc:
+                if result.cancelled:
+                    return
+                if store is None or not _is_worker_loss(exc) or failures >= self.max_restarts:
+                    error = _unwrap(exc)
+                    raise error from error.__cause__  # the user's exception, not Ray's wrapper
+                failures += 1
+                recovering = (_describe_loss(exc), time.perf_counter())
+                restore = store.latest()
+            finally:
+                job.kill()
 
     def _pickle_plan(self, plan: ExecutionPlan) -> bytes:
         """The plan for the workers, without bounded sources' data (each worker gets its split)."""
@@ -292,3 +375,251 @@ class _EmptySource(BoundedSource):
 
     def read(self) -> list[Any]:
         return []
+
+
+_LOSS_ERRORS = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "WorkerCrashedError", "ObjectLostError", "OwnerDiedError", "NodeDiedError")
+
+
+def _is_worker_loss(exc: BaseException) -> bool:
+    """Whether ``exc`` says a worker (actor, process, node) was lost, not that user code failed."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    lost = False
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, PipelineExecutionError):
+            return False
+        if any(cls.__name__ in _LOSS_ERRORS for cls in type(current).__mro__):
+            lost = True
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+    return lost
+
+
+def _describe_loss(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+class _Job:
+    """One attempt at running a plan on a fresh set of actors (from a checkpoint or the start)."""
+
+    def __init__(
+        self,
+        runner: RayRunner,
+        plan: ExecutionPlan,
+        result: RayPipelineResult,
+        store: CheckpointStore | None,
+        restore: CompletedCheckpoint | None,
+        recovering: tuple[str, float] | None = None,
+    ) -> None:
+        self.runner = runner
+        self.plan = plan
+        self.result = result
+        self.store = store
+        self.restore = restore
+        self.recovering = recovering
+        self.actors: list[Any] = []
+        self.workers: dict[int, list[Any]] = {}
+        self.counts = {s.id: runner._parallelism_of(plan, s) for s in plan.stages}
+        self.interval = runner.checkpoint_interval or 1.0
+        # Numbers go on after the restored checkpoint (which may come from another store).
+        self.next_id = max(store.next_id(), restore.id + 1 if restore is not None else 0) if store is not None else 0
+        self.inflight: tuple[int, bool, Any] | None = None
+        self.last_done = time.monotonic()
+        self.finished_sources: set[int] = set()
+        self.calls: list[Any] = []
+        self.pings: dict[int, Any] = {}
+        self.source_ids: set[int] = set()
+        self._last_ping = 0.0
+
+    def kill(self) -> None:
+        self.runner._kill(self.actors)
+
+    # -- set-up ----------------------------------------------------------------------
+    def _meta(self, final: bool = False) -> dict[str, Any]:
+        return {"parallelism": {str(k): v for k, v in self.counts.items()}, "plan": self.plan.describe(), "final": final}
+
+    def _check_restore(self) -> None:
+        cp = self.restore
+        if cp is None:
+            return
+        meta = cp.meta
+        if meta.get("plan") != self.plan.describe():
+            raise PipelineExecutionError(
+                "checkpoint",
+                f"checkpoint {cp.id} in {cp.location} was written by a different pipeline:\\n{meta.get('plan')}\\n"
+                f"this pipeline's plan is:\\n{self.plan.describe()}",
+            )
+        theirs = {int(k): v for k, v in meta.get("parallelism", {}).items()}
+        if theirs != self.counts:
+            raise PipelineExecutionError(
+                "checkpoint",
+                f"checkpoint {cp.id} was taken with parallelism {theirs} per stage, this run has {self.counts}; "
+                "restore it with the same parallelism",
+            )
+
+    def _start(self) -> None:
+        import ray
+
+        from tidal.runners.ray.worker import StageWorker, part_name
+
+        runner, plan = self.runner, self.plan
+        self._check_restore()
+        edges = plan_edges(plan)
+        manual_clock = any(isinstance(n.transform, TestStream) for n in plan.graph.primitives)
+        plan_bytes = runner._pickle_plan(plan)
+        senders = {e.edge_id: self.counts[e.producer_stage] for e in edges}
+        # Control calls (trigger, notify_complete) run on their own thread, heard during a source loop.
+        options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0, "concurrency_groups": {"control": 1}}
+        remote_cls = ray.remote(**options)(StageWorker)
+        location = self.store.location if self.store is not None else None
+        for stage in plan.stages:
+            n = self.counts[stage.id]
+            # Pickled here, once: Ray's own serializer is several times slower on
+            # large lists of small tuples than pickle protocol 5 on a bytes blob.
+            splits = [_dumps(s) for s in runner._source_splits(stage, n)]
+            parts = [self.restore.read(part_name(stage.id, i)) if self.restore is not None else None for i in range(n)]
+            self.workers[stage.id] = [
+                remote_cls.remote(
+                    plan_bytes, stage.id, i, senders, splits[i], runner.strict, runner.bundle_size, manual_clock,
+                    runner.max_in_flight, location, parts[i],
+                )
+                for i in range(n)
+            ]
+            self.actors.extend(self.workers[stage.id])
+            self.result._actors.extend(self.workers[stage.id])
+        for stage in plan.stages:
+            routes: dict[str, tuple[str, list[Any]]] = {}
+            for e in edges:
+                if e.producer_stage == stage.id:
+                    routes[e.edge_id] = (e.kind, self.workers[e.consumer_stage])
+            ray.get([w.connect.remote(routes) for w in self.workers[stage.id]])
+        ray.get([w.open.remote() for w in self.actors])
+        if self.recovering is not None:
+            failure, noticed = self.recovering
+            cid = self.restore.id if self.restore is not None else None
+            self.result.recoveries.append(Recovery(failure, cid, time.perf_counter() - noticed))
+
+    # -- running ---------------------------------------------------------------------
+    def run(self) -> None:
+        import ray
+
+        self._start()
+        plan, result = self.plan, self.result
+        sources = [w for s in plan.stages if s.input_kind == "source" for w in self.workers[s.id]]
+        self.source_ids = {id(w) for w in sources}
+        running = {w.run_sources.remote(): w for w in sources}
+        while running and not result.cancelled:
+            ready, _ = ray.wait(list(running), num_returns=len(running), timeout=0.05)
+            for ref in ready:
+                worker = running.pop(ref)
+                ray.get(ref)
+                self.finished_sources.add(id(worker))
+                self.calls.append(worker.poll.remote())
+            if self.store is not None:
+                self._tick(sources)
+        if result.cancelled:
+            return
+        for stage in plan.stages:  # topological: each drain waits for what it sent
+            ray.get([w.drain.remote() for w in self.workers[stage.id]])
+        if self.store is not None:
+            self._final_checkpoint(sources)
+        statuses = ray.get([w.status.remote() for w in self.actors])
+        stalled = [s for s in statuses if not s["done"]]
+        if stalled and not result.cancelled:
+            stage = plan.stages[stalled[0]["stage"]]
+            raise PipelineExecutionError(
+                stage.root.full_label, "the pipeline stalled: the sources are done but this stage's watermark is not"
+            )
+        for containers in ray.get([w.finish.remote() for w in self.actors]):
+            result._metrics.extend(containers)
+
+    # -- checkpoints -----------------------------------------------------------------
+    def _tick(self, sources: list[Any]) -> None:
+        """Trigger, complete and acknowledge checkpoints; notice lost workers."""
+        import ray
+
+        now = time.monotonic()
+        self._check_calls()
+        if self.inflight is None:
+            request = None
+            if not self.result._savepoint_requests.empty():
+                request = self.result._savepoint_requests.get()
+            if request is not None or now - self.last_done >= self.interval:
+                self._trigger(sources, savepoint=request is not None, request=request)
+        if self.inflight is not None:
+            self._try_complete()
+        # A lost worker that nothing sends to is noticed by pinging it.
+        if now - self._last_ping >= max(self.interval, 0.5):
+            self._last_ping = now
+            for w in self.actors:
+                key = id(w)
+                ref = self.pings.get(key)
+                if ref is not None:
+                    done, _ = ray.wait([ref], timeout=0)
+                    if not done:
+                        continue
+                    ray.get(ref)
+                if key in self.finished_sources or key not in self.source_ids:
+                    self.pings[key] = w.poll.remote()
+
+    def _check_calls(self) -> None:
+        import ray
+
+        if not self.calls:
+            return
+        done, self.calls = ray.wait(self.calls, num_returns=len(self.calls), timeout=0)
+        ray.get(done)  # surfaces errors of control calls
+
+    def _trigger(self, sources: list[Any], savepoint: bool = False, request: Any = None) -> None:
+        cid = self.next_id
+        self.next_id += 1
+        for w in sources:
+            if id(w) in self.finished_sources:
+                self.calls.append(w.take_checkpoint.remote(cid))
+            else:
+                self.calls.append(w.trigger.remote(cid))
+        self.inflight = (cid, savepoint, request)
+
+    def _try_complete(self, final: bool = False) -> bool:
+        from tidal.runners.ray.worker import part_name
+
+        assert self.inflight is not None and self.store is not None
+        cid, savepoint, request = self.inflight
+        expected = {part_name(s.id, i) for s in self.plan.stages for i in range(self.counts[s.id])}
+        if not expected <= self.store.parts(cid):
+            return False
+        self.store.complete(cid, sorted(expected), self._meta(final), savepoint=savepoint)
+        self.calls.extend(w.notify_complete.remote(cid) for w in self.actors)
+        self.result.checkpoints.append(cid)
+        self.inflight = None
+        self.last_done = time.monotonic()
+        if request is not None:
+            done, location = request
+            location.append(f"{self.store.location.rstrip('/')}/chk-{cid:06d}")
+            done.set()
+        return True
+
+    def _final_checkpoint(self, sources: list[Any], timeout: float = 120.0) -> None:
+        """After the end of input: one more checkpoint, whose completion publishes the last output."""
+        import ray
+
+        deadline = time.monotonic() + timeout
+        while self.inflight is not None and not self._try_complete():
+            self._wait_step(deadline)
+        self._trigger(sources)
+        while not self._try_complete(final=True):
+            self._wait_step(deadline)
+        ray.get(self.calls)
+        self.calls = []
+
+    def _wait_step(self, deadline: float) -> None:
+        if time.monotonic() > deadline:
+            assert self.inflight is not None
+            cid = self.inflight[0]
+            written = sorted(self.store.parts(cid)) if self.store is not None else []
+            raise PipelineExecutionError(
+                "checkpoint", f"checkpoint {cid} did not complete in time (parts written: {written or 'none'})"
+            )
+        self._check_calls()
+        time.sleep(0.01)

@@ -7,22 +7,43 @@ connected. Sends are asynchronous with a bounded number of calls in flight
 per destination (backpressure: a slow consumer makes its producers wait).
 Watermarks travel in-band, after the data they cover, to every instance of
 the consuming stage.
+
+With checkpoints, barriers travel in-band too (Flink's aligned barrier
+snapshots). A source worker, when the driver triggers checkpoint ``n``,
+records its source offsets and operator state and sends barrier ``n`` on
+every output edge. Any other worker *aligns*: once barrier ``n`` has come on
+an input channel (an edge and a sender), what that channel sends next is held
+back until barrier ``n`` has come on every channel; then it snapshots its
+state, forwards the barrier and processes what it held. The snapshot is
+pickled at once and written to the checkpoint store on a background thread,
+so the stream stops only for the pickling. Control calls (``trigger``,
+``notify_complete``) run on their own thread and reach the stream thread
+through a queue, so they are heard while a source loop runs.
 """
 
 from __future__ import annotations
 
+import queue
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import cloudpickle
+import ray
 
 from tidal.model.metrics import MetricsContainer
 from tidal.model.time import MAX_TIMESTAMP_US
+from tidal.runners.core.checkpoint import CheckpointStore
 from tidal.runners.core.executor import LocalExecutor, ManualClock, WallClock
 from tidal.runners.core.gcpolicy import throughput_gc
 from tidal.runners.ray.exchange import route_keyed
 
-__all__ = ["StageWorker"]
+__all__ = ["StageWorker", "part_name"]
+
+
+def part_name(stage_id: int, index: int) -> str:
+    """The checkpoint part written by instance ``index`` of stage ``stage_id``."""
+    return f"stage{stage_id}-{index}.pkl"
 
 
 class StageWorker:
@@ -39,6 +60,8 @@ class StageWorker:
         bundle_size: int,
         manual_clock: bool,
         max_in_flight: int,
+        checkpoint_location: str | None = None,
+        restore_part: bytes | None = None,
     ) -> None:
         plan = cloudpickle.loads(plan_bytes)
         self.stage_id = stage_id
@@ -62,8 +85,31 @@ class StageWorker:
             source_overrides=overrides,
             remote_emit=self._emit,
             senders_of=lambda edge: senders.get(edge, 1),
+            commit_on_close=checkpoint_location is None,
         )
         self.opened = False
+        # -- checkpoints --
+        self.store = CheckpointStore(checkpoint_location) if checkpoint_location is not None else None
+        self.part = part_name(stage_id, index)
+        from tidal.runners.ray.runner import plan_edges
+
+        #: Input channels (edge, sender): a barrier must come on each before a snapshot.
+        self.channels = {
+            (e.edge_id, sender)
+            for e in plan_edges(plan)
+            if e.consumer_stage == stage_id
+            for sender in range(senders.get(e.edge_id, 1))
+        }
+        self.blocked: set[tuple[str, int]] = set()
+        self.held: list[tuple[Any, ...]] = []
+        self.last_checkpoint = 0
+        self.control: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
+        self._writer: ThreadPoolExecutor | None = None
+        self._writes: list[Future[None]] = []
+        if restore_part is not None:
+            snap = cloudpickle.loads(restore_part)
+            self.executor.restore(snap["executor"], commit=False)  # the sinks publish in open()
+            self.last_checkpoint = snap["checkpoint"]
 
     # -- set-up ------------------------------------------------------------------
     def connect(self, routes: dict[str, tuple[str, list[Any]]]) -> bool:
@@ -77,6 +123,11 @@ class StageWorker:
         for driver, _, _ in self.executor.sources:
             driver.open(self.clock)
         self.opened = True
+        if self.last_checkpoint:
+            # Back at a restored checkpoint: what later checkpoints published is withdrawn
+            # (the replay publishes it again) and what this one staged is published (idempotently).
+            self.executor.abort_after(self.last_checkpoint)
+            self.executor.commit(self.last_checkpoint)
         self.executor.propagate()  # operators start at the worker's processing time
         return True
 
@@ -98,12 +149,12 @@ class StageWorker:
         if kind == "keyed":
             for dest, part in enumerate(route_keyed(bundle, n)):
                 if part:
-                    self._send(actors[dest], "push", edge_id, part)
+                    self._send(actors[dest], "push", edge_id, self.index, part)
         elif kind == "broadcast":
             for actor in actors:
-                self._send(actor, "push", edge_id, bundle)
+                self._send(actor, "push", edge_id, self.index, bundle)
         else:
-            self._send(actors[self.index % n], "push", edge_id, bundle)
+            self._send(actors[self.index % n], "push", edge_id, self.index, bundle)
 
     def _forward_watermarks(self) -> None:
         now = self.clock.now_us()
@@ -115,12 +166,19 @@ class StageWorker:
                     self._send(actor, "watermark", edge_id, self.index, wm, now)
 
     # -- receiving ---------------------------------------------------------------
-    def push(self, edge_id: str, bundle: list[Any]) -> bool:
+    def push(self, edge_id: str, sender: int, bundle: list[Any]) -> bool:
+        if self.blocked and (edge_id, sender) in self.blocked:
+            self.held.append(("push", edge_id, sender, bundle))
+            return True
         with throughput_gc():
             self.executor.push(edge_id, bundle)
         return True
 
     def watermark(self, edge_id: str, sender: int, watermark: int, processing_time: int) -> bool:
+        if self.blocked and (edge_id, sender) in self.blocked:
+            self.held.append(("watermark", edge_id, sender, watermark, processing_time))
+            return True
+        self._drain_control()
         if isinstance(self.clock, ManualClock):
             self.clock.advance_to(processing_time)
         self.executor.set_remote_watermark(edge_id, sender, watermark)
@@ -129,20 +187,89 @@ class StageWorker:
         self._forward_watermarks()
         return True
 
+    def barrier(self, edge_id: str, sender: int, checkpoint_id: int) -> bool:
+        """Barrier ``checkpoint_id`` came on channel (``edge_id``, ``sender``): align, then snapshot."""
+        channel = (edge_id, sender)
+        if channel in self.blocked:
+            self.held.append(("barrier", edge_id, sender, checkpoint_id))
+            return True
+        self.blocked.add(channel)
+        if self.blocked >= self.channels:
+            self._checkpoint(checkpoint_id)
+            self.blocked.clear()
+            held, self.held = self.held, []
+            for call in held:
+                getattr(self, call[0])(*call[1:])
+        return True
+
     # -- sources -----------------------------------------------------------------
     def run_sources(self) -> bool:
         """Read every local source to its end, sending downstream as it goes."""
         ex = self.executor
-        active = [d for d, _, _ in ex.sources]
+        active = [d for d, _, _ in ex.sources if not d.done]
         with throughput_gc():
             while active:
+                self._drain_control()
                 progressed = ex.poll_sources(active)
                 ex.propagate()
                 self._forward_watermarks()
                 if not progressed and active:
                     time.sleep(0.002)
+        self._drain_control()
         self.drain()
         return True
+
+    # -- checkpoints ---------------------------------------------------------------
+    @ray.method(concurrency_group="control")
+    def trigger(self, checkpoint_id: int) -> bool:
+        """(Control thread) ask the source loop to take checkpoint ``checkpoint_id``."""
+        self.control.put(("checkpoint", checkpoint_id))
+        return True
+
+    @ray.method(concurrency_group="control")
+    def notify_complete(self, checkpoint_id: int) -> bool:
+        """(Control thread) checkpoint ``checkpoint_id`` is complete: publish the sinks' output."""
+        self.control.put(("commit", checkpoint_id))
+        return True
+
+    def poll(self) -> bool:
+        """Handle waiting control messages (the driver calls this on idle workers)."""
+        self._drain_control()
+        return True
+
+    def take_checkpoint(self, checkpoint_id: int) -> bool:
+        """Take checkpoint ``checkpoint_id`` now (a source worker whose sources are done)."""
+        self._drain_control()
+        if checkpoint_id > self.last_checkpoint:
+            self._checkpoint(checkpoint_id)
+        return True
+
+    def _drain_control(self) -> None:
+        control = self.control
+        while not control.empty():
+            kind, checkpoint_id = control.get()
+            if kind == "commit":
+                self.executor.commit(checkpoint_id)
+            elif checkpoint_id > self.last_checkpoint:
+                self._checkpoint(checkpoint_id)
+
+    def _checkpoint(self, checkpoint_id: int) -> None:
+        """Snapshot this worker, store it in the background and pass the barrier on."""
+        if self.store is None:
+            raise RuntimeError("a checkpoint barrier reached a worker of a job without checkpoints")
+        self.last_checkpoint = checkpoint_id
+        with throughput_gc():
+            snap = self.executor.snapshot(checkpoint_id)
+            data = cloudpickle.dumps({"checkpoint": checkpoint_id, "executor": snap}, protocol=5)
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="tidal-checkpoint")
+        self._writes = [f for f in self._writes if not f.done() or f.exception() is not None]
+        for failed in [f for f in self._writes if f.done()]:
+            failed.result()  # a failed write surfaces here
+        self._writes.append(self._writer.submit(self.store.write_part, checkpoint_id, self.part, data))
+        for edge_id, (_kind, actors) in self.routes.items():
+            for actor in actors:
+                self._send(actor, "barrier", edge_id, self.index, checkpoint_id)
 
     def drain(self) -> bool:
         """Wait until everything this worker sent has been processed downstream."""
@@ -160,8 +287,13 @@ class StageWorker:
         return {"stage": self.stage_id, "index": self.index, "done": ops_done}
 
     def finish(self) -> list[MetricsContainer]:
-        """Close the operators and hand back this worker's metrics."""
+        """Publish the sinks' output, close the operators and hand back this worker's metrics."""
         self.drain()
+        self._drain_control()
+        for write in self._writes:
+            write.result()
+        if self.store is None and self.opened:
+            self.executor.commit_final()
         errors = []
         if self.opened:
             for op in self.executor.ops:
