@@ -62,6 +62,8 @@ examples:
   python -m tidal run examples/wordcount.py
   python -m tidal run examples/wordcount.py --runner direct --input README.md
   python -m tidal run my_pipeline.py -- --runner passed-to-the-script
+  python -m tidal run job.py --runner ray --checkpoint-dir ckpt            # checkpointed
+  python -m tidal run job.py --runner ray --checkpoint-dir ckpt --resume   # after a failure
 """
 
 _GRAPH_HELP = "draw the pipelines a script builds (Graphviz dot or Mermaid)"
@@ -205,6 +207,35 @@ def _normalize_runner(name: str) -> str:
     return key
 
 
+def _checkpoint_folder(args: argparse.Namespace) -> str | None:
+    """The checkpoint folder of ``run --checkpoint-dir``, after checking ``--resume`` against what it holds."""
+    folder = getattr(args, "checkpoint_dir", None)
+    if folder is None:
+        if getattr(args, "resume", False):
+            raise ScriptError("--resume needs --checkpoint-dir: the folder of the checkpoints to resume from")
+        return None
+    held = os.path.isdir(folder) and any(not name.startswith(".") for name in os.listdir(folder))
+    if held and not args.resume:
+        raise ScriptError(
+            f"{folder} holds checkpoints of an earlier run: pass --resume to continue it from its latest "
+            "checkpoint, or give an empty folder to start again"
+        )
+    if args.resume and not held:
+        print(f"tidal run: {folder} holds no checkpoint yet; starting from the beginning", file=sys.stderr)
+    return str(folder)
+
+
+def _with_checkpoints(runner: Runner, folder: str, index: int) -> Runner:
+    """``runner`` checkpointing to ``folder`` (``folder/pipeline-<n>`` for a script's later pipelines)."""
+    if not getattr(runner, "supports_checkpoint_restore", False) or not hasattr(runner, "with_checkpoint_dir"):
+        raise ScriptError(
+            f"the {runner.name or type(runner).__name__} runner takes no checkpoints; --checkpoint-dir needs "
+            "a runner that does (ray, microbatch)"
+        )
+    where = folder if index == 1 else os.path.join(folder, f"pipeline-{index}")
+    return runner.with_checkpoint_dir(where)  # type: ignore[attr-defined, no-any-return]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``tidal run``: the script on the chosen runner."""
     _check_script(args.script)
@@ -212,8 +243,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     original = registry.resolve_runner
     ran: list[Runner] = []
 
+    checkpoints = _checkpoint_folder(args)
+    if checkpoints is not None:
+        _with_checkpoints(original(runner_name), checkpoints, 1)  # refuse a runner without checkpoints now
+
     def resolve(spec: Any) -> Runner:
-        return _CountingRunner(original(spec), ran)
+        runner = original(spec)
+        if checkpoints is not None:
+            runner = _with_checkpoints(runner, checkpoints, len(ran) + 1)
+        return _CountingRunner(runner, ran)
 
     start = time.perf_counter()
     with _runners_resolved_by(resolve, runner_name):
@@ -294,6 +332,15 @@ def _add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--runner", default=None,
         help=f"the default runner: one of {', '.join(registry.registered_runners())} "
         "(default: $TIDAL_RUNNER, else direct)",
+    )
+    parser.add_argument(
+        "--checkpoint-dir", default=None, metavar="DIR",
+        help="checkpoint the pipelines into DIR (ray, microbatch); a run that fails can then be resumed",
+    )
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue from the latest complete checkpoint in --checkpoint-dir (without it, a folder "
+        "that already holds checkpoints is refused)",
     )
     parser.add_argument("--quiet", action="store_true", help="no summary line on stderr at the end")
     parser.set_defaults(func=cmd_run, takes_script_args=True)

@@ -168,3 +168,69 @@ def test_graph_missing_file_and_no_pipeline(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "ran no pipeline" in proc.stderr
     assert proc.stdout == ""
+
+
+# -- checkpoints: --checkpoint-dir and --resume ---------------------------------------
+CRASHING_ONCE = """\
+import os, sys, time
+import tidal as td
+
+marker, out = sys.argv[1], sys.argv[2]
+
+def events():
+    for v in range(400):
+        if v % 40 == 0:
+            time.sleep(0.1)
+        yield td.TimestampedValue((f"k{v % 2}", v), v / 10)
+
+def crash(kv):
+    if kv[1] == 300 and os.path.exists(marker):
+        os.remove(marker)
+        raise RuntimeError("crash on purpose")
+    return kv
+
+with td.Pipeline() as p:
+    (p | td.Read(td.GeneratorSource(events)) | td.Map(crash) | td.WindowInto(td.window.FixedWindows(10))
+       | td.CombinePerKey(sum) | td.MapTuple(lambda k, v, w=td.DoFn.WindowParam: f"{k},{int(w.start)},{v}")
+       | td.WriteToText(out))
+"""
+
+
+def test_resume_needs_a_checkpoint_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", script(tmp_path, WORDS), "--resume"]) == 2
+    assert "tidal run: error: --resume needs --checkpoint-dir" in capsys.readouterr().err
+
+
+def test_a_folder_with_checkpoints_needs_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "ck" / "chk-000001").mkdir(parents=True)
+    assert main(["run", script(tmp_path, WORDS), "--runner", "microbatch", "--checkpoint-dir", str(tmp_path / "ck")]) == 2
+    err = capsys.readouterr().err
+    assert f"tidal run: error: {tmp_path / 'ck'} holds checkpoints of an earlier run: pass --resume" in err
+
+
+def test_checkpoints_need_a_runner_that_takes_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", script(tmp_path, WORDS), "--runner", "direct", "--checkpoint-dir", str(tmp_path / "ck")]) == 2
+    assert "the direct runner takes no checkpoints; --checkpoint-dir needs a runner that does" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runner", ["microbatch", "ray"])
+def test_a_failed_run_resumes_with_exactly_once_output(tmp_path: Path, runner: str) -> None:
+    """The first run crashes part-way; '--resume' finishes it, and the published sums are exact."""
+    if runner == "ray":
+        pytest.importorskip("ray")
+    path = script(tmp_path, CRASHING_ONCE)
+    marker, out, ck = tmp_path / "armed", tmp_path / "out" / "sums", tmp_path / "ck"
+    marker.write_text("")
+    base = [sys.executable, "-m", "tidal", "run", path, "--runner", runner, "--checkpoint-dir", str(ck)]
+    env = {**__import__("os").environ, "RAY_AUTH_MODE": "disabled"}
+    first = subprocess.run([*base, "--", str(marker), str(out)], capture_output=True, text=True, timeout=300, env=env)
+    assert first.returncode == 1 and "crash on purpose" in first.stderr
+    again = subprocess.run([*base, "--", str(marker), str(out)], capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+    resumed = subprocess.run([*base, "--resume", "--", str(marker), str(out)], capture_output=True, text=True, timeout=300, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    import tidal as td
+
+    expected = sorted(f"k{k},{w * 10},{sum(v for v in range(400) if v % 2 == k and v // 100 == w)}" for w in range(4) for k in range(2))
+    assert sorted(td.io.read_text(str(out) + "-*")) == expected
