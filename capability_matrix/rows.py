@@ -98,8 +98,9 @@ GROUPS: tuple[Group, ...] = (
             ("Bad input rejected with a clear error", "mistakes are refused with an error that names the step and says what to do"),
             (
                 "Exactly-once after failure",
-                "after an injected crash the runner recovers from its checkpoint and the output, written to an "
-                "idempotent sink, is exactly what a run without failure gives",
+                "after an injected crash the runner recovers from its checkpoint: the output of an idempotent "
+                "sink, and the files a transactional sink (WriteToText) published, are exactly what a run "
+                "without failure gives, and the restart did not re-read the whole input",
             ),
             ("Runner overhead (measured)", "small standard pipelines, timed; the cell shows the measured durations"),
         ],
