@@ -85,3 +85,14 @@ def test_every_runner_gives_the_same_windowed_counts() -> None:
     assert "    [60s, 120s) the: 3" in lines
     assert "    [120s, 180s) the: 2" in lines
     assert lines[-1] == "every runner produced the same result: yes"
+
+
+@pytest.mark.slow
+def test_a_killed_worker_leaves_the_output_exactly_once() -> None:
+    pytest.importorskip("ray")
+    lines = run_example("fault_tolerance.py", "--events", "8000").splitlines()
+    assert lines[0] == "killing one worker of the running job ..."
+    assert lines[1].startswith("recovered from ")
+    assert "ActorDiedError" in lines[1]
+    assert lines[-2] == "published 32 window sums: 0 missing, 0 duplicated"
+    assert lines[-1] == "exactly once: yes"

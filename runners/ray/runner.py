@@ -396,8 +396,18 @@ def _is_worker_loss(exc: BaseException) -> bool:
 
 
 def _describe_loss(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+    """The innermost lost-worker error, as one plain line."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    found = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if any(cls.__name__ in _LOSS_ERRORS for cls in type(current).__mro__):
+            found = current
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(found)).splitlines() if ln.strip()]
+    name = type(found).__name__.replace("RayTaskError(", "").rstrip(")")
+    return f"{name}: {lines[0] if lines else 'a worker was lost'}"[:300]
 
 
 class _Job:
