@@ -9,6 +9,11 @@
 * ``wordcount``: the word count of ``direct_wordcount`` (1,000,000 ``(index, word)``
   pairs, 10,000 distinct words, ``Map(lambda kv: (kv[1], 1)) | CombinePerKey(sum)``)
   on the micro-batch runner and on the direct runner.
+* ``batched`` (only when asked for): 1,000,000 Arrow events through a batched DoFn
+  that doubles the value column (``process_batch``), against the same work as a
+  per-element ``Map``; the batched DoFn runs with the Arrow columns handed to it
+  as they are, and with the fast paths off (elements grouped into batches). Every
+  output element is counted, so each run also turns 1,000,000 rows into Python pairs.
 
 Each run builds and runs the pipeline; the input is made once, outside the
 timing. Run: ``python -m tidal.benchmarks.microbatch_bench [--events N] [--repeats R]``.
@@ -26,6 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 import tidal as td
 from tidal import window
@@ -77,6 +83,24 @@ def windowed_sum(batches: list[pa.RecordBatch]) -> Callable[[td.Pipeline], Any]:
     return build
 
 
+class DoubleValues(td.DoFn):
+    """A batched DoFn: the value column times two, in one Arrow kernel call per batch."""
+
+    def process_batch(self, batch: pa.RecordBatch) -> Any:
+        yield batch.set_column(1, "value", pc.multiply(batch.column("value"), 2.0))
+
+
+def doubled(batches: list[pa.RecordBatch], batched: bool) -> Callable[[td.Pipeline], Any]:
+    """``ReadArrow`` then the value doubled, by a batched DoFn or by a per-element Map."""
+
+    def build(p: td.Pipeline) -> Any:
+        rows = p | ReadArrow(batches, key="key", value="value", timestamp="ts")
+        double = td.ParDo(DoubleValues()) if batched else td.Map(lambda kv: (kv[0], kv[1] * 2.0))
+        return rows | double | td.ParDo(_Count())
+
+    return build
+
+
 def word_count(data: list[tuple[int, str]]) -> Callable[[td.Pipeline], Any]:
     def build(p: td.Pipeline) -> Any:
         return p | td.Create(data) | td.Map(lambda kv: (kv[1], 1)) | td.CombinePerKey(sum)
@@ -107,9 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--fallback-events", type=int, default=1_000_000)
     parser.add_argument("--words", type=int, default=1_000_000)
+    parser.add_argument("--batched-events", type=int, default=1_000_000)
     parser.add_argument("--max-batch-size", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--workloads", default="arrow,fallback,wordcount")
+    parser.add_argument("--workloads", default="arrow,fallback,wordcount", help="any of arrow,fallback,wordcount,batched")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--threads", type=int, default=1, help="Arrow's CPU thread pool size (1: one core)")
     args = parser.parse_args(argv)
@@ -136,6 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         small = MicroBatchRunner(max_batch_size=100_000)
         results["wordcount_microbatch_100k"] = _report("word count, micro-batch (100,000/batch)", args.words, measure(small, word_count(data), args.repeats))
+    if "batched" in workloads:
+        n = args.batched_events
+        batches = make_arrow_events(n)
+        per_element = MicroBatchRunner(max_batch_size=args.max_batch_size, columnar=False)
+        results["batched_arrow"] = _report("batched DoFn, Arrow columns in", n, measure(mb, doubled(batches, True), args.repeats))
+        results["batched_elements"] = _report("batched DoFn, elements in", n, measure(per_element, doubled(batches, True), args.repeats))
+        results["batched_map"] = _report("per-element Map, same work", n, measure(mb, doubled(batches, False), args.repeats))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -9,9 +9,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from tidal.model.userstate import StateSpec, TimerSpec
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["DoFn", "DoFnParam", "CallableDoFn"]
 
@@ -37,13 +40,42 @@ class DoFnParam:
 
 
 class DoFn:
-    """Processes elements one at a time; override :meth:`process`.
+    """Processes elements one at a time; override :meth:`process` (or :meth:`process_batch`).
 
     Lifecycle: ``setup`` once per instance, ``start_bundle`` / ``finish_bundle``
     around each bundle, ``process`` per element, ``teardown`` at the end.
     ``process`` may return an iterable of outputs or yield them; an output
     may be a :class:`~tidal.TaggedOutput` or a ``TimestampedValue``.
+
+    A *batched* DoFn overrides :meth:`process_batch` instead: it gets the
+    elements of a bundle as pyarrow record batches and yields record batches
+    whose rows become the output elements. A dict maps to columns by key, a
+    NamedTuple by field, a ``(key, value)`` pair to the columns ``key`` and
+    ``value``, any other value to the column ``value``; output rows come back
+    in the input's form. The rows of a batch share their windows, pane and
+    timestamp, unless :attr:`batch_timestamp_column` is set.
+    When a DoFn defines both methods, every runner calls ``process_batch``
+    (so its results never depend on the runner) and ``process`` is not used.
+    :mod:`tidal.runners.core.batched` has the full rules.
+
+    >>> import pyarrow.compute as pc
+    >>> import tidal as td
+    >>> class Double(DoFn):
+    ...     def process_batch(self, batch):
+    ...         yield batch.set_column(0, "value", pc.multiply(batch.column("value"), 2))
+    >>> with td.Pipeline() as p:
+    ...     out = p | td.Create([1, 2, 3]) | td.ParDo(Double())
+    ...     td.testing.assert_that(out, td.testing.equal_to([2, 4, 6]))
     """
+
+    #: A batched DoFn that sets this to a column name gets batches whose rows may
+    #: have different timestamps: each input row's timestamp is in that column (an
+    #: Arrow ``timestamp("us", tz="UTC")``), and every output batch must have the
+    #: column too, giving each output row its timestamp.
+    batch_timestamp_column: str | None = None
+    #: The Arrow schema of a batched DoFn's input batches (without the timestamp
+    #: column). ``None`` infers the column types from the values.
+    batch_schema: "pa.Schema | None" = None
 
     ElementParam = DoFnParam("ElementParam")
     TimestampParam = DoFnParam("TimestampParam")
@@ -61,7 +93,18 @@ class DoFn:
 
     def process(self, element: Any, *args: Any, **kwargs: Any) -> Iterable[Any] | None:
         """Process one element; return or yield the outputs."""
-        raise TypeError(f"{type(self).__name__} must define process(self, element, ...)")
+        raise TypeError(f"{type(self).__name__} must define process(self, element, ...) (or process_batch(self, batch))")
+
+    def process_batch(self, batch: "pa.RecordBatch", *args: Any, **kwargs: Any) -> Iterable[Any] | None:
+        """Process a batch of elements as Arrow columns; return or yield record batches.
+
+        Override it instead of :meth:`process` to make a batched DoFn. It may
+        take extra arguments and side inputs, and ``DoFn.WindowParam``,
+        ``DoFn.PaneInfoParam`` and ``DoFn.TimestampParam`` (all shared by the
+        whole batch; no timestamp parameter with ``batch_timestamp_column``);
+        an output batch may be wrapped in :class:`~tidal.TaggedOutput`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define process_batch")
 
     def finish_bundle(self) -> Iterable[Any] | None:
         """Called after each bundle; may yield WindowedValue outputs."""

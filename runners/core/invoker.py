@@ -6,7 +6,8 @@ appends outputs to per-tag lists. Functions from Map/FlatMap/Filter with no
 extra arguments get dedicated loops: this is the hot path of every runner,
 written for speed on purpose (locals bound once, no per-element isinstance
 chains — one class lookup in a frozenset decides whether an output needs the
-slow path).
+slow path). A DoFn that defines ``process_batch`` runs through the batched
+kernel of :mod:`tidal.runners.core.batched` instead.
 """
 
 from __future__ import annotations
@@ -201,6 +202,11 @@ class DoFnInvoker:
 
     def _choose_kernel(self) -> Callable[[list[Any]], None]:
         dofn = self.dofn
+        if type(dofn).process_batch is not DoFn.process_batch:
+            # Imported here: pyarrow loads only for pipelines with a batched DoFn.
+            from tidal.runners.core.batched import BatchKernel
+
+            return BatchKernel(self)
         if (
             type(dofn) is CallableDoFn
             and not self.args
