@@ -19,6 +19,7 @@ import tidal as td
 from tidal import combiners, window
 from tidal.model.primitives import BoundedSource, Read
 from tidal.model.window import TimestampedValue
+from tidal.runners.core.checkpoint import CheckpointWarning
 from tidal.runners.direct import DirectRunner
 from tidal.runners.microbatch import MicroBatchRunner
 from tidal.runners.microbatch.commitlog import CommitLog
@@ -211,21 +212,46 @@ def test_a_restart_replays_from_the_last_committed_batch(tmp_path: Path, source:
     log = tmp_path / "log"
     with pytest.raises(Exception, match="simulated crash"):
         _run(MicroBatchRunner(commit_log=str(log), **runner_args), build_with(flag), tmp_path / "crashed")
-    committed = CommitLog(log).indices()
-    assert committed[-1] >= 2  # it crashed part-way, after some batches
+    crashed_in = CommitLog(log).planned_indices()[-1]
+    assert crashed_in >= 2  # it crashed part-way, after some batches
+    assert CommitLog(log).committed_indices()[-1] == crashed_in - 1
     flag.unlink()
     resumed, result = _run(MicroBatchRunner(commit_log=str(log), **runner_args), build_with(flag), tmp_path / "crashed")
-    assert result.batches[0].replayed and result.batches[0].index == committed[-1]
-    assert resumed == whole  # the crashed run's output plus the resumed run's, exactly once
+    assert result.batches[0].replayed and result.batches[0].index == crashed_in
+    assert not any(b.replayed for b in result.batches[1:])
+    # The crashed run's output plus the resumed run's: the crash came before the crashed batch
+    # emitted anything, so even this sink, which is not transactional, sees each pane once.
+    assert resumed == whole
 
 
 def test_the_commit_log_records_each_batch_boundary(tmp_path: Path) -> None:
     log = tmp_path / "log"
     events = _stamped(30)
-    _run(MicroBatchRunner(max_batch_size=7, commit_log=str(log)), _windowed_sum(events), tmp_path / "a")
-    records = [CommitLog(log).record(i) for i in CommitLog(log).indices()]
+    executor = _executor(_windowed_sum(events), max_batch_size=7, commit_log=CommitLog(log, retain=10))
+    executor.run()
+    records = [CommitLog(log).planned(i) for i in range(5)]
     assert [[pos["offset"] for pos in r["end"].values()] for r in records] == [[7], [14], [21], [28], [30]]
     assert [r["records"] for r in records] == [7, 7, 7, 7, 2]
+    # Five batches, then the end of input, each committed after it ran.
+    assert CommitLog(log).committed_indices() == [0, 1, 2, 3, 4, 5]
+    assert CommitLog(log).latest()[1]["final"]  # type: ignore[index]
+
+
+def test_the_commit_log_keeps_the_newest_commits_and_the_offsets_after_them(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    _run(MicroBatchRunner(max_batch_size=7, commit_log=str(log)), _windowed_sum(_stamped(30)), tmp_path / "a")
+    assert CommitLog(log).committed_indices() == [4, 5]
+    assert CommitLog(log).planned_indices() == [4]  # the end of input (5) reads nothing
+
+
+def _executor(build: Callable[[td.Pipeline], Any], **kwargs: Any) -> Any:
+    from tidal.runners.core.plan import build_plan
+    from tidal.runners.microbatch import MicroBatchExecutor
+
+    p = td.Pipeline()
+    build(p)
+    kwargs.setdefault("batch_interval", 1.0)
+    return MicroBatchExecutor(build_plan(p.graph()), **kwargs)
 
 
 # -- the Arrow fast path ------------------------------------------------------------------
@@ -304,14 +330,21 @@ def test_the_arrow_path_replays_from_the_commit_log(tmp_path: Path) -> None:
     build = _arrow_pipeline(_arrow_table(rows), window.FixedWindows(10), sum)
     whole, _ = _run(MicroBatchRunner(max_batch_size=30), build, tmp_path / "whole")
     log = tmp_path / "log"
-    _run(MicroBatchRunner(max_batch_size=30, commit_log=str(log)), build, tmp_path / "first")
-    # Drop the last record, as if the run had died before committing its last batch.
-    *_, before_last, last = CommitLog(log).indices()
-    (log / f"batch-{last:09d}.json").unlink()
-    resumed, result = _run(MicroBatchRunner(max_batch_size=30, commit_log=str(log)), build, tmp_path / "resumed")
-    assert result.batches[0].index == before_last and result.batches[0].replayed
-    assert [b.records for b in result.batches] == [30, 20]
-    assert resumed == whole  # every window fires at the end of the bounded input
+    # Run five batches, then drop the fifth one's manifest, as if the process died while committing it.
+    first = _executor(lambda p: build(p) | td.ParDo(_Collect(str(tmp_path / "first"))), max_batch_size=30, commit_log=CommitLog(log))
+    for op in first.ops:
+        op.open()
+    for driver, _, _ in first.sources:
+        driver.open(first.clock)
+    active = [d for d, _, _ in first.sources]
+    for _ in range(5):
+        first.run_batch(active)
+    (log / "commits" / "chk-000004" / "MANIFEST.json").unlink()
+    with pytest.warns(CheckpointWarning, match="skipping checkpoint 4 .* incomplete"):
+        resumed, result = _run(MicroBatchRunner(max_batch_size=30, commit_log=str(log)), build, tmp_path / "resumed")
+    assert [(b.index, b.replayed) for b in result.batches] == [(4, True), (5, False), (6, False)]
+    assert [b.records for b in result.batches] == [30, 30, 20]
+    assert sorted(_read(tmp_path / "first") + resumed, key=repr) == whole
 
 
 # -- metrics and equality with the direct runner ------------------------------------------

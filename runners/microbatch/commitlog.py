@@ -1,19 +1,40 @@
-"""The commit log: one record per batch, written before the batch's results are emitted.
+"""The commit log: each batch's source range written ahead, and the state after it committed.
 
-A record holds where every source stood when the batch began and where the
-batch ends (offsets, watermarks), the processing time, and a pickle of the
-operators' state at the start of the batch. A restarted pipeline restores
-that state and re-reads exactly the same batch, then carries on.
+As in Spark Structured Streaming, a batch leaves two records in the log folder:
 
-Each batch is two files in the log directory, both written atomically
-(temporary file, then ``os.replace``): ``batch-<n>.state.pkl`` first, then
-``batch-<n>.json``, whose presence commits the batch.
+``offsets/batch-<n>.json``
+    Written before batch ``n`` is processed: where every source starts and
+    ends (offset, watermark, done) and how many records the batch holds. A
+    restart that finds no commit for the batch replays exactly this range,
+    so the batch is cut the same way the second time.
+
+``commits/chk-<n>/``
+    Written after batch ``n`` has run and the transactional sinks have staged
+    its output: a checkpoint of :class:`~tidal.runners.core.checkpoint.CheckpointStore`
+    whose one part, ``state.pkl``, holds the operators' state, the sinks'
+    staged handles and the source positions after the batch. Its manifest
+    (with the part's SHA-256) commits the batch; the sinks publish after it.
+
+A restart restores the newest intact commit (a partial or damaged one is
+skipped for the one before it with a ``CheckpointWarning`` that says why),
+publishes what that commit staged once more (publishing is idempotent), and
+replays the batches written ahead after it. The log keeps the newest
+``retain`` commits and the offsets from the oldest of them on.
+
+A crash while committing leaves a partial commit whose output was never
+published, so skipping it keeps the output exactly once. A commit damaged on
+disk after its output was published is different: the batch is replayed
+from the commit before it, so the restart first asks the sinks to withdraw
+what later commits published (``abort_after``; WriteToText removes those
+files), and the replay publishes it once more.
 
 >>> import tempfile
 >>> log = CommitLog(tempfile.mkdtemp())
->>> log.write(0, {"sources": {}}, {"ops": []})
->>> log.last()[0]["batch"], log.last()[1]
-(0, {'ops': []})
+>>> log.write_ahead(0, {"start": {}, "end": {}, "records": 0})
+>>> log.commit(0, {"ops": []}, {"records": 0})
+>>> index, meta, state = log.latest()
+>>> index, meta["records"], state
+(0, 0, {'ops': []})
 """
 
 from __future__ import annotations
@@ -28,57 +49,81 @@ from typing import Any
 
 import cloudpickle
 
+from tidal.runners.core.checkpoint import CheckpointStore
+
 __all__ = ["CommitLog"]
 
-_RECORD = re.compile(r"batch-(\d+)\.json$")
+_OFFSETS = re.compile(r"^batch-(\d+)\.json$")
+#: The one part of a commit's checkpoint.
+STATE_PART = "state.pkl"
 
 
 class CommitLog:
-    """A directory of batch records; keeps the state pickles of the last ``retain`` batches."""
+    """A folder of batch offsets (written ahead) and batch commits (state after the batch).
+
+    ``retain`` commits are kept, at least two, so that a damaged newest
+    commit has one before it to fall back to.
+    """
 
     def __init__(self, directory: str | os.PathLike[str], retain: int = 2) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.retain = max(1, retain)
+        self.offsets_dir = self.directory / "offsets"
+        self.offsets_dir.mkdir(parents=True, exist_ok=True)
+        self.commits = CheckpointStore(self.directory / "commits", retain=max(2, retain))
 
-    def _write_atomic(self, path: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{path.name}.", suffix=".tmp")
+    # -- offsets: written before a batch runs -----------------------------------------
+    def _offsets_path(self, index: int) -> Path:
+        return self.offsets_dir / f"batch-{index:09d}.json"
+
+    def write_ahead(self, index: int, record: dict[str, Any]) -> None:
+        """Record batch ``index``'s source range (``start``, ``end``, ``records``) before it runs."""
+        body = json.dumps(dict(record, batch=index), sort_keys=True).encode()
+        fd, tmp = tempfile.mkstemp(dir=self.offsets_dir, prefix=".batch-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                f.write(body)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
+            os.replace(tmp, self._offsets_path(index))
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
 
-    def write(self, index: int, record: dict[str, Any], state: Any) -> None:
-        """Commit batch ``index``: its state at the start of the batch, then its record."""
-        self._write_atomic(self.directory / f"batch-{index:09d}.state.pkl", cloudpickle.dumps(state))
-        body = dict(record, batch=index)
-        self._write_atomic(self.directory / f"batch-{index:09d}.json", json.dumps(body, sort_keys=True, default=repr).encode())
-        stale = index - self.retain
-        if stale >= 0:
-            old = self.directory / f"batch-{stale:09d}.state.pkl"
-            if old.exists():
-                old.unlink()
-
-    def indices(self) -> list[int]:
-        """The committed batch numbers, oldest first."""
-        found = (_RECORD.match(p.name) for p in self.directory.iterdir())
+    def planned_indices(self) -> list[int]:
+        """The batches whose source range was written ahead (and is still kept), oldest first."""
+        found = (_OFFSETS.match(p.name) for p in self.offsets_dir.iterdir())
         return sorted(int(m.group(1)) for m in found if m)
 
-    def record(self, index: int) -> dict[str, Any]:
-        return json.loads((self.directory / f"batch-{index:09d}.json").read_text())  # type: ignore[no-any-return]
+    def planned(self, index: int) -> dict[str, Any]:
+        """The source range written ahead for batch ``index``."""
+        return json.loads(self._offsets_path(index).read_text())  # type: ignore[no-any-return]
 
-    def last(self) -> tuple[dict[str, Any], Any] | None:
-        """The newest committed record and its state, or None for an empty log."""
-        indices = self.indices()
-        if not indices:
+    # -- commits: written after a batch ran ---------------------------------------------
+    def commit(self, index: int, state: Any, meta: dict[str, Any]) -> None:
+        """Commit batch ``index`` with ``state`` (the state after it); older records expire."""
+        self.commits.write_part(index, STATE_PART, cloudpickle.dumps(state))
+        self.commits.complete(index, [STATE_PART], meta=dict(meta, batch=index))
+        kept = self.commits.ids()
+        oldest = min(kept) if kept else index
+        for planned in self.planned_indices():
+            if planned >= oldest:
+                break
+            self._offsets_path(planned).unlink(missing_ok=True)
+
+    def committed_indices(self) -> list[int]:
+        """Every commit present, intact or not, oldest first."""
+        return self.commits.ids()
+
+    def latest(self) -> tuple[int, dict[str, Any], Any] | None:
+        """The newest intact commit as (batch, meta, state); None when there is none.
+
+        Partial or damaged commits are skipped with a ``CheckpointWarning``.
+        """
+        checkpoint = self.commits.latest()
+        if checkpoint is None:
             return None
-        index = indices[-1]
-        with open(self.directory / f"batch-{index:09d}.state.pkl", "rb") as f:
-            state = pickle.load(f)
-        return self.record(index), state
+        return checkpoint.id, checkpoint.meta, pickle.loads(checkpoint.read(STATE_PART))
+
+    def __repr__(self) -> str:
+        return f"CommitLog({str(self.directory)!r})"

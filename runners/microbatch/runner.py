@@ -4,9 +4,15 @@ Every source is read in batches (by processing-time interval or record count,
 whichever comes first); each batch runs the shared plan as a bounded job and
 the watermark moves once per batch, so triggers and timers fire at batch
 boundaries. Keyed sums, counts, means, minima and maxima over global, fixed or
-sliding windows of an Arrow source run as Arrow group-by kernels. With a
-``commit_log`` directory each batch is recorded before its results are
-emitted, and a restarted pipeline replays from the last committed batch.
+sliding windows of an Arrow source run as Arrow group-by kernels.
+
+With a ``commit_log`` folder every batch is a transaction: its source range
+is written ahead, and after it ran the state is committed and the
+transactional sinks (such as ``td.WriteToText``) publish its output. A rerun
+with the same folder resumes from the newest intact commit and replays the
+batch that was in flight over exactly its recorded range, so state and
+published output are exactly once after a crash, and a stopped job resumes
+where it stopped (see :mod:`tidal.runners.microbatch.commitlog`).
 
 >>> import tidal as td
 >>> runner = MicroBatchRunner(max_batch_size=2)
@@ -58,18 +64,24 @@ class MicroBatchRunner(Runner):
     name = "microbatch"
     execution_model = "micro-batch"
     guarantee = (
-        "exactly-once state with a commit log; after a restart the last committed batch is "
-        "re-run, so its output may be emitted again (at-least-once output for that batch)"
+        "exactly-once state and output with a commit log and transactional sinks (WriteToText): a "
+        "batch's output is published only after its commit; other sinks see the batch in flight at a "
+        "crash again (at-least-once output for that batch)"
     )
     fault_tolerance = (
-        "per-batch commit log of source offsets and operator state, written before the batch "
-        "is processed; a restarted pipeline replays from the last committed batch"
+        "per-batch write-ahead of source offsets, then a checksummed commit of the state and the sinks' "
+        "staged output after the batch; a restart resumes from the newest intact commit (a partial or "
+        "damaged one is skipped) and replays the batch in flight over its recorded offsets"
     )
     #: Notes for capability-matrix rows: what a user should know even where every case passes.
     capability_notes: dict[str, str] = {
         "processing-time triggers": (
             "processing-time triggers and timers fire at batch boundaries, so their latency "
             "is up to one batch interval"
+        ),
+        "Exactly-once after failure": (
+            "with a commit log (with_checkpoint_dir): the batch in flight at a crash is replayed over its "
+            "recorded offsets; WriteToText publishes its output once, other sinks see it again"
         ),
     }
     #: Where the micro-batch answer differs from the direct runner's, by capability-matrix row or case.
@@ -117,6 +129,7 @@ class MicroBatchRunner(Runner):
             strict=self.strict,
             clock=clock,
             columnar=self.columnar,
+            publish_each_batch=_has_unbounded_source(graph),
         )
         result = MicroBatchPipelineResult(executor)
         if _has_unbounded_source(graph):
@@ -128,7 +141,7 @@ class MicroBatchRunner(Runner):
         return result
 
     def with_checkpoint_dir(self, directory: str | os.PathLike[str]) -> "MicroBatchRunner":
-        """The same runner with its commit log in ``directory``: a rerun after a failure resumes from it."""
+        """The same runner with its commit log in ``directory``: a rerun after a failure or a stop resumes from it."""
         clone = copy.copy(self)
         clone.commit_log = directory
         return clone
