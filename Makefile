@@ -1,6 +1,8 @@
-# make run    set up .venv if needed, then the tour: examples, every runner, a short benchmark
+# make run    set up .venv if needed, then the tour: examples, every runner, recovery after a failure, a short benchmark
 # make test   set up .venv if needed, then the whole test suite
 # make bench  the direct runner word-count benchmark
+# make bench-all   the runner comparison (python -m tidal bench), default workloads and sizes, into bench-out/
+# make bench-beam  the same for the workloads with a Beam version, with Beam's DirectRunner as reference
 # make matrix regenerate docs/capability_matrix.{json,md,html}
 
 PYTHON ?= python3
@@ -8,7 +10,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench matrix setup clean chromium
+.PHONY: run test bench bench-all bench-beam beam-venv matrix setup clean chromium
 
 run: $(STAMP)
 	@echo "== word count (examples/wordcount.py) on the direct runner"
@@ -20,10 +22,13 @@ run: $(STAMP)
 	@echo "== one windowed pipeline on every runner (examples/every_runner.py)"
 	RAY_AUTH_MODE=disabled $(PY) examples/every_runner.py
 	@echo
+	@echo "== a worker killed mid-stream on Ray: recovery from a checkpoint, output exactly once (examples/fault_tolerance.py)"
+	RAY_AUTH_MODE=disabled $(PY) examples/fault_tolerance.py
+	@echo
 	@echo "== a short runner comparison (python -m tidal bench), report in bench-out/"
-	RAY_AUTH_MODE=disabled $(PY) -m tidal bench --workloads wordcount,q5,sessions --events 3000 --out bench-out
+	RAY_AUTH_MODE=disabled $(PY) -m tidal bench --workloads wordcount,q5,sessions --events 3000 --repeats 1 --out bench-out
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium beam-venv
 	$(PY) -m pytest -q
 
 # Headless Chromium renders the capability matrix page in its test (Debian's package).
@@ -39,6 +44,27 @@ matrix: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/direct_wordcount.py
 
+bench-all: $(STAMP)
+	RAY_AUTH_MODE=disabled $(PY) -m tidal bench --out bench-out
+
+bench-beam: $(STAMP) beam-venv
+	RAY_AUTH_MODE=disabled $(BEAM_VENV)/bin/python -m tidal bench --workloads wordcount,q0,q1,q2,q5,windowed,sessions --out bench-out/beam
+
+# Apache Beam, the benchmark harness's reference runner, lives in a virtualenv of its own:
+# it is an optional extra whose pins must not constrain .venv. If it cannot be installed,
+# make goes on and the test that compares Beam's results with the runners' is skipped.
+BEAM_VENV := .venv-beam
+BEAM_STAMP := $(BEAM_VENV)/.installed
+
+beam-venv:
+	@$(MAKE) --no-print-directory $(BEAM_STAMP) || \
+	  echo "could not install apache-beam into $(BEAM_VENV): the Beam comparison test will be skipped"
+
+$(BEAM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BEAM_VENV)
+	$(BEAM_VENV)/bin/python -m pip install -q -e '.[beam]'
+	touch $(BEAM_STAMP)
+
 setup: $(STAMP)
 
 $(PY):
@@ -50,4 +76,4 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(BEAM_VENV) build dist *.egg-info

@@ -3,11 +3,16 @@
 For each workload × runner it reports:
 
 * **throughput** — events / end-to-end seconds of a batch run (``Create`` of
-  the input, the workload, a sink) at the largest input size;
-* **fixed cost and per-event cost** — a least-squares line ``time = fixed +
-  per_event × events`` through the batch runs at every size, so a runner's
-  start-up (Ray actors) is told apart from its speed; ``1 / per_event`` is the
-  steady-state rate;
+  the input, the workload, a sink) at the largest input size, start-up
+  included. Every batch run is repeated (``repeats``) and the median counts;
+  the spread (max − min over the median) says how much the runs varied;
+* **fixed cost and steady-state rate** — a least-squares line ``time = fixed +
+  per_event × events`` through the medians at every size, so a runner's
+  start-up (Ray's actors, started for each job) is told apart from its speed:
+  ``fixed`` is what a job costs before its first event, ``1 / per_event`` the
+  rate once it runs. The per-event cost is *resolved* when it adds more time
+  from the smallest to the largest size than the repeats of one size spread
+  over; otherwise the steady-state rate is only rough;
 * **latency** (streaming mode) — the same input replayed by a paced
   ``GeneratorSource`` at ``stream_rate`` events per wall-clock second, its
   watermark trailing by the input's out-of-orderness. The source records when
@@ -21,10 +26,14 @@ For each workload × runner it reports:
   extra batch run at the largest size, in this process. For Ray that is the
   driver only (the actors' memory is not counted), and the table says so;
 * **same result** — every runner's output, canonicalised (sorted; Q12's panes
-  summed per key), must be identical at every size and in streaming mode.
+  summed per key), must be identical at every size, in every repeat and in
+  streaming mode.
 
-When ``apache_beam`` is importable, the workloads that have a Beam version
-also run on Beam's DirectRunner at the largest size, shown as a ratio.
+When ``apache_beam`` is importable (``pip install 'tidal[beam]'``), the
+workloads that have a Beam version (``Workload.beam_build``) also run on
+Beam's DirectRunner at the largest size, as often as the runners do: the
+report shows Beam's median time over each runner's as a ratio, and checks
+that Beam's result equals the runners'.
 
 Run it as ``python -m tidal bench`` (see ``--help``) or ``python -m tidal.benchmarks.harness``.
 """
@@ -43,9 +52,10 @@ import sys
 import tempfile
 import time
 import tracemalloc
+import uuid
 from bisect import bisect_right
 from hashlib import sha256
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import attrs
 
@@ -57,7 +67,16 @@ from tidal.model.time import MAX_TIMESTAMP_US
 from tidal.model.window import TimestampedValue
 from tidal.runners.registry import registered_runners, resolve_runner
 
-__all__ = ["BenchConfig", "run_harness", "fit_line", "percentile", "write_reports", "main"]
+__all__ = ["BenchConfig", "run_harness", "fit_line", "percentile", "cost_summary", "beam_verdict", "write_reports", "main"]
+
+
+#: Batch sizes of the default run: the largest big enough that Ray's per-event
+#: cost begins to show above the run-to-run noise of its per-job start-up, yet
+#: every workload on every runner fits in a few minutes on two cores. Two sizes
+#: far apart: for a straight line, runs at both ends pin the slope best for
+#: their number (a size in the middle only checks that the line is straight,
+#: and costs Ray another start-up per run; add one with ``--sizes``).
+DEFAULT_SIZES = (3000, 30000)
 
 
 @attrs.frozen
@@ -66,7 +85,9 @@ class BenchConfig:
 
     workloads: tuple[str, ...] = tuple(DEFAULT_WORKLOADS)
     runners: tuple[str, ...] | None = None  # None: every registered runner
-    sizes: tuple[int, ...] = (1000, 3000, 10000)
+    sizes: tuple[int, ...] = DEFAULT_SIZES
+    #: Every batch run (and Beam's) is done this many times; the median counts.
+    repeats: int = 3
     stream_events: int = 2000
     stream_rate: float = 2000.0
     out_of_orderness: float = 0.05
@@ -105,6 +126,57 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     pos = (len(s) - 1) * q / 100.0
     lo, hi = math.floor(pos), math.ceil(pos)
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def cost_summary(runs: Mapping[int, Sequence[float]]) -> dict[str, Any]:
+    """Throughput, fitted costs and spread of repeated batch runs: ``{events: [seconds of each run]}``.
+
+    Each size's runs reduce to their median; the line through the medians
+    gives the fixed cost and the per-event cost (``per_event_resolved`` when
+    it adds more time from the smallest to the largest size than the runs of
+    any one size spread over). The spread is that of the largest size,
+    ``(max - min) / median``; None for a single run.
+
+    >>> s = cost_summary({1000: [1.2, 1.1, 1.9], 10000: [2.0, 2.1, 2.2]})
+    >>> s["seconds"], round(s["events_per_s"]), round(s["fixed_cost_s"], 6), round(s["steady_events_per_s"])
+    (2.1, 4762, 1.1, 10000)
+    >>> round(s["spread_pct"], 2), s["per_event_resolved"]
+    (9.52, True)
+    """
+    if not runs:
+        raise ValueError("cost_summary needs the runs of at least one size")
+    sizes = sorted(runs)
+    medians = [statistics.median(runs[n]) for n in sizes]
+    n_max, last, last_runs = sizes[-1], medians[-1], list(runs[sizes[-1]])
+    fit = fit_line(list(zip(sizes, medians)))
+    noise = max(max(runs[n]) - min(runs[n]) for n in sizes)
+    resolved = None if fit is None else fit[1] > 0 and fit[1] * (n_max - sizes[0]) > noise
+    return {
+        "events": n_max,
+        "seconds": last,
+        "seconds_min": min(last_runs),
+        "seconds_max": max(last_runs),
+        "spread_pct": 100.0 * (max(last_runs) - min(last_runs)) / last if len(last_runs) > 1 and last > 0 else None,
+        "times": [
+            {"events": n, "seconds": m, "min": min(runs[n]), "max": max(runs[n]), "runs": list(runs[n])} for n, m in zip(sizes, medians)
+        ],
+        "events_per_s": n_max / last if last > 0 else None,
+        "fixed_cost_s": fit[0] if fit else None,
+        "per_event_us": fit[1] * 1e6 if fit else None,
+        "steady_events_per_s": (1.0 / fit[1]) if fit and fit[1] > 0 else None,
+        "per_event_resolved": resolved,
+    }
+
+
+def beam_verdict(runner_digests: Mapping[str, str], beam_digest: str | None) -> bool | None:
+    """Whether Beam's result equals every runner's (digests of canonical results); None with nothing to compare.
+
+    >>> beam_verdict({"direct": "ab12", "ray": "ab12"}, "ab12"), beam_verdict({"direct": "ab12"}, "ffff")
+    (True, False)
+    """
+    if beam_digest is None or not runner_digests:
+        return None
+    return all(d == beam_digest for d in runner_digests.values())
 
 
 def _digest(canonical: list[str]) -> str:
@@ -225,25 +297,65 @@ def _open_runner(name: str) -> _RunnerSession:
     return session
 
 
-def _beam_available() -> bool:
+def _beam_version() -> str | None:
+    """apache_beam's version, or None when it cannot be imported."""
     try:
-        import apache_beam  # noqa: F401
+        import apache_beam
     except Exception:
-        return False
-    return True
+        return None
+    return str(apache_beam.__version__)
 
 
-def _run_beam(workload: Workload, elements: list[TimestampedValue]) -> float:
+def _beam_collector(beam: Any, folder: str) -> Any:
+    """A Beam DoFn that writes each bundle's elements to a pickle file in ``folder``."""
+
+    class CollectToFolder(beam.DoFn):  # type: ignore[misc, name-defined]
+        def __init__(self, folder: str) -> None:
+            self.folder = folder
+            self.buffer: list[Any] = []
+
+        def start_bundle(self) -> None:
+            self.buffer = []
+
+        def process(self, element: Any) -> Any:
+            self.buffer.append(element)
+            return ()
+
+        def finish_bundle(self) -> None:
+            if self.buffer:
+                with open(os.path.join(self.folder, f"out-{uuid.uuid4().hex}.pkl"), "wb") as f:
+                    pickle.dump(self.buffer, f, protocol=pickle.HIGHEST_PROTOCOL)
+                self.buffer = []
+
+    return CollectToFolder(folder)
+
+
+def _run_beam(workload: Workload, elements: list[TimestampedValue]) -> tuple[float, list[Any]]:
+    """(seconds, output values) of one batch run of the workload's Beam version on Beam's DirectRunner."""
     import apache_beam as beam
+    from apache_beam.utils.timestamp import Timestamp
 
     assert workload.beam_build is not None
-    pairs = [(tv.value, tv.timestamp_us / 1e6) for tv in elements]
-    gc.collect()
-    start = time.perf_counter()
-    with beam.Pipeline(runner="DirectRunner") as bp:
-        stamped = bp | "Input" >> beam.Create(pairs) | "Stamp" >> beam.Map(lambda vt: beam.window.TimestampedValue(vt[0], vt[1]))
-        workload.beam_build(beam, stamped)
-    return time.perf_counter() - start
+    pairs = [(tv.value, tv.timestamp_us) for tv in elements]
+    folder = tempfile.mkdtemp(prefix="tidal-bench-beam-")
+    try:
+        gc.collect()
+        start = time.perf_counter()
+        with beam.Pipeline(runner="DirectRunner") as bp:
+            stamped = (
+                bp
+                | "Input" >> beam.Create(pairs)
+                | "Stamp" >> beam.Map(lambda vu: beam.window.TimestampedValue(vu[0], Timestamp(micros=vu[1])))
+            )
+            workload.beam_build(beam, stamped) | "Collect" >> beam.ParDo(_beam_collector(beam, folder))
+        seconds = time.perf_counter() - start
+        values: list[Any] = []
+        for name in os.listdir(folder):
+            with open(os.path.join(folder, name), "rb") as f:
+                values.extend(pickle.load(f))
+        return seconds, values
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # -- the harness ----------------------------------------------------------------------
@@ -269,12 +381,34 @@ class _NoProgress:
         pass
 
 
+def _batch_inputs(workload: Workload, sizes: Sequence[int], made: dict[Any, list[TimestampedValue]]) -> dict[int, list[TimestampedValue]]:
+    """The workload's batch input at every size: prefixes of one input of the largest size.
+
+    Inputs are prefix-stable (the first n events of a longer input equal an
+    input of n), so each input function runs once per harness run (``made``).
+    """
+    full = made.get(workload.make_input)
+    if full is None or len(full) < sizes[-1]:
+        full = made[workload.make_input] = workload.make_input(sizes[-1], 0.0)
+    return {n: full[:n] for n in sizes}
+
+
+def _one_digest(digests: set[str]) -> str:
+    """The digest of every repeat; runs that disagreed give a value no single run can equal."""
+    return next(iter(digests)) if len(digests) == 1 else "inconsistent: " + " / ".join(sorted(digests))
+
+
 def run_harness(config: BenchConfig) -> dict[str, Any]:
     """Run every workload on every runner; return the report (also what the JSON holds)."""
     unknown = [w for w in config.workloads if w not in WORKLOADS]
     if unknown:
         raise ValueError(f"unknown workloads {unknown}; known: {', '.join(WORKLOADS)}")
+    if config.repeats < 1:
+        raise ValueError(f"repeats must be at least 1, not {config.repeats}")
+    if not config.sizes or min(config.sizes) < 1:
+        raise ValueError(f"sizes must be positive event counts, not {list(config.sizes)}")
     sizes = tuple(sorted(set(config.sizes)))
+    repeats = config.repeats
     requested = list(config.runners) if config.runners else registered_runners()
     sessions: list[_RunnerSession] = []
     skipped: dict[str, str] = {}
@@ -286,34 +420,42 @@ def run_harness(config: BenchConfig) -> dict[str, Any]:
             sessions.append(_open_runner(name))
         except Exception as exc:
             skipped[name] = f"{type(exc).__name__}: {exc}"
-    beam = config.beam and _beam_available()
-    beam_workloads = [w for w in config.workloads if beam and WORKLOADS[w].beam_build is not None]
-    per_runner = len(sizes) + 2
-    bar = _progress(len(config.workloads) * len(sessions) * per_runner + len(beam_workloads), config.quiet)
+    beam_version = _beam_version() if config.beam else None
+    beam_workloads = [w for w in config.workloads if beam_version and WORKLOADS[w].beam_build is not None]
+    per_runner = len(sizes) * repeats + 2
+    bar = _progress(len(config.workloads) * len(sessions) * per_runner + len(beam_workloads) * repeats, config.quiet)
     rows: list[dict[str, Any]] = []
     equality: dict[str, Any] = {}
+    made: dict[Any, list[TimestampedValue]] = {}
     started = time.perf_counter()
     try:
         for wname in config.workloads:
             workload = WORKLOADS[wname]
-            inputs = {n: workload.make_input(n, 0.0) for n in sizes}
-            stream_input = workload.make_input(config.stream_events, config.out_of_orderness)
+            inputs = _batch_inputs(workload, sizes, made)
+            stream_input = workload.make_input(config.stream_events, config.out_of_orderness) if workload.streaming else []
             digests: dict[str, dict[str, str]] = {}
             wrows: list[dict[str, Any]] = []
             for session in sessions:
                 runner = session.name
                 row: dict[str, Any] = {"workload": wname, "runner": runner, "memory_scope": session.memory_scope}
+                ticks = 0
                 try:
-                    times = []
+                    runs: dict[int, list[float]] = {n: [] for n in sizes}
+                    seen: dict[int, set[str]] = {n: set() for n in sizes}
+                    for rep in range(repeats):
+                        for n in sizes:
+                            bar.set_postfix_str(f"{wname} on {runner}, {n:,} events, run {rep + 1}/{repeats}")
+                            seconds, outputs, _ = _run_batch(workload, runner, inputs[n])
+                            runs[n].append(seconds)
+                            seen[n].add(_digest(workload.canonical([o.value for o in outputs])))
+                            bar.update()
+                            ticks += 1
                     for n in sizes:
-                        bar.set_postfix_str(f"{wname} on {runner}, {n:,} events")
-                        seconds, outputs, _ = _run_batch(workload, runner, inputs[n])
-                        times.append((n, seconds))
-                        digests.setdefault(f"batch {n:,}", {})[runner] = _digest(workload.canonical([o.value for o in outputs]))
-                        bar.update()
+                        digests.setdefault(f"batch {n:,}", {})[runner] = _one_digest(seen[n])
                     bar.set_postfix_str(f"{wname} on {runner}, memory")
                     _, _, peak = _run_batch(workload, runner, inputs[sizes[-1]], trace_memory=True)
                     bar.update()
+                    ticks += 1
                     lat: list[float] = []
                     if workload.streaming:
                         bar.set_postfix_str(f"{wname} on {runner}, streaming")
@@ -323,16 +465,9 @@ def run_harness(config: BenchConfig) -> dict[str, Any]:
                         )
                         lat = latencies(workload, outputs, arrivals)
                     bar.update()
-                    fit = fit_line(times)
-                    n_max, t_max = times[-1]
+                    row.update(cost_summary(runs))
                     row.update(
-                        events=n_max,
-                        seconds=t_max,
-                        times=[{"events": n, "seconds": s} for n, s in times],
-                        events_per_s=n_max / t_max,
-                        fixed_cost_s=fit[0] if fit else None,
-                        per_event_us=fit[1] * 1e6 if fit else None,
-                        steady_events_per_s=(1.0 / fit[1]) if fit and fit[1] > 0 else None,
+                        repeats_agree=all(len(d) == 1 for d in seen.values()),
                         latency_p50_ms=_ms(percentile(lat, 50)),
                         latency_p99_ms=_ms(percentile(lat, 99)),
                         latency_results=len(lat),
@@ -341,21 +476,19 @@ def run_harness(config: BenchConfig) -> dict[str, Any]:
                     )
                 except Exception as exc:
                     row["error"] = f"{type(exc).__name__}: {exc}"
-                    bar.update(0)
+                    bar.update(per_runner - ticks)  # the runs it will not do
                 wrows.append(row)
             equality[wname] = _compare(digests)
             if wname in beam_workloads:
-                bar.set_postfix_str(f"{wname} on Beam")
-                try:
-                    beam_s = _run_beam(workload, inputs[sizes[-1]])
-                    for row in wrows:
-                        if row.get("seconds"):
-                            row["beam_seconds"] = beam_s
-                            row["vs_beam"] = beam_s / row["seconds"]
-                except Exception as exc:
-                    for row in wrows:
-                        row["beam_error"] = f"{type(exc).__name__}: {exc}"
-                bar.update()
+                equality[wname]["beam"] = beam = _measure_beam(workload, inputs[sizes[-1]], repeats, digests.get(f"batch {sizes[-1]:,}", {}), bar)
+                for row in wrows:
+                    row["beam_same_result"] = beam.get("same")
+                    if "error" in beam:
+                        row["beam_error"] = beam["error"]
+                        continue
+                    row["beam_seconds"] = beam["seconds"]
+                    if row.get("seconds") and beam["same"] is not False:  # no ratio between different answers
+                        row["vs_beam"] = beam["seconds"] / row["seconds"]
             for row in wrows:
                 row["same_result"] = equality[wname]["same"]
             rows.extend(wrows)
@@ -377,16 +510,46 @@ def run_harness(config: BenchConfig) -> dict[str, Any]:
         "runners": [s.name for s in sessions],
         "skipped_runners": skipped,
         "runner_startup_s": {s.name: s.startup_s for s in sessions if s.startup_s is not None},
-        "beam_reference": "apache_beam DirectRunner" if beam else "apache_beam not installed",
+        "beam_reference": f"apache_beam {beam_version} DirectRunner" if beam_version else (
+            "not run (--no-beam)" if not config.beam else "apache_beam not installed"
+        ),
         "results": rows,
         "equality": equality,
         "process_max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "total_seconds": time.perf_counter() - started,
+        "timing_method": (
+            f"every batch run {repeats} time(s), the median counts; spread = (max - min) / median at the largest size; "
+            "fixed cost and per-event cost from a least-squares line through the medians at every size"
+        ),
         "latency_method": (
             "paced GeneratorSource; latency = sink time - arrival of the last input the result waited for "
             "(its own event for element-wise results; every event up to its timestamp for windowed ones)"
         ),
         "memory_method": "tracemalloc peak during one batch run at the largest size, this process (Ray: driver only)",
+    }
+
+
+def _measure_beam(workload: Workload, elements: list[TimestampedValue], repeats: int, runner_digests: Mapping[str, str], bar: Any) -> dict[str, Any]:
+    """Beam's median time over ``repeats`` runs and whether its result equals the runners'."""
+    bar.set_postfix_str(f"{workload.name} on Beam")
+    runs: list[float] = []
+    seen: set[str] = set()
+    for rep in range(repeats):
+        try:
+            seconds, values = _run_beam(workload, elements)
+            seen.add(_digest(workload.canonical(values)))
+        except Exception as exc:
+            bar.update(repeats - rep)  # the runs it will not do
+            return {"error": f"{type(exc).__name__}: {exc}", "same": None}
+        runs.append(seconds)
+        bar.update()
+    digest = _one_digest(seen)
+    return {
+        "events": len(elements),
+        "seconds": statistics.median(runs),
+        "runs": runs,
+        "digest": digest,
+        "same": beam_verdict(runner_digests, digest),
     }
 
 
@@ -407,7 +570,8 @@ _COLUMNS = [
     ("runner", "runner"),
     ("events/s", "events_per_s"),
     ("fixed cost (ms)", "fixed_cost_s"),
-    ("per event (µs)", "per_event_us"),
+    ("steady-state events/s", "steady_events_per_s"),
+    ("spread", "spread_pct"),
     ("p50 latency (ms)", "latency_p50_ms"),
     ("p99 latency (ms)", "latency_p99_ms"),
     ("peak memory (MiB)", "peak_memory_mib"),
@@ -421,12 +585,16 @@ def _cell(row: dict[str, Any], key: str) -> str:
     v = row.get(key)
     if key == "same_result":
         return {True: "yes", False: "NO", None: "n/a (one runner)"}[v]
+    if key == "steady_events_per_s":
+        if v is None:
+            return "in noise" if row.get("per_event_us") is not None else "n/a"
+        return f"{v:,.0f}" if row.get("per_event_resolved") else f"~{v:,.0f}"
     if v is None:
         return "n/a"
     if key == "fixed_cost_s":
         return f"{max(v, 0.0) * 1000:,.0f}"
-    if key == "per_event_us" and v <= 0:
-        return "< noise"
+    if key == "spread_pct":
+        return f"{v:.0f}%"
     if key == "events_per_s":
         return f"{v:,.0f}"
     if key == "peak_memory_mib":
@@ -436,36 +604,50 @@ def _cell(row: dict[str, Any], key: str) -> str:
     return str(v)
 
 
+def _beam_cell(row: dict[str, Any]) -> str:
+    if "beam_error" in row:
+        return "Beam failed"
+    if row.get("beam_same_result") is False:
+        return "DIFFERENT result"
+    if "vs_beam" in row:
+        return f"{row['vs_beam']:.1f}×"
+    return ""
+
+
 def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the results table (the terminal and Markdown tables share them)."""
-    columns = list(_COLUMNS)
-    if any("vs_beam" in r for r in report["results"]):
-        columns.append(("vs Beam direct", "vs_beam"))
-    header = [c for c, _ in columns]
+    header = [c for c, _ in _COLUMNS]
+    with_beam = any("beam_same_result" in r for r in report["results"])
+    if with_beam:
+        header.append("vs Beam direct")
     cells = []
     for row in report["results"]:
-        line = [_cell(row, key) for _, key in columns]
-        if "vs_beam" in row:
-            line[-1] = f"{row['vs_beam']:.2f}×"
-        elif len(columns) > len(_COLUMNS):
-            line[-1] = ""
+        line = [_cell(row, key) for _, key in _COLUMNS]
+        if with_beam:
+            line.append(_beam_cell(row))
         cells.append(line)
     return header, cells
 
 
 def _notes(report: dict[str, Any]) -> list[str]:
     cfg = report["config"]
+    repeats = cfg.get("repeats", 1)
     notes = [
-        f"Batch sizes {', '.join(f'{n:,}' for n in cfg['sizes'])} events; events/s at the largest; "
-        "fixed and per-event cost from a least-squares line through all sizes.",
-        "A per-event cost shown as '< noise' fitted at zero or below: at these sizes the run-to-run "
-        "variation of the fixed cost hides it (raise --sizes to see it).",
+        f"Batch sizes {', '.join(f'{n:,}' for n in cfg['sizes'])} events, every run done {repeats} time(s); "
+        "the median counts, and spread is (max - min) / median of the runs at the largest size.",
+        "events/s: at the largest size, start-up included. Fixed cost and steady-state events/s: the "
+        "least-squares line time = fixed cost + events / steady-state rate through the medians at every size. "
+        "The fixed cost is what a job costs before its first event (Ray starts its actors for every job); "
+        "the steady-state rate is the speed once it runs.",
+        "A steady-state rate shown as '~N' is rough: its per-event cost adds less time from the smallest to the "
+        "largest size than the runs of one size spread over; 'in noise': the per-event cost fitted at zero or below. "
+        "Larger --sizes resolve it.",
         f"Latency: {cfg['stream_events']:,} events streamed at {cfg['stream_rate']:,.0f} events/s "
         f"({cfg['out_of_orderness']:g} s out of order); {report['latency_method']}.",
         f"Peak memory: {report['memory_method']}.",
     ]
     for name, s in report["runner_startup_s"].items():
-        notes.append(f"{name} start-up ({s:.1f} s) is outside every measurement.")
+        notes.append(f"{name} start-up ({s:.1f} s, once per session) is outside every measurement; its per-job start-up is in the fixed cost.")
     for name, why in report["skipped_runners"].items():
         notes.append(f"Skipped runner {name}: {why}.")
     shown = list(dict.fromkeys(r["workload"] for r in report["results"]))
@@ -484,7 +666,27 @@ def _notes(report: dict[str, Any]) -> list[str]:
             f"Results equal on {', '.join(report['runners'])} for {len(same)} of {len(report['equality'])} workloads"
             + (f"; DIFFERENT for {', '.join(differ)}." if differ else ".")
         )
-    notes.append(f"Beam reference: {report['beam_reference']}.")
+    for row in report["results"]:
+        if row.get("repeats_agree") is False:
+            notes.append(f"{row['workload']} on {row['runner']} gave different results in different repeats of one input.")
+    beam = {w: e["beam"] for w, e in report["equality"].items() if "beam" in e}
+    if beam:
+        agree = [w for w, b in beam.items() if b.get("same")]
+        beam_differ = [w for w, b in beam.items() if b.get("same") is False]
+        notes.append(
+            f"Beam reference: {report['beam_reference']}, at {cfg['sizes'][-1]:,} events, {repeats} time(s). "
+            "vs Beam direct = Beam's median time / this runner's (above 1: faster than Beam). "
+            f"Beam's result equals the runners' for {len(agree)} of {len(beam)} workloads"
+            + (f"; DIFFERENT for {', '.join(beam_differ)}." if beam_differ else ".")
+        )
+        for w, b in beam.items():
+            if "error" in b:
+                notes.append(f"{w} on Beam failed: {b['error']}")
+        without = [w for w in shown if w not in beam and WORKLOADS[w].beam_build is None]
+        if without:
+            notes.append(f"No Beam version of {', '.join(without)}.")
+    else:
+        notes.append(f"Beam reference: {report['beam_reference']}.")
     for row in report["results"]:
         if row.get("error"):
             notes.append(f"{row['workload']} on {row['runner']} failed: {row['error']}")
@@ -516,33 +718,42 @@ def terminal_table(report: dict[str, Any]) -> str:
 
 
 def chart(report: dict[str, Any], path: str) -> None:
-    """Throughput and p99 latency per workload, one bar per runner."""
+    """Throughput, steady-state rate, fixed cost and p99 latency per workload, one bar per runner."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     workloads = list(dict.fromkeys(r["workload"] for r in report["results"]))
     runners = report["runners"]
     by = {(r["workload"], r["runner"]): r for r in report["results"]}
-    fig, axes = plt.subplots(2, 1, figsize=(max(8, len(workloads) * 0.9), 8), constrained_layout=True)
+    panels = (
+        ("events_per_s", "events/s (log)"),
+        ("steady_events_per_s", "steady-state events/s (log; hatched: rough)"),
+        ("fixed_cost_s", "fixed cost, s (log)"),
+        ("latency_p99_ms", "p99 latency, ms (log)"),
+    )
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(8, len(workloads) * 0.9), 4 * len(panels)), constrained_layout=True)
     width = 0.8 / max(1, len(runners))
-    for ax, key, label in ((axes[0], "events_per_s", "events/s (log)"), (axes[1], "latency_p99_ms", "p99 latency, ms (log)")):
+    for ax, (key, label) in zip(axes, panels):
         for i, runner in enumerate(runners):
-            xs, ys = [], []
+            xs, ys, hatches = [], [], []
             for j, w in enumerate(workloads):
-                v = by.get((w, runner), {}).get(key)
-                if v:
+                row = by.get((w, runner), {})
+                v = row.get(key)
+                if v is not None and v > 0:
                     xs.append(j + (i - (len(runners) - 1) / 2) * width)
                     ys.append(v)
-            ax.bar(xs, ys, width=width, label=runner)
+                    hatches.append("//" if key == "steady_events_per_s" and not row.get("per_event_resolved") else "")
+            ax.bar(xs, ys, width=width, color=f"C{i}", hatch=hatches)
         ax.set_yscale("log")
         ax.set_ylabel(label)
         ax.set_xticks(range(len(workloads)))
         ax.set_xticklabels(workloads, rotation=30)
-        ax.legend()
+        ax.legend(handles=[Patch(facecolor=f"C{i}", label=runner) for i, runner in enumerate(runners)])
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_title("tidal: throughput and latency by runner")
+    axes[0].set_title("tidal: throughput, start-up and latency by runner")
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

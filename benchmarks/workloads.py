@@ -21,6 +21,7 @@ import attrs
 import tidal as td
 from tidal import window
 from tidal.benchmarks.nexmark import queries
+from tidal.benchmarks.nexmark.beam_queries import BEAM_QUERIES
 from tidal.benchmarks.nexmark.generator import NexmarkConfig, generate
 from tidal.model.pvalue import PCollection
 from tidal.model.window import TimestampedValue
@@ -83,10 +84,14 @@ def _words_input(n: int, out_of_orderness: float = 0.0) -> list[TimestampedValue
 
 
 def _keyed_input(n: int, out_of_orderness: float = 0.0) -> list[TimestampedValue]:
-    """(key, 1) pairs over 100 keys, 100 events per second of event time, up to 40 ms out of order."""
+    """(key, 1) pairs over 100 keys, 100 events per second of event time, up to 40 ms out of order.
+
+    Timestamps are whole milliseconds: Beam encodes window bounds in
+    milliseconds, so session windows from finer timestamps would not match.
+    """
     rng = random.Random(7)
     stamped = [(i / 100.0 + rng.uniform(0, 0.04), rng.randrange(100)) for i in range(n)]
-    return [TimestampedValue((key, 1), round(t, 6)) for t, key in stamped]
+    return [TimestampedValue((key, 1), round(t, 3)) for t, key in stamped]
 
 
 def _wordcount(words: PCollection[Any]) -> PCollection[Any]:
@@ -115,16 +120,22 @@ def _beam_wordcount(beam: Any, words: Any) -> Any:
     return words | "Pair" >> beam.Map(lambda w: (w, 1)) | "Count" >> beam.CombinePerKey(sum)
 
 
-def _beam_windowed(beam: Any, pairs: Any) -> Any:
-    return pairs | "Fixed" >> beam.WindowInto(beam.window.FixedWindows(10)) | "Sum" >> beam.CombinePerKey(sum)
+def _beam_windowed_count(beam: Any, pairs: Any) -> Any:
+    return (
+        pairs
+        | "Fixed" >> beam.WindowInto(beam.window.FixedWindows(10))
+        | "Sum" >> beam.CombinePerKey(sum)
+        | "WithWindow" >> beam.Map(lambda kv, w=beam.DoFn.WindowParam: (float(w.start), kv[0], kv[1]))
+    )
 
 
-def _beam_q1(beam: Any, events: Any) -> Any:
-    return events | "Bids" >> beam.Filter(queries.is_bid) | "ToEuro" >> beam.Map(queries._to_euro)
-
-
-def _beam_q0(beam: Any, events: Any) -> Any:
-    return events | "PassThrough" >> beam.Map(lambda e: e)
+def _beam_sessions(beam: Any, pairs: Any) -> Any:
+    return (
+        pairs
+        | "Sessions" >> beam.WindowInto(beam.window.Sessions(2))
+        | "Group" >> beam.GroupByKey()
+        | "WithWindow" >> beam.Map(lambda kv, w=beam.DoFn.WindowParam: ((kv[0], float(w.start), float(w.end)), sorted(kv[1])))
+    )
 
 
 _NEXMARK_DOCS = {
@@ -133,7 +144,6 @@ _NEXMARK_DOCS = {
     "q8": "monitor new users (windowed join)", "q11": "user sessions", "q12": "processing-time panes",
 }
 _LATENCY = {"q0": "element", "q1": "element", "q2": "element", "q3": "element", "q12": None}
-_BEAM = {"q0": _beam_q0, "q1": _beam_q1}
 
 
 def _nexmark_workloads() -> dict[str, Workload]:
@@ -142,7 +152,7 @@ def _nexmark_workloads() -> dict[str, Workload]:
         out[name] = Workload(
             name, f"Nexmark {name.upper()}: {_NEXMARK_DOCS[name]}", _nexmark_input, query,
             canonical=sum_panes if name == "q12" else canonical_repr,
-            latency=_LATENCY.get(name, "window"), beam_build=_BEAM.get(name), streaming=name != "q4",
+            latency=_LATENCY.get(name, "window"), beam_build=BEAM_QUERIES.get(name), streaming=name != "q4",
         )
     return out
 
@@ -150,8 +160,10 @@ def _nexmark_workloads() -> dict[str, Workload]:
 WORKLOADS: dict[str, Workload] = {
     **_nexmark_workloads(),
     "wordcount": Workload("wordcount", "word count (CombinePerKey), 1,000 distinct words", _words_input, _wordcount, beam_build=_beam_wordcount, streaming=False),
-    "windowed": Workload("windowed", "fixed 10 s windows, sum per key, 100 keys", _keyed_input, _windowed_count),
-    "sessions": Workload("sessions", "session windows (2 s gap), GroupByKey, 100 keys", _keyed_input, _sessions, canonical=_sorted_groups),
+    "windowed": Workload("windowed", "fixed 10 s windows, sum per key, 100 keys", _keyed_input, _windowed_count, beam_build=_beam_windowed_count),
+    "sessions": Workload(
+        "sessions", "session windows (2 s gap), GroupByKey, 100 keys", _keyed_input, _sessions, canonical=_sorted_groups, beam_build=_beam_sessions
+    ),
 }
 
 DEFAULT_WORKLOADS = list(WORKLOADS)

@@ -25,6 +25,7 @@ from tidal.model.pvalue import PCollection
 __all__ = [
     "q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q11", "q12", "QUERIES",
     "is_bid", "is_auction", "is_person", "winning_bid", "Q3_STATES", "Q3_CATEGORY",
+    "to_euro", "winners", "round_mean", "hottest", "new_sellers",
 ]
 
 #: Q3 looks for sellers in these states and auctions in this category.
@@ -60,13 +61,14 @@ def q0(events: PCollection[Any]) -> PCollection[Any]:
     return events | "Q0/PassThrough" >> td.Map(lambda e: e)
 
 
-def _to_euro(b: Bid) -> tuple[int, int, int, float]:
+def to_euro(b: Bid) -> tuple[int, int, int, float]:
+    """Q1's projection: ``(auction, bidder, price in euro cents, time)``."""
     return (b.auction, b.bidder, b.price * 89 // 100, b.date_time)
 
 
 def q1(events: PCollection[Any]) -> PCollection[Any]:
     """Currency conversion: each bid as ``(auction, bidder, price in euro cents, time)``."""
-    return events | "Q1/Bids" >> td.Filter(is_bid) | "Q1/ToEuro" >> td.Map(_to_euro)
+    return events | "Q1/Bids" >> td.Filter(is_bid) | "Q1/ToEuro" >> td.Map(to_euro)
 
 
 def q2(events: PCollection[Any], auction_skip: int = 123) -> PCollection[Any]:
@@ -148,7 +150,8 @@ def winning_bid(auction: Auction, bids: Iterable[Bid]) -> Bid | None:
     return best
 
 
-def _winners(kv: tuple[int, dict[str, list[Any]]]) -> Iterable[tuple[int, int]]:
+def winners(kv: tuple[int, dict[str, list[Any]]]) -> Iterable[tuple[int, int]]:
+    """Q4: ``(category, winning price)`` of each auction joined with its bids."""
     grouped = kv[1]
     for auction in grouped["auctions"]:
         best = winning_bid(auction, grouped["bids"])
@@ -156,7 +159,8 @@ def _winners(kv: tuple[int, dict[str, list[Any]]]) -> Iterable[tuple[int, int]]:
             yield (auction.category, best.price)
 
 
-def _round_mean(kv: tuple[int, float]) -> tuple[int, float]:
+def round_mean(kv: tuple[int, float]) -> tuple[int, float]:
+    """Q4: the mean rounded to 6 decimals, so every runner prints the same float."""
     return (kv[0], round(kv[1], 6))
 
 
@@ -167,13 +171,14 @@ def q4(events: PCollection[Any]) -> PCollection[Any]:
     return (
         {"auctions": auctions, "bids": bids}
         | "Q4/Join" >> td.CoGroupByKey()
-        | "Q4/Winners" >> td.FlatMap(_winners)
+        | "Q4/Winners" >> td.FlatMap(winners)
         | "Q4/Mean" >> td.combiners.Mean.PerKey()
-        | "Q4/Round" >> td.Map(_round_mean)
+        | "Q4/Round" >> td.Map(round_mean)
     )
 
 
-def _hottest(kv: tuple[None, Iterable[tuple[int, int]]]) -> Iterable[tuple[int, int]]:
+def hottest(kv: tuple[None, Iterable[tuple[int, int]]]) -> Iterable[tuple[int, int]]:
+    """Q5: the ``(auction, bids)`` pairs with the most bids, sorted."""
     counts = list(kv[1])
     top = max(c for _, c in counts)
     return sorted((a, c) for a, c in counts if c == top)
@@ -189,7 +194,7 @@ def q5(events: PCollection[Any], size: float = 10.0, period: float = 5.0) -> PCo
         | "Q5/Count" >> td.CombinePerKey(sum)
         | "Q5/All" >> td.Map(lambda kv: (None, kv))
         | "Q5/Gather" >> td.GroupByKey()
-        | "Q5/Max" >> td.FlatMap(_hottest)
+        | "Q5/Max" >> td.FlatMap(hottest)
         | "Q5/WithWindow" >> td.ParDo(_WithWindow())
     )
 
@@ -209,7 +214,8 @@ def q7(events: PCollection[Any], size: float = 10.0) -> PCollection[Any]:
     )
 
 
-def _new_sellers(kv: tuple[int, dict[str, list[Any]]]) -> Iterable[tuple[int, str, int]]:
+def new_sellers(kv: tuple[int, dict[str, list[Any]]]) -> Iterable[tuple[int, str, int]]:
+    """Q8: ``(person, name, reserve)`` for each auction of a seller who joined in the same window."""
     grouped = kv[1]
     for person in grouped["persons"]:
         for auction in grouped["auctions"]:
@@ -224,7 +230,7 @@ def q8(events: PCollection[Any], size: float = 10.0) -> PCollection[Any]:
     return (
         {"persons": persons, "auctions": auctions}
         | "Q8/Join" >> td.CoGroupByKey()
-        | "Q8/Match" >> td.FlatMap(_new_sellers)
+        | "Q8/Match" >> td.FlatMap(new_sellers)
         | "Q8/WithWindow" >> td.ParDo(_WithWindow())
     )
 
