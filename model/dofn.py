@@ -104,7 +104,7 @@ class DoFn:
         whole batch; no timestamp parameter with ``batch_timestamp_column``);
         an output batch may be wrapped in :class:`~tidal.TaggedOutput`.
         """
-        raise NotImplementedError(f"{type(self).__name__} does not define process_batch")
+        raise TypeError(f"{type(self).__name__} does not define process_batch(self, batch); it is not a batched DoFn")
 
     def finish_bundle(self) -> Iterable[Any] | None:
         """Called after each bundle; may yield WindowedValue outputs."""
