@@ -240,13 +240,16 @@ def test_a_finished_job_resumed_publishes_nothing_more(tmp_path: Path) -> None:
 
 
 def test_checkpointing_costs_no_correctness_on_a_bounded_job(tmp_path: Path) -> None:
-    runner = RayRunner(parallelism=2, checkpoint_dir=str(tmp_path / "ck"), checkpoint_interval=0.05, bundle_size=500)
+    """Many checkpoints, stored through an fsspec URL as a cluster's shared store would be."""
+    pytest.importorskip("fsspec")
+    runner = RayRunner(parallelism=2, checkpoint_dir=f"file://{tmp_path / 'ck'}", checkpoint_interval=0.05, bundle_size=500)
     words = [f"w{i % 13}" for i in range(20_000)]
     with td.Pipeline(runner=runner) as p:
         (p | td.Create(words) | td.Map(lambda w: (w, 1)) | td.CombinePerKey(sum)
          | td.MapTuple(lambda k, v: f"{k}={v}") | td.WriteToText(str(tmp_path / "out" / "o")))
     assert Counter(read_text(str(tmp_path / "out" / "o-*"))) == Counter(f"w{i}={Counter(words)[f'w{i}']}" for i in range(13))
     assert not os.listdir(tmp_path / "out" / ".tidal-staging")
+    assert CheckpointStore(f"file://{tmp_path / 'ck'}").latest() is not None
 
 
 def test_bad_checkpoint_settings_are_refused() -> None:
