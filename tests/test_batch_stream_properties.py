@@ -22,6 +22,8 @@ from tidal.runners.direct import DirectRunner
 from tidal.testing import TestStream, assert_that, equal_to
 from tidal.trigger import PaneInfoTiming
 
+from pane_support import RecordPanes
+
 US = 1_000_000
 TV = window.TimestampedValue
 
@@ -41,20 +43,6 @@ timestamps = st.integers(min_value=-20, max_value=120).map(lambda n: n / 2)
 element_lists = st.lists(st.tuples(st.sampled_from("abc"), timestamps), min_size=1, max_size=25).map(
     lambda pairs: [(k, i, t) for i, (k, t) in enumerate(pairs)]
 )
-
-
-class _Panes(td.DoFn):
-    def process(
-        self,
-        kv: Any,
-        w: Any = td.DoFn.WindowParam,
-        pane: Any = td.DoFn.PaneInfoParam,
-        ts: Any = td.DoFn.TimestampParam,
-    ) -> Iterable[Any]:
-        key, values = kv
-        if isinstance(values, list):
-            values = sorted(values)
-        yield (key, values, w, ts.micros, pane.index, pane.timing, pane.is_first, pane.is_last, pane.nonspeculative_index)
 
 
 # -- the model ---------------------------------------------------------------------------
@@ -114,8 +102,8 @@ def run_batch(
             | td.Map(lambda e: TV((e[0], e[1]), e[2]))
             | td.WindowInto(windowfn)
         )
-        assert_that(windowed | "Group" >> td.GroupByKey() | "Panes" >> td.ParDo(_Panes()), equal_to(expected), label="grouped")
-        sums = windowed | "Sum" >> td.CombinePerKey(sum) | "Sum panes" >> td.ParDo(_Panes())
+        assert_that(windowed | "Group" >> td.GroupByKey() | "Panes" >> td.ParDo(RecordPanes()), equal_to(expected), label="grouped")
+        sums = windowed | "Sum" >> td.CombinePerKey(sum) | "Sum panes" >> td.ParDo(RecordPanes())
         assert_that(sums, equal_to(expected_sums), label="sums")
 
 
@@ -138,8 +126,8 @@ def build_stream(arrivals: list[tuple[str, int, float]], cuts: list[int], advanc
 def run_stream(stream: TestStream, windowfn: window.WindowFn, expected: list[Any], expected_sums: list[Any]) -> None:
     p = td.Pipeline()
     windowed = p | stream | td.WindowInto(windowfn)
-    assert_that(windowed | "Group" >> td.GroupByKey() | "Panes" >> td.ParDo(_Panes()), equal_to(expected), label="grouped")
-    sums = windowed | "Sum" >> td.CombinePerKey(sum) | "Sum panes" >> td.ParDo(_Panes())
+    assert_that(windowed | "Group" >> td.GroupByKey() | "Panes" >> td.ParDo(RecordPanes()), equal_to(expected), label="grouped")
+    sums = windowed | "Sum" >> td.CombinePerKey(sum) | "Sum panes" >> td.ParDo(RecordPanes())
     assert_that(sums, equal_to(expected_sums), label="sums")
     p.run().wait_until_finish()
 
@@ -283,8 +271,8 @@ def test_late_data_under_the_default_trigger_matches_the_model(
 
     p = td.Pipeline(runner=DirectRunner(lift_combiners=lift))
     windowed = p | stream | td.WindowInto(windowfn, allowed_lateness=lateness)
-    assert_that(windowed | "Group" >> td.GroupByKey() | "Panes" >> td.ParDo(_Panes()), equal_to(expected), label="grouped")
-    sums = windowed | "Sum" >> td.CombinePerKey(sum) | "Sum panes" >> td.ParDo(_Panes())
+    assert_that(windowed | "Group" >> td.GroupByKey() | "Panes" >> td.ParDo(RecordPanes()), equal_to(expected), label="grouped")
+    sums = windowed | "Sum" >> td.CombinePerKey(sum) | "Sum panes" >> td.ParDo(RecordPanes())
     assert_that(sums, equal_to(expected_sums), label="sums")
     result = p.run()
     result.wait_until_finish()
@@ -385,8 +373,8 @@ def test_early_and_late_firings_match_the_model(
     p = td.Pipeline()
     windowed = p | stream | td.WindowInto(windowfn, trigger=trigger, accumulation_mode=mode, allowed_lateness=lateness)
     expected = model_early_late_panes(events, model, lateness * US, accumulating)
-    assert_that(windowed | "Group" >> td.GroupByKey() | "Panes" >> td.ParDo(_Panes()), equal_to(expected), label="grouped")
+    assert_that(windowed | "Group" >> td.GroupByKey() | "Panes" >> td.ParDo(RecordPanes()), equal_to(expected), label="grouped")
     expected_sums = model_early_late_panes(events, model, lateness * US, accumulating, reduce=sum)
-    sums = windowed | "Sum" >> td.CombinePerKey(sum) | "Sum panes" >> td.ParDo(_Panes())
+    sums = windowed | "Sum" >> td.CombinePerKey(sum) | "Sum panes" >> td.ParDo(RecordPanes())
     assert_that(sums, equal_to(expected_sums), label="sums")
     p.run().wait_until_finish()

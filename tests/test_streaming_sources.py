@@ -20,6 +20,8 @@ from tidal import window
 from tidal.testing import assert_that, equal_to
 from tidal.trigger import PaneInfoTiming
 
+from pane_support import P, RecordPanes
+
 TV = window.TimestampedValue
 W = window.IntervalWindow
 US = 1_000_000
@@ -27,24 +29,6 @@ ON_TIME, LATE = PaneInfoTiming.ON_TIME, PaneInfoTiming.LATE
 
 #: A run still going after this long is a hang.
 DEADLINE_S = 30.0
-
-
-class _Panes(td.DoFn):
-    def process(
-        self,
-        kv: Any,
-        w: Any = td.DoFn.WindowParam,
-        pane: Any = td.DoFn.PaneInfoParam,
-        ts: Any = td.DoFn.TimestampParam,
-    ) -> Iterable[Any]:
-        key, values = kv
-        if isinstance(values, list):
-            values = sorted(values)
-        yield (key, values, w, ts.micros, pane.index, pane.timing, pane.is_first, pane.is_last, pane.nonspeculative_index)
-
-
-def P(key: Any, values: Any, w: Any, ts_us: int, index: int, timing: PaneInfoTiming, last: bool, nonspec: int) -> tuple[Any, ...]:
-    return (key, values, w, ts_us, index, timing, index == 0, last, nonspec)
 
 
 class _Record(td.DoFn):
@@ -109,7 +93,7 @@ def test_generator_source_bounded_out_of_orderness_and_late_data(tmp_path: Path,
         | "Gen" >> td.Read(td.GeneratorSource(late_arrivals(path), max_out_of_orderness=2))
         | td.WindowInto(window.FixedWindows(10), allowed_lateness=lateness)
         | "Group" >> td.GroupByKey()
-        | td.ParDo(_Panes())
+        | td.ParDo(RecordPanes())
         | td.ParDo(_Record(path))
     )
     if lateness == 0:

@@ -18,32 +18,13 @@ from tidal.runners.direct import DirectRunner
 from tidal.testing import TestStream, assert_that, equal_to
 from tidal.trigger import AccumulationMode, PaneInfoTiming
 
+from pane_support import P, RecordPanes
+
 TV = window.TimestampedValue
 W = window.IntervalWindow
 US = 1_000_000
 EARLY, ON_TIME, LATE = PaneInfoTiming.EARLY, PaneInfoTiming.ON_TIME, PaneInfoTiming.LATE
 DISCARDING, ACCUMULATING = AccumulationMode.DISCARDING, AccumulationMode.ACCUMULATING
-
-
-class _Panes(td.DoFn):
-    """After a GroupByKey / CombinePerKey: each pane as a plain tuple."""
-
-    def process(
-        self,
-        kv: Any,
-        w: Any = td.DoFn.WindowParam,
-        pane: Any = td.DoFn.PaneInfoParam,
-        ts: Any = td.DoFn.TimestampParam,
-    ) -> Iterable[Any]:
-        key, values = kv
-        if isinstance(values, list):
-            values = sorted(values)
-        yield (key, values, w, ts.micros, pane.index, pane.timing, pane.is_first, pane.is_last, pane.nonspeculative_index)
-
-
-def P(key: Any, values: Any, w: Any, ts_us: int, index: int, timing: PaneInfoTiming, last: bool, nonspec: int) -> tuple[Any, ...]:
-    """An expected pane; is_first is index == 0."""
-    return (key, values, w, ts_us, index, timing, index == 0, last, nonspec)
 
 
 def kvs(key: str, *times: int) -> list[TV]:
@@ -55,7 +36,7 @@ def run_panes(stream: TestStream, into: td.WindowInto, expected: list[Any], comb
     p = td.Pipeline()
     windowed = p | "Src" >> stream | "Window" >> into
     grouped = windowed | "Group" >> (td.GroupByKey() if combine is None else td.CombinePerKey(combine))
-    assert_that(grouped | "Panes" >> td.ParDo(_Panes()), equal_to(expected))
+    assert_that(grouped | "Panes" >> td.ParDo(RecordPanes()), equal_to(expected))
     result = p.run()
     result.wait_until_finish()
     return result
@@ -771,7 +752,7 @@ def test_output_at_earliest_holds_a_downstream_window_on_time() -> None:
         | "Up window" >> td.WindowInto(window.FixedWindows(20), timestamp_combiner=window.TimestampCombiner.OUTPUT_AT_EARLIEST)
         | "Up" >> td.GroupByKey()
     )
-    assert_that(up | "Up panes" >> td.ParDo(_Panes()), equal_to([P("k", [2, 6], W(0, 20), 2 * US, 0, ON_TIME, True, 0)]), label="up")
+    assert_that(up | "Up panes" >> td.ParDo(RecordPanes()), equal_to([P("k", [2, 6], W(0, 20), 2 * US, 0, ON_TIME, True, 0)]), label="up")
     down = (
         up
         | td.MapTuple(lambda k, vs: (k, sum(vs)))
@@ -780,7 +761,7 @@ def test_output_at_earliest_holds_a_downstream_window_on_time() -> None:
     )
     # Without the hold the downstream watermark would reach 10 and drop the pane stamped 2.
     assert_that(
-        down | "Down panes" >> td.ParDo(_Panes()),
+        down | "Down panes" >> td.ParDo(RecordPanes()),
         equal_to([P("k", [8], W(0, 5), 5 * US - 1, 0, ON_TIME, True, 0)]),
         label="down",
     )
@@ -860,7 +841,7 @@ def test_lifted_combine_fires_one_late_pane_per_late_bundle(lift: bool) -> None:
     p = td.Pipeline(runner=DirectRunner(lift_combiners=lift))
     sums = p | stream | td.WindowInto(window.FixedWindows(10), allowed_lateness=100) | td.CombinePerKey(sum)
     assert_that(
-        sums | td.ParDo(_Panes()),
+        sums | td.ParDo(RecordPanes()),
         equal_to(
             [
                 P("k", 1, W(0, 10), EOW10, 0, ON_TIME, False, 0),

@@ -26,39 +26,13 @@ from tidal.window import (
     TimestampCombiner,
 )
 
+from pane_support import P, RecordPanes
+
 TV = window.TimestampedValue
 W = IntervalWindow
 US = 1_000_000
 ON_TIME, LATE = PaneInfoTiming.ON_TIME, PaneInfoTiming.LATE
 GLOBAL_MAX_US = GlobalWindow().max_timestamp().micros
-
-
-class _Panes(td.DoFn):
-    def process(
-        self,
-        kv: Any,
-        w: Any = td.DoFn.WindowParam,
-        pane: Any = td.DoFn.PaneInfoParam,
-        ts: Any = td.DoFn.TimestampParam,
-    ) -> Iterable[Any]:
-        key, values = kv
-        if isinstance(values, list):
-            values = sorted(values)
-        yield (key, values, w, ts.micros, pane.index, pane.timing, pane.is_first, pane.is_last, pane.nonspeculative_index)
-
-
-def P(
-    key: Any,
-    values: Any,
-    w: Any,
-    ts_us: int,
-    index: int = 0,
-    timing: PaneInfoTiming = ON_TIME,
-    last: bool = True,
-    nonspec: int = 0,
-) -> tuple[Any, ...]:
-    """An expected pane (by default the only, on-time pane of its window)."""
-    return (key, values, w, ts_us, index, timing, index == 0, last, nonspec)
 
 
 def eow(w: Any) -> int:
@@ -74,13 +48,13 @@ def stamped(p: td.Pipeline, elements: list[tuple[str, int | float]], label: str 
 def check_batch(elements: list[tuple[str, int | float]], into: td.WindowInto, expected: list[Any]) -> None:
     with td.Pipeline() as p:
         grouped = stamped(p, elements) | "Window" >> into | "Group" >> td.GroupByKey()
-        assert_that(grouped | "Panes" >> td.ParDo(_Panes()), equal_to(expected))
+        assert_that(grouped | "Panes" >> td.ParDo(RecordPanes()), equal_to(expected))
 
 
 def check_stream(stream: TestStream, into: td.WindowInto, expected: list[Any]) -> td.PipelineResult:
     p = td.Pipeline()
     grouped = p | "Src" >> stream | "Window" >> into | "Group" >> td.GroupByKey()
-    assert_that(grouped | "Panes" >> td.ParDo(_Panes()), equal_to(expected))
+    assert_that(grouped | "Panes" >> td.ParDo(RecordPanes()), equal_to(expected))
     result = p.run()
     result.wait_until_finish()
     return result
@@ -182,7 +156,7 @@ def test_global_windows_one_pane_per_key_at_the_end_of_the_global_window() -> No
     with td.Pipeline() as p:
         grouped = p | td.Create([("a", 1), ("b", 2), ("a", 3)]) | td.GroupByKey()
         assert_that(
-            grouped | td.ParDo(_Panes()),
+            grouped | td.ParDo(RecordPanes()),
             equal_to([P("a", [1, 3], GlobalWindow(), GLOBAL_MAX_US), P("b", [2], GlobalWindow(), GLOBAL_MAX_US)]),
         )
 
@@ -201,7 +175,7 @@ def test_window_into_global_windows_after_fixed_windows_regroups() -> None:
             | "Global" >> td.WindowInto(window.GlobalWindows())
             | td.GroupByKey()
         )
-        assert_that(grouped | td.ParDo(_Panes()), equal_to([P("k", [1, 15], GlobalWindow(), GLOBAL_MAX_US)]))
+        assert_that(grouped | td.ParDo(RecordPanes()), equal_to([P("k", [1, 15], GlobalWindow(), GLOBAL_MAX_US)]))
 
 
 # -- FixedWindows -----------------------------------------------------------------------
@@ -586,4 +560,4 @@ def test_timestamp_combiners_on_sessions_with_combine_per_key(combiner: Timestam
             | td.WindowInto(window.Sessions(10), timestamp_combiner=combiner)
             | td.CombinePerKey(sum)
         )
-        assert_that(sums | td.ParDo(_Panes()), equal_to([P("k", 15, W(3, 17), ts_us)]))
+        assert_that(sums | td.ParDo(RecordPanes()), equal_to([P("k", 15, W(3, 17), ts_us)]))
