@@ -14,13 +14,11 @@ machine hand their outputs back through the filesystem.
 
 from __future__ import annotations
 
-import os
-import pickle
 import time
-import uuid
 from typing import Any, Iterable, NamedTuple
 
 import tidal as td
+from tidal.capability_matrix.sinks import RecordTo, read_records
 
 __all__ = ["CollectToFolder", "Collected", "read_collected"]
 
@@ -33,50 +31,21 @@ class Collected(NamedTuple):
     emitted_at: float
 
 
-class CollectToFolder(td.DoFn):
-    """Records every element it sees into ``folder`` (one pickle file per bundle)."""
+class CollectToFolder(RecordTo):
+    """Records every element it sees into ``folder`` (one pickle file per bundle, as RecordTo)."""
+
+    file_prefix = "out-"
 
     def __init__(self, folder: str) -> None:
-        self.folder = folder
-        self._buffer: list[tuple[Any, int, float]] = []
-        self._prefix = ""
-        self._seq = 0
+        super().__init__(folder, ("value", "timestamp"))
 
-    def setup(self) -> None:
-        self._prefix = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-    def start_bundle(self) -> None:
-        self._buffer = []
-
-    def process(self, element: Any, t: Any = td.DoFn.TimestampParam) -> Iterable[Any]:
+    def process(self, element: Any, t: Any = td.DoFn.TimestampParam) -> Iterable[Any]:  # type: ignore[override]
         self._buffer.append((element, t.micros, time.time()))
         return ()
-
-    def finish_bundle(self) -> None:
-        self._flush()
-
-    def teardown(self) -> None:
-        self._flush()
-
-    def _flush(self) -> None:
-        if not self._buffer:
-            return
-        if not self._prefix:
-            self.setup()
-        self._seq += 1
-        path = os.path.join(self.folder, f"out-{self._prefix}-{self._seq}.pkl")
-        with open(path + ".tmp", "wb") as f:
-            pickle.dump(self._buffer, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(path + ".tmp", path)
-        self._buffer = []
 
 
 def read_collected(folder: str) -> list[Collected]:
     """Everything the sinks wrote to ``folder``, in emission order."""
-    rows: list[Collected] = []
-    for name in os.listdir(folder):
-        if name.startswith("out-") and name.endswith(".pkl"):
-            with open(os.path.join(folder, name), "rb") as f:
-                rows.extend(Collected(*r) for r in pickle.load(f))
+    rows = [Collected(*r) for r in read_records(folder, CollectToFolder.file_prefix)]
     rows.sort(key=lambda r: r.emitted_at)
     return rows

@@ -30,6 +30,9 @@ class RecordTo(DoFn):
     bundle that fails half-way leaves nothing behind (as a transactional sink would).
     """
 
+    #: Written before each file name, so several kinds of recorder can share a folder.
+    file_prefix = ""
+
     def __init__(self, folder: str, observe: tuple[str, ...]) -> None:
         self.folder = folder
         self.observe = tuple(observe)
@@ -69,20 +72,20 @@ class RecordTo(DoFn):
         if not self._prefix:
             self.setup()
         self._seq += 1
-        path = os.path.join(self.folder, f"{self._prefix}-{self._seq:06d}.pkl")
+        path = os.path.join(self.folder, f"{self.file_prefix}{self._prefix}-{self._seq:06d}.pkl")
         with open(path + ".tmp", "wb") as f:
             pickle.dump(self._buffer, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(path + ".tmp", path)
         self._buffer = []
 
 
-def read_records(folder: str | os.PathLike[str]) -> list[Any]:
-    """Every record the RecordTo sinks wrote to ``folder``."""
+def read_records(folder: str | os.PathLike[str], file_prefix: str = "") -> list[Any]:
+    """Every record the RecordTo sinks (with ``file_prefix``) wrote to ``folder``."""
     records: list[Any] = []
     if not os.path.isdir(folder):
         return records
     for name in sorted(os.listdir(folder)):
-        if name.endswith(".pkl"):
+        if name.startswith(file_prefix) and name.endswith(".pkl"):
             with open(os.path.join(folder, name), "rb") as f:
                 records.extend(pickle.load(f))
     return records
