@@ -263,9 +263,9 @@ class StageWorker:
             data = cloudpickle.dumps({"checkpoint": checkpoint_id, "executor": snap}, protocol=5)
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="tidal-checkpoint")
-        self._writes = [f for f in self._writes if not f.done() or f.exception() is not None]
-        for failed in [f for f in self._writes if f.done()]:
-            failed.result()  # a failed write surfaces here
+        for written in [f for f in self._writes if f.done()]:
+            written.result()  # a failed write surfaces here
+        self._writes = [f for f in self._writes if not f.done()]
         self._writes.append(self._writer.submit(self.store.write_part, checkpoint_id, self.part, data))
         for edge_id, (_kind, actors) in self.routes.items():
             for actor in actors:
