@@ -36,9 +36,8 @@ from tidal.model.userstate import (
 from tidal.model.window import TimestampedValue
 from tidal.model.windowed_value import WindowedValue
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError
-from tidal.transforms import io
-from tidal.transforms.io import ReadFromText, WriteToText
-from tidal.transforms.sources import GeneratorSource, ReadFromSocket, SocketTextSource
+from tidal import io
+from tidal.io import GeneratorSource, ReadFromSocket, ReadFromText, SocketTextSource, WriteToText
 from tidal.transforms.core import Create, FlatMap, FlatMapTuple, Filter, Map, MapTuple, Partition
 from tidal.transforms.util import (
     CoGroupByKey,

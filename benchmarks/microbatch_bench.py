@@ -38,7 +38,7 @@ from tidal import window
 from tidal.runners.direct import DirectRunner
 from tidal.runners.microbatch import MicroBatchRunner
 from tidal.benchmarks.direct_wordcount import make_data as make_words
-from tidal.transforms.arrow import ReadArrow
+from tidal.io.arrowio import ReadArrow
 
 
 def make_arrow_events(n: int, keys: int = 10_000, span_s: int = 1_000, batch_rows: int = 1_000_000, seed: int = 7) -> list[pa.RecordBatch]:

@@ -24,7 +24,7 @@ from tidal.runners.core.plan import build_plan
 from tidal.runners.direct import DirectRunner
 from tidal.runners.microbatch import MicroBatchExecutor, MicroBatchRunner
 from tidal.testing import TestStream, assert_that, equal_to
-from tidal.transforms.arrow import ReadArrow
+from tidal.io.arrowio import ReadArrow
 
 RUNNERS = {
     "direct": lambda: DirectRunner(),

@@ -18,7 +18,7 @@ from tidal.runners.core.plan import build_plan
 from tidal.runners.core.sources import to_windowed
 from tidal.runners.direct import DirectRunner
 from tidal.testing import assert_that, equal_to
-from tidal.transforms.io import STAGING_DIR, ReadFromText, TextSinkFn, TextSource, WriteToText, read_text
+from tidal.io.textio import STAGING_DIR, ReadFromText, TextSinkFn, TextSource, WriteToText, read_text
 
 
 def published(folder: Path) -> list[str]:

@@ -24,7 +24,7 @@ from tidal.runners.direct import DirectRunner
 from tidal.runners.microbatch import MicroBatchRunner
 from tidal.runners.microbatch.commitlog import CommitLog
 from tidal.testing import TestStream
-from tidal.transforms.arrow import ReadArrow
+from tidal.io.arrowio import ReadArrow
 
 
 class _Collect(td.DoFn):

@@ -35,7 +35,7 @@ from tidal.runners.core.checkpoint import CheckpointStore, CheckpointWarning
 from tidal.runners.direct import DirectRunner
 from tidal.runners.microbatch import MicroBatchExecutor, MicroBatchRunner
 from tidal.runners.microbatch.commitlog import CommitLog
-from tidal.transforms.arrow import ReadArrow
+from tidal.io.arrowio import ReadArrow
 
 TV = window.TimestampedValue
 N_EVENTS = 400

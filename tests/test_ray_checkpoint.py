@@ -21,7 +21,7 @@ import tidal as td
 from tidal.capability_matrix.sinks import FailOnce, InjectedFailure
 from tidal.runners.core.checkpoint import CheckpointStore, CheckpointWarning
 from tidal.runners.core.errors import PipelineExecutionError
-from tidal.transforms.io import read_text
+from tidal.io.textio import read_text
 
 ray = pytest.importorskip("ray")
 from tidal.runners.ray.runner import RayRunner  # noqa: E402

@@ -31,7 +31,7 @@ from tidal.runners.core.batched import KEY_COLUMN, VALUE_COLUMN, ArrowRows, defi
 from tidal.runners.core.invoker import DoFnSignature
 from tidal.runners.core.sources import to_windowed
 from tidal.runners.microbatch.columnar import ArrowSourceDriver
-from tidal.transforms.arrow import ArrowBatchSource, timestamps_us
+from tidal.io.arrowio import ArrowBatchSource, timestamps_us
 
 __all__ = ["ArrowParDoPlan", "find_arrow_pardos", "ArrowRowsSourceDriver"]
 

@@ -33,7 +33,7 @@ from tidal.model.window import (
     TimestampCombiner,
 )
 from tidal.runners.core.sources import SourceDriver, SourceEvent
-from tidal.transforms.arrow import ArrowBatchSource
+from tidal.io.arrowio import ArrowBatchSource
 from tidal.transforms.combiners import CountCombineFn, MeanCombineFn
 
 __all__ = ["ArrowCombinePlan", "find_arrow_combines", "ArrowSourceDriver", "ArrowWindowedCombine"]

@@ -1,4 +1,4 @@
-"""Testing helpers: assert_that with equal_to / is_empty / equal_to_per_window, and TestStream.
+"""Matchers and assert_that, at Beam's path ``apache_beam.testing.util``.
 
 >>> import tidal as td
 >>> with td.Pipeline() as p:
@@ -14,7 +14,6 @@ from tidal.model.dofn import CallableDoFn, DoFn
 from tidal.model.primitives import GroupByKey, ParDo, WindowInto
 from tidal.model.ptransform import PTransform
 from tidal.model.pvalue import AsList, PCollection
-from tidal.model.teststream import TestStream
 from tidal.model.window import BoundedWindow, GlobalWindows
 from tidal.transforms.core import Create
 
@@ -26,7 +25,6 @@ __all__ = [
     "equal_to_per_window",
     "TestWindowedValue",
     "BeamAssertException",
-    "TestStream",
 ]
 
 
