@@ -199,11 +199,9 @@ def _run_script(path: str, script_args: Sequence[str]) -> int | None:
 
 
 def _normalize_runner(name: str) -> str:
-    key = name.lower()
-    if key.endswith("runner") and key != "runner":
-        key = key[: -len("runner")]
+    key = registry.canonical_runner_name(name)
     if key not in registry.registered_runners():
-        raise ScriptError(f"unknown runner {name!r}; registered runners: {', '.join(registry.registered_runners())}")
+        raise ScriptError(f"unknown runner {name!r}; registered runners: {registry.runner_list()}")
     return key
 
 

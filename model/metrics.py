@@ -220,8 +220,22 @@ class MetricsFilter:
         self.namespaces.add(_namespace(namespace))
         return self
 
+    def with_namespaces(self, namespaces: Iterable[Any]) -> "MetricsFilter":
+        self.namespaces.update(_namespace(n) for n in namespaces)
+        return self
+
     def with_step(self, step: str) -> "MetricsFilter":
         self.steps.add(step)
+        return self
+
+    def with_steps(self, steps: Iterable[str]) -> "MetricsFilter":
+        self.steps.update(steps)
+        return self
+
+    def with_metric(self, metric: "Counter | Distribution | Gauge") -> "MetricsFilter":
+        """Select the metric a ``Metrics.counter(...)`` (or distribution, gauge) object names."""
+        self.names.add(metric.metric_name.name)
+        self.namespaces.add(metric.metric_name.namespace)
         return self
 
     def matches(self, key: MetricKey) -> bool:
@@ -236,6 +250,11 @@ class MetricsFilter:
 
 class MetricResults:
     """The metrics of a finished (or running) pipeline, merged across workers."""
+
+    #: The keys of :meth:`query`'s result, under Beam's names.
+    COUNTERS = "counters"
+    DISTRIBUTIONS = "distributions"
+    GAUGES = "gauges"
 
     def __init__(self, containers: Iterable[MetricsContainer] = ()) -> None:
         self._by_step: dict[str, MetricsContainer] = {}

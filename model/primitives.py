@@ -7,12 +7,15 @@ creates its output PCollections with the right windowing and boundedness.
 from __future__ import annotations
 
 import abc
+import typing
 from typing import Any, Iterable
 
 import cloudpickle
 
 from tidal.model.combinefn import CombineFn
 from tidal.model.dofn import CallableDoFn, DoFn, DoFnParam
+from tidal.model import typehints
+from tidal.model.typehints import IOTypeHints
 from tidal.model.pipeline import PipelineError
 from tidal.model.ptransform import PrimitiveTransform
 from tidal.model.pvalue import AsSideInput, DoOutputsTuple, PBegin, PCollection
@@ -160,10 +163,26 @@ class ParDo(PrimitiveTransform):
         self.main_tag = "out"
         self._label_prefix: str | None = None
 
+    _type_check_style = "with_side_inputs"
+
     def default_label(self) -> str:
         if self._label_prefix is not None:
             return f"{self._label_prefix}({self.fn.default_label()})"
         return f"ParDo({self.fn.default_label()})"
+
+    def default_type_hints(self) -> IOTypeHints:
+        fn = self.fn
+        if isinstance(fn, CallableDoFn):
+            hints = typehints.get_type_hints(fn.fn, output_is_iterable=fn.kind in ("flatmap", "flatmaptuple"))
+            if fn.kind in ("maptuple", "flatmaptuple"):
+                hints = IOTypeHints(None, hints.output_types)  # the element is unpacked into the arguments
+            return hints
+        return typehints.get_type_hints(fn)
+
+    def infer_output_type(self, input_type: Any) -> Any:
+        if isinstance(self.fn, CallableDoFn) and self.fn.kind == "filter":
+            return input_type
+        return super().infer_output_type(input_type)
 
     def with_outputs(self, *tags: str, main: str | None = None) -> "ParDo":
         """Also produce the outputs ``tags`` (from TaggedOutput); the result is a DoOutputsTuple."""
@@ -242,6 +261,13 @@ class GroupByKey(PrimitiveTransform):
     def expand(self, pcoll: PCollection[Any]) -> PCollection[Any]:
         return pcoll.pipeline._new_output("out", pcoll.windowing, pcoll.is_bounded)
 
+    def default_type_hints(self) -> IOTypeHints:
+        return IOTypeHints(((typehints.KV[typehints.K, typehints.V],), {}), None)
+
+    def infer_output_type(self, input_type: Any) -> Any:
+        key, value = typehints.key_value_types(input_type)
+        return typehints.tuple_of(key, typehints.iterable_of(value))
+
 
 class CombinePerKey(PrimitiveTransform):
     """Combine the values of each key (and window) with a CombineFn or a callable.
@@ -265,8 +291,18 @@ class CombinePerKey(PrimitiveTransform):
         else:
             self.fn = CombineFn.maybe_from_callable(fn)
 
+    _type_check_style = "with_side_inputs"
+
     def default_label(self) -> str:
         return f"CombinePerKey({self.fn.default_label()})"
+
+    def default_type_hints(self) -> IOTypeHints:
+        return IOTypeHints(((typehints.KV[typehints.K, typing.Any],), {}), None)
+
+    def infer_output_type(self, input_type: Any) -> Any:
+        key, _ = typehints.key_value_types(input_type)
+        output = self.get_type_hints().main_output
+        return output if output is not None else typehints.tuple_of(key, typehints.ANY)
 
     def validate_input(self, pcoll: Any, label: str) -> None:
         if not isinstance(pcoll, PCollection):
@@ -318,6 +354,9 @@ class Flatten(PrimitiveTransform):
         windowing = pcolls[0].windowing if pcolls else None
         bounded = all(pc.is_bounded for pc in pcolls)
         return p._new_output("out", windowing, bounded)
+
+    def infer_output_type(self, input_type: Any) -> Any:
+        return input_type
 
 
 class WindowInto(PrimitiveTransform):
@@ -382,4 +421,7 @@ class WindowInto(PrimitiveTransform):
 
     def expand(self, pcoll: PCollection[Any]) -> PCollection[Any]:
         return pcoll.pipeline._new_output("out", self.windowing(), pcoll.is_bounded)
+
+    def infer_output_type(self, input_type: Any) -> Any:
+        return input_type
 

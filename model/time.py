@@ -141,6 +141,31 @@ class Timestamp:
         epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
         return epoch + datetime.timedelta(microseconds=self.micros)
 
+    @classmethod
+    def from_rfc3339(cls, rfc3339: str) -> "Timestamp":
+        """Parse an RFC 3339 UTC time such as ``2024-01-02T03:04:05.5Z`` (as Beam does).
+
+        >>> Timestamp.from_rfc3339("1970-01-01T00:01:00.25Z").seconds()
+        60.25
+        """
+        try:
+            dt = datetime.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%S.%fZ")
+        except ValueError:
+            try:
+                dt = datetime.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ")
+            except ValueError as exc:
+                raise ValueError(f"could not parse RFC 3339 string {rfc3339!r}: {exc}") from None
+        return cls.from_utc_datetime(dt.replace(tzinfo=datetime.timezone.utc))
+
+    def to_rfc3339(self) -> str:
+        """This timestamp as RFC 3339 in UTC; sub-second digits only when there are some.
+
+        >>> Timestamp(5).to_rfc3339(), Timestamp(1.5).to_rfc3339()
+        ('1970-01-01T00:00:05Z', '1970-01-01T00:00:01.500000Z')
+        """
+        dt = self.to_utc_datetime()
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if dt.microsecond else "%Y-%m-%dT%H:%M:%SZ")
+
     def predecessor(self) -> "Timestamp":
         """The timestamp one microsecond earlier."""
         return Timestamp.from_micros(self.micros - 1)

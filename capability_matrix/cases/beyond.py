@@ -31,6 +31,7 @@ from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP, MIN_TIMESTAMP_US, 
 from tidal.model.window import TimestampedValue as TV
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError
 from tidal.testing import TestStream
+from tidal.typehints import TypeCheckError
 
 _FULL = ("value", "window", "timestamp", "pane")
 _WINDOWED = ("value", "window")
@@ -228,6 +229,14 @@ def unbounded_cancel(p: td.Pipeline, ctx: CaseContext) -> Any:
       error=ExpectedError(PipelineExecutionError, "step 'Group'", also=("(key, value)",)))
 def bad_gbk(p: td.Pipeline) -> Any:
     """GroupByKey of elements that are not (key, value) pairs is an error that names the GroupByKey step."""
+    return p | td.Create([1, 2]) | "Untyped" >> td.Map(lambda x: x) | "Group" >> td.GroupByKey()
+
+
+@case("bad_input.group_non_pairs_when_built", "Bad input rejected with a clear error",
+      error=ExpectedError(TypeCheckError, "Input type hint violation at Group: expected Tuple[TypeVariable[K], "
+                          "TypeVariable[V]], got <class 'int'>"))
+def bad_gbk_typed(p: td.Pipeline) -> Any:
+    """GroupByKey of a PCollection whose elements are known not to be pairs is refused when applied, in Beam's words."""
     return p | td.Create([1, 2]) | "Group" >> td.GroupByKey()
 
 
