@@ -11,6 +11,8 @@ Commands:
   Nexmark queries and other workloads (see ``tidal.benchmarks.harness``).
 * ``matrix [--runners ...] [--out DIR]`` runs the capability cases on the
   runners and writes the capability matrix (see ``tidal.capability_matrix``).
+* ``port FILE... [--write]`` rewrites a Beam program's imports for tidal and
+  lists every name it uses that tidal lacks (see ``tidal.porting``).
 
 Arguments that tidal does not know are passed on to the script; everything
 after ``--`` always is.
@@ -46,6 +48,7 @@ examples:
   python -m tidal run examples/wordcount.py --runner direct --input README.md
   python -m tidal graph examples/stock_prices.py > stock_prices.dot
   python -m tidal graph examples/wordcount.py --format mermaid --out wordcount.mmd
+  python -m tidal port beam_wordcount.py > wordcount.py       # a Beam program, ported
 
 'python -m tidal COMMAND --help' tells more about each command.
 """
@@ -319,6 +322,65 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+_PORT_HELP = "rewrite a Beam program for tidal and list what it uses that tidal lacks"
+_PORT_DESCRIPTION = """\
+Rewrite each FILE, a Beam program, for tidal: every 'apache_beam' becomes
+'tidal' (a plain textual rewrite). The rewritten program goes to stdout, or
+replaces FILE with --write. Every apache_beam name the program uses that
+tidal lacks, and every keyword argument a tidal transform does not take, is
+listed on stderr with its line; the exit code is then 1. The program is read,
+never run.
+"""
+_PORT_EPILOG = """\
+examples:
+  python -m tidal port wordcount.py > wordcount_tidal.py
+  python -m tidal port --write pipelines/*.py
+"""
+
+
+def cmd_port(args: argparse.Namespace) -> int:
+    """``tidal port``: print (or write) the rewrite; list what will not port."""
+    from tidal import porting
+
+    status = 0
+    for path in args.files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                source = f.read()
+        except OSError as exc:
+            raise ScriptError(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            missing = porting.unsupported(source, filename=path)
+        except SyntaxError as exc:
+            raise ScriptError(f"{path} is not valid Python: line {exc.lineno}: {exc.msg}") from None
+        ported = porting.rewrite(source)
+        if args.write:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(ported)
+        else:
+            sys.stdout.write(ported)
+        if missing:
+            status = 1
+            print(f"tidal port: {path} uses {len(missing)} thing(s) tidal lacks:", file=sys.stderr)
+            for item in missing:
+                print(f"  {path}:{item.line}: {item.name} ({item.reason})", file=sys.stderr)
+        elif not args.quiet:
+            print(f"tidal port: {path}: every apache_beam name it uses exists in tidal", file=sys.stderr)
+    return status
+
+
+def _add_port_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "port", help=_PORT_HELP, description=_PORT_DESCRIPTION, epilog=_PORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help="a Beam program (.py)")
+    parser.add_argument("--write", action="store_true", help="replace each FILE with its rewrite")
+    parser.add_argument("--quiet", action="store_true", help="say nothing when a file ports completely")
+    parser.set_defaults(func=cmd_port)
+    return parser
+
+
 # -- the parser ----------------------------------------------------------------------
 def _add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -362,7 +424,7 @@ def _add_graph_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 #: Each adds one subcommand; its parser's ``func(args) -> int`` runs it.
 SUBCOMMANDS: list[Callable[[Any], argparse.ArgumentParser]] = [
-    _add_run_parser, _add_graph_parser, add_bench_parser, add_matrix_parser,
+    _add_run_parser, _add_graph_parser, add_bench_parser, add_matrix_parser, _add_port_parser,
 ]
 
 
