@@ -499,10 +499,10 @@ class _Job:
             self.actors.extend(self.workers[stage.id])
             self.result._actors.extend(self.workers[stage.id])
         for stage in plan.stages:
-            routes: dict[str, tuple[str, list[Any]]] = {}
+            routes: dict[str, list[tuple[str, list[Any]]]] = {}
             for e in edges:
                 if e.producer_stage == stage.id:
-                    routes[e.edge_id] = (e.kind, self.workers[e.consumer_stage])
+                    routes.setdefault(e.edge_id, []).append((e.kind, self.workers[e.consumer_stage]))
             ray.get([w.connect.remote(routes) for w in self.workers[stage.id]])
         ray.get([w.open.remote() for w in self.actors])
         if self.recovering is not None:

@@ -67,7 +67,7 @@ class StageWorker:
         self.stage_id = stage_id
         self.index = index
         self.max_in_flight = max_in_flight
-        self.routes: dict[str, tuple[str, list[Any]]] = {}
+        self.routes: dict[str, list[tuple[str, list[Any]]]] = {}
         self.in_flight: dict[int, list[Any]] = {}
         self.sent_watermarks: dict[str, tuple[int, int]] = {}
         self.clock = ManualClock(0) if manual_clock else WallClock()
@@ -112,8 +112,12 @@ class StageWorker:
             self.last_checkpoint = snap["checkpoint"]
 
     # -- set-up ------------------------------------------------------------------
-    def connect(self, routes: dict[str, tuple[str, list[Any]]]) -> bool:
-        """``routes``: edge id -> (kind, actor handles of the consuming stage)."""
+    def connect(self, routes: dict[str, list[tuple[str, list[Any]]]]) -> bool:
+        """``routes``: edge id -> for each consuming stage, (kind, its actor handles).
+
+        A PCollection read by several stages (as main or side input) is one edge id
+        with several destinations; each gets every element and watermark.
+        """
         self.routes = routes
         return True
 
@@ -144,17 +148,17 @@ class StageWorker:
             self.in_flight[key] = rest
 
     def _emit(self, edge_id: str, bundle: list[Any]) -> None:
-        kind, actors = self.routes[edge_id]
-        n = len(actors)
-        if kind == "keyed":
-            for dest, part in enumerate(route_keyed(bundle, n)):
-                if part:
-                    self._send(actors[dest], "push", edge_id, self.index, part)
-        elif kind == "broadcast":
-            for actor in actors:
-                self._send(actor, "push", edge_id, self.index, bundle)
-        else:
-            self._send(actors[self.index % n], "push", edge_id, self.index, bundle)
+        for kind, actors in self.routes[edge_id]:
+            n = len(actors)
+            if kind == "keyed":
+                for dest, part in enumerate(route_keyed(bundle, n)):
+                    if part:
+                        self._send(actors[dest], "push", edge_id, self.index, part)
+            elif kind == "broadcast":
+                for actor in actors:
+                    self._send(actor, "push", edge_id, self.index, bundle)
+            else:
+                self._send(actors[self.index % n], "push", edge_id, self.index, bundle)
 
     def _forward_watermarks(self) -> None:
         now = self.clock.now_us()
@@ -162,8 +166,9 @@ class StageWorker:
             # Processing time travels with the watermark (a TestStream's clock moves both).
             if (wm, now) != self.sent_watermarks.get(edge_id):
                 self.sent_watermarks[edge_id] = (wm, now)
-                for actor in self.routes[edge_id][1]:
-                    self._send(actor, "watermark", edge_id, self.index, wm, now)
+                for _kind, actors in self.routes[edge_id]:
+                    for actor in actors:
+                        self._send(actor, "watermark", edge_id, self.index, wm, now)
 
     # -- receiving ---------------------------------------------------------------
     def push(self, edge_id: str, sender: int, bundle: list[Any]) -> bool:
@@ -267,9 +272,10 @@ class StageWorker:
             written.result()  # a failed write surfaces here
         self._writes = [f for f in self._writes if not f.done()]
         self._writes.append(self._writer.submit(self.store.write_part, checkpoint_id, self.part, data))
-        for edge_id, (_kind, actors) in self.routes.items():
-            for actor in actors:
-                self._send(actor, "barrier", edge_id, self.index, checkpoint_id)
+        for edge_id, destinations in self.routes.items():
+            for _kind, actors in destinations:
+                for actor in actors:
+                    self._send(actor, "barrier", edge_id, self.index, checkpoint_id)
 
     def drain(self) -> bool:
         """Wait until everything this worker sent has been processed downstream."""
