@@ -121,6 +121,37 @@ class _Finder(ast.NodeVisitor):
             if self._check(node.lineno, path) is not _MISSING:
                 self.bindings[alias.asname or alias.name] = path
 
+    # -- scopes: a parameter or local variable hides a module alias of the same name ------------
+    def _visit_scope(self, node: ast.AST, local_names: set[str]) -> None:
+        hidden = {name: self.bindings.pop(name) for name in local_names if name in self.bindings}
+        try:
+            self.generic_visit(node)
+        finally:
+            self.bindings.update(hidden)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        for decorator in node.decorator_list:
+            self.visit(decorator)
+        for default in [*node.args.defaults, *[d for d in node.args.kw_defaults if d is not None]]:
+            self.visit(default)
+        body = ast.Module(body=node.body, type_ignores=[])
+        self._visit_scope(body, _parameters(node.args) | _assigned_names(node.body))
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        for default in [*node.args.defaults, *[d for d in node.args.kw_defaults if d is not None]]:
+            self.visit(default)
+        self._visit_scope(ast.Expression(body=node.body), _parameters(node.args))
+
+    def _visit_comprehension(self, node: ast.AST) -> None:
+        targets: set[str] = set()
+        for generator in getattr(node, "generators", []):
+            targets |= {n.id for n in ast.walk(generator.target) if isinstance(n, ast.Name)}
+        self._visit_scope(node, targets)
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _visit_comprehension
+
     # -- uses -----------------------------------------------------------------------------
     def _dotted(self, node: ast.AST) -> tuple[str, list[str]] | None:
         """For ``a.b.c`` with ``a`` bound to a Beam path: (that path, ["b", "c"])."""
@@ -172,6 +203,34 @@ class _Finder(ast.NodeVisitor):
         for kw in node.keywords:
             if kw.arg is not None and kw.arg not in params:
                 self._report(node.lineno, f"{name}({kw.arg}=...)", f"tidal's {name.rsplit('.', 1)[-1]} takes no argument {kw.arg!r}")
+
+
+def _parameters(args: ast.arguments) -> set[str]:
+    names = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]}
+    if args.vararg is not None:
+        names.add(args.vararg.arg)
+    if args.kwarg is not None:
+        names.add(args.kwarg.arg)
+    return names
+
+
+def _assigned_names(body: list[ast.stmt]) -> set[str]:
+    """Names a function body binds (assignments, loops, with, imports), not looking into nested functions."""
+    names: set[str] = set()
+    stack: list[ast.AST] = list(body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            continue
+        if isinstance(node, ast.Lambda):
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names if a.name != "*")
+        stack.extend(ast.iter_child_nodes(node))
+    return names
 
 
 def unsupported(source: str, filename: str = "<program>") -> list[Unsupported]:

@@ -107,8 +107,9 @@ class Case:
     #: Reads an observation from the PipelineResult (metrics, state), compared with expected_probe.
     probe: Callable[["PipelineResult"], Any] | None = None
     expected_probe: Any = None
-    #: Runs the built pipeline instead of ``p.run().wait_until_finish()`` (e.g. to cancel it).
-    drive: Callable[["Pipeline", "CaseContext"], "PipelineResult"] | None = None
+    #: Runs the built pipeline instead of ``p.run().wait_until_finish()`` (e.g. to cancel it);
+    #: returns its result, or None when the case runs pipelines of its own (a ported program).
+    drive: Callable[["Pipeline", "CaseContext"], "PipelineResult | None"] | None = None
     #: Runner capabilities the case needs (CHECKPOINT_RESTORE).
     requires: tuple[str, ...] = ()
     #: With at-least-once delivery to an idempotent sink: the key a record is stored under.
@@ -231,7 +232,7 @@ def case(
     observe: tuple[str, ...] = ("value",),
     probe: Callable[["PipelineResult"], Any] | None = None,
     expected_probe: Any = None,
-    drive: Callable[["Pipeline", CaseContext], "PipelineResult"] | None = None,
+    drive: Callable[["Pipeline", CaseContext], "PipelineResult | None"] | None = None,
     requires: tuple[str, ...] = (),
     idempotent_key: Callable[[Any], Any] | None = None,
     elements: int | None = None,

@@ -279,6 +279,8 @@ def _execute(case: Case, runner: str | Runner, ctx: CaseContext, deadline: float
     problems = _check_outputs(case, named, ctx)
     if case.probe is not None:
         try:
+            if result is None:
+                raise ValueError("the case's drive returned no PipelineResult to probe")
             observed = case.probe(result)
         except Exception as exc:
             problems.append(f"reading the result raised {_describe_exc(exc)}")
