@@ -21,7 +21,7 @@ typed_pipeline = load_ported("typed_pipeline")
 PAIRS = [("apple", 3), ("fig", 10), ("apple", 5), ("kiwi", 1), ("fig", 2), ("apple", 7)]
 
 
-def test_combiners_cookbook_main(tmp_path: Path, runner: str) -> None:
+def test_combiners_cookbook_main(tmp_path: Path, local_runner: str) -> None:
     source = tmp_path / "fruit.csv"
     source.write_text("".join(f"{f},{n}\n" for f, n in PAIRS))
     combiners_cookbook.run([f"--input={source}", f"--output={tmp_path / 'out'}"])
@@ -70,7 +70,7 @@ def test_multiple_outputs(runner: str) -> None:
         assert_that(split.tag_character_count, equal_to([13, 17]), label="chars")
 
 
-def test_join_merges_contacts(tmp_path: Path, runner: str) -> None:
+def test_join_merges_contacts(tmp_path: Path, local_runner: str) -> None:
     (tmp_path / "e.csv").write_text("ann, ann@x.org\nbob, bob@y.org\nann, ann2@x.org\n")
     (tmp_path / "p.csv").write_text("bob, 555-1\ncat, 555-2\n")
     (tmp_path / "s.csv").write_text("cat, 1 Main St\n")
