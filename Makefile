@@ -19,6 +19,9 @@ run: $(STAMP)
 	@echo "== stock prices per minute (examples/stock_prices.py) on the direct runner"
 	$(PY) -m tidal run examples/stock_prices.py --runner direct
 	@echo
+	@echo "== Beam programs ported by replacing apache_beam with tidal, against Beam's own output (examples/beam_port.py)"
+	$(PY) examples/beam_port.py
+	@echo
 	@echo "== one windowed pipeline on every runner (examples/every_runner.py)"
 	RAY_AUTH_MODE=disabled $(PY) examples/every_runner.py
 	@echo
