@@ -291,6 +291,13 @@ def bad_stateful(p: td.Pipeline) -> Any:
     return p | td.Create([1]) | "NeedsPairs" >> td.ParDo(_NeedsState())
 
 
+@case("bad_input.time_arithmetic_out_of_range", "Bad input rejected with a clear error",
+      error=ExpectedError(td.UserCodeError, "step 'Shift'", also=("MAX_TIMESTAMP + Duration(1) is outside [MIN_TIMESTAMP, MAX_TIMESTAMP]",)))
+def bad_time_arithmetic(p: td.Pipeline) -> Any:
+    """Timestamp arithmetic that leaves [MIN_TIMESTAMP, MAX_TIMESTAMP] is a clear error, not a wrapped-around time."""
+    return p | td.Create([1]) | "Shift" >> td.Map(lambda x: td.MAX_TIMESTAMP + td.Duration(x))
+
+
 # -- Exactly-once after failure ---------------------------------------------------------
 
 
