@@ -4,6 +4,7 @@ Each expected pane below is derived by hand from SEMANTICS.md, as
 ``(key, values, window, timestamp µs, index, timing, is_first, is_last,
 nonspeculative_index)`` (see ``pane_support.P``):
 
+4. a TestStream watermark must strictly advance;
 5. Timestamp / Duration arithmetic stays in [MIN_TIMESTAMP, MAX_TIMESTAMP];
 """
 
@@ -61,6 +62,36 @@ def run_panes(runner: str, stream: TestStream, into: td.WindowInto, expected: li
 def counter(result: td.PipelineResult, name: str, step: str = "Group") -> int:
     query = td.MetricsFilter().with_namespace("tidal").with_name(name).with_step(step)
     return sum(c.committed for c in result.metrics().query(query)["counters"])
+
+
+# -- 4. TestStream watermarks strictly advance -------------------------------------------
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (
+            lambda: TestStream().advance_watermark_to(10).advance_watermark_to(5),
+            "TestStream.advance_watermark_to(Timestamp(5)): the watermark must strictly advance, but it is already at Timestamp(10)",
+        ),
+        (
+            lambda: TestStream().advance_watermark_to(10).add_elements([1]).advance_watermark_to(10),
+            "TestStream.advance_watermark_to(Timestamp(10)): the watermark must strictly advance, but it is already at Timestamp(10)",
+        ),
+        (
+            lambda: TestStream().advance_watermark_to(td.MIN_TIMESTAMP),
+            "TestStream.advance_watermark_to(MIN_TIMESTAMP): the watermark must strictly advance, but it is already at MIN_TIMESTAMP",
+        ),
+        (
+            lambda: TestStream().advance_watermark_to_infinity().advance_watermark_to_infinity(),
+            "TestStream.advance_watermark_to_infinity(): the watermark must strictly advance, but it is already at MAX_TIMESTAMP",
+        ),
+    ],
+    ids=["backwards", "equal", "min-timestamp", "infinity-twice"],
+)
+def test_a_test_stream_watermark_that_does_not_advance_is_an_error_at_construction(runner: str, build: Any, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        with td.Pipeline(runner=runner) as p:
+            _ = p | build()
+    assert str(info.value) == message
 
 
 # -- 5. time arithmetic stays in range -----------------------------------------------------

@@ -917,11 +917,13 @@ def test_unbounded_global_window_with_a_trigger_is_accepted() -> None:
     )
 
 
-def test_test_stream_watermark_moving_backwards_names_the_step() -> None:
-    stream = TestStream().advance_watermark_to(10).advance_watermark_to(5)
-    p = td.Pipeline()
-    with pytest.raises(td.PipelineError, match=r"^step 'Src': the watermark moves backwards"):
-        p | "Src" >> stream
+def test_test_stream_watermark_moving_backwards_is_an_error_naming_both_values() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"^TestStream\.advance_watermark_to\(Timestamp\(5\)\): the watermark must strictly advance, "
+        r"but it is already at Timestamp\(10\)$",
+    ):
+        TestStream().advance_watermark_to(10).advance_watermark_to(5)
 
 
 def test_test_stream_processing_time_must_advance_names_the_step() -> None:

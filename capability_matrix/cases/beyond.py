@@ -69,6 +69,14 @@ def ts_processing_time(p: td.Pipeline) -> Any:
     return windowed | td.GroupByKey() | sort_groups()
 
 
+@case("teststream.watermark_must_advance", "TestStream",
+      error=ExpectedError(ValueError, "advance_watermark_to(Timestamp(10))", also=("must strictly advance", "already at Timestamp(10)")))
+def ts_watermark_must_advance(p: td.Pipeline) -> Any:
+    """A watermark advance to a time not later than the previous watermark is refused when the
+    TestStream is built, naming both values."""
+    return p | TestStream().add_elements([TV(("k", 1), 1)]).advance_watermark_to(10).advance_watermark_to(10)
+
+
 def _hundred_steps() -> TestStream:
     stream = TestStream()
     for i in range(100):
