@@ -4,6 +4,9 @@ Each expected pane below is derived by hand from SEMANTICS.md, as
 ``(key, values, window, timestamp µs, index, timing, is_first, is_last,
 nonspeculative_index)`` (see ``pane_support.P``):
 
+1. pane info does not survive a merge: a merged window's panes start at index 0;
+2. ON_TIME only for the firing the watermark causes; a first firing past the
+   end of the window that late data causes is LATE;
 4. a TestStream watermark must strictly advance;
 5. Timestamp / Duration arithmetic stays in [MIN_TIMESTAMP, MAX_TIMESTAMP];
 """
@@ -62,6 +65,209 @@ def run_panes(runner: str, stream: TestStream, into: td.WindowInto, expected: li
 def counter(result: td.PipelineResult, name: str, step: str = "Group") -> int:
     query = td.MetricsFilter().with_namespace("tidal").with_name(name).with_step(step)
     return sum(c.committed for c in result.metrics().query(query)["counters"])
+
+
+# -- 1. pane indices after a merge --------------------------------------------------------
+@pytest.mark.parametrize("mode", [DISCARDING, ACCUMULATING], ids=["discarding", "accumulating"])
+def test_a_merged_session_starts_its_panes_at_index_0(runner: str, mode: AccumulationMode) -> None:
+    stream = (
+        TestStream()
+        .add_elements(kvs("k", 1, 3))  # [1,11) and [3,13) merge into [1,13): AfterCount(2) fires early, index 0
+        .add_elements(kvs("k", 12))  # [12,22) merges [1,13) into [1,22): a new window, count 1, no firing
+        .advance_watermark_to_infinity()  # [1,22) on time: its first pane, so index 0 again (not 1)
+    )
+    acc = mode is ACCUMULATING
+    run_panes(
+        runner,
+        stream,
+        td.WindowInto(window.Sessions(10), trigger=trigger.AfterWatermark(early=trigger.AfterCount(2)), accumulation_mode=mode),
+        [
+            P("k", [1, 3], W(1, 13), 13 * US - 1, 0, EARLY, False, -1),
+            # The elements merge (accumulating: all three); the pane history does not.
+            P("k", [1, 3, 12] if acc else [12], W(1, 22), 22 * US - 1, 0, ON_TIME, True, 0),
+        ],
+    )
+
+
+def test_a_late_merge_into_a_fired_session_is_a_new_window_with_late_panes(runner: str) -> None:
+    stream = (
+        TestStream()
+        .add_elements(kvs("k", 1))  # [1,6)
+        .advance_watermark_to(10)  # on time, index 0
+        .add_elements(kvs("k", 4))  # late: [4,9) merges into [1,9), a new window behind the watermark
+        .add_elements(kvs("k", 2))  # [2,7) falls inside [1,9): the same window, its second pane
+        .advance_watermark_to_infinity()
+    )
+    run_panes(
+        runner,
+        stream,
+        td.WindowInto(window.Sessions(5), allowed_lateness=100),
+        [
+            P("k", [1], W(1, 6), 6 * US - 1, 0, ON_TIME, False, 0),
+            P("k", [4], W(1, 9), 9 * US - 1, 0, LATE, False, 0),
+            P("k", [2], W(1, 9), 9 * US - 1, 1, LATE, False, 1),
+        ],
+    )
+
+
+class SmallIntoBig(window.WindowFn):
+    """A custom merging WindowFn: the value "big" gets [0, 100), others [t, t+1); a small window
+    inside a big one merges into it (the big window is the merge result)."""
+
+    def assign(self, context: window.AssignContext) -> list[window.BoundedWindow]:
+        t = context.timestamp.micros
+        if context.element[1] == "big":
+            return [W(0, 100)]
+        return [W.from_micros(t, t + US)]
+
+    def merge(self, merge_context: window.MergeContext) -> None:
+        windows: list[Any] = list(merge_context.windows)
+        for big in [w for w in windows if w[1] - w[0] == 100 * US]:
+            inside = [w for w in windows if w != big and big.contains(w)]
+            if inside:
+                merge_context.merge([big, *inside], big)
+
+
+def test_a_custom_merging_windowfn_restarts_panes_only_for_a_new_window(runner: str) -> None:
+    stream = (
+        TestStream()
+        .add_elements([TV(("k", "s1"), 7)])  # [7,8): fires, index 0
+        .add_elements([TV(("k", "big"), 5)])  # [0,100) absorbs the active [7,8): a new window, index 0
+        .add_elements([TV(("k", "s2"), 9)])  # [9,10) merges into the active [0,100): not new, index 1
+        .advance_watermark_to_infinity()
+    )
+    run_panes(
+        runner,
+        stream,
+        td.WindowInto(SmallIntoBig(), trigger=trigger.Repeatedly(trigger.AfterCount(1)), accumulation_mode=DISCARDING),
+        [
+            P("k", ["s1"], W(7, 8), 8 * US - 1, 0, EARLY, False, -1),
+            P("k", ["big"], W(0, 100), 100 * US - 1, 0, EARLY, False, -1),
+            P("k", ["s2"], W(0, 100), 100 * US - 1, 1, EARLY, False, -1),
+        ],
+    )
+
+
+# -- 2. ON_TIME only for the watermark's firing -------------------------------------------
+def test_a_first_firing_past_the_end_caused_by_a_count_is_late(runner: str) -> None:
+    stream = (
+        TestStream()
+        .add_elements(kvs("k", 1))
+        .advance_watermark_to(10)  # the end-of-window firing: AfterCount(2) has 1 element, nothing fires
+        .add_elements(kvs("k", 2))  # the count fires the window's first pane: LATE (data caused it)
+        .add_elements(kvs("k", 3, 4))
+        .advance_watermark_to_infinity()
+    )
+    run_panes(
+        runner,
+        stream,
+        td.WindowInto(
+            window.FixedWindows(10),
+            trigger=trigger.Repeatedly(trigger.AfterCount(2)),
+            accumulation_mode=DISCARDING,
+            allowed_lateness=100,
+        ),
+        [
+            P("k", [1, 2], W(0, 10), EOW10, 0, LATE, False, 0),
+            P("k", [3, 4], W(0, 10), EOW10, 1, LATE, False, 1),
+        ],
+    )
+
+
+def test_a_first_firing_past_the_end_caused_by_processing_time_is_late(runner: str) -> None:
+    stream = (
+        TestStream()
+        .add_elements(kvs("k", 1))  # processing-time deadline 0 + 5
+        .advance_watermark_to(10)  # the end-of-window firing: the deadline has not come, nothing fires
+        .advance_processing_time(5)  # the deadline fires the first pane: LATE
+        .advance_watermark_to_infinity()
+    )
+    run_panes(
+        runner,
+        stream,
+        td.WindowInto(
+            window.FixedWindows(10),
+            trigger=trigger.Repeatedly(trigger.AfterProcessingTime(5)),
+            accumulation_mode=DISCARDING,
+            allowed_lateness=100,
+        ),
+        [P("k", [1], W(0, 10), EOW10, 0, LATE, False, 0)],
+    )
+
+
+def test_the_watermark_fires_the_on_time_pane_once_then_late_data_fires_late_panes(runner: str) -> None:
+    stream = (
+        TestStream()
+        .add_elements(kvs("k", 1, 2))  # early
+        .advance_watermark_to(10)  # ON_TIME, even empty (discarding: nothing new since the early pane)
+        .add_elements(kvs("k", 3))  # late: LATE
+        .advance_watermark_to(20)  # the watermark moves on: no second ON_TIME pane
+        .add_elements(kvs("k", 4))
+        .advance_watermark_to_infinity()
+    )
+    run_panes(
+        runner,
+        stream,
+        td.WindowInto(
+            window.FixedWindows(10),
+            trigger=trigger.AfterWatermark(early=trigger.AfterCount(2), late=trigger.AfterCount(1)),
+            accumulation_mode=DISCARDING,
+            allowed_lateness=100,
+        ),
+        [
+            P("k", [1, 2], W(0, 10), EOW10, 0, EARLY, False, -1),
+            P("k", [], W(0, 10), EOW10, 1, ON_TIME, False, 0),
+            P("k", [3], W(0, 10), EOW10, 2, LATE, False, 1),
+            P("k", [4], W(0, 10), EOW10, 3, LATE, False, 2),
+        ],
+    )
+
+
+def test_a_window_opened_by_late_data_has_late_panes_only(runner: str) -> None:
+    stream = (
+        TestStream()
+        .advance_watermark_to(20)
+        .add_elements(kvs("k", 5))  # [0,10) is behind the watermark, within lateness: LATE, index 0
+        .add_elements(kvs("k", 6))
+        .advance_watermark_to_infinity()
+    )
+    run_panes(
+        runner,
+        stream,
+        td.WindowInto(window.FixedWindows(10), allowed_lateness=100),
+        [
+            P("k", [5], W(0, 10), EOW10, 0, LATE, False, 0),
+            P("k", [6], W(0, 10), EOW10, 1, LATE, False, 1),
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    "late_first, timing",
+    [(False, ON_TIME), (True, LATE)],
+    ids=["window-open-at-its-end", "window-opened-late"],
+)
+def test_the_expiry_pane_is_on_time_only_for_a_window_the_watermark_reached_open(
+    runner: str, late_first: bool, timing: PaneInfoTiming
+) -> None:
+    # Never fires only at expiry. A window that was open when the watermark passed its end
+    # had its end-of-window firing (Never fired nothing): the watermark fires its one pane at
+    # expiry, ON_TIME. A window that late data opened never had one: its pane is LATE.
+    stream = TestStream()
+    if not late_first:
+        stream = stream.add_elements(kvs("k", 1))
+    stream = (
+        stream.advance_watermark_to(10)
+        .add_elements(kvs("k", 3))  # late, within lateness: buffered
+        .advance_watermark_to(20)  # expiry (wm > 9.999999 + 5): the one final pane
+        .advance_watermark_to_infinity()
+    )
+    run_panes(
+        runner,
+        stream,
+        td.WindowInto(window.FixedWindows(10), trigger=trigger.Never(), accumulation_mode=DISCARDING, allowed_lateness=5),
+        [P("k", [3] if late_first else [1, 3], W(0, 10), EOW10, 0, timing, True, 0)],
+    )
 
 
 # -- 4. TestStream watermarks strictly advance -------------------------------------------

@@ -154,9 +154,9 @@ def test_after_watermark_early_and_late_on_sessions(mode: AccumulationMode) -> N
     stream = (
         TestStream()
         .add_elements(kvs("k", 1))  # session [1,11): early pane
-        .add_elements(kvs("k", 5))  # [5,15) merges into [1,15): early pane of the merged window
+        .add_elements(kvs("k", 5))  # [5,15) merges into [1,15), a new window: its first (early) pane
         .advance_watermark_to(20)  # [1,15) on time
-        .add_elements(kvs("k", 8))  # late: [8,18) merges into [1,18), still behind the watermark
+        .add_elements(kvs("k", 8))  # late: [8,18) merges into [1,18), a new window behind the watermark
         .advance_watermark_to_infinity()
     )
     acc = mode is ACCUMULATING
@@ -170,10 +170,12 @@ def test_after_watermark_early_and_late_on_sessions(mode: AccumulationMode) -> N
         ),
         [
             P("k", [1], W(1, 11), 11 * US - 1, 0, EARLY, False, -1),
-            P("k", [1, 5] if acc else [5], W(1, 15), 15 * US - 1, 1, EARLY, False, -1),
+            # Pane info does not survive a merge: each merged window's panes start at index 0.
+            P("k", [1, 5] if acc else [5], W(1, 15), 15 * US - 1, 0, EARLY, False, -1),
             # Discarding, nothing new since the early pane: the on-time pane still fires, empty.
-            P("k", [1, 5] if acc else [], W(1, 15), 15 * US - 1, 2, ON_TIME, False, 0),
-            P("k", [1, 5, 8] if acc else [8], W(1, 18), 18 * US - 1, 3, LATE, False, 1),
+            P("k", [1, 5] if acc else [], W(1, 15), 15 * US - 1, 1, ON_TIME, False, 0),
+            # Fired by the late element, not by the watermark: LATE, the window's first pane.
+            P("k", [1, 5, 8] if acc else [8], W(1, 18), 18 * US - 1, 0, LATE, False, 0),
         ],
     )
 
@@ -279,7 +281,7 @@ def test_repeatedly_after_watermark_is_the_default_trigger(spelled: trigger.Trig
     )
 
 
-def test_a_late_element_opening_a_new_window_gets_its_on_time_pane() -> None:
+def test_a_late_element_opening_a_new_window_fires_late_panes_only() -> None:
     stream = (
         TestStream()
         .advance_watermark_to(20)
@@ -291,7 +293,9 @@ def test_a_late_element_opening_a_new_window_gets_its_on_time_pane() -> None:
         stream,
         td.WindowInto(window.FixedWindows(10), allowed_lateness=100),
         [
-            P("k", [5], W(0, 10), EOW10, 0, ON_TIME, False, 0),
+            # The watermark passed the end before the window existed: no end-of-window firing,
+            # so no ON_TIME pane; the first pane, fired by late data, is LATE (as in Beam).
+            P("k", [5], W(0, 10), EOW10, 0, LATE, False, 0),
             P("k", [6], W(0, 10), EOW10, 1, LATE, False, 1),
         ],
     )
@@ -471,7 +475,7 @@ def test_after_all_of_a_count_and_the_watermark() -> None:
         TestStream()
         .add_elements(kvs("k", 1))
         .advance_watermark_to(10)  # the watermark part is ready, the count (2) is not
-        .add_elements(kvs("k", 2))  # now both: the first firing past the end, ON_TIME
+        .add_elements(kvs("k", 2))  # now both: the first firing past the end, caused by data: LATE
         .advance_watermark_to_infinity()
     )
     run_panes(
@@ -482,7 +486,7 @@ def test_after_all_of_a_count_and_the_watermark() -> None:
             accumulation_mode=DISCARDING,
             allowed_lateness=100,
         ),
-        [P("k", [1, 2], W(0, 10), EOW10, 0, ON_TIME, True, 0)],
+        [P("k", [1, 2], W(0, 10), EOW10, 0, LATE, True, 0)],
     )
 
 
@@ -588,7 +592,7 @@ def test_always_fires_after_every_bundle() -> None:
         .add_elements(kvs("k", 1, 2))
         .add_elements(kvs("k", 3))
         .advance_watermark_to(10)  # no new element: nothing fires
-        .add_elements(kvs("k", 4))  # first firing past the end of the window: ON_TIME
+        .add_elements(kvs("k", 4))  # first firing past the end of the window, caused by data: LATE
         .add_elements(kvs("k", 5))
         .advance_watermark_to_infinity()
     )
@@ -598,7 +602,7 @@ def test_always_fires_after_every_bundle() -> None:
         [
             P("k", [1, 2], W(0, 10), EOW10, 0, EARLY, False, -1),
             P("k", [3], W(0, 10), EOW10, 1, EARLY, False, -1),
-            P("k", [4], W(0, 10), EOW10, 2, ON_TIME, False, 0),
+            P("k", [4], W(0, 10), EOW10, 2, LATE, False, 0),
             P("k", [5], W(0, 10), EOW10, 3, LATE, False, 1),
         ],
     )

@@ -268,11 +268,23 @@ def lateness_edge(p: td.Pipeline) -> Any:
 
 
 @case("lateness.session_merges_late", "Allowed lateness", observe=_FULL,
-      expected=[(("k", [1]), W(1, 6), eow(6), on_time(0)), (("k", [4]), W(1, 9), eow(9), late(1, 1))])
+      expected=[(("k", [1]), W(1, 6), eow(6), on_time(0)), (("k", [4]), W(1, 9), eow(9), late(0, 0))])
 def lateness_sessions(p: td.Pipeline) -> Any:
-    """A late element within the lateness merges into a session that already fired."""
+    """A late element within the lateness merges into a session that already fired; the merged
+    session is a new window, so its LATE pane has index 0."""
     stream = TestStream().add_elements(_kv(1)).advance_watermark_to(10).add_elements(_kv(4)).advance_watermark_to(12).advance_watermark_to_infinity()
     return _grouped(p, stream, windowfn=window.Sessions(5), allowed_lateness=100)
+
+
+@case("lateness.first_firing_by_late_data_is_late", "Allowed lateness", observe=_FULL,
+      expected=[(("k", [1, 2]), W(0, 10), eow(10), late(0, 0))])
+def lateness_data_fired_is_late(p: td.Pipeline) -> Any:
+    """ON_TIME is only the firing the watermark causes: when late data makes Repeatedly(AfterCount(2))
+    fire a window the watermark already passed (its end-of-window firing found one element), that first
+    pane is LATE."""
+    stream = TestStream().add_elements(_kv(1)).advance_watermark_to(10).add_elements(_kv(2)).advance_watermark_to_infinity()
+    return _grouped(p, stream, windowfn=window.FixedWindows(10), trigger=tr.Repeatedly(tr.AfterCount(2)),
+                    accumulation_mode=DISCARDING, allowed_lateness=100)
 
 
 # -- Timers -----------------------------------------------------------------------------
