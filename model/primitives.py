@@ -323,6 +323,14 @@ class Flatten(PrimitiveTransform):
 class WindowInto(PrimitiveTransform):
     """Assign windows to elements and set the windowing strategy downstream.
 
+    Downstream GroupByKey / CombinePerKey steps fire panes under ``trigger``
+    (see :class:`tidal.trigger.PaneInfo` for what a pane's timing and index
+    mean). A window expires when the watermark passes its end plus
+    ``allowed_lateness``; input for an expired window is dropped and counted
+    in the step's ``dropped_due_to_lateness`` counter, and input for a window
+    whose trigger finished (closed, not yet expired) in
+    ``dropped_due_to_closed_window`` (see :mod:`tidal.model.metrics`).
+
     >>> import tidal as td
     >>> from tidal import window
     >>> with td.Pipeline() as p:

@@ -9,6 +9,7 @@ nonspeculative_index)`` (see ``pane_support.P``):
    end of the window that late data causes is LATE;
 4. a TestStream watermark must strictly advance;
 5. Timestamp / Duration arithmetic stays in [MIN_TIMESTAMP, MAX_TIMESTAMP];
+6. dropped input is counted by cause (expired window / closed window);
 """
 
 from __future__ import annotations
@@ -360,6 +361,67 @@ def test_out_of_range_time_arithmetic_in_a_dofn_fails_the_step(runner: str) -> N
             _ = p | td.Create([1]) | "Shift" >> td.Map(lambda x: td.MAX_TIMESTAMP + Duration(x))
     assert info.value.step == "Shift"
     assert str(info.value) == f"step 'Shift': <lambda> raised ValueError: MAX_TIMESTAMP + Duration(1) is outside {RANGE} on element 1"
+
+
+# -- 6. drops counted by cause -------------------------------------------------------------
+@pytest.mark.parametrize("combine", [None, sum], ids=["GroupByKey", "CombinePerKey"])
+def test_drops_are_counted_apart_for_a_closed_and_an_expired_window(runner: str, combine: Any) -> None:
+    stream = (
+        TestStream()
+        .add_elements(kvs("k", 1))
+        .advance_watermark_to(10)  # AfterWatermark() fires on time and finishes: [0,10) is closed
+        .add_elements(kvs("k", 2, 3))  # within lateness, but closed: 2 dropped for the closed window
+        .advance_watermark_to(30)  # [0,10) expires (wm > 9.999999 + 10)
+        .add_elements(kvs("k", 4))  # too late: 1 dropped for lateness
+        .add_elements(kvs("k", 35))  # [30,40) is on time
+        .advance_watermark_to_infinity()
+    )
+    result = run_panes(
+        runner,
+        stream,
+        td.WindowInto(window.FixedWindows(10), trigger=trigger.AfterWatermark(), accumulation_mode=DISCARDING, allowed_lateness=10),
+        [
+            P("k", [1] if combine is None else 1, W(0, 10), EOW10, 0, ON_TIME, True, 0),
+            P("k", [35] if combine is None else 35, W(30, 40), 40 * US - 1, 0, ON_TIME, True, 0),
+        ],
+        combine=combine,
+    )
+    assert counter(result, "dropped_due_to_closed_window") == 2
+    assert counter(result, "dropped_due_to_lateness") == 1
+
+
+def test_a_closed_session_counts_merged_input_as_dropped_for_the_closed_window(runner: str) -> None:
+    stream = (
+        TestStream()
+        .add_elements(kvs("k", 1, 2))  # [1,12) fires and finishes (AfterCount(2))
+        .add_elements(kvs("k", 5))  # [5,15) merges into the closed window: dropped, closed
+        .advance_watermark_to_infinity()
+    )
+    result = run_panes(
+        runner,
+        stream,
+        td.WindowInto(window.Sessions(10), trigger=trigger.AfterCount(2), accumulation_mode=DISCARDING),
+        [P("k", [1, 2], W(1, 12), 12 * US - 1, 0, EARLY, True, -1)],
+    )
+    assert (counter(result, "dropped_due_to_closed_window"), counter(result, "dropped_due_to_lateness")) == (1, 0)
+
+
+class Count(td.DoFn):
+    N = td.ReadModifyWriteStateSpec("n")
+
+    def process(self, kv: Any, n: Any = td.DoFn.StateParam(N)) -> Iterable[Any]:
+        n.write((n.read() or 0) + 1)
+        yield kv[0], n.read()
+
+
+def test_a_stateful_dofn_counts_expired_input_as_dropped_for_lateness(runner: str) -> None:
+    p = td.Pipeline(runner=runner)
+    stream = TestStream().add_elements(kvs("k", 1)).advance_watermark_to(20).add_elements(kvs("k", 2)).advance_watermark_to_infinity()
+    counts = p | stream | td.WindowInto(window.FixedWindows(10)) | "Count" >> td.ParDo(Count())
+    assert_that(counts, equal_to([("k", 1)]))
+    result = p.run()
+    result.wait_until_finish()
+    assert (counter(result, "dropped_due_to_lateness", "Count"), counter(result, "dropped_due_to_closed_window", "Count")) == (1, 0)
 
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

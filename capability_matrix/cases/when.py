@@ -287,6 +287,29 @@ def lateness_data_fired_is_late(p: td.Pipeline) -> Any:
                     accumulation_mode=DISCARDING, allowed_lateness=100)
 
 
+def _dropped_by_cause(result: Any) -> Any:
+    found = result.metrics().query(MetricsFilter().with_namespace("tidal"))["counters"]
+    totals: dict[str, int] = {}
+    for c in found:
+        if c.key.metric.name.startswith("dropped_due_to_"):
+            totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + c.committed
+    return totals
+
+
+@case("lateness.drops_counted_by_cause", "Allowed lateness", observe=_PANES, expected=[(("k", [1]), on_time(0, last=True))],
+      probe=_dropped_by_cause, expected_probe={"dropped_due_to_closed_window": 1, "dropped_due_to_lateness": 1})
+def lateness_drops_by_cause(p: td.Pipeline) -> Any:
+    """Dropped input is counted by cause: input for a window whose trigger finished in
+    dropped_due_to_closed_window, input past the allowed lateness in dropped_due_to_lateness."""
+    stream = (TestStream().add_elements(_kv(1)).advance_watermark_to(10)  # AfterWatermark() fires on time and finishes
+              .add_elements(_kv(2))  # the window is closed (not expired)
+              .advance_watermark_to(30)  # [0, 10) expires: end + lateness 10 passed
+              .add_elements(_kv(3))  # too late
+              .advance_watermark_to_infinity())
+    return _grouped(p, stream, windowfn=window.FixedWindows(10), trigger=tr.AfterWatermark(), accumulation_mode=DISCARDING,
+                    allowed_lateness=10)
+
+
 # -- Timers -----------------------------------------------------------------------------
 
 

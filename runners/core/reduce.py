@@ -154,6 +154,10 @@ class KeyedWindowReducer:
     ``process`` takes a bundle, ``advance`` moves the input watermark and/or
     processing time; both return the panes that fired, as windowed-value
     tuples ``((key, result), timestamp_us, (window,), pane)``.
+
+    Dropped input is counted by cause: ``on_dropped(n)`` for input too late
+    (its window expired), ``on_dropped_closed(n)`` for input whose window's
+    trigger had already finished.
     """
 
     def __init__(
@@ -162,6 +166,7 @@ class KeyedWindowReducer:
         strategy: WindowingStrategy,
         reduce_fn: ReduceFn,
         on_dropped: Callable[[int], None] | None = None,
+        on_dropped_closed: Callable[[int], None] | None = None,
     ) -> None:
         self.label = label
         self.strategy = strategy
@@ -174,6 +179,7 @@ class KeyedWindowReducer:
         self.lateness = strategy.allowed_lateness_us
         self.combiner = strategy.timestamp_combiner
         self.on_dropped = on_dropped
+        self.on_dropped_closed = on_dropped_closed
         self.states: dict[tuple[Any, Any], _WindowState] = {}
         self.active: dict[Any, set[Any]] = {}
         # Default trigger with end-of-window timestamps: merging can wait for the watermark.
@@ -187,6 +193,7 @@ class KeyedWindowReducer:
         self.output_watermark = MIN_TIMESTAMP_US
         self.processing_time = MIN_TIMESTAMP_US
         self.dropped = 0
+        self.dropped_closed = 0
 
     # -- input ------------------------------------------------------------------
     def process(self, bundle: list[Any]) -> list[Any]:
@@ -242,11 +249,11 @@ class KeyedWindowReducer:
                     st = states.get(kw)
                     if st is None:
                         if w._end_us - 1 + expiry_slack < wm:
-                            self._drop(1)
+                            self._drop_late(1)
                             continue
                         st = self._new_state(key, w, first(value))
                     elif st.closed:
-                        self._drop(1)
+                        self._drop_closed(1)
                         continue
                     else:
                         st.contents = reduce_add(st.contents, value)
@@ -296,7 +303,7 @@ class KeyedWindowReducer:
                         end = w._end_us
                         if end <= wm:
                             if end - 1 + lateness < wm:
-                                self._drop(1)
+                                self._drop_late(1)
                                 continue
                             late_seen = True
                         cols[0].append(value)
@@ -312,7 +319,7 @@ class KeyedWindowReducer:
                 items = per_key[key]
                 for w in ws:
                     if w._end_us - 1 + lateness < wm:
-                        self._drop(1)
+                        self._drop_late(1)
                         continue
                     items.append((value, t, w))
         except (TypeError, ValueError) as exc:
@@ -425,7 +432,7 @@ class KeyedWindowReducer:
                     if st is None:
                         st = self._new_state(key, target, first(value))
                     elif st.closed:
-                        self._drop(1)
+                        self._drop_closed(1)
                         continue
                     else:
                         st.contents = reduce_add(st.contents, value)
@@ -462,7 +469,7 @@ class KeyedWindowReducer:
                 if st is None:
                     st = self._new_state(key, target, add_all(self.reduce_fn.empty(), values))
                 elif st.closed:
-                    self._drop(len(values))
+                    self._drop_closed(len(values))
                     continue
                 else:
                     st.contents = add_all(st.contents, values)
@@ -594,10 +601,17 @@ class KeyedWindowReducer:
         else:
             st.hold = min(st.hold, h)
 
-    def _drop(self, n: int) -> None:
+    def _drop_late(self, n: int) -> None:
+        """Input too late: its window had expired (the watermark passed end + allowed lateness)."""
         self.dropped += n
         if self.on_dropped is not None:
             self.on_dropped(n)
+
+    def _drop_closed(self, n: int) -> None:
+        """Input for a window whose trigger had finished (the window is closed, not yet expired)."""
+        self.dropped_closed += n
+        if self.on_dropped_closed is not None:
+            self.on_dropped_closed(n)
 
     def _schedule_deadline(self, key: Any, window: Any, st: _WindowState) -> None:
         deadline = self.trigger.processing_deadline(st.tstate)
@@ -795,6 +809,7 @@ class KeyedWindowReducer:
             "output_watermark": self.output_watermark,
             "processing_time": self.processing_time,
             "dropped": self.dropped,
+            "dropped_closed": self.dropped_closed,
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -812,6 +827,7 @@ class KeyedWindowReducer:
         self.output_watermark = snap["output_watermark"]
         self.processing_time = snap["processing_time"]
         self.dropped = snap["dropped"]
+        self.dropped_closed = snap.get("dropped_closed", 0)
 
 
 def _take_pane_info(st: _WindowState, carried: _WindowState | None) -> None:
