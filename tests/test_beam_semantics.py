@@ -7,6 +7,7 @@ nonspeculative_index)`` (see ``pane_support.P``):
 1. pane info does not survive a merge: a merged window's panes start at index 0;
 2. ON_TIME only for the firing the watermark causes; a first firing past the
    end of the window that late data causes is LATE;
+3. an event-time timer later than its window's expiry is an error;
 4. a TestStream watermark must strictly advance;
 5. Timestamp / Duration arithmetic stays in [MIN_TIMESTAMP, MAX_TIMESTAMP];
 6. dropped input is counted by cause (expired window / closed window);
@@ -269,6 +270,73 @@ def test_the_expiry_pane_is_on_time_only_for_a_window_the_watermark_reached_open
         td.WindowInto(window.FixedWindows(10), trigger=trigger.Never(), accumulation_mode=DISCARDING, allowed_lateness=5),
         [P("k", [3] if late_first else [1, 3], W(0, 10), EOW10, 0, timing, True, 0)],
     )
+
+
+# -- 3. event-time timers past the window's expiry ------------------------------------------
+class TimerAt(td.DoFn):
+    """Sets an event-time timer at the window's end plus ``offset`` seconds; the timer emits (key, time)."""
+
+    LATER = td.TimerSpec("later", td.TimeDomain.WATERMARK)
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def process(self, kv: Any, w: Any = td.DoFn.WindowParam, later: Any = td.DoFn.TimerParam(LATER)) -> Iterable[Any]:
+        later.set(w.end + self.offset)
+        return ()
+
+    @td.on_timer(LATER)
+    def on_later(self, key: Any = td.DoFn.KeyParam, ts: Any = td.DoFn.TimestampParam) -> Iterable[Any]:
+        yield key, ts.micros
+
+
+def _timer_pipeline(runner: str, offset: float) -> td.Pipeline:
+    p = td.Pipeline(runner=runner)
+    stream = TestStream().add_elements([TV(("k", 1), 1)]).advance_watermark_to_infinity()
+    fired = p | stream | td.WindowInto(window.FixedWindows(10), allowed_lateness=5) | "SetLate" >> td.ParDo(TimerAt(offset))
+    assert_that(fired, equal_to([("k", 15 * US - 1)]))
+    return p
+
+
+def test_a_timer_at_the_window_expiry_is_allowed_and_fires(runner: str) -> None:
+    # Expiry of [0,10) with lateness 5: 9.999999 + 5 = 14.999999 = end + 4.999999.
+    _timer_pipeline(runner, 4.999999).run().wait_until_finish()
+
+
+def test_a_timer_past_the_window_expiry_fails_the_step_naming_the_times(runner: str) -> None:
+    with pytest.raises(td.PipelineExecutionError) as info:
+        _timer_pipeline(runner, 5).run().wait_until_finish()
+    assert info.value.step == "SetLate"
+    assert str(info.value) == (
+        "step 'SetLate': attempted to set the event-time timer 'later' with a firing timestamp of Timestamp(15) "
+        "that is after the expiration of window IntervalWindow(0, 10) at Timestamp(14.999999) (its max_timestamp() "
+        "plus the allowed lateness of 5 s); set the timer at or before the expiry, or allow more lateness in WindowInto"
+    )
+
+
+class ResetFromTimer(td.DoFn):
+    """The timer callback sets the timer again, past the expiry: the error comes from on_timer too."""
+
+    T = td.TimerSpec("t", td.TimeDomain.WATERMARK)
+
+    def process(self, kv: Any, w: Any = td.DoFn.WindowParam, t: Any = td.DoFn.TimerParam(T)) -> Iterable[Any]:
+        t.set(w.max_timestamp())
+        return ()
+
+    @td.on_timer(T)
+    def again(self, w: Any = td.DoFn.WindowParam, t: Any = td.DoFn.TimerParam(T)) -> Iterable[Any]:
+        t.set(w.end + 100)
+        return ()
+
+
+def test_a_timer_set_past_the_expiry_in_a_timer_callback_fails_the_step(runner: str) -> None:
+    p = td.Pipeline(runner=runner)
+    stream = TestStream().add_elements([TV(("k", 1), 1)]).advance_watermark_to_infinity()
+    _ = p | stream | td.WindowInto(window.FixedWindows(10)) | "Again" >> td.ParDo(ResetFromTimer())
+    with pytest.raises(td.PipelineExecutionError) as info:
+        p.run().wait_until_finish()
+    assert info.value.step == "Again"
+    assert "firing timestamp of Timestamp(110) that is after the expiration of window IntervalWindow(0, 10) at Timestamp(9.999999)" in str(info.value)
 
 
 # -- 4. TestStream watermarks strictly advance -------------------------------------------

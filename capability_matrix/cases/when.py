@@ -8,7 +8,7 @@ from typing import Any, Iterable
 import tidal as td
 from tidal import trigger as tr
 from tidal import window
-from tidal.capability_matrix.case import GW, W, case, early, eow, late, on_time
+from tidal.capability_matrix.case import GW, ExpectedError, W, case, early, eow, late, on_time
 from tidal.capability_matrix.cases.common import create_stamped, sort_groups
 from tidal.model.metrics import MetricsFilter
 from tidal.model.time import Timestamp
@@ -442,6 +442,31 @@ def timers_hold(p: td.Pipeline) -> Any:
     stream = TestStream().add_elements([TV(("k", "x"), 1)]).advance_watermark_to(20).advance_watermark_to_infinity()
     fired = p | stream | td.ParDo(_EmitAtFive())
     return fired | td.WindowInto(window.FixedWindows(10)) | td.GroupByKey() | sort_groups()
+
+
+class _TimerAfterExpiry(td.DoFn):
+    """Sets an event-time timer one second after its window's expiry (end + allowed lateness 5)."""
+
+    LATER = td.TimerSpec("later", td.TimeDomain.WATERMARK)
+
+    def process(self, kv: Any, w: Any = td.DoFn.WindowParam, later: Any = td.DoFn.TimerParam(LATER)) -> Iterable[Any]:
+        later.set(w.end + 6)
+        return ()
+
+    @td.on_timer(LATER)
+    def on_later(self) -> Iterable[Any]:
+        return ()
+
+
+@case("timers.past_window_expiry_is_an_error", "Timers",
+      error=ExpectedError(td.PipelineExecutionError, "step 'SetLate'",
+                          also=("firing timestamp of Timestamp(16)", "after the expiration of window IntervalWindow(0, 10) at Timestamp(14.999999)")))
+def timers_past_expiry(p: td.Pipeline) -> Any:
+    """An event-time timer later than its window's expiry (max timestamp + allowed lateness) fails the
+    step with the timer time and the expiry, as in Beam, instead of being dropped silently."""
+    stream = TestStream().add_elements([TV(("k", 1), 1)]).advance_watermark_to_infinity()
+    windowed = p | stream | td.WindowInto(window.FixedWindows(10), allowed_lateness=5)
+    return windowed | "SetLate" >> td.ParDo(_TimerAfterExpiry())
 
 
 # -- Discarding -------------------------------------------------------------------------
