@@ -449,7 +449,8 @@ class Sessions(WindowFn):
     Merging happens per key before triggering and carries the windows'
     elements, trigger state and watermark holds into the merged window. The
     merged window is a new window: its panes start again at index 0 (see
-    :class:`tidal.trigger.PaneInfo`).
+    :class:`tidal.trigger.PaneInfo`). A stateful DoFn cannot run over
+    sessions (state needs windows that do not merge): group first.
 
     >>> Sessions(10).assign(AssignContext(Timestamp(3)))
     [IntervalWindow(3, 13)]

@@ -11,6 +11,7 @@ nonspeculative_index)`` (see ``pane_support.P``):
 4. a TestStream watermark must strictly advance;
 5. Timestamp / Duration arithmetic stays in [MIN_TIMESTAMP, MAX_TIMESTAMP];
 6. dropped input is counted by cause (expired window / closed window);
+7. a stateful DoFn over merging windows is rejected, as in Beam Java;
 """
 
 from __future__ import annotations
@@ -490,6 +491,52 @@ def test_a_stateful_dofn_counts_expired_input_as_dropped_for_lateness(runner: st
     result = p.run()
     result.wait_until_finish()
     assert (counter(result, "dropped_due_to_lateness", "Count"), counter(result, "dropped_due_to_closed_window", "Count")) == (1, 0)
+
+
+# -- 7. stateful DoFns over merging windows --------------------------------------------------
+class Buffer(td.DoFn):
+    BUF = td.BagStateSpec("buf")
+
+    def process(self, kv: Any, buf: Any = td.DoFn.StateParam(BUF)) -> Iterable[Any]:
+        buf.add(kv[1])
+        yield kv
+
+
+class OnlyATimer(td.DoFn):
+    T = td.TimerSpec("t", td.TimeDomain.WATERMARK)
+
+    def process(self, kv: Any, t: Any = td.DoFn.TimerParam(T)) -> Iterable[Any]:
+        yield kv
+
+    @td.on_timer(T)
+    def fire(self) -> Iterable[Any]:
+        return ()
+
+
+@pytest.mark.parametrize("dofn", [Buffer(), OnlyATimer()], ids=["state", "timer"])
+@pytest.mark.parametrize("windowfn", [window.Sessions(10), SmallIntoBig()], ids=["Sessions", "custom-merging"])
+def test_a_stateful_dofn_over_merging_windows_is_rejected_when_applied(runner: str, dofn: td.DoFn, windowfn: window.WindowFn) -> None:
+    p = td.Pipeline(runner=runner)
+    windowed = p | td.Create([("k", 1)]) | td.WindowInto(windowfn)
+    with pytest.raises(td.PipelineError) as info:
+        _ = windowed | "Stateful" >> td.ParDo(dofn)
+    assert str(info.value) == (
+        f"step 'Stateful': a stateful DoFn (it declares state or timers) cannot run over the merging WindowFn {windowfn!r}: "
+        "MergingWindowFn is not supported for stateful DoFns, as in Beam. State is kept per key and window, and merging "
+        "windows have no stable window to keep it in; group the input first (GroupByKey merges the windows) or window it "
+        "with a non-merging WindowFn (FixedWindows, SlidingWindows, GlobalWindows)"
+    )
+
+
+def test_a_stateless_dofn_over_sessions_and_a_stateful_one_after_grouping_are_accepted(runner: str) -> None:
+    with td.Pipeline(runner=runner) as p:
+        stamped = p | td.Create([("k", 1), ("k", 4), ("k", 30)]) | td.Map(lambda kv: TV(kv, kv[1]))
+        sessions = stamped | td.WindowInto(window.Sessions(10))
+        doubled = sessions | "Double" >> td.Map(lambda kv: (kv[0], 2 * kv[1]))
+        grouped = doubled | td.GroupByKey() | td.MapTuple(lambda k, vs: (k, sorted(vs)))
+        # After the grouping every pane is in one final window; re-window it to count per key.
+        counted = grouped | td.WindowInto(window.FixedWindows(100)) | "Count" >> td.ParDo(Count())
+        assert_that(counted, equal_to([("k", 1), ("k", 2)]))
 
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

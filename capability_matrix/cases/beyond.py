@@ -299,6 +299,22 @@ def bad_stateful(p: td.Pipeline) -> Any:
     return p | td.Create([1]) | "NeedsPairs" >> td.ParDo(_NeedsState())
 
 
+class _Buffer(td.DoFn):
+    BUF = td.BagStateSpec("buf")
+
+    def process(self, kv: Any, buf: Any = td.DoFn.StateParam(BUF)) -> Iterable[Any]:
+        buf.add(kv[1])
+        yield kv
+
+
+@case("bad_input.stateful_dofn_over_merging_windows", "Bad input rejected with a clear error",
+      error=ExpectedError(td.PipelineError, "step 'Buffer'", also=("MergingWindowFn is not supported for stateful DoFns",)))
+def bad_stateful_sessions(p: td.Pipeline) -> Any:
+    """A stateful DoFn over Sessions (a merging WindowFn) is refused when applied, as in Beam Java."""
+    stamped = p | td.Create([("k", 1)]) | td.Map(lambda kv: TV(kv, kv[1]))
+    return stamped | td.WindowInto(window.Sessions(10)) | "Buffer" >> td.ParDo(_Buffer())
+
+
 @case("bad_input.time_arithmetic_out_of_range", "Bad input rejected with a clear error",
       error=ExpectedError(td.UserCodeError, "step 'Shift'", also=("MAX_TIMESTAMP + Duration(1) is outside [MIN_TIMESTAMP, MAX_TIMESTAMP]",)))
 def bad_time_arithmetic(p: td.Pipeline) -> Any:
