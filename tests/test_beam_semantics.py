@@ -12,6 +12,7 @@ nonspeculative_index)`` (see ``pane_support.P``):
 5. Timestamp / Duration arithmetic stays in [MIN_TIMESTAMP, MAX_TIMESTAMP];
 6. dropped input is counted by cause (expired window / closed window);
 7. a stateful DoFn over merging windows is rejected, as in Beam Java;
+8. capability cases and benchmarks import error types from the public package.
 """
 
 from __future__ import annotations
@@ -537,6 +538,87 @@ def test_a_stateless_dofn_over_sessions_and_a_stateful_one_after_grouping_are_ac
         # After the grouping every pane is in one final window; re-window it to count per key.
         counted = grouped | td.WindowInto(window.FixedWindows(100)) | "Count" >> td.ParDo(Count())
         assert_that(counted, equal_to([("k", 1), ("k", 2)]))
+
+
+# -- 8. capability cases and benchmarks use the public API ----------------------------------
+PACKAGE_ROOT = Path(td.__file__).resolve().parent
+
+
+def _public_api_sources() -> list[Path]:
+    cases = sorted((PACKAGE_ROOT / "capability_matrix" / "cases").glob("*.py"))
+    benchmarks = sorted((PACKAGE_ROOT / "benchmarks").rglob("*.py"))
+    return cases + benchmarks
+
+
+def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
+    """(line, module, imported names) of every import in the module, nested ones included."""
+    found: list[tuple[int, str, list[str]]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name, []) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module is not None and node.level == 0:
+            found.append((node.lineno, node.module, [alias.name for alias in node.names]))
+    return found
+
+
+#: Implementation packages: users import from ``tidal`` and its Beam module paths instead.
+INTERNAL = ("tidal.runners.core", "tidal.model")
+
+
+def _is_internal(module: str) -> bool:
+    return any(module == m or module.startswith(m + ".") for m in INTERNAL)
+
+
+def import_violations(paths: Iterable[Path], root: Path = PACKAGE_ROOT) -> list[str]:
+    """Any import from tidal.runners.core, and error types imported from an implementation package.
+
+    Error types must come from the public API: ``tidal`` itself or a Beam module path
+    (``tidal.testing.util``, ``tidal.typehints``, ...), never ``tidal.runners.core`` or
+    ``tidal.model``, where they happen to be defined.
+    """
+    import importlib
+
+    problems = []
+    for path in paths:
+        where = path.relative_to(root)
+        for line, module, names in sorted(_imports(path)):
+            if module == "tidal.runners.core" or module.startswith("tidal.runners.core."):
+                problems.append(f"{where}:{line} imports {module} (runner internals)")
+                continue
+            if not _is_internal(module):
+                continue
+            owner = importlib.import_module(module)
+            for name in names:
+                value = getattr(owner, name, None)
+                if isinstance(value, type) and issubclass(value, BaseException):
+                    problems.append(f"{where}:{line} imports the error type {name} from {module}, not from tidal")
+    return problems
+
+
+def test_capability_cases_and_benchmarks_import_error_types_from_the_public_package() -> None:
+    paths = _public_api_sources()
+    assert any(p.name == "beyond.py" for p in paths) and any(p.name == "harness.py" for p in paths)
+    assert import_violations(paths) == []
+
+
+def test_the_import_check_finds_internal_imports(tmp_path: Path) -> None:
+    source = tmp_path / "cases" / "bad.py"
+    source.parent.mkdir()
+    source.write_text(
+        "from tidal.runners.core.errors import UserCodeError\n"
+        "from tidal.model.pipeline import PipelineError\n"
+        "def later():\n"
+        "    import tidal.runners.core.reduce\n"
+        "import tidal\n"
+        "from tidal import PipelineExecutionError\n"
+        "from tidal.testing.util import BeamAssertException\n"
+        "from tidal.model.window import FixedWindows\n"
+    )
+    assert import_violations([source], root=tmp_path) == [
+        "cases/bad.py:1 imports tidal.runners.core.errors (runner internals)",
+        "cases/bad.py:2 imports the error type PipelineError from tidal.model.pipeline, not from tidal",
+        "cases/bad.py:4 imports tidal.runners.core.reduce (runner internals)",
+    ]
 
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
