@@ -36,6 +36,7 @@ __all__ = [
     "Flatten",
     "WindowInto",
     "check_picklable",
+    "uses_state_or_timers",
 ]
 
 
@@ -133,6 +134,13 @@ def _find_side_inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[As
 class ParDo(PrimitiveTransform):
     """Apply a DoFn to every element; extra arguments may be side-input views.
 
+    A stateful DoFn (one that declares state or timers) keeps its state per key
+    and window, so it needs windows that do not merge: over Sessions or another
+    merging WindowFn it is rejected when applied, as Beam Java's
+    ``StatefulDoFnRunner`` rejects a ``MergingWindowFn``. Group the input first
+    (GroupByKey merges the windows) or window it with FixedWindows,
+    SlidingWindows or GlobalWindows.
+
     >>> import tidal as td
     >>> class Halve(td.DoFn):
     ...     def process(self, n):
@@ -221,6 +229,15 @@ class ParDo(PrimitiveTransform):
                 check_picklable(a, "the extra argument", label)
         if isinstance(self.fn, CallableDoFn):
             check_picklable(self.fn.fn, "the function", label)
+        windowfn = pcoll.windowing.windowfn
+        if windowfn.is_merging() and uses_state_or_timers(self.fn):
+            raise PipelineError(
+                f"step {label!r}: a stateful DoFn (it declares state or timers) cannot run over the merging "
+                f"WindowFn {windowfn!r}: MergingWindowFn is not supported for stateful DoFns, as in Beam. "
+                "State is kept per key and window, and merging windows have no stable window to keep it in; "
+                "group the input first (GroupByKey merges the windows) or window it with a non-merging "
+                "WindowFn (FixedWindows, SlidingWindows, GlobalWindows)"
+            )
 
     def expand(self, pcoll: PCollection[Any]) -> Any:
         p = pcoll.pipeline
@@ -231,6 +248,29 @@ class ParDo(PrimitiveTransform):
         for tag in self.output_tags:
             outputs[tag] = p._new_output(tag, pcoll.windowing, pcoll.is_bounded)
         return DoOutputsTuple(self.main_tag, outputs)
+
+
+def uses_state_or_timers(fn: DoFn) -> bool:
+    """Whether a DoFn declares state or timers (a ``StateParam``/``TimerParam`` or an ``@on_timer`` method).
+
+    >>> from tidal.model.userstate import BagStateSpec
+    >>> class Buffer(DoFn):
+    ...     BUF = BagStateSpec("buf")
+    ...     def process(self, kv, buf=DoFn.StateParam(BUF)):
+    ...         buf.add(kv[1])
+    >>> uses_state_or_timers(Buffer()), uses_state_or_timers(CallableDoFn(len, "map"))
+    (True, False)
+    """
+    import inspect
+
+    target = fn.fn if isinstance(fn, CallableDoFn) else fn.process
+    try:
+        defaults = [p.default for p in inspect.signature(target).parameters.values()]
+    except (TypeError, ValueError):
+        defaults = []
+    if any(isinstance(d, DoFnParam) and isinstance(d.spec, (StateSpec, TimerSpec)) for d in defaults):
+        return True
+    return any(isinstance(getattr(getattr(type(fn), name, None), "_tidal_timer_spec", None), TimerSpec) for name in dir(type(fn)))
 
 
 def _check_keyed_windowing(pcoll: PCollection[Any], label: str, what: str) -> None:
@@ -361,6 +401,14 @@ class Flatten(PrimitiveTransform):
 
 class WindowInto(PrimitiveTransform):
     """Assign windows to elements and set the windowing strategy downstream.
+
+    Downstream GroupByKey / CombinePerKey steps fire panes under ``trigger``
+    (see :class:`tidal.trigger.PaneInfo` for what a pane's timing and index
+    mean). A window expires when the watermark passes its end plus
+    ``allowed_lateness``; input for an expired window is dropped and counted
+    in the step's ``dropped_due_to_lateness`` counter, and input for a window
+    whose trigger finished (closed, not yet expired) in
+    ``dropped_due_to_closed_window`` (see :mod:`tidal.model.metrics`).
 
     >>> import tidal as td
     >>> from tidal import window

@@ -25,11 +25,9 @@ from tidal.capability_matrix.case import (
 )
 from tidal.capability_matrix.cases.common import create_stamped, sort_groups
 from tidal.capability_matrix.sinks import RecordTo, read_records
-from tidal.model.pipeline import PipelineError
 from tidal.model.primitives import UnboundedSource
 from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP, MIN_TIMESTAMP_US, Timestamp, to_micros
 from tidal.model.window import TimestampedValue as TV
-from tidal.runners.core.errors import PipelineExecutionError, UserCodeError
 from tidal.testing import TestStream
 from tidal.typehints import TypeCheckError
 
@@ -68,6 +66,14 @@ def ts_processing_time(p: td.Pipeline) -> Any:
     trigger = tr.AfterWatermark(early=tr.AfterProcessingTime(1))
     windowed = p | stream | td.WindowInto(window.FixedWindows(10), trigger=trigger, accumulation_mode=tr.AccumulationMode.DISCARDING)
     return windowed | td.GroupByKey() | sort_groups()
+
+
+@case("teststream.watermark_must_advance", "TestStream",
+      error=ExpectedError(ValueError, "advance_watermark_to(Timestamp(10))", also=("must strictly advance", "already at Timestamp(10)")))
+def ts_watermark_must_advance(p: td.Pipeline) -> Any:
+    """A watermark advance to a time not later than the previous watermark is refused when the
+    TestStream is built, naming both values."""
+    return p | TestStream().add_elements([TV(("k", 1), 1)]).advance_watermark_to(10).advance_watermark_to(10)
 
 
 def _hundred_steps() -> TestStream:
@@ -226,7 +232,7 @@ def unbounded_cancel(p: td.Pipeline, ctx: CaseContext) -> Any:
 
 
 @case("bad_input.group_non_pairs", "Bad input rejected with a clear error",
-      error=ExpectedError(PipelineExecutionError, "step 'Group'", also=("(key, value)",)))
+      error=ExpectedError(td.PipelineExecutionError, "step 'Group'", also=("(key, value)",)))
 def bad_gbk(p: td.Pipeline) -> Any:
     """GroupByKey of elements that are not (key, value) pairs is an error that names the GroupByKey step."""
     return p | td.Create([1, 2]) | "Untyped" >> td.Map(lambda x: x) | "Group" >> td.GroupByKey()
@@ -241,14 +247,14 @@ def bad_gbk_typed(p: td.Pipeline) -> Any:
 
 
 @case("bad_input.unbounded_global_groupbykey", "Bad input rejected with a clear error",
-      error=ExpectedError(PipelineError, "would never fire"))
+      error=ExpectedError(td.PipelineError, "would never fire"))
 def bad_unbounded_global(p: td.Pipeline) -> Any:
     """Grouping an unbounded PCollection in the global window with the default trigger is refused when applied."""
     return p | TestStream().add_elements([("k", 1)]) | td.GroupByKey()
 
 
 @case("bad_input.trigger_without_accumulation_mode", "Bad input rejected with a clear error",
-      error=ExpectedError(PipelineError, "needs an accumulation mode"))
+      error=ExpectedError(td.PipelineError, "needs an accumulation mode"))
 def bad_accumulation(p: td.Pipeline) -> Any:
     """A non-default trigger without an accumulation mode is refused when applied."""
     return p | td.Create([("k", 1)]) | td.WindowInto(window.FixedWindows(10), trigger=tr.AfterCount(2))
@@ -258,21 +264,21 @@ _LOCK = threading.Lock()
 
 
 @case("bad_input.unpicklable_function", "Bad input rejected with a clear error",
-      error=ExpectedError(PipelineError, "step 'HoldsALock'"))
+      error=ExpectedError(td.PipelineError, "step 'HoldsALock'"))
 def bad_unpicklable(p: td.Pipeline) -> Any:
     """A function that captures a lock cannot be shipped: refused when applied, naming the step."""
     return p | td.Create([1]) | "HoldsALock" >> td.Map(lambda x: (_LOCK.locked(), x))
 
 
 @case("bad_input.user_code_raises", "Bad input rejected with a clear error",
-      error=ExpectedError(UserCodeError, "step 'Invert': <lambda> raised ZeroDivisionError: division by zero on element 0"))
+      error=ExpectedError(td.UserCodeError, "step 'Invert': <lambda> raised ZeroDivisionError: division by zero on element 0"))
 def bad_user_code(p: td.Pipeline) -> Any:
     """An exception in user code fails the run with the step, the function, the error and the element."""
     return p | td.Create([1, 0]) | "Invert" >> td.Map(lambda x: 1 / x)
 
 
 @case("bad_input.singleton_of_many", "Bad input rejected with a clear error",
-      error=ExpectedError(PipelineExecutionError, "a singleton side input needs exactly one element"))
+      error=ExpectedError(td.PipelineExecutionError, "a singleton side input needs exactly one element"))
 def bad_singleton(p: td.Pipeline) -> Any:
     """AsSingleton of a PCollection with two elements fails the run and says what to use instead."""
     side = p | "Side" >> td.Create([1, 2])
@@ -280,7 +286,7 @@ def bad_singleton(p: td.Pipeline) -> Any:
 
 
 @case("bad_input.timestamp_out_of_range", "Bad input rejected with a clear error",
-      error=ExpectedError(UserCodeError, "outside [MIN_TIMESTAMP, MAX_TIMESTAMP]"))
+      error=ExpectedError(td.UserCodeError, "outside [MIN_TIMESTAMP, MAX_TIMESTAMP]"))
 def bad_timestamp(p: td.Pipeline) -> Any:
     """A timestamp beyond MAX_TIMESTAMP is a clear error, not an overflow."""
     return p | td.Create([1]) | td.Map(lambda x: TV(x, 1e30))
@@ -294,10 +300,33 @@ class _NeedsState(td.DoFn):
 
 
 @case("bad_input.stateful_non_pairs", "Bad input rejected with a clear error",
-      error=ExpectedError(PipelineExecutionError, "step 'NeedsPairs'", also=("(key, value) elements",)))
+      error=ExpectedError(td.PipelineExecutionError, "step 'NeedsPairs'", also=("(key, value) elements",)))
 def bad_stateful(p: td.Pipeline) -> Any:
     """A stateful DoFn over elements that are not (key, value) pairs is an error that names the DoFn's step."""
     return p | td.Create([1]) | "NeedsPairs" >> td.ParDo(_NeedsState())
+
+
+class _Buffer(td.DoFn):
+    BUF = td.BagStateSpec("buf")
+
+    def process(self, kv: Any, buf: Any = td.DoFn.StateParam(BUF)) -> Iterable[Any]:
+        buf.add(kv[1])
+        yield kv
+
+
+@case("bad_input.stateful_dofn_over_merging_windows", "Bad input rejected with a clear error",
+      error=ExpectedError(td.PipelineError, "step 'Buffer'", also=("MergingWindowFn is not supported for stateful DoFns",)))
+def bad_stateful_sessions(p: td.Pipeline) -> Any:
+    """A stateful DoFn over Sessions (a merging WindowFn) is refused when applied, as in Beam Java."""
+    stamped = p | td.Create([("k", 1)]) | td.Map(lambda kv: TV(kv, kv[1]))
+    return stamped | td.WindowInto(window.Sessions(10)) | "Buffer" >> td.ParDo(_Buffer())
+
+
+@case("bad_input.time_arithmetic_out_of_range", "Bad input rejected with a clear error",
+      error=ExpectedError(td.UserCodeError, "step 'Shift'", also=("MAX_TIMESTAMP + Duration(1) is outside [MIN_TIMESTAMP, MAX_TIMESTAMP]",)))
+def bad_time_arithmetic(p: td.Pipeline) -> Any:
+    """Timestamp arithmetic that leaves [MIN_TIMESTAMP, MAX_TIMESTAMP] is a clear error, not a wrapped-around time."""
+    return p | td.Create([1]) | "Shift" >> td.Map(lambda x: td.MAX_TIMESTAMP + td.Duration(x))
 
 
 # -- Exactly-once after failure ---------------------------------------------------------
