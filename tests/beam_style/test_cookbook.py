@@ -90,9 +90,9 @@ def test_stateful_buffer_flushes_at_the_end_of_each_window(tmp_path: Path, runne
     (tmp_path / "events.csv").write_text("".join(f"{k},{v},{t}\n" for k, v, t in events))
     stateful_timers.run([f"--input={tmp_path / 'events.csv'}", f"--output={tmp_path / 'out'}"])
     outputs = read_outputs(tmp_path)
-    # Windows of 100 s: the timer is set at each window's end and fires there (µs).
+    # Windows of 100 s: the timer is set at each window's last instant and fires there (ms).
     assert outputs["buffers"] == sorted([
-        "a,[1, 5],100000000", "b,[7],100000000", "a,[3],200000000", "b,[2],200000000", "b,[4],300000000",
+        "a,[1, 5],99999", "b,[7],99999", "a,[3],199999", "b,[2],199999", "b,[4],299999",
     ])
     assert outputs["counts"] == ["a: 3", "b: 3"]
 

@@ -21,13 +21,13 @@ class BufferUntilWindowEnd(beam.DoFn):
 
     def process(self, kv, w=beam.DoFn.WindowParam, buffer=beam.DoFn.StateParam(BUFFER), flush=beam.DoFn.TimerParam(FLUSH)):
         buffer.add(kv[1])
-        flush.set(w.end)
+        flush.set(w.max_timestamp())
 
     @on_timer(FLUSH)
     def on_flush(self, key=beam.DoFn.KeyParam, ts=beam.DoFn.TimestampParam, buffer=beam.DoFn.StateParam(BUFFER)):
         values = sorted(buffer.read())
         buffer.clear()
-        yield f"{key},{values},{ts.micros}"
+        yield f"{key},{values},{ts.micros // 1000}"
 
 
 class RunningCount(beam.DoFn):
