@@ -215,8 +215,14 @@ class PipelineOptions:
         display_warnings: bool = False,
         current_only: bool = False,
     ) -> dict[str, Any]:
-        """Every option any subclass defines, with its value (and the unknown flags, if asked)."""
-        parser = _BeamArgumentParser(allow_abbrev=False)
+        """Every option any subclass defines, with its value (and the unknown flags, if asked).
+
+        Two options classes may define the same flag (two jobs' ``--input`` in one
+        test process, say): the one defined last describes it here, where Beam
+        would fail with a conflicting option string. A flag another job's options
+        class requires is not required here.
+        """
+        parser = _BeamArgumentParser(allow_abbrev=False, conflict_handler="resolve")
         classes: dict[str, type] = {}
         if current_only:
             classes[str(type(self))] = type(self)
@@ -227,6 +233,8 @@ class PipelineOptions:
             cls._add_argparse_args(parser)  # type: ignore[attr-defined]
         if add_extra_args_fn is not None:
             add_extra_args_fn(parser)
+        for action in parser._actions:
+            action.required = False
         known, unknown = parser.parse_known_args(self._flags)
         if display_warnings:
             self._warn_on_unknown_options(unknown, parser)

@@ -20,6 +20,7 @@ import tidal as td
 from tidal import trigger as tr
 from tidal import window
 from tidal.__main__ import main
+from tidal.capability_matrix import beam_programs
 from tidal.capability_matrix.case import CaseContext, CaseRegistry, ExpectedError, all_cases, case
 from tidal.capability_matrix.execute import run_case
 from tidal.capability_matrix.render import to_html, to_markdown, write_matrix
@@ -67,16 +68,36 @@ class DropsLateData(_AlteringRunner):
         return attrs.evolve(windowing, allowed_lateness_us=0)
 
 
+class _RecordingDirectRunner(DirectRunner):
+    """The direct runner, keeping every pipeline it runs (a ported Beam program builds its own)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pipelines: list[td.Pipeline] = []
+
+    def run_pipeline(self, pipeline: td.Pipeline) -> td.PipelineResult:
+        self.pipelines.append(pipeline)
+        return super().run_pipeline(pipeline)
+
+
+def _case_pipelines(c: Any) -> list[td.Pipeline]:
+    if c.id.startswith("beam_source."):
+        recorder = _RecordingDirectRunner()
+        beam_programs.run_program(c.id.split(".", 1)[1], Path(tempfile.mkdtemp(prefix="tidal-inspect-")), runner=recorder)
+        return recorder.pipelines
+    p = td.Pipeline(runner="direct")
+    try:
+        c.build_pipeline(p, CaseContext(tempfile.mkdtemp(prefix="tidal-inspect-"), "inspect"))
+    except Exception:  # bad-input cases are refused while being built
+        return []
+    return [p]
+
+
 def _rows_whose_cases_use(uses: Callable[[WindowingStrategy], bool]) -> set[str]:
-    """Rows with at least one case whose pipeline has a PCollection with such a windowing."""
+    """Rows with at least one case whose pipeline(s) have a PCollection with such a windowing."""
     rows = set()
     for c in all_cases():
-        p = td.Pipeline(runner="direct")
-        try:
-            c.build_pipeline(p, CaseContext(tempfile.mkdtemp(prefix="tidal-inspect-"), "inspect"))
-        except Exception:  # bad-input cases are refused while being built
-            continue
-        if any(uses(pc.windowing) for pc in p.graph().pcollections()):
+        if any(uses(pc.windowing) for p in _case_pipelines(c) for pc in p.graph().pcollections()):
             rows.add(c.row)
     return rows
 

@@ -46,6 +46,21 @@ def test_unknown_flags_are_kept_as_beam_keeps_them() -> None:
     assert options.view_as(JobOptions).input == "x"
 
 
+def test_two_options_classes_may_define_the_same_flag() -> None:
+    class OtherJobOptions(PipelineOptions):
+        @classmethod
+        def _add_argparse_args(cls, parser):  # type: ignore[no-untyped-def]
+            parser.add_argument("--input", default="other.txt")
+            parser.add_argument("--other_required", required=True)
+
+    # Another job's options class (with a flag it requires) lives in the same process.
+    options = PipelineOptions(["--input=x.txt", "--project=p"])
+    assert options.view_as(JobOptions).input == "x.txt"
+    everything = options.get_all_options(retain_unknown_options=True)
+    assert (everything["input"], everything["project"], everything["other_required"]) == ("x.txt", "p", None)
+    assert PipelineOptions(["--input=y", "--other_required=1"]).view_as(OtherJobOptions).input == "y"
+
+
 def test_kwargs_from_dictionary_and_drop_default() -> None:
     options = PipelineOptions([], limit=5)
     assert options.view_as(JobOptions).limit == 5
