@@ -24,9 +24,10 @@ replays the batches written ahead after it. The log keeps the newest
 A crash while committing leaves a partial commit whose output was never
 published, so skipping it keeps the output exactly once. A commit damaged on
 disk after its output was published is different: the batch is replayed
-from the commit before it, so the restart first asks the sinks to withdraw
-what later commits published (``abort_after``; WriteToText removes those
-files), and the replay publishes it once more.
+from the commit before it (or from the beginning, when no intact commit is
+left), so the restart first asks the sinks to withdraw what later commits
+published (``abort_after``; WriteToText removes those files), and the replay
+publishes it once more.
 
 >>> import tempfile
 >>> log = CommitLog(tempfile.mkdtemp())
