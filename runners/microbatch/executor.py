@@ -109,6 +109,11 @@ class MicroBatchExecutor(LocalExecutor):
         if commit_log is not None:
             self._resume(commit_log)
 
+    @property
+    def restored_from(self) -> int | None:
+        """The batch whose commit this run resumed from; None when it started from the beginning."""
+        return self._restored
+
     # -- the columnar fast path -------------------------------------------------------
     def _install_columnar(self) -> None:
         from tidal.runners.microbatch.arrow_pardo import ArrowRowsSourceDriver, find_arrow_pardos

@@ -132,6 +132,7 @@ class MicroBatchRunner(Runner):
             publish_each_batch=_has_unbounded_source(graph),
         )
         result = MicroBatchPipelineResult(executor)
+        result.restored_from = executor.restored_from
         if _has_unbounded_source(graph):
             result.start_thread(lambda: executor.run(lambda: result.cancelled), "tidal-microbatch")
             return result

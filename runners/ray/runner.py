@@ -307,10 +307,11 @@ class RayRunner(Runner):
         plan = build_plan(pipeline.graph())
         store = self._store()
         restore = self._first_checkpoint(store)
+        withdraw = _withdraw_point(store, restore, self.resume or self.restore_from is not None)
         failures = 0
         recovering: tuple[str, float] | None = None
         while True:
-            job = _Job(self, plan, result, store, restore, recovering)
+            job = _Job(self, plan, result, store, restore, recovering, withdraw)
             try:
                 job.run()
                 return
@@ -323,6 +324,7 @@ class RayRunner(Runner):
                 failures += 1
                 recovering = (_describe_loss(exc), time.perf_counter())
                 restore = store.latest()
+                withdraw = _withdraw_point(store, restore, True)
             finally:
                 job.kill()
 
@@ -377,6 +379,21 @@ class _EmptySource(BoundedSource):
         return []
 
 
+def _withdraw_point(store: CheckpointStore | None, restore: CompletedCheckpoint | None, resuming: bool) -> int | None:
+    """After which checkpoint the sinks withdraw published output when a run starts (None: nothing to withdraw).
+
+    Restoring checkpoint ``n`` withdraws what later checkpoints published (a damaged newer one was
+    skipped, or an older savepoint chosen). Resuming a store that holds checkpoints of which none
+    can be restored starts from the beginning, so everything they published is withdrawn (0: the
+    numbers start at 1); the replay publishes it again.
+    """
+    if restore is not None:
+        return restore.id
+    if store is not None and resuming and not store.is_empty():
+        return 0
+    return None
+
+
 _LOSS_ERRORS = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "WorkerCrashedError", "ObjectLostError", "OwnerDiedError", "NodeDiedError")
 
 
@@ -421,6 +438,7 @@ class _Job:
         store: CheckpointStore | None,
         restore: CompletedCheckpoint | None,
         recovering: tuple[str, float] | None = None,
+        withdraw_after: int | None = None,
     ) -> None:
         self.runner = runner
         self.plan = plan
@@ -428,6 +446,7 @@ class _Job:
         self.store = store
         self.restore = restore
         self.recovering = recovering
+        self.withdraw_after = withdraw_after
         self.actors: list[Any] = []
         self.workers: dict[int, list[Any]] = {}
         self.counts = {s.id: runner._parallelism_of(plan, s) for s in plan.stages}
@@ -492,7 +511,7 @@ class _Job:
             self.workers[stage.id] = [
                 remote_cls.remote(
                     plan_bytes, stage.id, i, senders, splits[i], runner.strict, runner.bundle_size, manual_clock,
-                    runner.max_in_flight, location, parts[i],
+                    runner.max_in_flight, location, parts[i], self.withdraw_after,
                 )
                 for i in range(n)
             ]
@@ -505,9 +524,10 @@ class _Job:
                     routes[e.edge_id] = (e.kind, self.workers[e.consumer_stage])
             ray.get([w.connect.remote(routes) for w in self.workers[stage.id]])
         ray.get([w.open.remote() for w in self.actors])
+        cid = self.restore.id if self.restore is not None else None
+        self.result.restored_from = cid
         if self.recovering is not None:
             failure, noticed = self.recovering
-            cid = self.restore.id if self.restore is not None else None
             self.result.recoveries.append(Recovery(failure, cid, time.perf_counter() - noticed))
 
     # -- running ---------------------------------------------------------------------
@@ -516,6 +536,8 @@ class _Job:
 
         self._start()
         plan, result = self.plan, self.result
+        # The first checkpoint comes one interval after the sources start (not at once, at offset 0).
+        self.last_done = time.monotonic()
         sources = [w for s in plan.stages if s.input_kind == "source" for w in self.workers[s.id]]
         self.source_ids = {id(w) for w in sources}
         running = {w.run_sources.remote(): w for w in sources}
