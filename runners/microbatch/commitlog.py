@@ -50,7 +50,7 @@ from typing import Any
 
 import cloudpickle
 
-from tidal.runners.core.checkpoint import CheckpointStore
+from tidal.runners.core.checkpoint import CheckpointError, CheckpointStore
 
 __all__ = ["CommitLog"]
 
@@ -69,8 +69,26 @@ class CommitLog:
     def __init__(self, directory: str | os.PathLike[str], retain: int = 2) -> None:
         self.directory = Path(directory)
         self.offsets_dir = self.directory / "offsets"
-        self.offsets_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.offsets_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"the commit log folder {self.directory} cannot be created: {exc.strerror or exc}") from exc
         self.commits = CheckpointStore(self.directory / "commits", retain=max(2, retain))
+
+    def check_writable(self) -> None:
+        """Raise :class:`~tidal.runners.core.checkpoint.CheckpointError`, naming the folder, unless it can be written."""
+        try:
+            fd, probe = tempfile.mkstemp(dir=self.offsets_dir, prefix=".tidal-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise CheckpointError(f"the commit log folder {self.directory} is not writable: {exc.strerror or exc}") from exc
+        self.commits.check_writable()
+
+    def finished(self) -> bool:
+        """Whether the newest intact commit is the end of the input (the job had finished)."""
+        checkpoint = self.commits.latest()
+        return checkpoint is not None and checkpoint.final
 
     # -- offsets: written before a batch runs -----------------------------------------
     def _offsets_path(self, index: int) -> Path:

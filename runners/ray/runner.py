@@ -20,6 +20,7 @@ import re
 import tempfile
 import threading
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -29,7 +30,7 @@ from tidal.model.primitives import BoundedSource, Impulse, ParDo, Read
 from tidal.model.pvalue import pickling_graph
 from tidal.model.result import PipelineResult
 from tidal.model.teststream import TestStream
-from tidal.runners.core.checkpoint import CheckpointStore, CompletedCheckpoint
+from tidal.runners.core.checkpoint import CheckpointStore, CheckpointWarning, CompletedCheckpoint
 from tidal.runners.core.errors import PipelineExecutionError
 from tidal.runners.core.executor import edge_id_of, partial_edge_id
 from tidal.runners.core.plan import ExecutionPlan, build_plan, is_stateful_pardo
@@ -207,6 +208,13 @@ class RayRunner(Runner):
         clone.checkpoint_dir = os.fspath(directory)
         return clone
 
+    def job_finished(self, directory: str | os.PathLike[str]) -> bool:
+        """Whether the checkpoints in ``directory`` end with the end of the input: resuming reads nothing."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CheckpointWarning)  # a resumed run reports damage itself
+            latest = CheckpointStore(directory).latest() if os.path.isdir(directory) else None
+        return latest is not None and latest.final
+
     @property
     def checkpointing(self) -> bool:
         return self.checkpoint_dir is not None or self.checkpoint_interval is not None or self.restore_from is not None
@@ -264,6 +272,9 @@ class RayRunner(Runner):
         return self.parallelism
 
     def run_pipeline(self, pipeline: "Pipeline") -> PipelineResult:
+        store = self._store()  # a folder that cannot be used is refused before Ray starts
+        if store is not None:
+            store.check_writable()
         self._ensure_ray()
         result = RayPipelineResult(self)
         graph = pipeline.graph()
@@ -271,9 +282,9 @@ class RayRunner(Runner):
             isinstance(n.transform, Read) and not n.transform.source.is_bounded for n in graph.primitives
         )
         if unbounded:
-            result.start_thread(lambda: self._execute(pipeline, result), "tidal-ray-driver")
+            result.start_thread(lambda: self._execute(pipeline, result, store), "tidal-ray-driver")
             return result
-        result.execute(lambda: self._execute(pipeline, result))
+        result.execute(lambda: self._execute(pipeline, result, store))
         if result._error is not None:
             raise result._error
         return result
@@ -303,9 +314,8 @@ class RayRunner(Runner):
             return source.get(int(match.group(1)))
         return store.latest() if self.resume else None
 
-    def _execute(self, pipeline: "Pipeline", result: RayPipelineResult) -> None:
+    def _execute(self, pipeline: "Pipeline", result: RayPipelineResult, store: CheckpointStore | None) -> None:
         plan = build_plan(pipeline.graph())
-        store = self._store()
         restore = self._first_checkpoint(store)
         withdraw = _withdraw_point(store, restore, self.resume or self.restore_from is not None)
         failures = 0
