@@ -22,8 +22,9 @@ each over exactly its recorded range. Output of a batch is published only
 after its commit, and a replay stages it afresh, so the published output is
 exactly once. When it falls back past damaged commits (or, with none intact,
 to the beginning), the sinks first withdraw what those commits published
-(``abort_after``), since the replay publishes it again. Without a commit log the sinks publish after every batch when
-a source is unbounded, and at the end of the run otherwise.
+(``abort_after``), since the replay publishes it again. Without a commit log
+the sinks publish after every batch when a source is unbounded, and at the
+end of the run otherwise.
 """
 
 from __future__ import annotations
