@@ -241,11 +241,12 @@ class CrashAfter(td.DoFn):
         return self.inner.process(kv)
 
 
-@pytest.mark.parametrize("damaged", ["newest", "every"])
+@pytest.mark.parametrize("damaged", ["from the newest published on", "every"])
 def test_a_rerun_skips_damaged_checkpoints_and_withdraws_what_they_published(tmp_path: Path, damaged: str) -> None:
-    """A user error fails the job; then its newest (or every) complete checkpoint is damaged on
-    disk. The rerun warns, restores the one before it (or starts from the beginning), withdraws
-    what the skipped checkpoints published, and the published output is still exactly once."""
+    """A user error fails the job; then complete checkpoints are damaged on disk: every one from the
+    newest whose output was published on (or every one). The rerun warns, restores the one before
+    them (or starts from the beginning), withdraws what the skipped checkpoints published, and the
+    published output is still exactly once."""
     marker = tmp_path / "armed"
     marker.write_text("")
 
@@ -266,9 +267,12 @@ def test_a_rerun_skips_damaged_checkpoints_and_withdraws_what_they_published(tmp
     assert isinstance(failed.value.__cause__, InjectedFailure)
     store = CheckpointStore(str(tmp_path / "ck"))
     complete = [cid for cid in store.ids() if store.verify(cid) is None]
-    assert len(complete) >= 2
+    published_by = {int(f.name.split("-")[1]) for f in (tmp_path / "out").glob("out-*")}  # out-<checkpoint>-<writer>
     assert 0 < sum(published(tmp_path / "out").values()) < N  # the failed run published its checkpoints' output
-    for cid in complete[-1:] if damaged == "newest" else complete:
+    first_damaged = max(published_by & set(complete)) if damaged != "every" else complete[0]
+    older = [cid for cid in complete if cid < first_damaged]
+    assert damaged == "every" or older, (complete, published_by)
+    for cid in (cid for cid in complete if cid >= first_damaged):
         part = sorted((tmp_path / "ck" / f"chk-{cid:06d}").glob("stage*.pkl"))[0]
         part.write_bytes(part.read_bytes()[:-10])
 
@@ -278,11 +282,9 @@ def test_a_rerun_skips_damaged_checkpoints_and_withdraws_what_they_published(tmp
         result = p.run()
         result.wait_until_finish(120)
     assert result.state is td.PipelineState.DONE
-    skipped = {int(str(w.message).split()[2].rstrip(":")) for w in warned if issubclass(w.category, CheckpointWarning)}
-    if damaged == "newest":
-        assert result.restored_from == complete[-2]
-    else:  # every complete one skipped (and any the failed run left incomplete): a fresh start
-        assert result.restored_from is None and set(complete) <= skipped
+    skipped = {int(str(w.message).split()[2]) for w in warned if issubclass(w.category, CheckpointWarning)}
+    assert {cid for cid in complete if cid >= first_damaged} <= skipped
+    assert result.restored_from == (older[-1] if older else None)
     assert published(tmp_path / "out") == EXPECTED_NUMBERS
 
 
@@ -291,7 +293,7 @@ def test_savepoint_then_restore_from_it(tmp_path: Path) -> None:
     stream, and the two jobs' published output together is exactly once."""
     runner = RayRunner(parallelism=2, checkpoint_dir=str(tmp_path / "ck"), checkpoint_interval=3600, bundle_size=200)
     p = td.Pipeline(runner=runner)
-    numbering(p, str(tmp_path / "out" / "out"))
+    numbering(p, str(tmp_path / "out" / "out"), str(tmp_path / "reads"))
     result = p.run()
     time.sleep(1.5)
     location = result.savepoint(timeout=30)
@@ -304,8 +306,12 @@ def test_savepoint_then_restore_from_it(tmp_path: Path) -> None:
 
     resumed = RayRunner(parallelism=2, checkpoint_dir=str(tmp_path / "ck2"), restore_from=location, bundle_size=200)
     p = td.Pipeline(runner=resumed)
-    numbering(p, str(tmp_path / "out" / "out"))
-    p.run().wait_until_finish(120)
+    numbering(p, str(tmp_path / "out" / "out"), str(tmp_path / "reads"))
+    started = time.time()
+    result = p.run()
+    result.wait_until_finish(120)
+    assert result.restored_from == int(location.rsplit("chk-", 1)[1])
+    assert_resumed_at_an_offset(reads_since(tmp_path / "reads", started), range(N))
     assert published(tmp_path / "out") == EXPECTED_NUMBERS
 
 
