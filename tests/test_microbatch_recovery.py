@@ -432,6 +432,34 @@ def test_falling_back_past_a_damaged_newest_commit_withdraws_what_it_published(
     assert all(collections.Counter(lines) == collections.Counter(set(lines)) for lines in _published(out).values())
 
 
+def test_starting_over_after_a_crash_before_the_first_commit_withdraws_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: dict[str, list[str]]
+) -> None:
+    """Batch 0 crashed before its manifest: no commit completed, so nothing was published and the
+    rerun withdraws nothing, not even files under the sink's prefix that this job never wrote."""
+    out, log = tmp_path / "out", tmp_path / "log"
+    complete = CheckpointStore.complete
+
+    def crash_before_the_first_manifest(self: CheckpointStore, checkpoint_id: int, *args: Any, **kwargs: Any) -> None:
+        if checkpoint_id == 0:
+            raise _Crash
+        complete(self, checkpoint_id, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(CheckpointStore, "complete", crash_before_the_first_manifest)
+        with pytest.raises(_Crash):
+            _run_in_process(out, log)
+    assert CommitLog(log).committed_indices() == [0] and CommitLog(log).commits.completed_ids() == []
+    foreign = out / "stateful-000007-0123456789ab"  # named like a published file of another run
+    foreign.write_text("kept\n")
+    with pytest.warns(CheckpointWarning, match=r"skipping checkpoint 0 .*incomplete"):
+        result = _run_in_process(out, log)
+    assert (result.batches[0].index, result.batches[0].replayed) == (0, True)
+    assert foreign.read_text() == "kept\n"
+    foreign.unlink()
+    assert _published(out) == reference
+
+
 def test_a_log_with_no_intact_commit_to_resume_from_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out, log = tmp_path / "out", tmp_path / "log"
     _crash_after_commit_record(monkeypatch, out, log, batch=4)

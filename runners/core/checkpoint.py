@@ -259,6 +259,14 @@ class CheckpointStore:
         found = (_DIR.match(n) for n in self._fs.listdir())
         return sorted(int(m.group(1)) for m in found if m)
 
+    def completed_ids(self) -> list[int]:
+        """The checkpoints whose manifest was written (they completed), restorable now or not, oldest first.
+
+        What they staged may have been published; a checkpoint without a manifest never completed,
+        so nothing of it was.
+        """
+        return [cid for cid in self.ids() if self._fs.exists(f"{self._dir(cid)}/{MANIFEST}")]
+
     def next_id(self) -> int:
         """A number after every checkpoint present."""
         return max(self.ids(), default=0) + 1

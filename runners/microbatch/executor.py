@@ -103,7 +103,7 @@ class MicroBatchExecutor(LocalExecutor):
         # The batch whose commit was restored: what it staged is published once the operators are open.
         self._restored: int | None = None
         # Output published for commits after this batch is withdrawn before the run goes on (-1: all of
-        # it, when the log holds commits but none intact); None when nothing was published before.
+        # it, when commits completed but none is intact); None when nothing was published before.
         self._withdraw_after: int | None = None
         # Whether the restored commit is the end of input (the run had finished).
         self._finished = False
@@ -198,9 +198,9 @@ class MicroBatchExecutor(LocalExecutor):
             self._restored = committed
             self._withdraw_after = committed
             self._finished = bool(meta.get("final"))
-        elif log.committed_indices():
-            # Commits are there but none is intact: the run starts from the beginning, so the output
-            # those commits published is withdrawn (the replay publishes it again).
+        elif log.commits.completed_ids():
+            # Commits completed but none is intact now: the run starts from the beginning, so the
+            # output those commits published is withdrawn (the replay publishes it again).
             self._withdraw_after = -1
         planned = [i for i in log.planned_indices() if i > committed]
         unbroken = planned == list(range(committed + 1, committed + 1 + len(planned)))

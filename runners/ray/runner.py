@@ -393,13 +393,14 @@ def _withdraw_point(store: CheckpointStore | None, restore: CompletedCheckpoint 
     """After which checkpoint the sinks withdraw published output when a run starts (None: nothing to withdraw).
 
     Restoring checkpoint ``n`` withdraws what later checkpoints published (a damaged newer one was
-    skipped, or an older savepoint chosen). Resuming a store that holds checkpoints of which none
-    can be restored starts from the beginning, so everything they published is withdrawn (0: the
-    numbers start at 1); the replay publishes it again.
+    skipped, or an older savepoint chosen). Resuming a store that holds completed checkpoints of
+    which none can be restored starts from the beginning, so everything they published is withdrawn
+    (0: the numbers start at 1); the replay publishes it again. Checkpoints that never completed
+    published nothing, so a store holding only those withdraws nothing.
     """
     if restore is not None:
         return restore.id
-    if store is not None and resuming and not store.is_empty():
+    if store is not None and resuming and store.completed_ids():
         return 0
     return None
 
