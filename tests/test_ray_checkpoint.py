@@ -295,7 +295,9 @@ def test_savepoint_then_restore_from_it(tmp_path: Path) -> None:
     p = td.Pipeline(runner=runner)
     numbering(p, str(tmp_path / "out" / "out"), str(tmp_path / "reads"))
     result = p.run()
-    time.sleep(1.5)
+    deadline = time.monotonic() + 60
+    while len(reads_since(tmp_path / "reads", 0)) < 500 and time.monotonic() < deadline:
+        time.sleep(0.02)  # the stream is under way (its workers may take a while to start)
     location = result.savepoint(timeout=30)
     result.cancel()
     assert location.endswith(f"chk-{result.checkpoints[-1]:06d}")
