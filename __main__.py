@@ -34,6 +34,7 @@ from tidal.benchmarks.cli import add_bench_parser
 from tidal.capability_matrix.cli import add_matrix_parser
 from tidal.model.metrics import MetricResults
 from tidal.model.result import PipelineResult, PipelineState
+from tidal.runners.core.checkpoint import CheckpointError, CheckpointStore
 from tidal.runners import registry
 from tidal.runners.runner import Runner
 
@@ -215,6 +216,11 @@ def _checkpoint_folder(args: argparse.Namespace) -> str | None:
         if getattr(args, "resume", False):
             raise ScriptError("--resume needs --checkpoint-dir: the folder of the checkpoints to resume from")
         return None
+    if "://" not in folder:  # refuse a folder that cannot be used now, before any runner starts
+        try:
+            CheckpointStore(folder).check_writable()
+        except CheckpointError as exc:
+            raise ScriptError(str(exc)) from exc
     held = os.path.isdir(folder) and any(not name.startswith(".") for name in os.listdir(folder))
     if held and not args.resume:
         raise ScriptError(
@@ -237,6 +243,16 @@ def _with_checkpoints(runner: Runner, folder: str, index: int) -> Runner:
     return runner.with_checkpoint_dir(where)  # type: ignore[attr-defined, no-any-return]
 
 
+def _finished_job(runner: Runner, folder: str) -> bool:
+    """Whether every pipeline checkpointed in ``folder`` (``folder/pipeline-<n>`` for a script's later
+    ones) had reached the end of its input, so that resuming would read nothing."""
+    finished = getattr(runner, "job_finished", None)
+    if not callable(finished):
+        return False
+    later = sorted(name for name in os.listdir(folder) if name.startswith("pipeline-")) if os.path.isdir(folder) else []
+    return all(bool(finished(where)) for where in [folder, *(os.path.join(folder, name) for name in later)])
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``tidal run``: the script on the chosen runner."""
     _check_script(args.script)
@@ -246,7 +262,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     checkpoints = _checkpoint_folder(args)
     if checkpoints is not None:
-        _with_checkpoints(original(runner_name), checkpoints, 1)  # refuse a runner without checkpoints now
+        first = _with_checkpoints(original(runner_name), checkpoints, 1)  # refuse a runner without checkpoints now
+        if args.resume and _finished_job(first, checkpoints):
+            print(
+                f"tidal run: the job checkpointed in {checkpoints} had already finished (its last checkpoint is "
+                "the end of its input); there is nothing to resume",
+                file=sys.stderr,
+            )
+            return 0
 
     def resolve(spec: Any) -> Runner:
         runner = original(spec)

@@ -339,15 +339,16 @@ def timers_event(p: td.Pipeline) -> Any:
     return stamped | td.WindowInto(window.FixedWindows(10)) | td.ParDo(_SumAtWindowEnd())
 
 
-class _SumAfterProcessingDelay(td.DoFn):
-    """Buffers values; a processing-time timer at processing time 5 s emits their sum."""
+class _BufferUntilProcessingTime(td.DoFn):
+    """Buffers values; a processing-time timer, at the time each element names, emits what is buffered."""
 
     BUFFER = td.BagStateSpec("buffer")
     FLUSH = td.TimerSpec("flush", td.TimeDomain.REAL_TIME)
 
     def process(self, kv: Any, buffer: Any = td.DoFn.StateParam(BUFFER), flush: Any = td.DoFn.TimerParam(FLUSH)) -> Iterable[Any]:
-        buffer.add(kv[1])
-        flush.set(5)
+        value, fire_at = kv[1]
+        buffer.add(value)
+        flush.set(fire_at)
         return ()
 
     @td.on_timer(FLUSH)
@@ -356,12 +357,26 @@ class _SumAfterProcessingDelay(td.DoFn):
         buffer.clear()
 
 
-@case("timers.processing_time", "Timers", expected=[("k", [1, 2])])
+@case("timers.processing_time", "Timers", observe=("value", "timestamp"),
+      expected=[(("k", [1, 2]), Timestamp(2)), (("k", [3]), Timestamp(7))])
 def timers_processing(p: td.Pipeline) -> Any:
-    """A processing-time timer fires when the processing-time clock (scripted from 0) reaches it, not before."""
-    stream = (TestStream().add_elements([("k", 1)]).advance_processing_time(3).add_elements([("k", 2)])
-              .advance_processing_time(3).advance_watermark_to_infinity())
-    return p | stream | td.ParDo(_SumAfterProcessingDelay())
+    """A processing-time timer fires when the processing-time clock (scripted from 0) reaches it, while
+    the input is still open: [1, 2] at processing time 6 (the timer was at 5), [3] at 10 (timer at 8),
+    each stamped with the input watermark of its firing (2, then 7). Firing only at the end of the
+    input would give one pane, [1, 2, 3]."""
+    stream = (
+        TestStream()
+        .add_elements([TV(("k", (1, 5)), 1)])
+        .advance_processing_time(3)
+        .add_elements([TV(("k", (2, 5)), 2)])
+        .advance_watermark_to(2)
+        .advance_processing_time(3)
+        .add_elements([TV(("k", (3, 8)), 7)])
+        .advance_watermark_to(7)
+        .advance_processing_time(4)
+        .advance_watermark_to_infinity()
+    )
+    return p | stream | td.ParDo(_BufferUntilProcessingTime())
 
 
 class _LastTimerWins(td.DoFn):

@@ -62,6 +62,7 @@ class StageWorker:
         max_in_flight: int,
         checkpoint_location: str | None = None,
         restore_part: bytes | None = None,
+        withdraw_after: int | None = None,
     ) -> None:
         plan = cloudpickle.loads(plan_bytes)
         self.stage_id = stage_id
@@ -106,6 +107,8 @@ class StageWorker:
         self.control: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
         self._writer: ThreadPoolExecutor | None = None
         self._writes: list[Future[None]] = []
+        #: The sinks withdraw what checkpoints after this one published, when the worker opens.
+        self.withdraw_after = withdraw_after
         if restore_part is not None:
             snap = cloudpickle.loads(restore_part)
             self.executor.restore(snap["executor"], commit=False)  # the sinks publish in open()
@@ -127,10 +130,12 @@ class StageWorker:
         for driver, _, _ in self.executor.sources:
             driver.open(self.clock)
         self.opened = True
+        if self.withdraw_after is not None:
+            # Back at a restored checkpoint (or at the beginning): what later checkpoints published
+            # is withdrawn, since the replay publishes it again ...
+            self.executor.abort_after(self.withdraw_after)
         if self.last_checkpoint:
-            # Back at a restored checkpoint: what later checkpoints published is withdrawn
-            # (the replay publishes it again) and what this one staged is published (idempotently).
-            self.executor.abort_after(self.last_checkpoint)
+            # ... and what the restored checkpoint staged is published (idempotently).
             self.executor.commit(self.last_checkpoint)
         self.executor.propagate()  # operators start at the worker's processing time
         return True
