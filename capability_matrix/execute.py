@@ -306,7 +306,7 @@ def _execute(case: Case, runner: str | Runner, ctx: CaseContext, deadline: float
     return "pass", message, measurement
 
 
-def _restore_outcome(ctx: CaseContext, result: "PipelineResult", restarts: int) -> tuple[str | None, str]:
+def _restore_outcome(ctx: CaseContext, result: "PipelineResult | None", restarts: int) -> tuple[str | None, str]:
     """(what is wrong or None, what happened) for the attempt after a recovery case's failure.
 
     It must have resumed from a checkpoint: the runner names the checkpoint
