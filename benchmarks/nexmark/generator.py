@@ -236,12 +236,24 @@ class PacedEvents:
     ends the list of ``(event timestamp µs, arrival wall time)`` pairs is
     handed to ``on_done`` (the harness writes it next to the outputs, so the
     source may run in another process).
+
+    With ``record_due`` the time recorded is when the element was due (the
+    start plus ``i / rate``) rather than when it was released: an engine that
+    cannot keep up holds the source back, and its latency then counts the time
+    the input waited to be offered (no coordinated omission).
     """
 
-    def __init__(self, elements: Sequence[TimestampedValue], rate: float, on_done: Callable[[list[tuple[int, float]]], None] | None = None) -> None:
+    def __init__(
+        self,
+        elements: Sequence[TimestampedValue],
+        rate: float,
+        on_done: Callable[[list[tuple[int, float]]], None] | None = None,
+        record_due: bool = False,
+    ) -> None:
         self.elements = elements
         self.rate = rate
         self.on_done = on_done
+        self.record_due = record_due
 
     def __call__(self) -> Iterator[TimestampedValue]:
         arrivals: list[tuple[int, float]] = []
@@ -255,7 +267,7 @@ class PacedEvents:
                 if due > now:
                     time.sleep(due - now)
                     now = time.perf_counter()
-                arrivals.append((tv.timestamp_us, wall0 + now))
+                arrivals.append((tv.timestamp_us, wall0 + (due if self.record_due else now)))
                 yield tv
         finally:
             if self.on_done is not None:
