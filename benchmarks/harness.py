@@ -62,10 +62,12 @@ import attrs
 import tidal as td
 from tidal.benchmarks.collect import Collected, CollectToFolder, read_collected
 from tidal.benchmarks.nexmark.generator import PacedEvents
+from tidal.benchmarks.peers import PEER_WORKLOADS, PEERS, PeerRequest, detect_peers, run_peer
 from tidal.benchmarks.workloads import DEFAULT_WORKLOADS, WORKLOADS, Workload
 from tidal.model.time import MAX_TIMESTAMP_US
 from tidal.model.window import TimestampedValue
 from tidal.runners.registry import registered_runners, resolve_runner
+from tidal.runners.runner import Runner
 
 __all__ = ["BenchConfig", "run_harness", "fit_line", "percentile", "cost_summary", "beam_verdict", "write_reports", "main"]
 
@@ -77,6 +79,9 @@ __all__ = ["BenchConfig", "run_harness", "fit_line", "percentile", "cost_summary
 #: their number (a size in the middle only checks that the line is straight,
 #: and costs Ray another start-up per run; add one with ``--sizes``).
 DEFAULT_SIZES = (3000, 30000)
+
+#: The name under which a workload's result computed in plain Python joins the runners' results.
+EXPECTED = "plain Python"
 
 
 @attrs.frozen
@@ -95,6 +100,15 @@ class BenchConfig:
     quiet: bool = False
     beam: bool = True
     stream_timeout: float = 120.0
+    #: The other engines (tidal.benchmarks.peers), off unless asked for (``python -m tidal bench`` asks unless
+    #: --no-peers): which to run (None: every installed one), at what parallelism.
+    use_peers: bool = False
+    peers: tuple[str, ...] | None = None
+    peer_parallelism: int = 2
+    peer_timeout: float = 3600.0
+    #: The further studies, run after the workloads with the same runners (None: not run).
+    key_scaling: Any = None  # tidal.benchmarks.keyscaling.KeyScalingConfig
+    latency_sweep: Any = None  # tidal.benchmarks.latency.SweepConfig
 
 
 def fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
@@ -179,7 +193,7 @@ def beam_verdict(runner_digests: Mapping[str, str], beam_digest: str | None) -> 
     return all(d == beam_digest for d in runner_digests.values())
 
 
-def _digest(canonical: list[str]) -> str:
+def result_digest(canonical: list[str]) -> str:
     h = sha256()
     for line in canonical:
         h.update(line.encode())
@@ -200,7 +214,7 @@ class _WriteArrivals:
         os.replace(self.path + ".tmp", self.path)
 
 
-def _run_batch(workload: Workload, runner: str, elements: list[TimestampedValue], trace_memory: bool = False) -> tuple[float, list[Collected], int | None]:
+def run_batch(workload: Workload, runner: str | Runner, elements: list[TimestampedValue], trace_memory: bool = False) -> tuple[float, list[Collected], int | None]:
     """(seconds, outputs, peak traced bytes) of one batch run."""
     folder = tempfile.mkdtemp(prefix="tidal-bench-")
     try:
@@ -225,18 +239,36 @@ def _run_batch(workload: Workload, runner: str, elements: list[TimestampedValue]
 
 def _run_streaming(workload: Workload, runner: str, elements: list[TimestampedValue], config: BenchConfig) -> tuple[list[Collected], list[tuple[int, float]]]:
     """(outputs, (event timestamp µs, arrival time) of every input) of one paced streaming run."""
+    return run_streaming(workload, runner, elements, config.stream_rate, config.out_of_orderness, config.stream_timeout)
+
+
+def run_streaming(
+    workload: Workload,
+    runner: str | Runner,
+    elements: list[TimestampedValue],
+    rate: float,
+    out_of_orderness: float,
+    timeout: float,
+    record_due: bool = False,
+) -> tuple[list[Collected], list[tuple[int, float]]]:
+    """(outputs, (event timestamp µs, arrival time) of every input) of one run of ``elements`` offered at ``rate`` per second.
+
+    The input comes from a paced ``GeneratorSource`` whose watermark trails by
+    ``out_of_orderness`` seconds; ``record_due`` records when each event was
+    due rather than when the source released it (see :class:`PacedEvents`).
+    """
     folder = tempfile.mkdtemp(prefix="tidal-bench-stream-")
     try:
         arrivals_path = os.path.join(folder, "arrivals.pkl")
-        paced = PacedEvents(elements, config.stream_rate, on_done=_WriteArrivals(arrivals_path))
-        source = td.GeneratorSource(paced, max_out_of_orderness=config.out_of_orderness)
+        paced = PacedEvents(elements, rate, on_done=_WriteArrivals(arrivals_path), record_due=record_due)
+        source = td.GeneratorSource(paced, max_out_of_orderness=out_of_orderness)
         p = td.Pipeline(runner=resolve_runner(runner))
         workload.build(p | "Input" >> td.Read(source)) | "Collect" >> td.ParDo(CollectToFolder(folder))
         result = p.run()
-        result.wait_until_finish(config.stream_timeout)
+        result.wait_until_finish(timeout)
         if not result.state.is_terminal:
             result.cancel()
-            raise TimeoutError(f"the streaming run did not finish within {config.stream_timeout:g} s")
+            raise TimeoutError(f"the streaming run did not finish within {timeout:g} s")
         with open(arrivals_path, "rb") as f:
             arrivals = pickle.load(f)
         return read_collected(folder), arrivals
@@ -244,8 +276,13 @@ def _run_streaming(workload: Workload, runner: str, elements: list[TimestampedVa
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def latencies(workload: Workload, outputs: Sequence[Collected], arrivals: Sequence[tuple[int, float]]) -> list[float]:
+def latencies(
+    workload: Workload, outputs: Sequence[Collected], arrivals: Sequence[tuple[int, float]], inputs: Sequence[TimestampedValue] | None = None
+) -> list[float]:
     """Seconds from the arrival of the input each result waited for to the result reaching the sink.
+
+    ``arrivals[i]`` is when ``inputs[i]`` arrived (the paced source releases
+    the input in order); ``inputs`` is needed for ``latency="last_event"``.
 
     >>> w = WORKLOADS["windowed"]
     >>> latencies(w, [Collected(None, 1_999_999, 10.5)], [(0, 9.0), (1_000_000, 10.0), (2_500_000, 10.2)])
@@ -253,6 +290,19 @@ def latencies(workload: Workload, outputs: Sequence[Collected], arrivals: Sequen
     """
     if workload.latency is None or not arrivals:
         return []
+    if workload.latency == "last_event":
+        if inputs is None or workload.event_key is None or workload.result_key is None:
+            raise ValueError(f"{workload.name}: a last-event latency needs the inputs and the workload's event_key and result_key")
+        last: dict[Any, float] = {}
+        event_key = workload.event_key
+        for (stamp, wall), tv in zip(arrivals, inputs):
+            if stamp != tv.timestamp_us:
+                raise ValueError(f"{workload.name}: the arrivals are not those of the inputs (event at {stamp} µs, input at {tv.timestamp_us} µs)")
+            key = event_key(tv.value)
+            if key is not None and wall > last.get(key, -math.inf):
+                last[key] = wall
+        result_key = workload.result_key
+        return [o.emitted_at - last[k] for o in outputs if (k := result_key(o.value)) in last]
     if workload.latency == "element":
         arrival_of = dict(arrivals)
         return [o.emitted_at - arrival_of[o.timestamp_us] for o in outputs if o.timestamp_us in arrival_of]
@@ -273,17 +323,17 @@ def latencies(workload: Workload, outputs: Sequence[Collected], arrivals: Sequen
 
 # -- runners --------------------------------------------------------------------------
 @attrs.define
-class _RunnerSession:
+class RunnerSession:
     name: str
     memory_scope: str = "process"
     startup_s: float | None = None
     stop: Callable[[], None] | None = None
 
 
-def _open_runner(name: str) -> _RunnerSession:
+def open_runner(name: str) -> RunnerSession:
     """Check that ``name`` can be built; start Ray once for all its runs (reported apart)."""
     resolve_runner(name)
-    session = _RunnerSession(name)
+    session = RunnerSession(name)
     if name == "ray":
         import ray
 
@@ -359,7 +409,7 @@ def _run_beam(workload: Workload, elements: list[TimestampedValue]) -> tuple[flo
 
 
 # -- the harness ----------------------------------------------------------------------
-def _progress(total: int, quiet: bool) -> Any:
+def progress_bar(total: int, quiet: bool) -> Any:
     disable = quiet or os.environ.get("TIDAL_NO_PROGRESS", "") not in ("", "0")
     try:
         from tqdm import tqdm
@@ -393,7 +443,7 @@ def _batch_inputs(workload: Workload, sizes: Sequence[int], made: dict[Any, list
     return {n: full[:n] for n in sizes}
 
 
-def _one_digest(digests: set[str]) -> str:
+def one_digest(digests: set[str]) -> str:
     """The digest of every repeat; runs that disagreed give a value no single run can equal."""
     return next(iter(digests)) if len(digests) == 1 else "inconsistent: " + " / ".join(sorted(digests))
 
@@ -403,6 +453,10 @@ def run_harness(config: BenchConfig) -> dict[str, Any]:
     unknown = [w for w in config.workloads if w not in WORKLOADS]
     if unknown:
         raise ValueError(f"unknown workloads {unknown}; known: {', '.join(WORKLOADS)}")
+    if not config.workloads and config.key_scaling is None and config.latency_sweep is None:
+        raise ValueError("nothing to run: no workload, and neither key scaling nor the latency sweep")
+    if config.peer_parallelism < 1:
+        raise ValueError(f"peer_parallelism must be at least 1, not {config.peer_parallelism}")
     if config.repeats < 1:
         raise ValueError(f"repeats must be at least 1, not {config.repeats}")
     if not config.sizes or min(config.sizes) < 1:
@@ -410,20 +464,30 @@ def run_harness(config: BenchConfig) -> dict[str, Any]:
     sizes = tuple(sorted(set(config.sizes)))
     repeats = config.repeats
     requested = list(config.runners) if config.runners else registered_runners()
-    sessions: list[_RunnerSession] = []
+    sessions: list[RunnerSession] = []
     skipped: dict[str, str] = {}
     for name in requested:
         if name not in registered_runners():
             skipped[name] = f"not registered (registered: {', '.join(registered_runners())})"
             continue
         try:
-            sessions.append(_open_runner(name))
+            sessions.append(open_runner(name))
         except Exception as exc:
             skipped[name] = f"{type(exc).__name__}: {exc}"
     beam_version = _beam_version() if config.beam else None
     beam_workloads = [w for w in config.workloads if beam_version and WORKLOADS[w].beam_build is not None]
     per_runner = len(sizes) * repeats + 2
-    bar = _progress(len(config.workloads) * len(sessions) * per_runner + len(beam_workloads) * repeats, config.quiet)
+    peer_workloads = [w for w in config.workloads if w in PEER_WORKLOADS]
+    present_peers, missing_peers = detect_peers(config.peers) if config.use_peers and peer_workloads else ({}, {})
+    peer_runs = {
+        name: len(peer_workloads) * len(sizes) * len(PEERS[name].variants) * repeats for name in present_peers
+    }
+    bar = progress_bar(
+        len(config.workloads) * len(sessions) * per_runner + len(beam_workloads) * repeats + sum(peer_runs.values()), config.quiet
+    )
+    peer_rows: list[dict[str, Any]] = []
+    peer_info: dict[str, Any] = {}
+    studies: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     equality: dict[str, Any] = {}
     made: dict[Any, list[TimestampedValue]] = {}
@@ -445,25 +509,27 @@ def run_harness(config: BenchConfig) -> dict[str, Any]:
                     for rep in range(repeats):
                         for n in sizes:
                             bar.set_postfix_str(f"{wname} on {runner}, {n:,} events, run {rep + 1}/{repeats}")
-                            seconds, outputs, _ = _run_batch(workload, runner, inputs[n])
+                            seconds, outputs, _ = run_batch(workload, runner, inputs[n])
                             runs[n].append(seconds)
-                            seen[n].add(_digest(workload.canonical([o.value for o in outputs])))
+                            seen[n].add(result_digest(workload.canonical([o.value for o in outputs])))
                             bar.update()
                             ticks += 1
                     for n in sizes:
-                        digests.setdefault(f"batch {n:,}", {})[runner] = _one_digest(seen[n])
+                        digests.setdefault(f"batch {n:,}", {})[runner] = one_digest(seen[n])
+                        if workload.expected is not None:
+                            digests[f"batch {n:,}"][EXPECTED] = result_digest(workload.canonical(workload.expected(inputs[n])))
                     bar.set_postfix_str(f"{wname} on {runner}, memory")
-                    _, _, peak = _run_batch(workload, runner, inputs[sizes[-1]], trace_memory=True)
+                    _, _, peak = run_batch(workload, runner, inputs[sizes[-1]], trace_memory=True)
                     bar.update()
                     ticks += 1
                     lat: list[float] = []
                     if workload.streaming:
                         bar.set_postfix_str(f"{wname} on {runner}, streaming")
                         outputs, arrivals = _run_streaming(workload, runner, stream_input, config)
-                        digests.setdefault(f"streaming {config.stream_events:,}", {})[runner] = _digest(
+                        digests.setdefault(f"streaming {config.stream_events:,}", {})[runner] = result_digest(
                             workload.canonical([o.value for o in outputs])
                         )
-                        lat = latencies(workload, outputs, arrivals)
+                        lat = latencies(workload, outputs, arrivals, stream_input)
                     bar.update()
                     row.update(cost_summary(runs))
                     row.update(
@@ -492,6 +558,18 @@ def run_harness(config: BenchConfig) -> dict[str, Any]:
             for row in wrows:
                 row["same_result"] = equality[wname]["same"]
             rows.extend(wrows)
+        for name, python in present_peers.items():
+            peer_info[name], found = _measure_peer(name, python, peer_workloads, sizes, config, equality, bar, peer_runs[name])
+            peer_rows.extend(found)
+        bar.close()
+        if config.key_scaling is not None:
+            from tidal.benchmarks.keyscaling import run_key_scaling
+
+            studies["key_scaling"] = run_key_scaling(attrs.evolve(config.key_scaling, quiet=config.quiet), sessions)
+        if config.latency_sweep is not None:
+            from tidal.benchmarks.latency import run_latency_sweep
+
+            studies["latency_sweep"] = run_latency_sweep(attrs.evolve(config.latency_sweep, quiet=config.quiet), sessions)
     finally:
         bar.close()
         for session in sessions:
@@ -500,7 +578,7 @@ def run_harness(config: BenchConfig) -> dict[str, Any]:
     import resource
 
     return {
-        "config": {**attrs.asdict(config), "sizes": list(sizes)},
+        "config": {**attrs.asdict(config, filter=lambda a, v: a.name not in ("key_scaling", "latency_sweep")), "sizes": list(sizes)},
         "environment": {
             "python": platform.python_version(),
             "platform": platform.platform(),
@@ -515,6 +593,10 @@ def run_harness(config: BenchConfig) -> dict[str, Any]:
         ),
         "results": rows,
         "equality": equality,
+        "peers": peer_info,
+        "missing_peers": missing_peers if config.use_peers else {},
+        "peer_results": peer_rows,
+        **studies,
         "process_max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "total_seconds": time.perf_counter() - started,
         "timing_method": (
@@ -529,6 +611,59 @@ def run_harness(config: BenchConfig) -> dict[str, Any]:
     }
 
 
+def _measure_peer(
+    name: str, python: Any, workloads: list[str], sizes: tuple[int, ...], config: BenchConfig, equality: dict[str, Any], bar: Any, runs: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run one peer engine on the workloads it implements; (its start-up and version, one row per workload and idiom)."""
+    peer = PEERS[name]
+    bar.set_postfix_str(f"{peer.title}: starting")
+    ticked = [0]
+
+    def progress(done: int) -> None:
+        if done > ticked[0]:
+            bar.update(done - ticked[0])
+            ticked[0] = done
+            bar.set_postfix_str(f"{peer.title}: {done}/{runs} runs")
+
+    request = PeerRequest(workloads=tuple(workloads), sizes=sizes, repeats=config.repeats, parallelism=config.peer_parallelism)
+    report = run_peer(name, python, request, config.peer_timeout, on_progress=progress, folder=os.path.join(config.out, "peers", name))
+    bar.update(max(0, runs - ticked[0]))
+    info = {
+        "title": peer.title,
+        "version": report.get("version"),
+        "python": str(python),
+        "parallelism": config.peer_parallelism,
+        "startup_s": report.get("startup_s"),
+        "session_s": report.get("session_s"),
+        "variants": dict(peer.variant_titles),
+        "system": dict(peer.system),
+        "error": report.get("error"),
+        "log": report.get("log") if report.get("error") else None,
+        "files": report.get("folder"),
+    }
+    rows: list[dict[str, Any]] = []
+    by_job: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in report.get("runs", []):
+        by_job.setdefault((run["workload"], run["variant"]), []).append(run)
+    for (wname, variant), job_runs in by_job.items():
+        row: dict[str, Any] = {"workload": wname, "engine": name, "variant": variant, "label": f"{name} {variant}"}
+        errors = [r["error"] for r in job_runs if r.get("error")]
+        finished = [r for r in job_runs if r["seconds"] and not r.get("error")]
+        if errors or len(finished) < len(sizes):
+            row["error"] = errors[0] if errors else "not every size ran"
+            row["same_result"] = None
+        else:
+            row.update(cost_summary({r["events"]: r["seconds"] for r in finished}))
+            verdicts = []
+            for r in finished:
+                tidal = {k: v for k, v in equality.get(wname, {}).get("digests", {}).get(f"batch {r['events']:,}", {}).items()}
+                verdicts.append(beam_verdict(tidal, one_digest(set(r["digests"]))))
+            row.update(error=None, results=finished[-1].get("results"), same_result=None if None in verdicts else all(verdicts))
+        equality.setdefault(wname, {}).setdefault("peers", {})[row["label"]] = row["same_result"]
+        rows.append(row)
+    return info, rows
+
+
 def _measure_beam(workload: Workload, elements: list[TimestampedValue], repeats: int, runner_digests: Mapping[str, str], bar: Any) -> dict[str, Any]:
     """Beam's median time over ``repeats`` runs and whether its result equals the runners'."""
     bar.set_postfix_str(f"{workload.name} on Beam")
@@ -537,13 +672,13 @@ def _measure_beam(workload: Workload, elements: list[TimestampedValue], repeats:
     for rep in range(repeats):
         try:
             seconds, values = _run_beam(workload, elements)
-            seen.add(_digest(workload.canonical(values)))
+            seen.add(result_digest(workload.canonical(values)))
         except Exception as exc:
             bar.update(repeats - rep)  # the runs it will not do
             return {"error": f"{type(exc).__name__}: {exc}", "same": None}
         runs.append(seconds)
         bar.update()
-    digest = _one_digest(seen)
+    digest = one_digest(seen)
     return {
         "events": len(elements),
         "seconds": statistics.median(runs),
@@ -693,41 +828,143 @@ def _notes(report: dict[str, Any]) -> list[str]:
     return notes
 
 
+def peer_table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the other engines' table: each workload in each engine's idioms, beside tidal's direct runner."""
+    header = ["workload", "engine", "idiom", "events/s", "fixed cost (ms)", "steady-state events/s", "spread", "same result"]
+    cells = []
+    direct = {r["workload"]: r for r in report["results"] if r["runner"] == "direct"}
+    shown: set[str] = set()
+    for row in report.get("peer_results", []):
+        w = row["workload"]
+        if w not in shown and w in direct and not direct[w].get("error"):
+            shown.add(w)
+            d = direct[w]
+            cells.append([w, "tidal", "direct runner", _cell(d, "events_per_s"), _cell(d, "fixed_cost_s"),
+                          _cell(d, "steady_events_per_s"), _cell(d, "spread_pct"), _cell(d, "same_result")])
+        if row.get("error"):
+            cells.append([w, row["engine"], row["variant"], "failed", "", "", "", ""])
+            continue
+        cells.append([
+            w, row["engine"], row["variant"], _cell(row, "events_per_s"), _cell(row, "fixed_cost_s"), _cell(row, "steady_events_per_s"),
+            _cell(row, "spread_pct"), {True: "yes", False: "NO", None: "n/a"}[row.get("same_result")],
+        ])
+    return header, cells
+
+
+def _peer_notes(report: dict[str, Any]) -> list[str]:
+    notes = []
+    peers = report.get("peers", {})
+    for name, info in peers.items():
+        if info.get("error"):
+            notes.append(f"{info['title']} failed: {info['error']}")
+            continue
+        notes.append(
+            f"{info['title']} ({info['version']}, parallelism {info['parallelism']}): start-up {info['startup_s']:.1f} s "
+            f"(session {info['session_s']:.1f} s and a warm-up job), reported apart, once per run; each job is timed from "
+            "handing it the input (from pandas, or Python lists for the Python-function idiom) to its result collected in "
+            "the driver. Idioms: " + "; ".join(f"{k}: {v}" for k, v in info["variants"].items()) + "."
+        )
+    rows = report.get("peer_results", [])
+    if rows:
+        same = [r for r in rows if r.get("same_result")]
+        differ = [f"{r['workload']} on {r['label']}" for r in rows if r.get("same_result") is False]
+        notes.append(
+            f"Other engines' results equal tidal's for {len(same)} of {len(rows)} jobs"
+            + (f"; DIFFERENT: {', '.join(differ)}." if differ else ".")
+        )
+        for r in rows:
+            if r.get("error"):
+                notes.append(f"{r['workload']} on {r['label']} failed: {r['error'][:300]}")
+    for name, why in report.get("missing_peers", {}).items():
+        notes.append(f"Other engine {name}: {why}.")
+    return notes
+
+
+def _text_table(header: list[str], cells: list[list[str]], left: int = 2) -> list[str]:
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(header)]
+    fmt = lambda row: "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
+    return [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(c) for c in cells]
+
+
+def _md_table(header: list[str], cells: list[list[str]], left: int = 2) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join("---" if i < left else "---:" for i in range(len(header))) + " |",
+    ] + ["| " + " | ".join(c) + " |" for c in cells]
+
+
+#: The title of the runner comparison's own table.
+RUNNERS_TITLE = "tidal's runners"
+
+
+def report_sections(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], int, list[str]]]:
+    """(title, header, cells, left-aligned columns, notes) of every table the report has, in order."""
+    out = []
+    if report["results"]:
+        header, cells = table_rows(report)
+        out.append((RUNNERS_TITLE, header, cells, 2, _notes(report)))
+    if report.get("peer_results") or report.get("peers") or report.get("missing_peers"):
+        header, cells = peer_table_rows(report)
+        out.append(("Other engines, same inputs and result check", header, cells, 3, _peer_notes(report)))
+    if "key_scaling" in report:
+        from tidal.benchmarks.keyscaling import key_scaling_notes, key_scaling_table
+
+        header, cells = key_scaling_table(report["key_scaling"])
+        out.append(("Key scaling", header, cells, 3, key_scaling_notes(report["key_scaling"])))
+    if "latency_sweep" in report:
+        from tidal.benchmarks.latency import sweep_notes, sweep_table
+
+        header, cells = sweep_table(report["latency_sweep"])
+        out.append(("Latency against throughput", header, cells, 2, sweep_notes(report["latency_sweep"])))
+    return out
+
+
 def markdown(report: dict[str, Any]) -> str:
-    header, cells = table_rows(report)
+    """The whole report as Markdown: one table per study, each with its notes."""
     env = report["environment"]
     lines = [
         "# tidal benchmark results",
         "",
         f"Python {env['python']}, {env['cpus']} CPUs, {env['platform']}; total {report['total_seconds']:.0f} s.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "| " + " | ".join("---" if i < 2 else "---:" for i in range(len(header))) + " |",
     ]
-    lines += ["| " + " | ".join(c) + " |" for c in cells]
-    lines += [""] + [f"- {n}" for n in _notes(report)] + [""]
-    return "\n".join(lines)
+    sections = report_sections(report)
+    for i, (title, header, cells, left, notes) in enumerate(sections):
+        lines.append("")
+        if i or len(sections) > 1 or title != RUNNERS_TITLE:
+            lines += [f"## {title}", ""]
+        lines += _md_table(header, cells, left)
+        lines += [""] + [f"- {n}" for n in notes]
+    return "\n".join(lines + [""])
 
 
 def terminal_table(report: dict[str, Any]) -> str:
-    header, cells = table_rows(report)
-    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(header)]
-    fmt = lambda row: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
-    lines = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(c) for c in cells]
-    return "\n".join(lines + [""] + _notes(report))
+    """The whole report for the terminal: one table per study, each with its notes."""
+    lines: list[str] = []
+    sections = report_sections(report)
+    for i, (title, header, cells, left, notes) in enumerate(sections):
+        if i:
+            lines += ["", f"== {title}", ""]
+        elif title != RUNNERS_TITLE:
+            lines += [f"== {title}", ""]
+        lines += _text_table(header, cells, left) + [""] + notes
+    return "\n".join(lines)
 
 
-def chart(report: dict[str, Any], path: str) -> None:
-    """Throughput, steady-state rate, fixed cost and p99 latency per workload, one bar per runner."""
+def chart(report: dict[str, Any], path: str | Any, fmt: str | None = None) -> None:
+    """Throughput, steady-state rate, fixed cost and p99 latency per workload, one bar per runner (and per other engine's
+    idiom in the throughput panels, where the engines ran)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    workloads = list(dict.fromkeys(r["workload"] for r in report["results"]))
-    runners = report["runners"]
-    by = {(r["workload"], r["runner"]): r for r in report["results"]}
+    rows = list(report["results"]) + [
+        {**r, "runner": r["label"]} for r in report.get("peer_results", []) if not r.get("error")
+    ]
+    workloads = list(dict.fromkeys(r["workload"] for r in rows))
+    runners = list(dict.fromkeys([*report["runners"], *(r["runner"] for r in rows)]))
+    by = {(r["workload"], r["runner"]): r for r in rows}
     panels = (
         ("events_per_s", "events/s (log)"),
         ("steady_events_per_s", "steady-state events/s (log; hatched: rough)"),
@@ -737,6 +974,7 @@ def chart(report: dict[str, Any], path: str) -> None:
     fig, axes = plt.subplots(len(panels), 1, figsize=(max(8, len(workloads) * 0.9), 4 * len(panels)), constrained_layout=True)
     width = 0.8 / max(1, len(runners))
     for ax, (key, label) in zip(axes, panels):
+        shown = []
         for i, runner in enumerate(runners):
             xs, ys, hatches = [], [], []
             for j, w in enumerate(workloads):
@@ -746,27 +984,43 @@ def chart(report: dict[str, Any], path: str) -> None:
                     xs.append(j + (i - (len(runners) - 1) / 2) * width)
                     ys.append(v)
                     hatches.append("//" if key == "steady_events_per_s" and not row.get("per_event_resolved") else "")
-            ax.bar(xs, ys, width=width, color=f"C{i}", hatch=hatches)
+            if xs:
+                ax.bar(xs, ys, width=width, color=f"C{i % 10}", hatch=hatches)
+                shown.append(i)
         ax.set_yscale("log")
         ax.set_ylabel(label)
         ax.set_xticks(range(len(workloads)))
         ax.set_xticklabels(workloads, rotation=30)
-        ax.legend(handles=[Patch(facecolor=f"C{i}", label=runner) for i, runner in enumerate(runners)])
+        ax.legend(handles=[Patch(facecolor=f"C{i % 10}", label=runners[i]) for i in shown], fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_title("tidal: throughput, start-up and latency by runner")
-    fig.savefig(path, dpi=100)
+    axes[0].set_title("tidal: throughput, start-up and latency by runner" + (" and other engines" if report.get("peer_results") else ""))
+    fig.savefig(path, dpi=100, format=fmt)
     plt.close(fig)
 
 
 def write_reports(report: dict[str, Any], out: str) -> dict[str, str]:
-    """Write results.json, results.md and results.png into ``out``; return their paths."""
+    """Write results.json, results.md and results.png into ``out`` (keyscaling.png and latency.png when those
+    studies ran); return their paths."""
     os.makedirs(out, exist_ok=True)
     paths = {kind: os.path.join(out, f"results.{kind}") for kind in ("json", "md", "png")}
     with open(paths["json"], "w") as f:
         json.dump(report, f, indent=2, default=str)
     with open(paths["md"], "w") as f:
         f.write(markdown(report))
-    chart(report, paths["png"])
+    if report["results"]:
+        chart(report, paths["png"])
+    else:
+        del paths["png"]
+    if "key_scaling" in report:
+        from tidal.benchmarks.keyscaling import key_scaling_chart
+
+        paths["keyscaling"] = os.path.join(out, "keyscaling.png")
+        key_scaling_chart(report["key_scaling"], paths["keyscaling"])
+    if "latency_sweep" in report:
+        from tidal.benchmarks.latency import sweep_chart
+
+        paths["latency"] = os.path.join(out, "latency.png")
+        sweep_chart(report["latency_sweep"], paths["latency"])
     return paths
 
 

@@ -27,7 +27,7 @@ from tidal.benchmarks.workloads import WORKLOADS, Workload
 from tidal.runners.direct import DirectRunner
 from tidal.runners.registry import _FACTORIES, register_runner
 
-TINY = dict(sizes=(40, 80, 160), repeats=1, stream_events=60, stream_rate=20_000.0, quiet=True)
+TINY = dict(sizes=(40, 80, 160), repeats=1, stream_events=60, stream_rate=20_000.0, quiet=True, use_peers=False)
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_the_bench_command_runs_and_writes_its_reports(tmp_path: Path, capsys: p
     add_bench_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
         ["bench", "--workloads", "q2,windowed", "--runners", "direct", "--sizes", "30,60", "--stream-events", "40",
-         "--stream-rate", "20000", "--out", str(tmp_path), "--quiet"]
+         "--stream-rate", "20000", "--out", str(tmp_path), "--quiet", "--no-peers"]
     )
     assert args.func(args) == 0
     out = capsys.readouterr()
@@ -99,7 +99,7 @@ def test_the_bench_command_runs_and_writes_its_reports(tmp_path: Path, capsys: p
 def test_an_unknown_workload_is_an_error_naming_the_known_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser(prog="tidal")
     add_bench_parser(parser.add_subparsers(dest="command"))
-    assert run_bench(parser.parse_args(["bench", "--workloads", "q99", "--out", str(tmp_path), "-q"])) == 2
+    assert run_bench(parser.parse_args(["bench", "--workloads", "q99", "--out", str(tmp_path), "-q", "--no-peers"])) == 2
     assert "unknown workloads ['q99']; known: q0, q1" in capsys.readouterr().err
 
 
@@ -132,7 +132,7 @@ def test_latency_matches_each_result_to_the_input_it_waited_for() -> None:
 def test_ray_gives_the_direct_runners_results(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     report = run_harness(
-        BenchConfig(workloads=("q7",), runners=("direct", "ray"), sizes=(50, 100), repeats=1, stream_events=40, stream_rate=20_000.0, quiet=True, out=str(tmp_path))
+        BenchConfig(workloads=("q7",), runners=("direct", "ray"), sizes=(50, 100), repeats=1, stream_events=40, stream_rate=20_000.0, quiet=True, out=str(tmp_path), use_peers=False)
     )
     assert report["runners"] == ["direct", "ray"]
     assert report["equality"]["q7"]["same"] is True
@@ -240,7 +240,7 @@ def _fake_beam(monkeypatch: pytest.MonkeyPatch, result: Any) -> list[int]:
 
 
 def _direct_outputs(workload: Workload, elements: list[Any]) -> list[Any]:
-    return [o.value for o in harness._run_batch(workload, "direct", elements)[1]]
+    return [o.value for o in harness.run_batch(workload, "direct", elements)[1]]
 
 
 def test_a_beam_result_equal_to_the_runners_is_shown_as_a_ratio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -265,7 +265,7 @@ def test_a_beam_result_that_differs_is_reported_and_fails_the_command(tmp_path: 
     parser = argparse.ArgumentParser(prog="tidal")
     add_bench_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["bench", "--workloads", "q1", "--runners", "direct", "--sizes", "30,60", "--repeats", "1",
-                              "--stream-events", "20", "--stream-rate", "20000", "--out", str(tmp_path), "-q"])
+                              "--stream-events", "20", "--stream-rate", "20000", "--out", str(tmp_path), "-q", "--no-peers"])
     assert args.func(args) == 1
     out = capsys.readouterr().out
     assert out.splitlines()[2].rstrip().endswith("DIFFERENT result")
@@ -282,7 +282,7 @@ def test_a_beam_failure_is_reported_and_fails_the_command(tmp_path: Path, monkey
     parser = argparse.ArgumentParser(prog="tidal")
     add_bench_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["bench", "--workloads", "q1", "--runners", "direct", "--sizes", "30", "--repeats", "1",
-                              "--stream-events", "20", "--stream-rate", "20000", "--out", str(tmp_path), "-q"])
+                              "--stream-events", "20", "--stream-rate", "20000", "--out", str(tmp_path), "-q", "--no-peers"])
     assert args.func(args) == 1
     out = capsys.readouterr().out
     assert "q1 on Beam failed: RuntimeError: Unable to translate Q1/ToEuro" in out
@@ -299,11 +299,11 @@ def test_beam_direct_runner_gives_the_runners_results_for_every_workload_it_can_
     env = {**os.environ, "TIDAL_NO_PROGRESS": "1", "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.run(
         [str(python), "-m", "tidal", "bench", "--workloads", ",".join(beam_workloads), "--runners", "direct",
-         "--sizes", "4000", "--repeats", "1", "--stream-events", "20", "--stream-rate", "20000", "--out", str(tmp_path), "-q"],
+         "--sizes", "4000", "--repeats", "1", "--stream-events", "20", "--stream-rate", "20000", "--out", str(tmp_path), "-q", "--no-peers"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["beam_reference"].startswith("apache_beam ")
     assert {w: e["beam"]["same"] for w, e in data["equality"].items()} == {w: True for w in beam_workloads}
-    assert sorted(beam_workloads) == sorted(["q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q11", "wordcount", "windowed", "sessions"])
+    assert sorted(beam_workloads) == sorted(["q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q11", "wordcount", "windowed", "sessions", "yahoo"])

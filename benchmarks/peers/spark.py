@@ -1,0 +1,295 @@
+"""The workloads on Apache Spark (PySpark), in two idioms: DataFrames (native operators) and RDDs with Python lambdas.
+
+Runs in the Spark virtualenv (``make bench-peers``), in a local Spark of
+``parallelism`` cores, through :mod:`tidal.benchmarks.peers.worker`. Each job
+reads its input from pandas (Arrow-backed ``createDataFrame``) or from Python
+lists (``parallelize``), and collects its result to the driver; the rows are
+then turned into tidal's result tuples, outside the timed region.
+
+Spark merges two session windows that touch (an event exactly one gap after
+the last), Beam and tidal do not: with whole-millisecond times, a gap one
+millisecond shorter and an end one millisecond later give Beam's sessions.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable, Iterable
+
+from tidal.benchmarks.nexmark.generator import Bid
+from tidal.benchmarks.nexmark.queries import hottest, is_bid, to_euro
+from tidal.benchmarks.peers.inputs import NEXMARK_COLUMNS, nexmark_event, seconds
+
+__all__ = ["start", "warm_up", "version", "JOBS", "SparkSession"]
+
+_SESSION_GAP_MS = 2000
+_WINDOW_US = 10_000_000
+_SLIDE_US = 5_000_000
+
+
+class SparkSession:
+    """The local Spark session and its context."""
+
+    def __init__(self, parallelism: int) -> None:
+        import os
+        import sys
+
+        from pyspark.sql import SparkSession as Builder
+
+        # The Python workers run the lambdas and unpickle tidal's values: this virtualenv's Python.
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+        self.parallelism = parallelism
+        self.spark = (
+            Builder.builder.master(f"local[{parallelism}]")
+            .appName("tidal-bench")
+            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.sql.shuffle.partitions", str(parallelism))
+            .config("spark.default.parallelism", str(parallelism))
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.driver.memory", "2g")
+            .getOrCreate()
+        )
+        self.spark.sparkContext.setLogLevel("ERROR")
+        self.sc = self.spark.sparkContext
+
+    def frame(self, columns: dict[str, list[Any]], schema: str | None = None) -> Any:
+        import pandas as pd
+
+        return self.spark.createDataFrame(pd.DataFrame(columns), schema=schema)
+
+    def close(self) -> None:
+        self.spark.stop()
+
+
+def version() -> str:
+    import pyspark
+
+    return f"pyspark {pyspark.__version__}"
+
+
+def start(parallelism: int) -> SparkSession:
+    return SparkSession(parallelism)
+
+
+def warm_up(session: SparkSession) -> None:
+    """One tiny job of each idiom, so the first measured job does not pay for starting the first executors."""
+    session.frame({"x": [1, 2]}).groupBy("x").count().collect()
+    session.sc.parallelize([1, 2], session.parallelism).map(lambda x: (x, 1)).reduceByKey(operator.add).collect()
+
+
+def _col(df: Any, name: str) -> list[Any]:
+    return df[name].tolist()  # numpy scalars to Python ints and floats
+
+
+# -- DataFrames ---------------------------------------------------------------------------
+_NEXMARK_SCHEMA = ", ".join(
+    f"{name} {'bigint' if kind == 'int' else 'double' if kind == 'float' else 'string'}" for name, kind in NEXMARK_COLUMNS
+)
+
+
+def _events(s: SparkSession, tables: dict[str, Any]) -> Any:
+    return s.frame(tables["events"], _NEXMARK_SCHEMA)
+
+
+def _ts(df: Any) -> Any:
+    from pyspark.sql import functions as F
+
+    return df.withColumn("ts", F.timestamp_millis("ts_ms"))
+
+
+def wordcount_df(s: SparkSession, tables: dict[str, Any]) -> Any:
+    return s.frame(tables["words"]).groupBy("word").count().toPandas()
+
+
+def windowed_df(s: SparkSession, tables: dict[str, Any]) -> Any:
+    from pyspark.sql import functions as F
+
+    pairs = _ts(s.frame(tables["pairs"]))
+    return (
+        pairs.groupBy(F.window("ts", "10 seconds"), "key").agg(F.sum("value").alias("total"))
+        .select(F.unix_micros("window.start").alias("start_us"), "key", "total").toPandas()
+    )
+
+
+def sessions_df(s: SparkSession, tables: dict[str, Any]) -> Any:
+    from pyspark.sql import functions as F
+
+    pairs = _ts(s.frame(tables["pairs"]))
+    return (
+        pairs.groupBy(F.session_window("ts", f"{_SESSION_GAP_MS - 1} milliseconds"), "key").agg(F.collect_list("value").alias("values"))
+        .select("key", F.unix_micros("session_window.start").alias("start_us"), F.unix_micros("session_window.end").alias("end_us"), "values")
+        .toPandas()
+    )
+
+
+def q0_df(s: SparkSession, tables: dict[str, Any]) -> Any:
+    return _events(s, tables).select("*").toPandas()
+
+
+def q1_df(s: SparkSession, tables: dict[str, Any]) -> Any:
+    from pyspark.sql import functions as F
+
+    return _events(s, tables).where("kind = 2").select("auction", "bidder", F.expr("price * 89 div 100").alias("euro"), "date_time").toPandas()
+
+
+def q2_df(s: SparkSession, tables: dict[str, Any]) -> Any:
+    return _events(s, tables).where("kind = 2 AND auction % 123 = 0").select("auction", "price").toPandas()
+
+
+def q5_df(s: SparkSession, tables: dict[str, Any]) -> Any:
+    from pyspark.sql import functions as F
+
+    bids = _ts(_events(s, tables).where("kind = 2"))
+    counts = bids.groupBy(F.window("ts", "10 seconds", "5 seconds").alias("w"), "auction").count()
+    top = counts.groupBy("w").agg(F.max("count").alias("top"))
+    return (
+        counts.join(top, "w").where("count = top")
+        .select(F.unix_micros("w.start").alias("start_us"), "auction", "count").toPandas()
+    )
+
+
+def yahoo_df(s: SparkSession, tables: dict[str, Any]) -> Any:
+    from pyspark.sql import functions as F
+
+    views = _ts(s.frame(tables["events"]).where("event_type = 'view'").select("ad_id", "ts_ms"))
+    ads = s.frame(tables["ads"])
+    return (
+        views.join(F.broadcast(ads), "ad_id").groupBy(F.window("ts", "10 seconds"), "campaign").count()
+        .select(F.unix_micros("window.start").alias("start_us"), "campaign", "count").toPandas()
+    )
+
+
+# -- RDDs with Python lambdas --------------------------------------------------------------
+def _rdd(s: SparkSession, tables: dict[str, Any], with_time: bool = False) -> Any:
+    values = tables["values"] if with_time else [v for v, _ in tables["values"]]
+    return s.sc.parallelize(values, s.parallelism)
+
+
+def _window_start_us(t_us: int, size_us: int = _WINDOW_US) -> int:
+    return t_us - t_us % size_us
+
+
+def wordcount_rdd(s: SparkSession, tables: dict[str, Any]) -> list[Any]:
+    return _rdd(s, tables).map(lambda w: (w, 1)).reduceByKey(operator.add).collect()  # type: ignore[no-any-return]
+
+
+def windowed_rdd(s: SparkSession, tables: dict[str, Any]) -> list[Any]:
+    return (  # type: ignore[no-any-return]
+        _rdd(s, tables, with_time=True)
+        .map(lambda vt: ((_window_start_us(vt[1]), vt[0][0]), vt[0][1]))
+        .reduceByKey(operator.add)
+        .map(lambda kv: (kv[0][0] / 1e6, kv[0][1], kv[1]))
+        .collect()
+    )
+
+
+def sessionize(key: Any, stamped: Iterable[tuple[int, Any]], gap_us: int = _SESSION_GAP_MS * 1000) -> list[Any]:
+    """Beam's sessions of one key from (timestamp µs, value) pairs: ``((key, start, end), sorted values)``.
+
+    >>> sessionize("k", [(0, 1), (2_500_000, 3), (500_000, 2)])
+    [(('k', 0.0, 2.5), [1, 2]), (('k', 2.5, 4.5), [3])]
+    """
+    out: list[Any] = []
+    start = end = None
+    values: list[Any] = []
+    for t, v in sorted(stamped, key=lambda tv: tv[0]):
+        if end is not None and t < end:
+            end = max(end, t + gap_us)
+            values.append(v)
+            continue
+        if end is not None:
+            out.append(((key, start / 1e6, end / 1e6), sorted(values)))  # type: ignore[operator]
+        start, end, values = t, t + gap_us, [v]
+    if end is not None:
+        out.append(((key, start / 1e6, end / 1e6), sorted(values)))  # type: ignore[operator]
+    return out
+
+
+def sessions_rdd(s: SparkSession, tables: dict[str, Any]) -> list[Any]:
+    return (  # type: ignore[no-any-return]
+        _rdd(s, tables, with_time=True)
+        .map(lambda vt: (vt[0][0], (vt[1], vt[0][1])))
+        .groupByKey()
+        .flatMap(lambda kv: sessionize(kv[0], kv[1]))
+        .collect()
+    )
+
+
+def q0_rdd(s: SparkSession, tables: dict[str, Any]) -> list[Any]:
+    return _rdd(s, tables).map(lambda e: e).collect()  # type: ignore[no-any-return]
+
+
+def q1_rdd(s: SparkSession, tables: dict[str, Any]) -> list[Any]:
+    return _rdd(s, tables).filter(is_bid).map(to_euro).collect()  # type: ignore[no-any-return]
+
+
+def q2_rdd(s: SparkSession, tables: dict[str, Any]) -> list[Any]:
+    return _rdd(s, tables).filter(is_bid).filter(lambda b: b.auction % 123 == 0).map(lambda b: (b.auction, b.price)).collect()  # type: ignore[no-any-return]
+
+
+def _sliding_starts_us(t_us: int) -> list[int]:
+    last = t_us - t_us % _SLIDE_US
+    return [last - k * _SLIDE_US for k in range(_WINDOW_US // _SLIDE_US)]
+
+
+def q5_rdd(s: SparkSession, tables: dict[str, Any]) -> list[Any]:
+    return (  # type: ignore[no-any-return]
+        _rdd(s, tables, with_time=True)
+        .filter(lambda vt: type(vt[0]) is Bid)
+        .flatMap(lambda vt: [((start, vt[0].auction), 1) for start in _sliding_starts_us(vt[1])])
+        .reduceByKey(operator.add)
+        .map(lambda kv: (kv[0][0], (kv[0][1], kv[1])))
+        .groupByKey()
+        .flatMap(lambda kv: [(kv[0] / 1e6, a, c) for a, c in hottest((None, kv[1]))])
+        .collect()
+    )
+
+
+def yahoo_rdd(s: SparkSession, tables: dict[str, Any]) -> list[Any]:
+    campaigns = s.sc.broadcast(tables["ad_table"])
+    return (  # type: ignore[no-any-return]
+        _rdd(s, tables, with_time=True)
+        .filter(lambda vt: vt[0].event_type == "view")
+        .map(lambda vt: ((_window_start_us(vt[1]), campaigns.value[vt[0].ad_id]), 1))
+        .reduceByKey(operator.add)
+        .map(lambda kv: (kv[0][0] / 1e6, kv[0][1], kv[1]))
+        .collect()
+    )
+
+
+# -- back to tidal's results -----------------------------------------------------------------
+def _rows(df: Any) -> list[dict[str, Any]]:
+    return df.to_dict("records")  # type: ignore[no-any-return]
+
+
+def _same(rows: Any) -> list[Any]:
+    return list(rows)
+
+
+CONVERT: dict[str, Callable[[Any], list[Any]]] = {
+    "wordcount": lambda df: list(zip(_col(df, "word"), _col(df, "count"))),
+    "windowed": lambda df: [(seconds(w), k, t) for w, k, t in zip(_col(df, "start_us"), _col(df, "key"), _col(df, "total"))],
+    "sessions": lambda df: [
+        ((k, seconds(s), seconds(e + 1000)), sorted(int(v) for v in vs))
+        for k, s, e, vs in zip(_col(df, "key"), _col(df, "start_us"), _col(df, "end_us"), df["values"])
+    ],
+    "q0": lambda df: [nexmark_event(r) for r in _rows(df)],
+    "q1": lambda df: list(zip(_col(df, "auction"), _col(df, "bidder"), _col(df, "euro"), _col(df, "date_time"))),
+    "q2": lambda df: list(zip(_col(df, "auction"), _col(df, "price"))),
+    "q5": lambda df: [(seconds(w), a, c) for w, a, c in zip(_col(df, "start_us"), _col(df, "auction"), _col(df, "count"))],
+    "yahoo": lambda df: [(seconds(w), c, n) for w, c, n in zip(_col(df, "start_us"), _col(df, "campaign"), _col(df, "count"))],
+}
+
+#: (workload, variant) -> (job, conversion of what it collected into tidal's results).
+JOBS: dict[tuple[str, str], tuple[Callable[[SparkSession, dict[str, Any]], Any], Callable[[Any], list[Any]]]] = {
+    **{(w, "dataframe"): (job, CONVERT[w]) for w, job in {
+        "wordcount": wordcount_df, "windowed": windowed_df, "sessions": sessions_df, "q0": q0_df, "q1": q1_df, "q2": q2_df,
+        "q5": q5_df, "yahoo": yahoo_df,
+    }.items()},
+    **{(w, "rdd"): (job, _same) for w, job in {
+        "wordcount": wordcount_rdd, "windowed": windowed_rdd, "sessions": sessions_rdd, "q0": q0_rdd, "q1": q1_rdd, "q2": q2_rdd,
+        "q5": q5_rdd, "yahoo": yahoo_rdd,
+    }.items()},
+}

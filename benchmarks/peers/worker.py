@@ -1,0 +1,125 @@
+"""The process that runs one peer engine: ``python -m tidal.benchmarks.peers.worker REQUEST.json``.
+
+It runs in the engine's own virtualenv. It starts the engine once and
+reports that start-up apart (``startup_s``: the session or environment, and a
+tiny warm-up job of each idiom). Then, for every workload, size and variant
+of the request, it builds the input the tidal runners read (the same
+generator, the same seed), turns it into the engine's tables outside the
+timed region, and runs the job ``repeats`` times: each run is timed from
+handing the input to the engine to the result collected in this process.
+Each run's result, turned back into tidal's tuples, is reduced to the digest
+the harness compares with the tidal runners' (the canonical form of
+:mod:`tidal.benchmarks.workloads`); the last run's result is kept in a pickle
+for a look when they differ.
+
+It writes ``result.json`` into the request's ``out`` folder after every job,
+so what finished survives a crash:
+
+``{"engine", "version", "startup_s", "parallelism", "runs": [{"workload",
+"variant", "events", "seconds": [...], "digests": [...], "results",
+"error"}], "error"}``
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import os
+import pickle
+import sys
+import time
+import traceback
+from typing import Any
+
+__all__ = ["main", "run_request"]
+
+
+def _write(path: str, report: dict[str, Any]) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(report, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def run_request(request: dict[str, Any]) -> dict[str, Any]:
+    """Run everything ``request`` asks for; the report (also written to ``out/result.json`` as it grows)."""
+    from tidal.benchmarks.harness import result_digest
+    from tidal.benchmarks.peers import PEERS
+    from tidal.benchmarks.peers.inputs import input_tables
+    from tidal.benchmarks.workloads import WORKLOADS
+
+    name = request["engine"]
+    peer = PEERS[name]
+    engine = importlib.import_module(f"tidal.benchmarks.peers.{name}")
+    out = request["out"]
+    result_path = os.path.join(out, "result.json")
+    variants = list(request.get("variants") or peer.variants)
+    report: dict[str, Any] = {
+        "engine": name, "version": None, "python": sys.executable, "startup_s": None,
+        "parallelism": request["parallelism"], "runs": [], "error": None,
+    }
+    try:
+        report["version"] = engine.version()
+        started = time.perf_counter()
+        session = engine.start(request["parallelism"])
+        report["session_s"] = time.perf_counter() - started
+        engine.warm_up(session)
+        report["startup_s"] = time.perf_counter() - started
+    except Exception as exc:
+        report["error"] = f"{name} did not start: {type(exc).__name__}: {exc}"
+        report["traceback"] = traceback.format_exc()[-3000:]
+        _write(result_path, report)
+        return report
+    _write(result_path, report)
+    sizes = sorted(set(request["sizes"]))
+    try:
+        for wname in request["workloads"]:
+            workload = WORKLOADS[wname]
+            full = workload.make_input(sizes[-1], 0.0)
+            for n in sizes:
+                tables = input_tables(wname, full[:n])
+                for variant in variants:
+                    job = engine.JOBS.get((wname, variant))
+                    entry: dict[str, Any] = {"workload": wname, "variant": variant, "events": n, "seconds": [], "digests": [], "error": None}
+                    report["runs"].append(entry)
+                    if job is None:
+                        entry["error"] = f"no {variant} version of {wname} for {name}"
+                        continue
+                    run, convert = job
+                    try:
+                        for _ in range(request["repeats"]):
+                            gc.collect()
+                            t0 = time.perf_counter()
+                            collected = run(session, tables)
+                            entry["seconds"].append(time.perf_counter() - t0)
+                            values = convert(collected)
+                            entry["digests"].append(result_digest(workload.canonical(values)))
+                            entry["results"] = len(values)
+                        with open(os.path.join(out, f"out-{wname}-{variant}-{n}.pkl"), "wb") as f:
+                            pickle.dump(values, f, protocol=pickle.HIGHEST_PROTOCOL)
+                    except Exception as exc:
+                        entry["error"] = f"{type(exc).__name__}: {str(exc)[:2000]}"
+                        entry["traceback"] = traceback.format_exc()[-3000:]
+                    _write(result_path, report)
+    finally:
+        try:
+            session.close()
+        except Exception:
+            pass
+    _write(result_path, report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m tidal.benchmarks.peers.worker REQUEST.json", file=sys.stderr)
+        return 2
+    with open(args[0]) as f:
+        request = json.load(f)
+    report = run_request(request)
+    return 1 if report["error"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
