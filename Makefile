@@ -3,6 +3,8 @@
 # make bench  the direct runner word-count benchmark
 # make bench-all   the runner comparison (python -m tidal bench), default workloads and sizes, into bench-out/
 # make bench-beam  the same for the workloads with a Beam version, with Beam's DirectRunner as reference
+# make bench-peers install Apache Flink and Apache Spark (each in a virtualenv of its own), then compare them with tidal
+# make bench-report     every study (runners, other engines when installed, key scaling, latency sweep) and bench-out/report.html
 # make matrix regenerate docs/capability_matrix.{json,md,html}
 
 PYTHON ?= python3
@@ -10,7 +12,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-all bench-beam beam-venv matrix setup clean chromium
+.PHONY: run test bench bench-all bench-beam bench-peers bench-report beam-venv peer-venvs matrix setup clean chromium
 
 run: $(STAMP)
 	@echo "== word count (examples/wordcount.py) on the direct runner"
@@ -28,8 +30,10 @@ run: $(STAMP)
 	@echo "== a worker killed mid-stream on Ray: recovery from a checkpoint, output exactly once (examples/fault_tolerance.py)"
 	RAY_AUTH_MODE=disabled $(PY) examples/fault_tolerance.py
 	@echo
-	@echo "== a short runner comparison (python -m tidal bench), report in bench-out/"
-	RAY_AUTH_MODE=disabled $(PY) -m tidal bench --workloads wordcount,q5,sessions --events 3000 --repeats 1 --out bench-out
+	@echo "== a short comparison (python -m tidal bench --report): the runners on four workloads (Yahoo among them), key scaling,"
+	@echo "   latency against throughput, Flink and Spark when make bench-peers installed them; the page is bench-out/report.html"
+	RAY_AUTH_MODE=disabled $(PY) -m tidal bench --workloads wordcount,q5,sessions,yahoo --events 3000 --repeats 1 \
+	  --keys 100,10000 --key-sizes 2000,20000 --rates 2000,10000 --sweep-seconds 1 --report --out bench-out
 
 test: $(STAMP) chromium beam-venv
 	$(PY) -m pytest -q
@@ -52,6 +56,36 @@ bench-all: $(STAMP)
 
 bench-beam: $(STAMP) beam-venv
 	RAY_AUTH_MODE=disabled $(BEAM_VENV)/bin/python -m tidal bench --workloads wordcount,q0,q1,q2,q5,windowed,sessions --out bench-out/beam
+
+bench-report: $(STAMP)
+	RAY_AUTH_MODE=disabled $(PY) -m tidal bench --report --out bench-out
+
+# Apache Flink (PyFlink) and Apache Spark (PySpark), the harness's other engines, live in virtualenvs of
+# their own, as Beam does (their pins must not constrain .venv), each with tidal installed; Java runs them.
+# make test does not install them: their downloads and installs take longer than the rest of the suite
+# (see the README); the test that runs them is skipped with a line naming this target.
+FLINK_VENV := .venv-flink
+SPARK_VENV := .venv-spark
+
+bench-peers: $(STAMP) peer-venvs
+	RAY_AUTH_MODE=disabled $(PY) -m tidal bench --workloads wordcount,windowed,sessions,q0,q1,q2,q5,yahoo --runners direct \
+	  --no-beam --out bench-out/peers
+
+peer-venvs:
+	@$(MAKE) --no-print-directory $(FLINK_VENV)/.installed || \
+	  echo "could not install apache-flink into $(FLINK_VENV): the harness will say Flink is missing"
+	@$(MAKE) --no-print-directory $(SPARK_VENV)/.installed || \
+	  echo "could not install pyspark into $(SPARK_VENV): the harness will say Spark is missing"
+
+$(FLINK_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(FLINK_VENV)
+	$(FLINK_VENV)/bin/python -m pip install -q -e '.[flink]'
+	touch $@
+
+$(SPARK_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(SPARK_VENV)
+	$(SPARK_VENV)/bin/python -m pip install -q -e '.[spark]'
+	touch $@
 
 # Apache Beam, the benchmark harness's reference runner, lives in a virtualenv of its own:
 # it is an optional extra whose pins must not constrain .venv. If it cannot be installed,
@@ -79,4 +113,4 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) $(BEAM_VENV) build dist *.egg-info
+	rm -rf $(VENV) $(BEAM_VENV) $(FLINK_VENV) $(SPARK_VENV) build dist *.egg-info
