@@ -10,7 +10,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-all bench-beam beam-venv matrix setup clean chromium
+.PHONY: run test bench bench-all bench-beam beam-venv matrix setup clean chromium redis-server
 
 run: $(STAMP)
 	@echo "== word count (examples/wordcount.py) on the direct runner"
@@ -28,7 +28,7 @@ run: $(STAMP)
 	@echo "== a short runner comparison (python -m tidal bench), report in bench-out/"
 	RAY_AUTH_MODE=disabled $(PY) -m tidal bench --workloads wordcount,q5,sessions --events 3000 --repeats 1 --out bench-out
 
-test: $(STAMP) chromium beam-venv
+test: $(STAMP) chromium redis-server beam-venv
 	$(PY) -m pytest -q
 
 # Headless Chromium renders the capability matrix page in its test (Debian's package).
@@ -37,6 +37,13 @@ chromium:
 	  { echo "installing Debian's chromium for the HTML test"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	    echo "could not install chromium: its test will be skipped"; }
+
+# The Redis Streams tests start Debian's redis-server themselves (127.0.0.1, a free port, no persistence).
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || test -x /usr/bin/redis-server || \
+	  { echo "installing Debian's redis-server for the Redis Streams tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) || \
+	    echo "could not install redis-server: the Redis tests will be skipped (install it with: apt-get install redis-server)"; }
 
 matrix: $(STAMP)
 	RAY_AUTH_MODE=disabled $(PY) -m tidal matrix --out docs
