@@ -339,7 +339,10 @@ class RedisStreamReader(UnboundedReader):
         return min(max_ts.values()) - self.out_of_orderness_us
 
     def is_done(self) -> bool:
-        return self._done and not self._buffer
+        # Done at the position where the stream ends, whenever the end marker is taken from the
+        # queue, so that a replay ends where the original run did.
+        limit = self._source.max_num_records
+        return (limit is not None and self._records >= limit) or (self._done and not self._buffer)
 
 
 class ReadFromRedisStream(PTransform):

@@ -57,7 +57,9 @@ source class and one reader class:
 
 ``is_done()`` / ``close()``
     Whether the stream has ended (a closed socket, ``max_num_records``
-    reached); ``close`` stops the reader's thread and releases connections.
+    reached): where the end is a position, say so as soon as the last record
+    is handed out, so that a replay ends at the same offset. ``close`` stops
+    the reader's thread and releases connections.
 
 ``limit_to(offset)`` (optional)
     Hand out no record past ``offset`` until called again with ``None``. A
