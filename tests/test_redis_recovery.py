@@ -179,18 +179,32 @@ def test_microbatch_killed_between_commit_and_publish_publishes_each_entry_once(
 
 
 def test_a_replayed_batch_reads_exactly_its_recorded_range(tmp_path: Path, redis_url: str, redis_client: Any) -> None:
-    """Killed after batch 3 was written ahead, with every event already in the stream: the replay
-    must stop at the recorded end, not read on to the largest batch it could."""
-    write_events(redis_client)
-    write_ahead = tmp_path / "log" / "offsets"
-    code, _, _ = _run_job(redis_url, tmp_path / "log", ["element", 41 * 3])
-    assert code == -signal.SIGKILL
-    planned = CommitLog(tmp_path / "log").planned_indices()
-    committed = CommitLog(tmp_path / "log").committed_indices()
-    assert write_ahead.exists() and planned[-1] > committed[-1], "the kill left no batch to replay"
-    code, batches, stderr = _run_job(redis_url, tmp_path / "log", None)
+    """Events trickle in, so batches are cut by the interval and hold few records; the job is killed
+    in a batch, and by the restart every event is in the stream: the replay of that batch must stop
+    at its recorded end, not read on to a full batch."""
+    log = tmp_path / "log"
+    write_events(redis_client, 0, 100)
+    spec = {"url": redis_url, "log": str(log), "kill": ["element", 130]}
+    job = subprocess.Popen([sys.executable, __file__, json.dumps(spec)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (log.exists() and CommitLog(log).committed_indices()) and job.poll() is None:
+        assert time.monotonic() < deadline, "the job committed no batch"
+        time.sleep(0.01)
+    fed = 100
+    while job.poll() is None and fed < N:  # 5 events every 20 ms until the job is killed
+        write_events(redis_client, fed, fed + 5)
+        fed += 5
+        time.sleep(0.02)
+    _, stderr = job.communicate(timeout=60)
+    assert job.returncode == -signal.SIGKILL, stderr[-2000:]
+    write_events(redis_client, fed, N)
+    commits = CommitLog(log)
+    in_flight = commits.planned_indices()[-1]
+    assert in_flight > commits.committed_indices()[-1], "the kill left no batch to replay"
+    assert commits.planned(in_flight)["records"] < 40, "the batch in flight was full: nothing to tell"
+    code, batches, stderr = _run_job(redis_url, log, None)
     assert code == 0, stderr[-2000:]
-    assert batches[0][2] is True  # the first batch of the restart was a replay
+    assert batches[0][0] == in_flight and batches[0][2] is True  # the restart replayed it first
     assert published(redis_client) == expected()
 
 

@@ -19,6 +19,7 @@ import tidal as td
 from tidal import window
 from tidal.io.redisio import (
     ReadFromRedisStream,
+    RedisStreamReader,
     RedisStreamSinkFn,
     RedisStreamSource,
     StreamEntry,
@@ -269,6 +270,31 @@ def test_start_id_dollar_reads_only_entries_added_after_the_start(redis_url: str
         poll_all(reader, 1)
         assert reader.is_done() and reader.watermark() == MAX_TIMESTAMP_US
     finally:
+        reader.close()
+
+
+def test_the_reader_is_done_as_soon_as_the_last_record_is_handed_out(redis_url: str, redis_client: Any) -> None:
+    """Done at a position, not when the end marker reaches the queue: a replay must end where the run did."""
+    from tidal.io import unbounded
+
+    release = threading.Event()
+
+    class EndHeldBack(RedisStreamReader):
+        def _put(self, item: Any) -> bool:
+            if item is unbounded._END:
+                release.wait(DEADLINE_S)
+            return super()._put(item)
+
+    for i in range(5):
+        redis_client.xadd("s", {"i": i})
+    reader = EndHeldBack(RedisStreamSource(redis_url, "s", max_num_records=3))
+    try:
+        got = poll_all(reader, 3)
+        assert [tv.value["i"] for tv in got] == ["0", "1", "2"]
+        assert reader.is_done() and reader.watermark() == MAX_TIMESTAMP_US
+        assert reader.offset()["records"] == 3
+    finally:
+        release.set()
         reader.close()
 
 
