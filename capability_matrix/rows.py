@@ -95,6 +95,12 @@ GROUPS: tuple[Group, ...] = (
         [
             ("TestStream", "scripted elements, watermark and processing-time advances"),
             ("Unbounded sources", "reading sources without an end, with watermarks and cancellation"),
+            (
+                "Redis Streams",
+                "ReadFromRedisStream and WriteToRedisStream against a real redis-server: event time from a "
+                "field or the entry ID, per-stream watermarks, output published when the run or checkpoint "
+                "completes (skipped where no redis-server can run)",
+            ),
             ("Bad input rejected with a clear error", "mistakes are refused with an error that names the step and says what to do"),
             (
                 "Exactly-once after failure",

@@ -20,7 +20,7 @@ import tidal as td
 from tidal import trigger as tr
 from tidal import window
 from tidal.__main__ import main
-from tidal.capability_matrix.case import CaseContext, CaseRegistry, ExpectedError, all_cases, case
+from tidal.capability_matrix.case import CaseContext, CaseRegistry, CaseSkipped, ExpectedError, all_cases, case
 from tidal.capability_matrix.execute import run_case
 from tidal.capability_matrix.render import to_html, to_markdown, write_matrix
 from tidal.capability_matrix.report import SchemaError, cell_status, validate_document
@@ -252,6 +252,34 @@ def test_an_unexpected_error_and_a_missing_error_are_reported() -> None:
     assert boom_result.outcome == "error" and "step 'Boom'" in boom_result.message
     missing = run_case(registry.get("tiny.no_error"), "direct")
     assert missing.outcome == "fail" and "ran without error" in missing.message
+
+
+def test_a_case_that_needs_a_missing_service_is_skipped_with_its_reason() -> None:
+    registry = CaseRegistry()
+
+    @case("tiny.needs_a_broker", "ParDo", expected=[1], registry=registry)
+    def needs_a_broker(p: td.Pipeline) -> Any:
+        """Needs a service that is not here."""
+        raise CaseSkipped("no broker here: install it with apt-get install broker")
+
+    result = run_case(registry.get("tiny.needs_a_broker"), "direct")
+    assert (result.outcome, result.message) == ("skipped", "no broker here: install it with apt-get install broker")
+
+
+def test_the_redis_cases_are_skipped_where_no_redis_server_can_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tidal.testing.redis_server as redis_server
+
+    def unavailable() -> str:
+        raise redis_server.RedisServerUnavailable("no redis-server binary is installed (install it with: apt-get install redis-server)")
+
+    monkeypatch.setattr(redis_server, "shared_redis_url", unavailable)
+    redis_cases = [c for c in all_cases() if c.row == "Redis Streams"]
+    assert len(redis_cases) >= 4
+    for c in redis_cases:
+        result = run_case(c, "direct")
+        assert result.outcome == "skipped", (c.id, result)
+        assert "apt-get install redis-server" in result.message and "TIDAL_REDIS_URL" in result.message
+    assert cell_status(["skipped"] * len(redis_cases)) == "n/a"  # the row shows no verdict, not a failure
 
 
 def test_a_recovery_case_needs_checkpoint_restore_and_passes_with_it() -> None:
