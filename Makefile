@@ -22,6 +22,9 @@ run: $(STAMP)
 	@echo "== one windowed pipeline on every runner (examples/every_runner.py)"
 	RAY_AUTH_MODE=disabled $(PY) examples/every_runner.py
 	@echo
+	@echo "== a Redis stream consumed as it arrives, per-window means written back exactly once (examples/redis_stream.py)"
+	$(PY) examples/redis_stream.py
+	@echo
 	@echo "== a worker killed mid-stream on Ray: recovery from a checkpoint, output exactly once (examples/fault_tolerance.py)"
 	RAY_AUTH_MODE=disabled $(PY) examples/fault_tolerance.py
 	@echo

@@ -41,13 +41,24 @@ INSTALL_HINT = "apt-get install redis-server"
 #: The environment variable naming a Redis server to use instead of starting one.
 URL_VARIABLE = "TIDAL_REDIS_URL"
 
+#: The environment variable naming the ``redis-server`` binary to start.
+BINARY_VARIABLE = "TIDAL_REDIS_SERVER"
+
 
 class RedisServerUnavailable(RuntimeError):
     """No ``redis-server`` could be started here."""
 
 
 def find_redis_server() -> str | None:
-    """The path of the ``redis-server`` binary, or None."""
+    """The path of the ``redis-server`` binary, or None.
+
+    ``TIDAL_REDIS_SERVER`` names the binary when set (a path that is not an
+    executable means there is none); else it is looked up on the PATH and in
+    the usual places.
+    """
+    chosen = os.environ.get(BINARY_VARIABLE)
+    if chosen is not None:
+        return chosen if os.path.isfile(chosen) and os.access(chosen, os.X_OK) else None
     found = shutil.which("redis-server")
     if found is not None:
         return found

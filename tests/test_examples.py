@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,47 @@ def test_a_killed_worker_leaves_the_output_exactly_once() -> None:
     assert "ActorDiedError" in lines[1]
     assert lines[-2] == "published 32 window sums: 0 missing, 0 duplicated"
     assert lines[-1] == "exactly once: yes"
+
+
+REDIS_MEANS = [
+    "Mean temperature per sensor and 10 s window (9 entries in the output stream):",
+    "[09:00:00, 09:00:10)  s1  20.30 °C  (7 readings)",
+    "[09:00:00, 09:00:10)  s2  21.30 °C  (7 readings)",
+    "[09:00:00, 09:00:10)  s3  22.25 °C  (6 readings)",
+    "[09:00:10, 09:00:20)  s1  20.30 °C  (7 readings)",
+    "[09:00:10, 09:00:20)  s2  21.27 °C  (6 readings)",
+    "[09:00:10, 09:00:20)  s3  22.30 °C  (7 readings)",
+    "[09:00:20, 09:00:30)  s1  20.28 °C  (6 readings)",
+    "[09:00:20, 09:00:30)  s2  21.30 °C  (7 readings)",
+    "[09:00:20, 09:00:30)  s3  22.30 °C  (7 readings)",
+]
+
+
+@pytest.mark.parametrize("via_cli", [False, True], ids=["script", "tidal-run-microbatch"])
+def test_redis_stream_example_with_the_sessions_server(redis_url: str, via_cli: bool) -> None:
+    args = ("--url", redis_url, "--runner", "microbatch") if via_cli else ("--url", redis_url)
+    path = str(EXAMPLES / "redis_stream.py")
+    cmd = [sys.executable, "-m", "tidal", "run", path, *args] if via_cli else [sys.executable, path, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == REDIS_MEANS
+
+
+def test_redis_stream_example_starts_its_own_server(redis_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TIDAL_REDIS_URL"}
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "redis_stream.py")], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    started, *means = proc.stdout.splitlines()
+    assert started.startswith("Started redis-server for this example at redis://127.0.0.1:")
+    assert means == REDIS_MEANS
+
+
+def test_redis_stream_example_without_a_server_says_so_and_exits_0() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TIDAL_REDIS_URL"}
+    env["TIDAL_REDIS_SERVER"] = "/nonexistent/redis-server"
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "redis_stream.py")], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "Skipping the Redis example: no redis-server binary is installed (install it with: apt-get install redis-server), "
+        "and no --url or TIDAL_REDIS_URL names a Redis to use."
+    ]
