@@ -466,8 +466,11 @@ def _match_one(pattern: str) -> list[FileMetadata]:
 def _with_scheme(pattern: str, inner: str) -> str:
     """``inner`` (a path fsspec listed) as a URL with the pattern's scheme."""
     scheme = pattern[: pattern.index("://") + 3]
-    if pattern[len(scheme):].startswith("/") and not inner.startswith("/"):
+    rooted = pattern[len(scheme):].startswith("/")
+    if rooted and not inner.startswith("/"):
         inner = "/" + inner
+    elif not rooted:
+        inner = inner.lstrip("/")
     return scheme + inner
 
 
