@@ -421,7 +421,7 @@ class CsvFormat(_LineFormat, FileFormat):
     them. A value later in the file that does not fit its column's type is an
     error naming the file and line: give that column's type. ``splittable``
     must be False when a quoted value holds a line break (then a file is read
-    whole).
+    whole). ``filename_column`` adds a column with each row's file path.
     """
 
     def __init__(
@@ -437,6 +437,7 @@ class CsvFormat(_LineFormat, FileFormat):
         skip_rows: int = 0,
         splittable: bool = True,
         infer_bytes: int = 1 << 20,
+        filename_column: str | None = None,
     ) -> None:
         if header not in (0, None):
             raise ValueError(f"header must be 0 (the first line names the columns) or None, got {header!r}")
@@ -456,6 +457,7 @@ class CsvFormat(_LineFormat, FileFormat):
         self.skip_rows = skip_rows
         self.is_splittable = splittable
         self.infer_bytes = infer_bytes
+        self.filename_column = filename_column
         self.delimiter = None
         self.header_lines = skip_rows + (1 if self.has_header else 0)
 
@@ -541,6 +543,8 @@ class CsvFormat(_LineFormat, FileFormat):
                 table = pcsv.read_csv(io.BytesIO(block), read_options=read, parse_options=parse, convert_options=convert)
             except pa.ArrowInvalid as exc:
                 raise self._locate(path, offset, block, exc, header, types) from None
+            if self.filename_column is not None:
+                table = table.append_column(self.filename_column, pa.array([path] * table.num_rows, pa.string()))
             yield from table.to_batches()
 
     def read_records(self, path: str, start: int = 0, stop: int | None = None) -> Iterator[Any]:
