@@ -12,6 +12,7 @@ as their Beam namesakes do. The modules:
 - :mod:`tidal.io.unbounded`: a Python generator and a TCP socket as unbounded sources,
   and the contract an unbounded reader follows (offsets, checkpoint, replay, watermark);
 - :mod:`tidal.io.redisio`: Redis Streams in and out, exactly once (needs ``tidal[redis]``);
+- :mod:`tidal.io.fileio`: a watched directory, ``MatchContinuously`` and ``ReadContinuously``;
 - :mod:`tidal.io.filesystems`: ``FileSystems`` over local paths and fsspec URLs.
 
 The transactional sink contract every sink follows is documented in
@@ -20,6 +21,7 @@ The transactional sink contract every sink follows is documented in
 
 from tidal.io.arrowio import ArrowBatchSource, ReadArrow
 from tidal.io.csvio import ReadFromCsv, WriteToCsv
+from tidal.io.fileio import MatchContinuously, ReadContinuously
 from tidal.io.filesystems import BeamIOError, CompressionTypes, FileSystems
 from tidal.io.jsonio import ReadFromJson, WriteToJson
 from tidal.io.parquetio import ReadFromParquet, ReadFromParquetBatched, WriteToParquet, WriteToParquetBatched
@@ -29,7 +31,7 @@ from tidal.io.unbounded import GeneratorSource, ReadFromSocket, SocketTextSource
 
 __all__ = [
     "ArrowBatchSource", "BeamIOError", "CompressionTypes", "FileSystems", "GeneratorSource", "ReadArrow",
-    "ReadFromCsv", "ReadFromJson", "ReadFromParquet", "ReadFromParquetBatched", "ReadFromRedisStream", "ReadFromSocket",
+    "MatchContinuously", "ReadContinuously", "ReadFromCsv", "ReadFromJson", "ReadFromParquet", "ReadFromParquetBatched", "ReadFromRedisStream", "ReadFromSocket",
     "ReadFromText", "SocketTextSource", "UnboundedReader", "WriteToCsv", "WriteToJson", "WriteToParquet",
     "WriteToParquetBatched", "WriteToRedisStream", "WriteToText", "read_text",
 ]
