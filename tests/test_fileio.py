@@ -353,22 +353,24 @@ PER_FILE = 25
 KEYS = 3
 
 
-def event(f: int, i: int) -> tuple[str, int, float]:
-    v = f * PER_FILE + i
+def event(f: int, i: int, per_file: int = PER_FILE) -> tuple[str, int, float]:
+    v = f * per_file + i
     return f"k{v % KEYS}", v, v / 10
 
 
-def csv_file(f: int) -> bytes:
-    return ("k,v,t\n" + "".join(f"{k},{v},{t}\n" for k, v, t in (event(f, i) for i in range(PER_FILE)))).encode()
+def csv_file(f: int, per_file: int = PER_FILE) -> bytes:
+    rows = (event(f, i, per_file) for i in range(per_file))
+    return ("k,v,t\n" + "".join(f"{k},{v},{t}\n" for k, v, t in rows)).encode()
 
 
-def expected() -> dict[str, collections.Counter[str]]:
+def expected(n_files: int = N_FILES, per_file: int = PER_FILE) -> dict[str, collections.Counter[str]]:
+    """What the job publishes, worked out in plain Python."""
     sums: collections.Counter[tuple[str, int]] = collections.Counter()
     seen: collections.Counter[str] = collections.Counter()
     numbers = []
-    for f in range(N_FILES):
-        for i in range(PER_FILE):
-            k, v, t = event(f, i)
+    for f in range(n_files):
+        for i in range(per_file):
+            k, v, t = event(f, i, per_file)
             sums[k, int(t // 10) * 10] += v
             seen[k] += 1
             numbers.append(f"{k},{seen[k]},{v}")
@@ -404,8 +406,8 @@ class KillAfterCommit(td.DoFn):
         yield element
 
 
-def build(p: td.Pipeline, inbox: str, out: str, killer: td.DoFn) -> None:
-    rows = p | "Watch" >> ReadContinuously(os.path.join(inbox, "*.csv"), "csv", interval=0.02, timestamp_column="t", max_files=N_FILES)
+def build(p: td.Pipeline, inbox: str, out: str, killer: td.DoFn, n_files: int = N_FILES) -> None:
+    rows = p | "Watch" >> ReadContinuously(os.path.join(inbox, "*.csv"), "csv", interval=0.02, timestamp_column="t", max_files=n_files)
     pairs = rows | "Pairs" >> td.Map(lambda r: (r["k"], int(r["v"]))) | "Kill" >> td.ParDo(killer)
     (
         pairs
@@ -424,15 +426,15 @@ def published(out: Path) -> dict[str, collections.Counter[str]]:
 def _main(spec: dict[str, Any]) -> None:
     killer = KillAfterCommit(spec["log"], spec["kill_at"])
     p = td.Pipeline(runner=MicroBatchRunner(batch_interval=0.02, max_batch_size=20, commit_log=spec["log"]))
-    build(p, spec["inbox"], spec["out"], killer)
+    build(p, spec["inbox"], spec["out"], killer, spec.get("n_files", N_FILES))
     p.run().wait_until_finish()
 
 
-def feed(inbox: Path, files: range, pause: float, stop: threading.Event | None = None) -> None:
+def feed(inbox: Path, files: range, pause: float, stop: threading.Event | None = None, per_file: int = PER_FILE) -> None:
     for f in files:
         if stop is not None and stop.is_set():
             return
-        drop(inbox, f"{f:03d}.csv", csv_file(f), mtime=1000 + f)
+        drop(inbox, f"{f:03d}.csv", csv_file(f, per_file), mtime=1000 + f)
         time.sleep(pause)
 
 
@@ -458,6 +460,37 @@ def test_microbatch_killed_process_restores_without_losing_or_repeating_files(tm
     rerun = subprocess.run([sys.executable, __file__, json.dumps(spec)], capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert published(out) == expected()
+
+
+def test_a_replayed_batch_reads_exactly_its_recorded_range(tmp_path: Path) -> None:
+    """Small files arrive slower than the job reads them, so batches are short (cut by the interval);
+    the job is killed in one, and by the restart every file is there: the replay of that batch must
+    stop at its recorded end, not read on to a full batch."""
+    inbox, out, log = tmp_path / "inbox", tmp_path / "out", tmp_path / "log"
+    inbox.mkdir()
+    n_files, per_file = 30, 3
+    feed(inbox, range(0, 2), 0, per_file=per_file)
+    spec = {"inbox": str(inbox), "out": str(out), "log": str(log), "kill_at": 20, "n_files": n_files}
+    job = subprocess.Popen([sys.executable, __file__, json.dumps(spec)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (log.exists() and CommitLog(log).committed_indices()) and job.poll() is None:
+        assert time.monotonic() < deadline, "the job committed no batch"
+        time.sleep(0.01)
+    feeder = threading.Thread(target=feed, args=(inbox, range(2, n_files), 0.06, None, per_file), daemon=True)
+    feeder.start()  # from now on files arrive slower than the job reads them
+    try:
+        _, stderr = job.communicate(timeout=120)
+    finally:
+        feeder.join(60)
+    assert job.returncode == -signal.SIGKILL, stderr[-2000:]
+    commits = CommitLog(log)
+    in_flight = commits.planned_indices()[-1]
+    assert in_flight > commits.committed_indices()[-1], "the kill left no batch to replay"
+    assert commits.planned(in_flight)["records"] < 20, "the batch in flight was full: nothing to tell"
+    spec["kill_at"] = None
+    rerun = subprocess.run([sys.executable, __file__, json.dumps(spec)], capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert published(out) == expected(n_files, per_file)
 
 
 @pytest.mark.slow
