@@ -101,6 +101,11 @@ GROUPS: tuple[Group, ...] = (
                 "field or the entry ID, per-stream watermarks, output published when the run or checkpoint "
                 "completes (skipped where no redis-server can run)",
             ),
+            (
+                "Watched directory",
+                "fileio.MatchContinuously and ReadContinuously: files read as they appear under a glob (text, CSV, "
+                "JSON lines, Parquet), stamped with their modification time or a column",
+            ),
             ("Bad input rejected with a clear error", "mistakes are refused with an error that names the step and says what to do"),
             (
                 "Exactly-once after failure",

@@ -1,4 +1,4 @@
-"""Cases for the stream sources and sinks of ``tidal.io``: Redis Streams.
+"""Cases for the stream sources and sinks of ``tidal.io``: Redis Streams and a watched directory.
 
 The Redis cases need a redis-server. A case gets its URL from
 :func:`tidal.testing.redis_server.shared_redis_url`: ``TIDAL_REDIS_URL`` when
@@ -12,14 +12,17 @@ runs never see each other's entries.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Any, Iterable
 
 import tidal as td
 from tidal import window
 from tidal.capability_matrix.case import CHECKPOINT_RESTORE, CaseContext, CaseFailure, CaseSkipped, W, case
 from tidal.capability_matrix.sinks import RecordTo, read_records
+from tidal.io.fileio import MatchContinuously, ReadContinuously
 from tidal.model.time import Timestamp
 
 _WINDOWED = ("value", "window")
@@ -202,4 +205,143 @@ def redis_exactly_once(p: td.Pipeline, ctx: CaseContext) -> None:
         | "Crash" >> td.ParDo(crash)
         | td.ParDo(_NumberPerKey())
         | td.WriteToRedisStream(url, prefix + "numbers")
+    )
+
+
+# -- a watched directory ----------------------------------------------------------------------
+def _drop(folder: Path, name: str, data: bytes, mtime: float) -> None:
+    """Write a file beside ``folder`` with modification time ``mtime`` and move it in (atomically)."""
+    incoming = folder.parent / f".{folder.name}-incoming"
+    incoming.mkdir(exist_ok=True)
+    tmp = incoming / name
+    tmp.write_bytes(data)
+    os.utime(tmp, (mtime, mtime))
+    os.replace(tmp, folder / name)
+
+
+def _drop_later(folder: Path, files: list[tuple[str, bytes, float]], pause: float) -> None:
+    def run() -> None:
+        for name, data, mtime in files:
+            time.sleep(pause)
+            _drop(folder, name, data, mtime)
+
+    threading.Thread(target=run, name="tidal-case-files", daemon=True).start()
+
+
+def _inbox(ctx: CaseContext) -> tuple[Path, bool]:
+    """The watched folder of this case run, and whether this is the first attempt (it was just made)."""
+    inbox = ctx.workdir / "inbox"
+    first = not inbox.exists()
+    inbox.mkdir(exist_ok=True)
+    return inbox, first
+
+
+@case("watched.files_appear", "Watched directory", observe=_WINDOWED,
+      expected=[(("a", 2), W(0, 10)), (("b", 1), W(0, 10)), (("a", 1), W(10, 20)), (("c", 2), W(20, 30))])
+def watched_files_appear(p: td.Pipeline, ctx: CaseContext) -> Any:
+    """Text files moved into a watched folder while the job runs are read once each; their lines are
+    stamped with the file's modification time and counted per 10 s window."""
+    inbox, first = _inbox(ctx)
+    if first:
+        _drop(inbox, "1.txt", b"a\nb\na\n", 3)
+        _drop_later(inbox, [("2.txt", b"a\n", 12), ("3.txt", b"c\nc\n", 25)], pause=0.3)
+    return (
+        p
+        | ReadContinuously(str(inbox / "*.txt"), "text", interval=0.05, max_files=3)
+        | td.WindowInto(window.FixedWindows(10))
+        | td.combiners.Count.PerElement()
+    )
+
+
+@case("watched.match_continuously", "Watched directory", observe=("value", "timestamp"),
+      expected=[("a.csv", Timestamp(5)), ("b.csv", Timestamp(7))])
+def watched_match(p: td.Pipeline, ctx: CaseContext) -> Any:
+    """MatchContinuously emits the metadata of each new file matching the pattern (others are ignored),
+    stamped with its modification time."""
+    inbox, first = _inbox(ctx)
+    if first:
+        _drop(inbox, "a.csv", b"n\n1\n", 5)
+        _drop(inbox, "notes.txt", b"not matched", 6)
+        _drop_later(inbox, [("b.csv", b"n\n2\n", 7)], pause=0.3)
+    return p | MatchContinuously(str(inbox / "*.csv"), interval=0.05, max_files=2) | td.Map(lambda m: os.path.basename(m.path))
+
+
+@case("watched.csv_event_time_column", "Watched directory", observe=_WINDOWED,
+      expected=[(("ada", 5), W(0, 10)), (("bob", 2), W(0, 10)), (("ada", 7), W(10, 20))])
+def watched_csv(p: td.Pipeline, ctx: CaseContext) -> Any:
+    """CSV files of a watched folder, with event time from a column: sums per user and 10 s window."""
+    inbox, first = _inbox(ctx)
+    if first:
+        _drop(inbox, "1.csv", b"user,n,t\nada,2,1.5\nbob,2,3\n", 100)
+        _drop_later(inbox, [("2.csv", b"user,n,t\nada,3,9\nada,7,15\n", 200)], pause=0.3)
+    return (
+        p
+        | ReadContinuously(str(inbox / "*.csv"), "csv", interval=0.05, timestamp_column="t", max_files=2)
+        | td.Map(lambda row: (row["user"], row["n"]))
+        | td.WindowInto(window.FixedWindows(10))
+        | td.CombinePerKey(sum)
+    )
+
+
+_FILES, _PER_FILE = 30, 20
+
+
+def _feed_files(inbox: Path, reads: str) -> None:
+    """Two files, then, once the job has read some, a file of 20 rows every 0.1 s (about 3 s in all)."""
+
+    def data(f: int) -> bytes:
+        rows = "".join(f"k{v % 3},{v},{v / 20}\n" for v in range(f * _PER_FILE, (f + 1) * _PER_FILE))
+        return ("k,v,t\n" + rows).encode()
+
+    _drop(inbox, "000.csv", data(0), 1000)
+    _drop(inbox, "001.csv", data(1), 1001)
+    deadline = time.monotonic() + 60
+    while not read_records(reads) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for f in range(2, _FILES):
+        time.sleep(0.1)
+        _drop(inbox, f"{f:03d}.csv", data(f), 1000 + f)
+
+
+def _watched_exactly_once(p: td.Pipeline, ctx: CaseContext) -> Any:
+    n = _FILES * _PER_FILE
+    result = p.run()
+    result.wait_until_finish(60)
+    expected = sorted(f"k{v % 3},{v // 3 + 1},{v}" for v in range(n))
+    published = sorted(td.io.read_text(str(ctx.workdir / "published" / "numbers-*")))
+    if published != expected:
+        missing = sorted(set(expected) - set(published))[:3]
+        doubled = sorted(line for line in set(published) if published.count(line) > 1)[:3]
+        raise CaseFailure(f"the published output has {len(published)} lines, expected {n} (missing {missing}, twice {doubled})")
+    attempts = sorted(ctx.workdir.glob("reads-*"), key=lambda f: int(f.name.split("-")[1]))
+    if len(attempts) > 1 and len(read_records(attempts[-1])) >= n:
+        raise CaseFailure("after the crash the job read every file again: it did not resume from its position")
+    return result
+
+
+@case("exactly_once.watched_directory", "Exactly-once after failure", requires=(CHECKPOINT_RESTORE,),
+      drive=_watched_exactly_once, timeout_s=120.0)
+def watched_exactly_once(p: td.Pipeline, ctx: CaseContext) -> None:
+    """CSV files arrive in a watched folder for 3 s; the job numbers each key's rows in keyed state and
+    crashes at 85% of them; the files WriteToText published hold every number once, and the restart
+    read on from the files and the position it had checkpointed."""
+    inbox, first = _inbox(ctx)
+    attempt = len(list(ctx.workdir.glob("reads-*")))
+    reads = ctx.workdir / f"reads-{attempt}"
+    reads.mkdir()
+    if first:
+        threading.Thread(target=_feed_files, args=(inbox, str(reads)), name="tidal-case-files", daemon=True).start()
+    crash = ctx.fail_once(_Crash())
+    pairs = (
+        p
+        | ReadContinuously(str(inbox / "*.csv"), "csv", interval=0.05, timestamp_column="t", max_files=_FILES)
+        | td.Map(lambda row: (row["k"], int(row["v"])))
+    )
+    _ = pairs | "CountReads" >> td.ParDo(RecordTo(str(reads), ("value",)))
+    (
+        pairs
+        | "Crash" >> td.ParDo(crash)
+        | td.ParDo(_NumberPerKey())
+        | td.Map(lambda entry: entry["line"])
+        | td.WriteToText(str(ctx.workdir / "published" / "numbers"))
     )
