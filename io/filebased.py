@@ -45,6 +45,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
 import attrs
 import pyarrow as pa
 
+from tidal.io.arrowio import ArrowSource
 from tidal.io.filesystems import BeamIOError, CompressionTypes, FileMetadata, FileSystems, has_glob
 from tidal.model.primitives import BoundedSource
 
@@ -56,6 +57,7 @@ __all__ = [
     "ParquetFormat",
     "FileRange",
     "FileBasedSource",
+    "ArrowFileSource",
     "match_files",
     "split_ranges",
     "FileFormatError",
@@ -768,6 +770,24 @@ class FileBasedSource(BoundedSource):
 
     def display_name(self) -> str:
         return f"{type(self).__name__}({self.file_pattern})"
+
+
+class ArrowFileSource(FileBasedSource, ArrowSource):
+    """A file source whose format reads Arrow batches (Parquet, CSV): an :class:`~tidal.io.arrowio.ArrowSource`.
+
+    Its elements are dict rows, or timestamped pairs once :meth:`as_pairs`
+    names the columns (``ReadArrow(source, key=..., value=..., timestamp=...)``).
+    """
+
+    def tables(self) -> Iterator[pa.Table]:
+        for r in self.file_ranges():
+            for batch in self.fmt.read_batches(r.path, r.start, r.stop):
+                yield pa.Table.from_batches([batch])
+
+    def read(self) -> Iterator[Any]:
+        if self.is_pairs:
+            return ArrowSource.read(self)
+        return FileBasedSource.read(self)
 
 
 def _chunks(items: Iterable[Any], n: int) -> Iterator[list[Any]]:

@@ -1,6 +1,6 @@
 """The columnar fast path: keyed windowed aggregates computed with Arrow kernels.
 
-A plan fragment ``Read(ArrowBatchSource) -> [WindowInto] -> CombinePerKey``
+A plan fragment ``Read(ArrowSource of pairs) -> [WindowInto] -> CombinePerKey``
 with a known combiner (sum, count, mean, min, max), a global, fixed or
 sliding WindowFn, the default trigger, no allowed lateness and end-of-window
 output timestamps is run here instead of element by element: each batch is
@@ -11,7 +11,7 @@ turned into exactly the panes the per-element path would emit.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import attrs
 import numpy as np
@@ -33,7 +33,8 @@ from tidal.model.window import (
     TimestampCombiner,
 )
 from tidal.runners.core.sources import SourceDriver, SourceEvent
-from tidal.io.arrowio import ArrowBatchSource
+from tidal.io.arrowio import ArrowSource
+from tidal.runners.core.errors import UserCodeError
 from tidal.transforms.combiners import CountCombineFn, MeanCombineFn
 
 __all__ = ["ArrowCombinePlan", "find_arrow_combines", "ArrowSourceDriver", "ArrowWindowedCombine"]
@@ -61,12 +62,12 @@ class ArrowCombinePlan:
 
 
 def find_arrow_combines(graph: PipelineGraph) -> list[ArrowCombinePlan]:
-    """Every ``Read(ArrowBatchSource) -> [WindowInto] -> CombinePerKey`` the fast path can run."""
+    """Every ``Read(ArrowSource of pairs) -> [WindowInto] -> CombinePerKey`` the fast path can run."""
     consumers = graph.consumers()
     found: list[ArrowCombinePlan] = []
     for node in graph.primitives:
         t = node.transform
-        if not (isinstance(t, Read) and isinstance(t.source, ArrowBatchSource)):
+        if not (isinstance(t, Read) and isinstance(t.source, ArrowSource) and t.source.is_pairs):
             continue
         (out,) = node.outputs.values()
         users = consumers.get(out, [])
@@ -97,32 +98,81 @@ def find_arrow_combines(graph: PipelineGraph) -> list[ArrowCombinePlan]:
 
 
 class ArrowSourceDriver(SourceDriver):
-    """Reads an ArrowBatchSource as Arrow tables of up to ``bundle_size`` rows; the offset counts rows."""
+    """Reads an ArrowSource as Arrow tables of up to ``bundle_size`` rows; the offset counts rows.
 
-    def __init__(self, label: str, source: ArrowBatchSource, bundle_size: int) -> None:
+    The source's tables are read as they are needed (a file source is never
+    read whole into memory); a restored driver skips the rows before its offset.
+    """
+
+    def __init__(self, label: str, source: ArrowSource, bundle_size: int) -> None:
         super().__init__(label)
         self.source = source
         self.bundle_size = bundle_size
-        self.table = pa.Table.from_batches(source.batches) if source.batches else None
-        self.total = source.num_rows
+        self._tables: Iterator[pa.Table] | None = None
+        self._pending: pa.Table | None = None
+
+    def open(self, clock: Any) -> None:
+        self._tables = self._read()
+        self._pending = None
+        skip = int(self.offset or 0)
+        while skip > 0:
+            table = self._next()
+            if table is None:
+                break
+            if table.num_rows > skip:
+                self._pending = table.slice(skip)
+            skip -= table.num_rows
+
+    def _read(self) -> Iterator[pa.Table]:
+        try:
+            yield from self.source.tables()
+        except Exception as exc:
+            raise UserCodeError(self.label, self.source.read, exc, has_element=False) from exc
+
+    def _next(self) -> pa.Table | None:
+        if self._pending is not None:
+            table, self._pending = self._pending, None
+            return table
+        assert self._tables is not None, "open() first"
+        for table in self._tables:
+            if table.num_rows:
+                return table
+        return None
 
     def poll(self, clock: Any) -> SourceEvent:
-        start = self.offset
-        n = max(0, min(self.bundle_size, self.total - start))
-        self.offset = start + n
-        if self.offset >= self.total:
-            self.done = True
-            self.watermark = MAX_TIMESTAMP_US
-        if not n or self.table is None:
+        if self._tables is None:
+            self.open(clock)
+        parts: list[pa.Table] = []
+        rows = 0
+        while rows < self.bundle_size:
+            table = self._next()
+            if table is None:
+                break
+            if parts and table.schema != parts[0].schema:
+                self._pending = table  # (another file's columns: a bundle of its own)
+                break
+            take = self.bundle_size - rows
+            if table.num_rows > take:
+                self._pending = table.slice(take)
+                table = table.slice(0, take)
+            parts.append(table)
+            rows += table.num_rows
+        self.offset = int(self.offset or 0) + rows
+        if self._pending is None:
+            self._pending = self._next()  # look ahead: is there more?
+            if self._pending is None:
+                self.done = True
+                self.watermark = MAX_TIMESTAMP_US
+        if not rows:
             return SourceEvent()
-        return SourceEvent(self.table.slice(start, n))  # type: ignore[arg-type]
+        return SourceEvent(parts[0] if len(parts) == 1 else pa.concat_tables(parts))  # type: ignore[arg-type]
 
 
 class ArrowWindowedCombine:
     """Partial aggregates per (key, window start) as Arrow tables, fired by the watermark."""
 
     def __init__(self, plan: ArrowCombinePlan, compact_rows: int = 1_000_000) -> None:
-        source: ArrowBatchSource = plan.read.transform.source  # type: ignore[union-attr]
+        source: ArrowSource = plan.read.transform.source  # type: ignore[union-attr]
         self.source = source
         self.aggregate = plan.aggregate
         self.windowfn = plan.combine.inputs[0].windowing.windowfn
