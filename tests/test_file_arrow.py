@@ -174,3 +174,30 @@ def test_a_restored_arrow_driver_skips_the_rows_before_its_offset(tmp_path: Path
     assert [r["name"] for r in got] == [r["name"] for r in ROWS[150:]]
     assert driver.offset == 300
     assert os.path.exists(tmp_path / "in" / "a.parquet")
+
+
+def test_a_columnar_aggregate_is_written_to_parquet_without_python_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tidal.runners.microbatch.columnar import ArrowWindowedCombine
+
+    readings = write_readings(tmp_path / "in")
+    expected: dict[tuple[str, int], float] = {}
+    for r in readings:
+        start = r["ts"] // 60 * 60
+        expected[r["station"], start] = expected.get((r["station"], start), 0.0) + r["temp"]
+    schema = pa.schema([("key", pa.string()), ("value", pa.float64())])
+
+    def run(runner: Any, out: str) -> list[Any]:
+        with td.Pipeline(runner=runner) as p:
+            _ = sums_pipeline(p, tmp_path / "in") | td.WriteToParquet(str(tmp_path / out), schema)
+        return sorted(pq.read_table(tmp_path / f"{out}-00000-of-00001").to_pylist(), key=lambda r: (r["key"], r["value"]))
+
+    want = sorted(({"key": k, "value": v} for (k, _s), v in expected.items()), key=lambda r: (r["key"], r["value"]))
+    assert run(DirectRunner(), "direct") == want
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a per-row path ran")
+
+    monkeypatch.setattr(ArrowWindowedCombine, "_results", refuse)  # the panes as Python values
+    monkeypatch.setattr(BatchKernel, "_encode", refuse)  # elements into batches
+    monkeypatch.setattr(ParquetFormat, "read_records", refuse)
+    assert run(MicroBatchRunner(max_batch_size=64), "microbatch") == want

@@ -7,6 +7,11 @@ output timestamps is run here instead of element by element: each batch is
 grouped by (key, window start) into partial aggregates that stay columnar
 across batches, and when the watermark passes a window's end its rows are
 turned into exactly the panes the per-element path would emit.
+
+When the aggregate's only consumer is a batched DoFn (such as
+``WriteToParquet``), the panes of each window go to it as one group of
+Arrow rows (``key`` and ``value`` columns) instead of Python tuples, so a
+columnar aggregate is written without a Python object per row.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ class ArrowCombinePlan:
     window_into: AppliedTransform | None
     combine: AppliedTransform
     aggregate: str
+    #: Whether the panes go on as Arrow rows (the only consumer is a batched DoFn that takes them).
+    arrow_output: bool = False
 
 
 def find_arrow_combines(graph: PipelineGraph) -> list[ArrowCombinePlan]:
@@ -93,8 +100,18 @@ def find_arrow_combines(graph: PipelineGraph) -> list[ArrowCombinePlan]:
             or w.timestamp_combiner is not TimestampCombiner.OUTPUT_AT_EOW
         ):
             continue
-        found.append(ArrowCombinePlan(node, window_into, nxt, aggregate))
+        after = consumers.get(next(iter(nxt.outputs.values())), [])
+        arrow_output = len(after) == 1 and not after[0].side_inputs and _takes_arrow_panes(after[0].transform)
+        found.append(ArrowCombinePlan(node, window_into, nxt, aggregate, arrow_output))
     return found
+
+
+def _takes_arrow_panes(transform: Any) -> bool:
+    """A batched, stateless DoFn that takes (key, value) batches: the panes can reach it as Arrow rows."""
+    from tidal.model.primitives import ParDo
+    from tidal.runners.microbatch.arrow_pardo import _takes_arrow_pairs
+
+    return isinstance(transform, ParDo) and _takes_arrow_pairs(transform.fn)
 
 
 class ArrowSourceDriver(SourceDriver):
@@ -175,6 +192,7 @@ class ArrowWindowedCombine:
         source: ArrowSource = plan.read.transform.source  # type: ignore[union-attr]
         self.source = source
         self.aggregate = plan.aggregate
+        self.arrow_output = plan.arrow_output
         self.windowfn = plan.combine.inputs[0].windowing.windowfn
         self.compact_rows = compact_rows
         #: Compacted partial aggregates (one row per key and window start) and newer partials.
@@ -325,6 +343,10 @@ class ArrowWindowedCombine:
         return self._panes(fired)
 
     def _panes(self, fired: pa.Table) -> list[Any]:
+        if self.arrow_output:
+            groups = self._arrow_panes(fired)
+            if groups is not None:
+                return groups
         keys = fired.column("k").to_pylist()
         results = self._results(fired)
         if isinstance(self.windowfn, GlobalWindows):
@@ -341,6 +363,52 @@ class ArrowWindowedCombine:
                     windows.clear()
                 w = windows[s] = (IntervalWindow.from_micros(s, s + size),)
             append(((k, r), s + size - 1, w, ONLY_PANE))
+        return out
+
+    def _arrow_panes(self, fired: pa.Table) -> list[Any] | None:
+        """The panes as one ArrowRows group per window (None where the columns cannot stand in for them)."""
+        from tidal.runners.core.batched import ArrowRows
+        from tidal.runners.microbatch.arrow_pardo import _element_type
+
+        keys = fired.column("k")
+        key_type = _element_type(keys.type)
+        if key_type is None or keys.null_count:
+            return None
+        a = self.aggregate
+        if a == "count":
+            values = fired.column("count_all")
+        elif a == "mean":
+            values = pc.divide(pc.cast(fired.column("v_sum"), pa.float64()), pc.cast(fired.column("count_all"), pa.float64()))
+        else:
+            values = fired.column(f"v_{a}")
+        value_type = _element_type(values.type)
+        if value_type is None or values.null_count or pa.types.is_boolean(value_type):
+            return None
+        try:
+            table = pa.table({"key": pc.cast(keys, key_type), "value": pc.cast(values, value_type)})
+        except pa.ArrowInvalid:
+            return None  # (an unsigned key too big for int64: the Python panes have it)
+        if isinstance(self.windowfn, GlobalWindows):
+            ts = GLOBAL_WINDOW.max_timestamp_us
+            stamps = np.full(table.num_rows, ts, dtype=np.int64)
+            return [(ArrowRows(table.combine_chunks().to_batches()[0], stamps, "pair"), ts, GLOBAL_WINDOWS_TUPLE, ONLY_PANE)]
+        starts = np.asarray(fired.column("s").to_numpy(), dtype=np.int64)
+        order = np.argsort(starts, kind="stable")
+        starts = starts[order]
+        table = table.take(pa.array(order)).combine_chunks()
+        batch = table.to_batches()[0] if table.num_rows else None
+        if batch is None:
+            return []
+        size = self._size_us()
+        bounds = np.concatenate(([0], np.flatnonzero(starts[1:] != starts[:-1]) + 1, [len(starts)]))
+        out = []
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            s = int(starts[lo])
+            window = self._windows.get(s)
+            if window is None:
+                window = self._windows[s] = (IntervalWindow.from_micros(s, s + size),)
+            ts = s + size - 1
+            out.append((ArrowRows(batch.slice(lo, hi - lo), np.full(hi - lo, ts, dtype=np.int64), "pair"), ts, window, ONLY_PANE))
         return out
 
     def _results(self, fired: pa.Table) -> list[Any]:
