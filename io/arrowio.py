@@ -97,6 +97,12 @@ class ArrowSource(BoundedSource):
         """Whether the elements are ``(key, value)`` pairs with timestamps (else dict rows)."""
         return self.key is not None
 
+    @property
+    def arrow_form(self) -> str | None:
+        """What a table's rows stand for: ``"pair"``, ``"dict"`` rows, or ``"value"`` (the one column
+        ``value`` holds the elements); None where the elements are not what the tables hold."""
+        return "pair" if self.key is not None else "dict"
+
     def as_pairs(self, key: str, value: str, timestamp: str) -> "ArrowSource":
         """A copy of this source whose elements are ``TimestampedValue((row[key], row[value]), row[timestamp])``."""
         clone = copy.copy(self)
@@ -111,7 +117,10 @@ class ArrowSource(BoundedSource):
     def elements_of(self, table: pa.Table | pa.RecordBatch) -> Iterator[Any]:
         """The elements the rows of ``table`` are."""
         if not self.is_pairs:
-            yield from table.to_pylist()
+            if self.arrow_form == "value":
+                yield from table.column("value").to_pylist()
+            else:
+                yield from table.to_pylist()
             return
         missing = [c for c in (self.key, self.value, self.timestamp) if table.schema.get_field_index(c) < 0]
         if missing:
@@ -133,23 +142,27 @@ class ArrowSource(BoundedSource):
 
 
 class ArrowBatchSource(ArrowSource):
-    """In-memory Arrow record batches read as ``TimestampedValue((key, value), seconds)`` elements.
+    """In-memory Arrow record batches read as ``TimestampedValue((key, value), seconds)`` elements, or as rows.
 
     ``key``, ``value`` and ``timestamp`` name columns; the timestamp column
-    holds seconds (int64 or float64) or an Arrow timestamp type.
+    holds seconds (int64 or float64) or an Arrow timestamp type. Without the
+    three, the elements are dict rows (column name to value).
     """
 
-    def __init__(self, batches_or_table: ArrowData, key: str, value: str, timestamp: str) -> None:
+    def __init__(self, batches_or_table: ArrowData, key: str | None = None, value: str | None = None, timestamp: str | None = None) -> None:
         self.batches = _as_batches(batches_or_table)
+        named = [c for c in (key, value, timestamp) if c is not None]
+        if named and len(named) != 3:
+            raise ValueError("ArrowBatchSource: give key, value and timestamp columns together, or none of them for dict rows")
         self.key = key
         self.value = value
         self.timestamp = timestamp
         schema = self.batches[0].schema if self.batches else None
-        if schema is not None:
+        if schema is not None and key is not None:
             missing = [c for c in (key, value, timestamp) if schema.get_field_index(c) < 0]
             if missing:
                 raise ValueError(f"ArrowBatchSource: no column {missing[0]!r} in {schema.names}")
-            timestamps_us(pa.array([], schema.field(timestamp).type))  # reject a bad type now
+            timestamps_us(pa.array([], schema.field(timestamp).type))  # type: ignore[arg-type]  # reject a bad type now
 
     @property
     def num_rows(self) -> int:
@@ -178,8 +191,10 @@ class ArrowBatchSource(ArrowSource):
         return sum(b.nbytes for b in self.batches)
 
     def validation_sample(self) -> Any:
-        # Apply-time validation pickles this: an empty slice with the same schema, not the data.
-        empty = [self.batches[0].slice(0, 0)] if self.batches else []
+        # Apply-time validation pickles this: an empty batch with the same schema, not the data
+        # (an empty slice would pickle the whole buffers it shares with the data).
+        schema = self.batches[0].schema if self.batches else None
+        empty = [pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)] if schema is not None else []
         return ArrowBatchSource(empty, self.key, self.value, self.timestamp)  # type: ignore[arg-type]
 
     def display_name(self) -> str:
@@ -187,17 +202,27 @@ class ArrowBatchSource(ArrowSource):
 
 
 class ReadArrow(PTransform):
-    """Read Arrow data as ``(key, value)`` elements stamped with the timestamp column.
+    """Read Arrow data as ``(key, value)`` elements stamped with the timestamp column, or as dict rows.
 
     The data are in-memory (a Table, RecordBatches) or an :class:`ArrowSource`
     over files, such as ``tidal.io.parquetio.ParquetSource``: on the
     micro-batch runner a keyed aggregate of a Parquet folder then runs on
-    Arrow kernels from the file to the panes.
+    Arrow kernels from the file to the panes. Without ``key``, ``value`` and
+    ``timestamp`` the elements are dict rows (in-memory data only).
+
+    >>> import pyarrow as pa, tidal as td
+    >>> with td.Pipeline() as p:
+    ...     rows = p | ReadArrow(pa.table({"a": [1, 2], "b": ["x", "y"]}))
+    ...     td.testing.assert_that(rows, td.testing.equal_to([{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]))
     """
 
-    def __init__(self, batches_or_table: ArrowData | ArrowSource, key: str, value: str, timestamp: str) -> None:
+    def __init__(
+        self, batches_or_table: ArrowData | ArrowSource, key: str | None = None, value: str | None = None, timestamp: str | None = None
+    ) -> None:
         super().__init__()
         if isinstance(batches_or_table, ArrowSource):
+            if key is None or value is None or timestamp is None:
+                raise ValueError("ReadArrow over an ArrowSource needs key, value and timestamp columns (read it with its own transform for rows)")
             self.source: ArrowSource = batches_or_table.as_pairs(key, value, timestamp)
         else:
             self.source = ArrowBatchSource(batches_or_table, key, value, timestamp)

@@ -122,7 +122,8 @@ class ArrowRows:
     of its rows' elements, so a batched DoFn gets the columns without a
     detour through Python objects. With ``kind`` ``"pair"`` the rows stand for
     ``(key, value)`` elements and ``batch`` has the columns ``key`` and
-    ``value``; with ``"dict"`` they stand for dicts, one column per key. The
+    ``value``; with ``"dict"`` they stand for dicts, one column per key; with
+    ``"value"`` for single values, in the one column ``value``. The
     columns are typed as the elements would make them; ``timestamps_us``
     holds each row's timestamp (used with ``batch_timestamp_column``;
     otherwise every row has the tuple's timestamp).
@@ -340,7 +341,12 @@ class BatchKernel:
                 pa.field(self.timestamp_column, TIMESTAMP_TYPE),
                 pa.array(rows.timestamps_us, type=TIMESTAMP_TYPE),
             )
-        form = (_DICT, tuple(rows.batch.schema.names), None) if rows.kind == "dict" else (_PAIR, None, None)
+        if rows.kind == "dict":
+            form: tuple[Any, ...] = (_DICT, tuple(rows.batch.schema.names), None)
+        elif rows.kind == "value":
+            form = (_VALUE, None)
+        else:
+            form = (_PAIR, None, None)
         self._run(batch, form, t, ws, p)
 
     # -- calling process_batch --------------------------------------------------------------

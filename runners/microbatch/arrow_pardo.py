@@ -8,8 +8,9 @@ columns are the batch's ``key`` and ``value``, and each batch of the source
 is cut, with numpy, into the same windowed groups the batched kernel would
 make from the elements, each a zero-copy slice. For a source of dict rows
 (``ReadFromParquet``, ``ReadFromCsv``) the table's columns are the batch's
-columns, as the dicts' keys would be, and every row has the minimum
-timestamp, as a bounded source's plain elements have.
+columns, as the dicts' keys would be, and for a source of values
+(``ReadFromText``) its one column is the batch's ``value``; every row has
+the minimum timestamp, as a bounded source's plain elements have.
 
 The result is exactly the per-element path's. Columns are given the types
 the elements would get (any integer becomes int64, any float float64, large
@@ -56,7 +57,7 @@ def find_arrow_pardos(graph: PipelineGraph) -> list[ArrowParDoPlan]:
     found: list[ArrowParDoPlan] = []
     for node in graph.primitives:
         t = node.transform
-        if not (isinstance(t, Read) and isinstance(t.source, ArrowSource)):
+        if not (isinstance(t, Read) and isinstance(t.source, ArrowSource) and t.source.arrow_form is not None):
             continue
         (out,) = node.outputs.values()
         users = consumers.get(out, [])
@@ -144,7 +145,7 @@ class ArrowRowsSourceDriver(ArrowSourceDriver):
         """The windowed-value tuples for ``table``: ArrowRows groups, or elements where columns cannot stand in."""
         source = self.source
         if not source.is_pairs:
-            return self._dict_groups(table)
+            return self._row_groups(table, source.arrow_form or "dict")
         assert source.key is not None and source.value is not None and source.timestamp is not None
         ts_col = table.column(source.timestamp)
         columns = self._columns(table.column(source.key), table.column(source.value)) if not ts_col.null_count else None
@@ -167,8 +168,8 @@ class ArrowRowsSourceDriver(ArrowSourceDriver):
             out.append((ArrowRows(batch.slice(a, b - a), stamps), t, ws, PANE_INFO_UNKNOWN))
         return out
 
-    def _dict_groups(self, table: pa.Table) -> list[Any]:
-        """Dict rows: one group of all of ``table``'s rows at the minimum timestamp (or elements)."""
+    def _row_groups(self, table: pa.Table, kind: str) -> list[Any]:
+        """Dict rows or values: one group of all of ``table``'s rows at the minimum timestamp (or elements)."""
         names = table.schema.names
         if (self.schema_names is not None and self.schema_names != names) or self.timestamp_column in names:
             return self._elements(table)  # the kernel reports the mismatch
@@ -178,7 +179,7 @@ class ArrowRowsSourceDriver(ArrowSourceDriver):
         batch = pa.RecordBatch.from_arrays(columns, names=names)
         ws = GLOBAL_WINDOWS_TUPLE if type(self.windowfn) is GlobalWindows else self.windowfn._assign_us(MIN_TIMESTAMP_US, None, GLOBAL_WINDOW)
         stamps = np.full(table.num_rows, MIN_TIMESTAMP_US, dtype=np.int64)
-        return [(ArrowRows(batch, stamps, "dict"), MIN_TIMESTAMP_US, ws, PANE_INFO_UNKNOWN)]
+        return [(ArrowRows(batch, stamps, kind), MIN_TIMESTAMP_US, ws, PANE_INFO_UNKNOWN)]
 
     def _columns(self, *chunks: pa.ChunkedArray) -> list[pa.Array] | None:
         """The columns typed as the elements would make them, or None to go element by element."""
