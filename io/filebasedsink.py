@@ -280,7 +280,7 @@ class FileSinkFn(DoFn):
         # The sink's hot loop, written for speed on purpose: an element is only kept, and
         # ``process`` is the keeping list's own append (no Python frame per element).
         if type(self).process is FileSinkFn.process:
-            self.process = self._pending.append  # type: ignore[method-assign]
+            self.process = self._pending.append  # type: ignore[method-assign,assignment]
 
     def teardown(self) -> None:
         # An unpublished file stays staged: it belongs to no complete checkpoint.

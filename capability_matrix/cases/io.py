@@ -32,7 +32,7 @@ from tidal.capability_matrix.cases.beyond import _paced_input, _PACED_N, _ValueI
 from tidal.io.filesystems import BeamIOError
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError
 
-_ROWS = [{"id": i, "city": ["Oslo", "Lima", "Pune"][i % 3], "temp": i / 4} for i in range(12)]
+_ROWS: list[dict[str, Any]] = [{"id": i, "city": ["Oslo", "Lima", "Pune"][i % 3], "temp": i / 4} for i in range(12)]
 
 
 def _published(folder: Path, prefix: str) -> list[str]:
@@ -99,7 +99,7 @@ def _write_csv(path: Path) -> None:
 
 def _check_csv(ctx: CaseContext) -> None:
     folder = ctx.workdir / "out"
-    got = []
+    got: list[dict[str, str]] = []
     for name in _published(folder, "hot"):  # one shard per parallel writer
         with open(folder / name, newline="") as f:
             got.extend(csv.DictReader(f))
