@@ -390,9 +390,8 @@ class TextFormat(_LineFormat, FileFormat):
         for offset, block in self._raw_blocks(path, start, stop):
             batch = self._lines_batch(block)
             if batch is None:  # not valid UTF-8: the line-by-line reader names the line
-                for _, lines in self._lines_from(path, [(offset, block)]):
-                    pass
-                continue
+                lines = [ln for _, chunk in self._lines_from(path, [(offset, block)]) for ln in chunk]
+                batch = pa.record_batch({"value": pa.array(lines, pa.string())})
             yield batch
 
     def _lines_batch(self, block: bytes) -> pa.RecordBatch | None:

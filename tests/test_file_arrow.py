@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import tidal as td
-from tidal.io.filebased import CsvFormat, ParquetFormat
+from tidal.io.filebased import CsvFormat, ParquetFormat, TextFormat
 from tidal.io.parquetio import ParquetSource
 from tidal.model.trigger import PaneInfo, PaneInfoTiming
 from tidal.runners.core.batched import BatchKernel
@@ -62,6 +62,7 @@ def no_rows(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(ParquetFormat, "read_records", refuse)
     monkeypatch.setattr(CsvFormat, "read_records", refuse)
+    monkeypatch.setattr(TextFormat, "read_records", refuse)
     monkeypatch.setattr(BatchKernel, "_encode", refuse)
 
 
@@ -201,3 +202,28 @@ def test_a_columnar_aggregate_is_written_to_parquet_without_python_rows(tmp_path
     monkeypatch.setattr(BatchKernel, "_encode", refuse)  # elements into batches
     monkeypatch.setattr(ParquetFormat, "read_records", refuse)
     assert run(MicroBatchRunner(max_batch_size=64), "microbatch") == want
+
+
+class Lengths(td.DoFn):
+    """The batch's column names and type, and each line's length."""
+
+    def process_batch(self, batch: pa.RecordBatch) -> Iterable[pa.RecordBatch]:
+        import pyarrow.compute as pc
+
+        yield pa.record_batch({"value": pc.utf8_length(batch.column("value"))})
+
+
+def test_text_lines_reach_a_batched_dofn_as_one_arrow_column_on_microbatch(tmp_path: Path, no_rows: None) -> None:
+    lines = ["", "caf\u00e9", "crlf", "x" * 70, "last"]
+    (tmp_path / "a.txt").write_bytes("\n".join(lines[:2]).encode() + b"\n" + b"crlf\r\n" + ("x" * 70 + "\nlast").encode())
+    with td.Pipeline(runner=MicroBatchRunner(max_batch_size=2)) as p:
+        lengths = p | td.ReadFromText(str(tmp_path / "a.txt")) | td.ParDo(Lengths())
+        assert_that(lengths, equal_to([len(line) for line in lines]))
+
+
+def test_invalid_utf8_in_the_arrow_path_still_names_the_line(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes(b"fine\nalso fine\nnot \xff fine\n")
+    p = td.Pipeline(runner=MicroBatchRunner())
+    _ = p | "Lines" >> td.ReadFromText(str(tmp_path / "a.txt")) | td.ParDo(Lengths())
+    with pytest.raises(td.PipelineExecutionError, match=r"step 'Lines/Read'.*a\.txt: line 3 is not valid UTF-8"):
+        p.run()
