@@ -19,6 +19,9 @@ run: $(STAMP)
 	@echo "== stock prices per minute (examples/stock_prices.py) on the direct runner"
 	$(PY) -m tidal run examples/stock_prices.py --runner direct
 	@echo
+	@echo "== a Parquet folder averaged per station and minute, written back to Parquet (examples/parquet_windows.py) on the micro-batch runner"
+	$(PY) -m tidal run examples/parquet_windows.py --runner microbatch
+	@echo
 	@echo "== one windowed pipeline on every runner (examples/every_runner.py)"
 	RAY_AUTH_MODE=disabled $(PY) examples/every_runner.py
 	@echo

@@ -90,6 +90,16 @@ GROUPS: tuple[Group, ...] = (
         ],
     ),
     _group(
+        "Files in and out",
+        "reading and writing files (Beam lists these as I/O connectors, not in its matrix)",
+        [
+            ("Text files", "ReadFromText with compression and header lines; WriteToText with Beam's shard names, headers, bytes and str"),
+            ("CSV files", "ReadFromCsv into dict rows with inferred types; WriteToCsv from dict rows"),
+            ("JSON lines files", "ReadFromJson and WriteToJson, one JSON value per line"),
+            ("Parquet files", "ReadFromParquet (rows), ReadArrow over Parquet (timestamped pairs), WriteToParquet with a schema"),
+        ],
+    ),
+    _group(
         "Beyond the Beam matrix",
         "rows Apache Beam's matrix does not have",
         [
@@ -110,8 +120,8 @@ GROUPS: tuple[Group, ...] = (
             (
                 "Exactly-once after failure",
                 "after an injected crash the runner recovers from its checkpoint: the output of an idempotent "
-                "sink, and the files a transactional sink (WriteToText) published, are exactly what a run "
-                "without failure gives, and the restart did not re-read the whole input",
+                "sink, and the files a transactional sink (WriteToText, WriteToParquet) published, are exactly "
+                "what a run without failure gives, and the restart did not re-read the whole input",
             ),
             ("Runner overhead (measured)", "small standard pipelines, timed; the cell shows the measured durations"),
         ],

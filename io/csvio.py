@@ -36,7 +36,7 @@ from typing import Any, BinaryIO, Sequence
 
 import pyarrow as pa
 
-from tidal.io.filebased import CsvFormat, FileBasedSource
+from tidal.io.filebased import ArrowFileSource, CsvFormat
 from tidal.io.filebasedsink import BatchedFileSinkFn, RecordWriter, ShardNaming, SinkFormat, conform, expand_sink, rows_to_table
 from tidal.io.filesystems import CompressionTypes
 from tidal.model.primitives import Read
@@ -87,8 +87,8 @@ def _check_options(what: str, options: dict[str, Any], known: Sequence[str]) -> 
         raise TypeError(f"{what} has no option {unknown[0]!r}; its options are {', '.join(known)}")
 
 
-class CsvSource(FileBasedSource):
-    """The rows of the CSV files ``path`` matches, as dicts; splits by file and byte range."""
+class CsvSource(ArrowFileSource):
+    """The rows of the CSV files ``path`` matches, as dicts; splits by file and byte range (an ArrowSource)."""
 
     def __init__(self, path: str, fmt: CsvFormat, validate: bool = True) -> None:
         super().__init__(path, fmt, validate=validate, what="ReadFromCsv")

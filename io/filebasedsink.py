@@ -167,10 +167,14 @@ class RecordWriter(abc.ABC):
     def write(self, element: Any) -> None:
         """Write one element."""
 
+    def write_many(self, elements: list[Any]) -> None:
+        """Write several elements, in order (a format may do it in one go)."""
+        for element in elements:
+            self.write(element)
+
     def write_batch(self, batch: Any) -> None:
         """Write the rows of an Arrow record batch (a format without a columnar path writes them one by one)."""
-        for row in batch.to_pylist():
-            self.write(row)
+        self.write_many(batch.to_pylist())
 
     def flush(self) -> None:
         """Hand buffered records to the file (at the end of a bundle); a columnar format may keep them."""
@@ -254,10 +258,13 @@ class FileSinkFn(DoFn):
         self._started = False
         self._restored = False
         self._torn_down = False
+        self._pending: list[Any] = []
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_writers"] = {}  # open files never travel with a copy of the sink
+        state["_pending"] = []
+        state.pop("process", None)  # (bound to the old keeping list by setup)
         return state
 
     # -- the runner's hooks -----------------------------------------------------------------
@@ -270,10 +277,15 @@ class FileSinkFn(DoFn):
         self._seq = 0
         self._writers = {}
         self._torn_down = False
+        # The sink's hot loop, written for speed on purpose: an element is only kept, and
+        # ``process`` is the keeping list's own append (no Python frame per element).
+        if type(self).process is FileSinkFn.process:
+            self.process = self._pending.append  # type: ignore[method-assign,assignment]
 
     def teardown(self) -> None:
         # An unpublished file stays staged: it belongs to no complete checkpoint.
         self._torn_down = True
+        self._pending.clear()
         for stream, _writer, _path in self._writers.values():
             try:
                 stream.close()
@@ -282,12 +294,20 @@ class FileSinkFn(DoFn):
         self._writers = {}
 
     # -- writing --------------------------------------------------------------------------
-    def process(self, element: Any) -> Iterable[Any]:
-        writer = self._writers.get(self._index)
-        (writer[1] if writer is not None else self._open(self._index)).write(element)
-        return ()
+    def process(self, element: Any) -> None:
+        # The sink's hot loop: elements are kept, and written a bundle at a time (see _drain).
+        self._pending.append(element)
+
+    def _drain(self) -> None:
+        """Hand the elements kept since the last drain to this writer's shard."""
+        if self._pending:
+            pending = self._pending[:]
+            self._pending.clear()  # (the same list: process may be its append)
+            writer = self._writers.get(self._index)
+            (writer[1] if writer is not None else self._open(self._index)).write_many(pending)
 
     def finish_bundle(self) -> None:
+        self._drain()
         for _stream, writer, _path in self._writers.values():
             writer.flush()
 
@@ -338,6 +358,7 @@ class FileSinkFn(DoFn):
         """Close the staged files; the handle pairs each with its published name."""
         if self._torn_down:
             return []  # a sink that was torn down has nothing left to stage
+        self._drain()
         if not self._started:
             self._start()
         for shard in self._shards_to_finish(checkpoint_id):

@@ -81,6 +81,14 @@ class _JsonWriter(RecordWriter):
         self.ensure_ascii = ensure_ascii
         self.lines: list[str] = []
 
+    def write_many(self, elements: list[Any]) -> None:
+        if self.ensure_ascii:
+            self.lines.extend(map(json.dumps, elements))
+        else:
+            self.lines.extend(json.dumps(e, ensure_ascii=False) for e in elements)
+        if len(self.lines) >= 8192:
+            self._flush()
+
     def write(self, element: Any) -> None:
         self.lines.append(json.dumps(element, ensure_ascii=self.ensure_ascii))
         if len(self.lines) >= 8192:

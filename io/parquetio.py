@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, Iterator, Sequence
 
 import pyarrow as pa
 
-from tidal.io.filebased import FileBasedSource, ParquetFormat
+from tidal.io.filebased import ArrowFileSource, FileBasedSource, ParquetFormat
 from tidal.io.filebasedsink import (
     BatchedFileSinkFn,
     FileSinkFn,
@@ -54,6 +54,7 @@ __all__ = [
     "WriteToParquet",
     "WriteToParquetBatched",
     "ParquetSource",
+    "ParquetTableSource",
     "ParquetSinkFormat",
 ]
 
@@ -65,13 +66,22 @@ class _ParquetTables(ParquetFormat):
         return self.read_tables(path, start, stop)
 
 
-class ParquetSource(FileBasedSource):
-    """The rows (dicts) or row-group tables of the Parquet files ``file_pattern`` matches; splits by row group."""
+class ParquetSource(ArrowFileSource):
+    """The rows (dicts) of the Parquet files ``file_pattern`` matches; splits by file and row group.
 
-    def __init__(self, file_pattern: str, columns: Sequence[str] | None = None, validate: bool = True, as_tables: bool = False) -> None:
-        fmt = _ParquetTables(columns) if as_tables else ParquetFormat(columns)
-        what = "ReadFromParquetBatched" if as_tables else "ReadFromParquet"
-        super().__init__(file_pattern, fmt, validate=validate, what=what)
+    An :class:`~tidal.io.arrowio.ArrowSource`: ``ReadArrow(ParquetSource(...),
+    key=..., value=..., timestamp=...)`` reads it as timestamped pairs.
+    """
+
+    def __init__(self, file_pattern: str, columns: Sequence[str] | None = None, validate: bool = True) -> None:
+        super().__init__(file_pattern, ParquetFormat(columns), validate=validate, what="ReadFromParquet")
+
+
+class ParquetTableSource(FileBasedSource):
+    """One ``pyarrow.Table`` per row group of the Parquet files ``file_pattern`` matches."""
+
+    def __init__(self, file_pattern: str, columns: Sequence[str] | None = None, validate: bool = True) -> None:
+        super().__init__(file_pattern, _ParquetTables(columns), validate=validate, what="ReadFromParquetBatched")
 
 
 class ReadFromParquet(PTransform):
@@ -119,7 +129,7 @@ class ReadFromParquetBatched(PTransform):
     ) -> None:
         super().__init__()
         self.file_pattern = file_pattern
-        self.source = ParquetSource(file_pattern, columns, validate, as_tables=True)  # type: ignore[arg-type]
+        self.source = ParquetTableSource(file_pattern, columns, validate)  # type: ignore[arg-type]
 
     def default_label(self) -> str:
         return f"ReadFromParquetBatched({os.path.basename(self.file_pattern or '')})"

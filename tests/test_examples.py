@@ -78,6 +78,34 @@ def test_every_example_draws_a_graph() -> None:
         assert first_drawing_line == "flowchart TD", path.name
 
 
+@pytest.mark.parametrize("runner", ["direct", "microbatch"])
+def test_parquet_windows_writes_the_mean_per_station_and_minute(tmp_path: Path, runner: str) -> None:
+    import pyarrow.parquet as pq
+
+    readings, prefix = tmp_path / "readings", tmp_path / "out" / "means"
+    lines = run_example("parquet_windows.py", "--input", str(readings), "--output", str(prefix), "--runner", runner, via_cli=True).splitlines()
+    assert lines[0] == f"wrote example readings to {readings}"
+    assert lines[1] == f"50 means in means-00000-of-00001.parquet (in {prefix.parent})"
+    assert lines[2] == "minute  station  mean temperature"
+    assert [line.split()[:2] for line in lines[3:8]] == [["09:00", s] for s in ("bergen", "lima", "oslo", "pune", "quito")]
+    assert lines[-1] == "... 45 more"
+    # The means, worked out from the generated files by plain Python.
+    sums: dict[tuple[str, int], list[float]] = {}
+    for name in sorted(readings.iterdir()):
+        for row in pq.read_table(name).to_pylist():
+            minute = int(row["ts"] // 60 * 60)
+            total = sums.setdefault((row["station"], minute), [0.0, 0])
+            total[0] += row["temp"]
+            total[1] += 1
+    got = {(r["station"], int(r["minute"].timestamp())): r["mean_temp"] for r in pq.read_table(f"{prefix}-00000-of-00001.parquet").to_pylist()}
+    assert sorted(got) == sorted(sums)
+    for key, (total, count) in sums.items():
+        assert got[key] == pytest.approx(total / count, rel=1e-12, abs=0), key
+    # Run again on the existing folder: it is read, not rewritten, and the output is replaced.
+    again = run_example("parquet_windows.py", "--input", str(readings), "--output", str(prefix), "--runner", runner, via_cli=True)
+    assert again.splitlines()[0] == lines[1]
+
+
 def test_every_runner_gives_the_same_windowed_counts() -> None:
     lines = run_example("every_runner.py", "--runners", "direct,microbatch").splitlines()
     assert lines[0].startswith("    direct: 23 counts in ")

@@ -227,7 +227,7 @@ def sink(tmp_path: Path) -> Iterable[TextSinkFn]:
 def write(fn: TextSinkFn, *elements: Any) -> None:
     fn.start_bundle()
     for e in elements:
-        assert list(fn.process(e)) == []  # a sink outputs nothing
+        assert fn.process(e) is None  # a sink outputs nothing
     fn.finish_bundle()
 
 
@@ -350,7 +350,7 @@ def test_every_copy_of_a_sink_writes_its_own_shard(tmp_path: Path) -> None:
 
 def test_a_sink_writes_without_an_explicit_setup(tmp_path: Path) -> None:
     fn = TextSinkFn(str(tmp_path / "out"))
-    assert list(fn.process("x")) == []
+    assert fn.process("x") is None
     fn.commit(fn.prepare_commit(1))
     assert read_text(str(tmp_path / "out-*")) == ["x"]
 
@@ -578,3 +578,23 @@ def test_an_error_in_abort_after_names_the_step() -> None:
         ex.abort_after(3)
     assert str(info.value) == "step 'BadSink': abort_after raised PermissionError: cannot withdraw after 3"
     assert isinstance(info.value.__cause__, PermissionError)
+
+
+def test_a_writer_that_starts_late_keeps_what_its_run_already_published(tmp_path: Path) -> None:
+    # Two parallel writers of one run (copies of one sink): the first publishes before the second
+    # writes anything; the second replaces an earlier run's file but keeps its own run's.
+    (tmp_path / "out-00000-of-00003").write_text("from an earlier run\n")
+    os.utime(tmp_path / "out-00000-of-00003", (1, 1))
+    original = TextSinkFn(str(tmp_path / "out"))
+    first, second = (pickle.loads(cloudpickle.dumps(original)) for _ in range(2))
+    first.set_writer(0, 2)
+    second.set_writer(1, 2)
+    for fn in (first, second):
+        fn.setup()
+    write(first, "a")
+    first.commit(first.prepare_commit(FINAL_CHECKPOINT))
+    assert published(tmp_path) == ["out-00000-of-00002"]  # the earlier run's file is gone
+    write(second, "b")
+    second.commit(second.prepare_commit(FINAL_CHECKPOINT))
+    assert published(tmp_path) == ["out-00000-of-00002", "out-00001-of-00002"]
+    assert read_text(str(tmp_path / "out-*")) == ["a", "b"]
