@@ -135,25 +135,6 @@ def _record_start_at_or_after(f: BinaryIO, x: int, size: int, delim: bytes) -> i
         pos += len(block)
 
 
-def _skip_records(f: BinaryIO, count: int, delim: bytes) -> int:
-    """Read past ``count`` records from the stream's current position; the bytes skipped."""
-    skipped = 0
-    buf = b""
-    while count > 0:
-        i = buf.find(delim)
-        if i >= 0:
-            skipped += i + len(delim)
-            buf = buf[i + len(delim):]
-            count -= 1
-            continue
-        block = f.read(1 << 16)
-        if not block:
-            skipped += len(buf)
-            return skipped
-        buf += block
-    return skipped
-
-
 def _line_number(path: str, offset: int, compression: str) -> int:
     """The 1-based line number of the byte at ``offset`` (of the decompressed file)."""
     with FileSystems.open(path, compression_type=compression) as f:
