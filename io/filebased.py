@@ -489,6 +489,7 @@ class CsvFormat(_LineFormat, FileFormat):
         self.is_splittable = splittable
         self.infer_bytes = infer_bytes
         self.filename_column = filename_column
+        self._names_of: dict[bytes, list[str]] = {}  # header line -> column names, parsed once
         self.delimiter = None
         self.header_lines = skip_rows + (1 if self.has_header else 0)
 
@@ -500,7 +501,9 @@ class CsvFormat(_LineFormat, FileFormat):
 
         names = self.names
         if names is None:
-            names = self._header_names(header)
+            names = self._names_of.get(header)
+            if names is None:
+                names = self._names_of[header] = self._header_names(header)
         read = pcsv.ReadOptions(column_names=names, block_size=BLOCK_SIZE, use_threads=True)
         parse = pcsv.ParseOptions(
             delimiter=self.csv_delimiter,
