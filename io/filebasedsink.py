@@ -308,8 +308,9 @@ class FileSinkFn(DoFn):
     def _drain(self) -> None:
         """Hand the elements kept since the last drain to this writer's shard."""
         if self._pending:
-            pending = self._pending[:]
-            self._pending.clear()  # (the same list: process may be its append)
+            pending, self._pending = self._pending, []
+            if "process" in self.__dict__:
+                self.process = self._pending.append  # type: ignore[method-assign,assignment]
             writer = self._writers.get(self._index)
             (writer[1] if writer is not None else self._open(self._index)).write_many(pending)
 
