@@ -30,7 +30,6 @@ from tidal.capability_matrix.case import (
 )
 from tidal.capability_matrix.cases.beyond import _paced_input, _PACED_N, _ValueIs
 from tidal.io.filesystems import BeamIOError
-from tidal.runners.core.errors import PipelineExecutionError, UserCodeError
 
 _ROWS: list[dict[str, Any]] = [{"id": i, "city": ["Oslo", "Lima", "Pune"][i % 3], "temp": i / 4} for i in range(12)]
 
@@ -188,7 +187,7 @@ def bad_no_files(p: td.Pipeline, ctx: CaseContext) -> Any:
 
 
 @case("bad_input.unparsable_file", "Bad input rejected with a clear error",
-      error=ExpectedError(PipelineExecutionError, "step 'Events/Read'", also=("events.jsonl: line 3: invalid JSON",)))
+      error=ExpectedError(td.PipelineExecutionError, "step 'Events/Read'", also=("events.jsonl: line 3: invalid JSON",)))
 def bad_json(p: td.Pipeline, ctx: CaseContext) -> Any:
     """A file that cannot be parsed fails the run naming the step, the file and the line."""
     (ctx.workdir / "events.jsonl").write_text('{"a": 1}\n{"a": 2}\n{"a": oops}\n')
@@ -196,7 +195,7 @@ def bad_json(p: td.Pipeline, ctx: CaseContext) -> Any:
 
 
 @case("bad_input.row_does_not_match_parquet_schema", "Bad input rejected with a clear error",
-      error=ExpectedError(UserCodeError, "step 'SaveRows/Write'", also=("the field 'age' (int64) cannot hold the value 'ten' (str)",)))
+      error=ExpectedError(td.UserCodeError, "step 'SaveRows/Write'", also=("the field 'age' (int64) cannot hold the value 'ten' (str)",)))
 def bad_schema(p: td.Pipeline, ctx: CaseContext) -> None:
     """A row that does not fit WriteToParquet's schema fails the run naming the step, the field and the value."""
     import pyarrow as pa
