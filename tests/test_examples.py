@@ -124,3 +124,12 @@ def test_a_killed_worker_leaves_the_output_exactly_once() -> None:
     assert "ActorDiedError" in lines[1]
     assert lines[-2] == "published 32 window sums: 0 missing, 0 duplicated"
     assert lines[-1] == "exactly once: yes"
+
+
+def test_beam_port() -> None:
+    lines = run_example("beam_port.py", "--programs", "wordcount,leader_board").splitlines()
+    assert lines[0].split() == ["program", "missing", "in", "tidal", "direct", "microbatch"]
+    assert [line.split()[:4] for line in lines[1:3]] == [
+        ["wordcount", "0", "same", "as"], ["leader_board", "0", "same", "as"],
+    ]
+    assert lines[-1] == "every ported program wrote exactly what Apache Beam's DirectRunner wrote"
