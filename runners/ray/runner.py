@@ -229,7 +229,11 @@ class RayRunner(Runner):
         if address:
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
         else:
+            # "local" starts a fresh instance even when /tmp/ray/ray_current_cluster
+            # names another one (left by `ray start`, perhaps stopped long ago):
+            # without an address, ray.init would try to join that cluster instead.
             ray.init(
+                address="local",
                 num_cpus=max(os.cpu_count() or 2, 2),
                 include_dashboard=False,
                 ignore_reinit_error=True,
