@@ -22,6 +22,9 @@ run: $(STAMP)
 	@echo "== a Parquet folder averaged per station and minute, written back to Parquet (examples/parquet_windows.py) on the micro-batch runner"
 	$(PY) -m tidal run examples/parquet_windows.py --runner microbatch
 	@echo
+	@echo "== Beam programs ported by replacing apache_beam with tidal, against Beam's own output (examples/beam_port.py)"
+	$(PY) examples/beam_port.py
+	@echo
 	@echo "== one windowed pipeline on every runner (examples/every_runner.py)"
 	RAY_AUTH_MODE=disabled $(PY) examples/every_runner.py
 	@echo

@@ -4,7 +4,7 @@
 GroupByKey, CombinePerKey, WindowInto, ... See the README for a tour.
 """
 
-from tidal import combiners, pvalue, testing, trigger, window
+from tidal import coders, combiners, metrics, pvalue, testing, transforms, trigger, typehints, window
 from tidal.model.combinefn import CombineFn
 from tidal.model.dofn import DoFn
 from tidal.model.metrics import Metrics, MetricsFilter
@@ -54,11 +54,19 @@ from tidal.io import (
     WriteToRedisStream,
     WriteToText,
 )
-from tidal.transforms.core import Create, FlatMap, FlatMapTuple, Filter, Map, MapTuple, Partition
-from tidal.transforms.util import (
-    CoGroupByKey,
+from tidal.transforms.core import (
     CombineGlobally,
     CombineValues,
+    Create,
+    Filter,
+    FlatMap,
+    FlatMapTuple,
+    Map,
+    MapTuple,
+    Partition,
+)
+from tidal.transforms.util import (
+    CoGroupByKey,
     Distinct,
     Keys,
     KvSwap,
@@ -82,5 +90,5 @@ __all__ = [
     "PipelineState", "Read", "ReadModifyWriteStateSpec", "Reshuffle", "SetStateSpec", "TaggedOutput",
     "TimeDomain", "TimerSpec", "Timestamp", "TimestampedValue", "UnboundedSource", "UserCodeError",
     "Values", "WindowInto", "WindowedValue", "WithKeys", "combiners", "on_timer", "ptransform_fn",
-    "pvalue", "testing", "trigger", "window",
+    "pvalue", "testing", "trigger", "window", "coders", "metrics", "transforms", "typehints",
 ]

@@ -11,6 +11,8 @@ Commands:
   Nexmark queries and other workloads (see ``tidal.benchmarks.harness``).
 * ``matrix [--runners ...] [--out DIR]`` runs the capability cases on the
   runners and writes the capability matrix (see ``tidal.capability_matrix``).
+* ``port FILE... [--write]`` rewrites a Beam program's imports for tidal and
+  lists every name it uses that tidal lacks (see ``tidal.porting``).
 
 Arguments that tidal does not know are passed on to the script; everything
 after ``--`` always is.
@@ -32,6 +34,7 @@ from tidal.benchmarks.cli import add_bench_parser
 from tidal.capability_matrix.cli import add_matrix_parser
 from tidal.model.metrics import MetricResults
 from tidal.model.result import PipelineResult, PipelineState
+from tidal.runners.core.checkpoint import CheckpointError, CheckpointStore
 from tidal.runners import registry
 from tidal.runners.runner import Runner
 
@@ -46,6 +49,7 @@ examples:
   python -m tidal run examples/wordcount.py --runner direct --input README.md
   python -m tidal graph examples/stock_prices.py > stock_prices.dot
   python -m tidal graph examples/wordcount.py --format mermaid --out wordcount.mmd
+  python -m tidal port beam_wordcount.py > wordcount.py       # a Beam program, ported
 
 'python -m tidal COMMAND --help' tells more about each command.
 """
@@ -199,11 +203,9 @@ def _run_script(path: str, script_args: Sequence[str]) -> int | None:
 
 
 def _normalize_runner(name: str) -> str:
-    key = name.lower()
-    if key.endswith("runner") and key != "runner":
-        key = key[: -len("runner")]
+    key = registry.canonical_runner_name(name)
     if key not in registry.registered_runners():
-        raise ScriptError(f"unknown runner {name!r}; registered runners: {', '.join(registry.registered_runners())}")
+        raise ScriptError(f"unknown runner {name!r}; registered runners: {registry.runner_list()}")
     return key
 
 
@@ -214,6 +216,11 @@ def _checkpoint_folder(args: argparse.Namespace) -> str | None:
         if getattr(args, "resume", False):
             raise ScriptError("--resume needs --checkpoint-dir: the folder of the checkpoints to resume from")
         return None
+    if "://" not in folder:  # refuse a folder that cannot be used now, before any runner starts
+        try:
+            CheckpointStore(folder).check_writable()
+        except CheckpointError as exc:
+            raise ScriptError(str(exc)) from exc
     held = os.path.isdir(folder) and any(not name.startswith(".") for name in os.listdir(folder))
     if held and not args.resume:
         raise ScriptError(
@@ -236,6 +243,16 @@ def _with_checkpoints(runner: Runner, folder: str, index: int) -> Runner:
     return runner.with_checkpoint_dir(where)  # type: ignore[attr-defined, no-any-return]
 
 
+def _finished_job(runner: Runner, folder: str) -> bool:
+    """Whether every pipeline checkpointed in ``folder`` (``folder/pipeline-<n>`` for a script's later
+    ones) had reached the end of its input, so that resuming would read nothing."""
+    finished = getattr(runner, "job_finished", None)
+    if not callable(finished):
+        return False
+    later = sorted(name for name in os.listdir(folder) if name.startswith("pipeline-")) if os.path.isdir(folder) else []
+    return all(bool(finished(where)) for where in [folder, *(os.path.join(folder, name) for name in later)])
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``tidal run``: the script on the chosen runner."""
     _check_script(args.script)
@@ -245,7 +262,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     checkpoints = _checkpoint_folder(args)
     if checkpoints is not None:
-        _with_checkpoints(original(runner_name), checkpoints, 1)  # refuse a runner without checkpoints now
+        first = _with_checkpoints(original(runner_name), checkpoints, 1)  # refuse a runner without checkpoints now
+        if args.resume and _finished_job(first, checkpoints):
+            print(
+                f"tidal run: the job checkpointed in {checkpoints} had already finished (its last checkpoint is "
+                "the end of its input); there is nothing to resume",
+                file=sys.stderr,
+            )
+            return 0
 
     def resolve(spec: Any) -> Runner:
         runner = original(spec)
@@ -321,6 +345,65 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+_PORT_HELP = "rewrite a Beam program for tidal and list what it uses that tidal lacks"
+_PORT_DESCRIPTION = """\
+Rewrite each FILE, a Beam program, for tidal: every 'apache_beam' becomes
+'tidal' (a plain textual rewrite). The rewritten program goes to stdout, or
+replaces FILE with --write. Every apache_beam name the program uses that
+tidal lacks, and every keyword argument a tidal transform does not take, is
+listed on stderr with its line; the exit code is then 1. The program is read,
+never run.
+"""
+_PORT_EPILOG = """\
+examples:
+  python -m tidal port wordcount.py > wordcount_tidal.py
+  python -m tidal port --write pipelines/*.py
+"""
+
+
+def cmd_port(args: argparse.Namespace) -> int:
+    """``tidal port``: print (or write) the rewrite; list what will not port."""
+    from tidal import porting
+
+    status = 0
+    for path in args.files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                source = f.read()
+        except OSError as exc:
+            raise ScriptError(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            missing = porting.unsupported(source, filename=path)
+        except SyntaxError as exc:
+            raise ScriptError(f"{path} is not valid Python: line {exc.lineno}: {exc.msg}") from None
+        ported = porting.rewrite(source)
+        if args.write:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(ported)
+        else:
+            sys.stdout.write(ported)
+        if missing:
+            status = 1
+            print(f"tidal port: {path} uses {len(missing)} thing(s) tidal lacks:", file=sys.stderr)
+            for item in missing:
+                print(f"  {path}:{item.line}: {item.name} ({item.reason})", file=sys.stderr)
+        elif not args.quiet:
+            print(f"tidal port: {path}: every apache_beam name it uses exists in tidal", file=sys.stderr)
+    return status
+
+
+def _add_port_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "port", help=_PORT_HELP, description=_PORT_DESCRIPTION, epilog=_PORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help="a Beam program (.py)")
+    parser.add_argument("--write", action="store_true", help="replace each FILE with its rewrite")
+    parser.add_argument("--quiet", action="store_true", help="say nothing when a file ports completely")
+    parser.set_defaults(func=cmd_port)
+    return parser
+
+
 # -- the parser ----------------------------------------------------------------------
 def _add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -364,7 +447,7 @@ def _add_graph_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 #: Each adds one subcommand; its parser's ``func(args) -> int`` runs it.
 SUBCOMMANDS: list[Callable[[Any], argparse.ArgumentParser]] = [
-    _add_run_parser, _add_graph_parser, add_bench_parser, add_matrix_parser,
+    _add_run_parser, _add_graph_parser, add_bench_parser, add_matrix_parser, _add_port_parser,
 ]
 
 

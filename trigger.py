@@ -1,25 +1,4 @@
-"""Triggers: ``from tidal import trigger`` as in ``from apache_beam.transforms import trigger``."""
+"""Triggers: ``from tidal import trigger``; see :mod:`tidal.transforms.trigger`."""
 
-from tidal.model.trigger import (
-    AccumulationMode,
-    AfterAll,
-    AfterAny,
-    AfterCount,
-    AfterEach,
-    AfterProcessingTime,
-    AfterWatermark,
-    Always,
-    DefaultTrigger,
-    Never,
-    OrFinally,
-    PaneInfo,
-    PaneInfoTiming,
-    Repeatedly,
-    Trigger,
-)
-
-__all__ = [
-    "AccumulationMode", "AfterAll", "AfterAny", "AfterCount", "AfterEach", "AfterProcessingTime",
-    "AfterWatermark", "Always", "DefaultTrigger", "Never", "OrFinally", "PaneInfo", "PaneInfoTiming",
-    "Repeatedly", "Trigger",
-]
+from tidal.transforms.trigger import *  # noqa: F403
+from tidal.transforms.trigger import __all__  # noqa: F401

@@ -1,24 +1,4 @@
-"""Windowing: ``from tidal import window`` as in ``from apache_beam import window``."""
+"""Windowing: ``from tidal import window`` as ``from apache_beam import window``; see :mod:`tidal.transforms.window`."""
 
-from tidal.model.time import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, Timestamp
-from tidal.model.window import (
-    AssignContext,
-    BoundedWindow,
-    FixedWindows,
-    GlobalWindow,
-    GlobalWindows,
-    IntervalWindow,
-    MergeContext,
-    NonMergingWindowFn,
-    Sessions,
-    SlidingWindows,
-    TimestampCombiner,
-    TimestampedValue,
-    WindowFn,
-)
-
-__all__ = [
-    "AssignContext", "BoundedWindow", "Duration", "FixedWindows", "GlobalWindow", "GlobalWindows",
-    "IntervalWindow", "MAX_TIMESTAMP", "MIN_TIMESTAMP", "MergeContext", "NonMergingWindowFn",
-    "Sessions", "SlidingWindows", "Timestamp", "TimestampCombiner", "TimestampedValue", "WindowFn",
-]
+from tidal.transforms.window import *  # noqa: F403
+from tidal.transforms.window import __all__  # noqa: F401

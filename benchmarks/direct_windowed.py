@@ -8,7 +8,10 @@
 
 Run: ``python -m tidal.benchmarks.direct_windowed [--elements N] [--repeats R]``.
 It prints the per-run times and the median elements/s of each workload
-(pipeline construction and run, measured together).
+(pipeline construction and run, measured together). Every run's output is
+recorded and compared, outside the timed region, with the windows worked out
+in plain Python (:func:`expected_output`); a difference stops the benchmark
+before it prints a figure.
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ import gc
 import json
 import random
 import statistics
+import sys
 import time
+from collections import Counter
 from typing import Any, Callable
 
 import tidal as td
 from tidal import window
+from tidal.benchmarks.verify import BenchmarkMismatch, ExpectedOutput
+from tidal.capability_matrix.execute import compare_multisets
 from tidal.runners.direct import DirectRunner
 
 
@@ -56,15 +63,60 @@ WORKLOADS: dict[str, Callable[[td.Pipeline, list[tuple[int, float]]], Any]] = {
 }
 
 
-def measure(build: Callable[[td.Pipeline, list[tuple[int, float]]], Any], events: list[tuple[int, float]], repeats: int, strict: bool) -> list[float]:
+def _micros(seconds: float) -> int:
+    return round(seconds * 1_000_000)  # as tidal converts event times
+
+
+def expected_output(name: str, events: list[tuple[int, float]]) -> ExpectedOutput:
+    """What workload ``name`` emits for ``events``, worked out in plain Python.
+
+    ``fixed``: (key, count) for every key and 60 s window holding its events.
+    ``sessions``: per key, events closer than 30 s apart chain into one session;
+    each session is one (key, [1, 1, ...]) group, compared as (key, count, sum).
+
+    >>> sorted(expected_output("fixed", [(1, 0.5), (1, 59.0), (1, 61.0)]).expected)
+    [(1, 1), (1, 2)]
+    >>> sorted(expected_output("sessions", [(1, 0.0), (1, 29.9), (1, 60.0), (2, 5.0)]).expected)
+    [(1, 1, 1), (1, 2, 2), (2, 1, 1)]
+    """
+    if name == "fixed":
+        windows = Counter((key, _micros(ts) // 60_000_000) for key, ts in events)
+        return ExpectedOutput("direct_windowed fixed", [(key, n) for (key, _), n in windows.items()])
+    gap = 30_000_000
+    times: dict[int, list[int]] = {}
+    for key, ts in events:
+        times.setdefault(key, []).append(_micros(ts))
+    sessions = []
+    for key, stamps in times.items():
+        stamps.sort()
+        n, end = 0, None
+        for t in stamps:
+            if end is not None and t >= end:  # [t, t + gap) does not meet the session so far
+                sessions.append((key, n, n))
+                n = 0
+            n += 1
+            end = t + gap if end is None or n == 1 else max(end, t + gap)
+        sessions.append((key, n, n))
+
+    def compare(actual: list[Any], expected: list[Any]) -> str | None:
+        return compare_multisets([(key, len(values), sum(values)) for key, values in actual], expected)
+
+    return ExpectedOutput("direct_windowed sessions", sessions, compare)
+
+
+def measure(build: Callable[[td.Pipeline, list[tuple[int, float]]], Any], events: list[tuple[int, float]], repeats: int,
+            strict: bool, check: ExpectedOutput) -> list[float]:
+    """Seconds per run; each run's output is checked after it, untimed."""
     times = []
     for _ in range(repeats):
+        sink = check.sink()
         gc.collect()  # the previous run's garbage is not this run's cost
         start = time.perf_counter()
         p = td.Pipeline(runner=DirectRunner(strict=strict))
-        build(p, events)
+        _ = build(p, events) | sink
         p.run()
         times.append(time.perf_counter() - start)
+        check.verify()
     return times
 
 
@@ -78,8 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     events = make_events(args.elements)
     results = {}
-    for name in args.workloads.split(","):
-        times = measure(WORKLOADS[name], events, args.repeats, strict=not args.no_strict)
+    measured = {}
+    try:  # every run's output is checked before any figure is printed
+        for name in args.workloads.split(","):
+            measured[name] = measure(WORKLOADS[name], events, args.repeats, not args.no_strict, expected_output(name, events))
+    except BenchmarkMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for name, times in measured.items():
         rate = args.elements / statistics.median(times)
         results[name] = {"elements": args.elements, "times_s": times, "median_elements_per_s": rate}
         print(f"{name:9s} median {rate:>12,.0f} elements/s   runs: {', '.join(f'{t:.2f}s' for t in times)}")

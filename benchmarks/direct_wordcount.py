@@ -9,7 +9,9 @@ Each run times pipeline construction and the run together (construction is
 a few microseconds: the time is the run). It runs ``--repeats`` times in
 strict mode (the direct runner's default: sampled pickling and mutation
 checks) and again with ``strict=False``, and prints each mode's per-run
-times and median elements/s.
+times and median elements/s. Every run's output (10,000 word counts, recorded
+by a sink) is compared with a plain-Python count, outside the timed region;
+a difference stops the benchmark before it prints a figure.
 
 Run: ``python -m tidal.benchmarks.direct_wordcount [--elements N] [--repeats R] [--json PATH]``
 (or ``python benchmarks/direct_wordcount.py``).
@@ -24,10 +26,12 @@ import os
 import platform
 import random
 import statistics
+import sys
 import time
 from typing import Any
 
 import tidal as td
+from tidal.benchmarks.verify import BenchmarkMismatch, ExpectedOutput, counted
 from tidal.runners.direct import DirectRunner
 
 __all__ = ["make_data", "run_once", "measure", "main"]
@@ -44,20 +48,26 @@ def make_data(n: int, distinct: int = 10_000, seed: int = 0) -> list[tuple[int, 
     return list(enumerate(rng.choice(words) for _ in range(n)))
 
 
-def run_once(data: list[tuple[int, str]], strict: bool) -> float:
-    """Seconds to build and run the word count over ``data`` on a DirectRunner."""
+def run_once(data: list[tuple[int, str]], strict: bool, check: ExpectedOutput | None = None) -> float:
+    """Seconds to build and run the word count over ``data`` on a DirectRunner; then (untimed) the
+    output is checked against ``check`` (default: a plain-Python count of ``data``)."""
+    check = check or ExpectedOutput("direct_wordcount", counted(data))
+    sink = check.sink()
     gc.collect()  # the previous run's garbage is not this run's cost
     start = time.perf_counter()
     p = td.Pipeline(runner=DirectRunner(strict=strict))
-    _ = p | td.Create(data) | td.Map(lambda kv: (kv[1], 1)) | td.CombinePerKey(sum)
+    _ = p | td.Create(data) | td.Map(lambda kv: (kv[1], 1)) | td.CombinePerKey(sum) | sink
     p.run().wait_until_finish()
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    check.verify()
+    return seconds
 
 
 def measure(data: list[tuple[int, str]], repeats: int, strict: bool) -> dict[str, Any]:
     """Per-run times and the median rate of ``repeats`` runs (after one untimed warm-up on a slice)."""
     run_once(data[: min(len(data), 10_000)], strict)  # import and first-call costs stay out
-    times = [run_once(data, strict) for _ in range(repeats)]
+    check = ExpectedOutput("direct_wordcount", counted(data))
+    times = [run_once(data, strict, check) for _ in range(repeats)]
     median = statistics.median(times)
     return {
         "strict": strict,
@@ -83,8 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.repeats} runs per mode (construction + run timed together)"
     )
     results = {}
-    for strict in (True, False):
-        r = measure(data, args.repeats, strict)
+    try:  # every run's output is checked before any figure is printed
+        measured = {strict: measure(data, args.repeats, strict) for strict in (True, False)}
+    except BenchmarkMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for strict, r in measured.items():
         mode = "strict=True" if strict else "strict=False"
         results[mode] = r
         runs = ", ".join(f"{t:.3f}s" for t in r["times_s"])

@@ -16,7 +16,13 @@
   output element is counted, so each run also turns 1,000,000 rows into Python pairs.
 
 Each run builds and runs the pipeline; the input is made once, outside the
-timing. Run: ``python -m tidal.benchmarks.microbatch_bench [--events N] [--repeats R]``.
+timing. Every run's output is checked after it, outside the timing: the word
+counts against a plain-Python count; the windowed sums and the doubled values
+by a :class:`~tidal.benchmarks.verify.Tally` at the end of the pipeline (how
+many elements arrived and a weighted sum of their values) against the same
+figures worked out with numpy from the input. A difference stops the benchmark
+before it prints a figure. Run:
+``python -m tidal.benchmarks.microbatch_bench [--events N] [--repeats R]``.
 It prints every run and the median events/s.
 """
 
@@ -25,7 +31,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import shutil
 import statistics
+import sys
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -38,6 +47,7 @@ from tidal import window
 from tidal.runners.direct import DirectRunner
 from tidal.runners.microbatch import MicroBatchRunner
 from tidal.benchmarks.direct_wordcount import make_data as make_words
+from tidal.benchmarks.verify import BenchmarkMismatch, ExpectedOutput, Tally, check_tally, counted
 from tidal.io.arrowio import ReadArrow
 
 
@@ -59,15 +69,52 @@ def make_arrow_events(n: int, keys: int = 10_000, span_s: int = 1_000, batch_row
     return batches
 
 
-class _Count(td.DoFn):
-    """Counts the panes that reach the end of the pipeline (so they are built and delivered)."""
+def _key_weighted(kv: Any) -> float:
+    """A (key, value) output's value weighted by its key: a pane routed to a wrong key changes the sum."""
+    return float((kv[0] + 1) * kv[1])
 
-    def __init__(self) -> None:
-        self.n = 0
 
-    def process(self, element: Any) -> Any:
-        self.n += 1
-        return ()
+def _value(kv: Any) -> float:
+    return float(kv[1])
+
+
+class Expected:
+    """How many elements a run must deliver and the sum a Tally must find (worked out before the runs)."""
+
+    def __init__(self, benchmark: str, count: int, total: float, weight: Callable[[Any], float]) -> None:
+        self.benchmark = benchmark
+        self.count = count
+        self.total = total
+        self.weight = weight
+        self.folder = ""
+
+    def sink(self) -> td.ParDo:
+        """A fresh Tally for one run (apply it to the pipeline's output)."""
+        self.folder = tempfile.mkdtemp(prefix="tidal-bench-tally-")
+        return td.ParDo(Tally(self.folder, self.weight))
+
+    def verify(self) -> None:
+        """Raise BenchmarkMismatch unless the last run delivered what was expected."""
+        try:
+            check_tally(self.benchmark, self.folder, self.count, self.total)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def expected_window_sums(batches: list[pa.RecordBatch], name: str) -> Expected:
+    """The panes of the keyed fixed-window (60 s) sum, with numpy: one per (key, window), and the
+    sum of (key + 1) * pane over them, which is the sum of (key + 1) * value over the events."""
+    keys = np.concatenate([b.column("key").to_numpy() for b in batches])
+    windows = np.concatenate([b.column("ts").to_numpy() for b in batches]) // 60
+    values = np.concatenate([b.column("value").to_numpy() for b in batches])
+    panes = len(np.unique(keys * (int(windows.max()) + 1) + windows)) if len(keys) else 0
+    return Expected(name, panes, float(np.sum((keys + 1) * values)), _key_weighted)
+
+
+def expected_doubled(batches: list[pa.RecordBatch], name: str) -> Expected:
+    """Every row, its value doubled: as many outputs as rows, summing to twice the values."""
+    values = np.concatenate([b.column("value").to_numpy() for b in batches])
+    return Expected(name, len(values), float(2 * np.sum(values)), _value)
 
 
 def windowed_sum(batches: list[pa.RecordBatch]) -> Callable[[td.Pipeline], Any]:
@@ -77,7 +124,6 @@ def windowed_sum(batches: list[pa.RecordBatch]) -> Callable[[td.Pipeline], Any]:
             | ReadArrow(batches, key="key", value="value", timestamp="ts")
             | td.WindowInto(window.FixedWindows(60))
             | td.CombinePerKey(sum)
-            | td.ParDo(_Count())
         )
 
     return build
@@ -96,7 +142,7 @@ def doubled(batches: list[pa.RecordBatch], batched: bool) -> Callable[[td.Pipeli
     def build(p: td.Pipeline) -> Any:
         rows = p | ReadArrow(batches, key="key", value="value", timestamp="ts")
         double = td.ParDo(DoubleValues()) if batched else td.Map(lambda kv: (kv[0], kv[1] * 2.0))
-        return rows | double | td.ParDo(_Count())
+        return rows | double
 
     return build
 
@@ -108,15 +154,18 @@ def word_count(data: list[tuple[int, str]]) -> Callable[[td.Pipeline], Any]:
     return build
 
 
-def measure(runner: Any, build: Callable[[td.Pipeline], Any], repeats: int) -> list[float]:
+def measure(runner: Any, build: Callable[[td.Pipeline], Any], repeats: int, check: Expected | ExpectedOutput) -> list[float]:
+    """Seconds per run of ``build`` (its output into ``check``'s sink); each run is checked after it, untimed."""
     times = []
     for _ in range(repeats):
+        sink = check.sink()
         gc.collect()
         start = time.perf_counter()
         p = td.Pipeline(runner=runner)
-        build(p)
+        _ = build(p) | sink
         p.run()
         times.append(time.perf_counter() - start)
+        check.verify()
     return times
 
 
@@ -142,32 +191,42 @@ def main(argv: list[str] | None = None) -> int:
     workloads = args.workloads.split(",")
     results: dict[str, Any] = {"max_batch_size": args.max_batch_size}
     mb = MicroBatchRunner(max_batch_size=args.max_batch_size)
-    if "arrow" in workloads:
-        batches = make_arrow_events(args.events)
-        results["arrow"] = _report("arrow: fixed-window sum (columnar)", args.events, measure(mb, windowed_sum(batches), args.repeats))
-        del batches
-    if "fallback" in workloads:
-        batches = make_arrow_events(args.fallback_events)
-        fallback = MicroBatchRunner(max_batch_size=args.max_batch_size, columnar=False)
-        results["fallback"] = _report("fallback: same, per element", args.fallback_events, measure(fallback, windowed_sum(batches), args.repeats))
-    if "wordcount" in workloads:
-        data = make_words(args.words)
-        results["wordcount_direct"] = _report("word count, direct runner", args.words, measure(DirectRunner(), word_count(data), args.repeats))
-        results["wordcount_direct_nonstrict"] = _report(
-            "word count, direct (strict=False)", args.words, measure(DirectRunner(strict=False), word_count(data), args.repeats)
-        )
-        results["wordcount_microbatch"] = _report(
-            f"word count, micro-batch ({args.max_batch_size:,}/batch)", args.words, measure(mb, word_count(data), args.repeats)
-        )
-        small = MicroBatchRunner(max_batch_size=100_000)
-        results["wordcount_microbatch_100k"] = _report("word count, micro-batch (100,000/batch)", args.words, measure(small, word_count(data), args.repeats))
-    if "batched" in workloads:
-        n = args.batched_events
-        batches = make_arrow_events(n)
-        per_element = MicroBatchRunner(max_batch_size=args.max_batch_size, columnar=False)
-        results["batched_arrow"] = _report("batched DoFn, Arrow columns in", n, measure(mb, doubled(batches, True), args.repeats))
-        results["batched_elements"] = _report("batched DoFn, elements in", n, measure(per_element, doubled(batches, True), args.repeats))
-        results["batched_map"] = _report("per-element Map, same work", n, measure(mb, doubled(batches, False), args.repeats))
+    runs: list[tuple[str, str, int, list[float]]] = []  # (key, name, events, times), printed once all are checked
+    try:
+        if "arrow" in workloads:
+            batches = make_arrow_events(args.events)
+            sums = expected_window_sums(batches, "microbatch_bench arrow")
+            runs.append(("arrow", "arrow: fixed-window sum (columnar)", args.events, measure(mb, windowed_sum(batches), args.repeats, sums)))
+            del batches
+        if "fallback" in workloads:
+            batches = make_arrow_events(args.fallback_events)
+            fallback = MicroBatchRunner(max_batch_size=args.max_batch_size, columnar=False)
+            sums = expected_window_sums(batches, "microbatch_bench fallback")
+            runs.append(("fallback", "fallback: same, per element", args.fallback_events, measure(fallback, windowed_sum(batches), args.repeats, sums)))
+        if "wordcount" in workloads:
+            data = make_words(args.words)
+            words = ExpectedOutput("microbatch_bench wordcount", counted(data))
+            small = MicroBatchRunner(max_batch_size=100_000)
+            for key, name, runner in (
+                ("wordcount_direct", "word count, direct runner", DirectRunner()),
+                ("wordcount_direct_nonstrict", "word count, direct (strict=False)", DirectRunner(strict=False)),
+                ("wordcount_microbatch", f"word count, micro-batch ({args.max_batch_size:,}/batch)", mb),
+                ("wordcount_microbatch_100k", "word count, micro-batch (100,000/batch)", small),
+            ):
+                runs.append((key, name, args.words, measure(runner, word_count(data), args.repeats, words)))
+        if "batched" in workloads:
+            n = args.batched_events
+            batches = make_arrow_events(n)
+            twice = expected_doubled(batches, "microbatch_bench batched")
+            per_element = MicroBatchRunner(max_batch_size=args.max_batch_size, columnar=False)
+            runs.append(("batched_arrow", "batched DoFn, Arrow columns in", n, measure(mb, doubled(batches, True), args.repeats, twice)))
+            runs.append(("batched_elements", "batched DoFn, elements in", n, measure(per_element, doubled(batches, True), args.repeats, twice)))
+            runs.append(("batched_map", "per-element Map, same work", n, measure(mb, doubled(batches, False), args.repeats, twice)))
+    except BenchmarkMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for key, name, events, times in runs:
+        results[key] = _report(name, events, times)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

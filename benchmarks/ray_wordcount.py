@@ -4,7 +4,9 @@ The direct runner's benchmark pipeline (1,000,000 ``(index, word)`` pairs,
 10,000 distinct words, ``Map(lambda kv: (kv[1], 1)) | CombinePerKey(sum)``)
 runs on the direct runner and on Ray at parallelism 1, 2 and 4. Ray's
 start-up (``ray.init``) is reported on its own, and so is the fixed cost of a
-job (a 10-element run), so the per-element cost is what remains.
+job (a 10-element run), so the per-element cost is what remains. Every
+run's output is compared, outside the timed region, with a plain-Python word
+count; a difference stops the benchmark before it prints a figure.
 
 Run: ``python -m tidal.benchmarks.ray_wordcount [--elements N] [--repeats R]``.
 """
@@ -14,12 +16,15 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import random
 import statistics
+import sys
 import time
 from typing import Any
 
 import tidal as td
+from tidal.benchmarks.verify import BenchmarkMismatch, ExpectedOutput, counted
 from tidal.runners.direct import DirectRunner
 
 
@@ -29,13 +34,19 @@ def make_data(n: int, distinct: int = 10_000, seed: int = 0) -> list[tuple[int, 
     return list(enumerate(rng.choice(words) for _ in range(n)))
 
 
-def run_once(runner: Any, data: list[tuple[int, str]]) -> float:
+def run_once(runner: Any, data: list[tuple[int, str]], check: ExpectedOutput | None = None) -> float:
+    """Seconds to build and run the word count over ``data``; then (untimed) its output is checked
+    against ``check`` (default: a plain-Python count of ``data``)."""
+    check = check or ExpectedOutput("word count", counted(data))
+    sink = check.sink()
     gc.collect()
     start = time.perf_counter()
     p = td.Pipeline(runner=runner)
-    _ = p | td.Create(data) | td.Map(lambda kv: (kv[1], 1)) | td.CombinePerKey(sum)
+    _ = p | td.Create(data) | td.Map(lambda kv: (kv[1], 1)) | td.CombinePerKey(sum) | sink
     p.run().wait_until_finish()
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    check.verify()
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,19 +62,31 @@ def main(argv: list[str] | None = None) -> int:
 
     data = make_data(args.elements)
     small = data[:10]
+    check, small_check = ExpectedOutput("ray_wordcount", counted(data)), ExpectedOutput("ray_wordcount (10 elements)", counted(small))
     results: dict[str, Any] = {"elements": args.elements}
+    started = not ray.is_initialized()
     start = time.perf_counter()
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if started:
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     results["ray_startup_s"] = time.perf_counter() - start
+    try:  # every run's output is checked before any figure is printed
+        direct = [run_once(DirectRunner(), data, check) for _ in range(args.repeats)]
+        ray_runs = {}
+        for n in (int(x) for x in args.parallelism.split(",")):
+            runner = RayRunner(parallelism=n)
+            fixed = statistics.median(run_once(runner, small, small_check) for _ in range(args.repeats))
+            ray_runs[n] = (fixed, [run_once(runner, data, check) for _ in range(args.repeats)])
+    except BenchmarkMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if started:
+            ray.shutdown()
     print(f"ray.init: {results['ray_startup_s']:.2f} s (reported apart from the runs)")
-    direct = [run_once(DirectRunner(), data) for _ in range(args.repeats)]
     d_rate = args.elements / statistics.median(direct)
     results["direct"] = {"times_s": direct, "elements_per_s": d_rate}
     print(f"direct          {d_rate:>12,.0f} elements/s   runs: {', '.join(f'{t:.2f}s' for t in direct)}")
-    for n in (int(x) for x in args.parallelism.split(",")):
-        runner = RayRunner(parallelism=n)
-        fixed = statistics.median(run_once(runner, small) for _ in range(args.repeats))
-        times = [run_once(runner, data) for _ in range(args.repeats)]
+    for n, (fixed, times) in ray_runs.items():
         med = statistics.median(times)
         rate = args.elements / med
         per_element_us = max(med - fixed, 1e-9) / args.elements * 1e6
@@ -82,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{fixed:.2f} s; per element {per_element_us:.2f} µs = {steady:,.0f}/s ({steady / d_rate:4.0%} of direct)"
             f"   runs: {', '.join(f'{t:.2f}s' for t in times)}"
         )
-    ray.shutdown()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

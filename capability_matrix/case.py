@@ -36,6 +36,7 @@ from tidal.model.window import GlobalWindow, IntervalWindow
 if TYPE_CHECKING:
     from tidal.model.dofn import DoFn
     from tidal.model.pipeline import Pipeline
+    from tidal.model.pvalue import PCollection
     from tidal.model.result import PipelineResult
 
 __all__ = [
@@ -114,8 +115,9 @@ class Case:
     #: Reads an observation from the PipelineResult (metrics, state), compared with expected_probe.
     probe: Callable[["PipelineResult"], Any] | None = None
     expected_probe: Any = None
-    #: Runs the built pipeline instead of ``p.run().wait_until_finish()`` (e.g. to cancel it).
-    drive: Callable[["Pipeline", "CaseContext"], "PipelineResult"] | None = None
+    #: Runs the built pipeline instead of ``p.run().wait_until_finish()`` (e.g. to cancel it);
+    #: returns its result, or None when the case runs pipelines of its own (a ported program).
+    drive: Callable[["Pipeline", "CaseContext"], "PipelineResult | None"] | None = None
     #: Runner capabilities the case needs (CHECKPOINT_RESTORE).
     requires: tuple[str, ...] = ()
     #: With at-least-once delivery to an idempotent sink: the key a record is stored under.
@@ -150,13 +152,35 @@ class Case:
 
 
 class CaseContext:
-    """What a case run may use: a private working folder and failure injection."""
+    """What a case run may use: a private working folder, failure injection and read counting.
+
+    ``attempt`` counts the runs of the case's pipeline (1, then 2 after a
+    restart ...); the harness sets it before each build.
+    """
 
     def __init__(self, workdir: str | os.PathLike[str], runner_name: str) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.runner_name = runner_name
+        self.attempt = 1
+        #: How many elements the case's input holds (set by :meth:`record_reads`).
+        self.input_total: int | None = None
+        #: What a drive function found wrong (see :meth:`report_problem`).
+        self.problems: list[str] = []
         self._markers: list[Path] = []
+
+    def report_problem(self, problem: str) -> None:
+        """Make the case fail with ``problem`` once it has run, after the harness's own checks.
+
+        A drive function uses this instead of raising CaseFailure when the
+        harness should still look at the finished run (a recovery case's restore).
+        """
+        self.problems.append(problem)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """The folder a recovery case's runner checkpoints to (``with_checkpoint_dir``)."""
+        return self.workdir / "checkpoints"
 
     def fail_once(self, predicate: Callable[[Any], bool], name: str = "crash") -> "DoFn":
         """A pass-through DoFn that raises once, on the first element for which ``predicate`` holds.
@@ -166,11 +190,25 @@ class CaseContext:
         """
         from tidal.capability_matrix.sinks import FailOnce
 
+        return FailOnce(str(self._arm(name)), predicate)
+
+    def fail_after_checkpoint(self, predicate: Callable[[Any], bool], name: str = "crash") -> "DoFn":
+        """Like :meth:`fail_once`, but the failure waits until the job has a complete checkpoint.
+
+        Until then matching elements pass on and each bundle waits a little, so
+        that a runner checkpointing by time takes one mid-input; the restarted
+        job can then resume from it (see :class:`~tidal.capability_matrix.sinks.FailAfterCheckpoint`).
+        """
+        from tidal.capability_matrix.sinks import FailAfterCheckpoint
+
+        return FailAfterCheckpoint(str(self._arm(name)), predicate, str(self.checkpoint_dir))
+
+    def _arm(self, name: str) -> Path:
         marker = self.workdir / f"armed-{name}"
         if marker not in self._markers:  # a rebuilt pipeline (after a restart) is not re-armed
             marker.touch()
             self._markers.append(marker)
-        return FailOnce(str(marker), predicate)
+        return marker
 
     @property
     def armed(self) -> bool:
@@ -179,6 +217,28 @@ class CaseContext:
     def failures_pending(self) -> list[str]:
         """The injected failures that have not happened (their marker is still there)."""
         return [m.name[len("armed-"):] for m in self._markers if m.exists()]
+
+    def record_reads(self, pcoll: "PCollection[Any]", total: int) -> "PCollection[Any]":
+        """Record every element of ``pcoll`` (the case's input, ``total`` elements) per attempt.
+
+        A recovery case calls this on what its sources read, so the harness
+        can check that the attempt after a failure resumed from a checkpoint:
+        it reads fewer than ``total`` elements. Returns ``pcoll``.
+        """
+        from tidal.capability_matrix.sinks import RecordTo
+        from tidal.model.primitives import ParDo
+
+        self.input_total = total
+        folder = self.workdir / f"reads-{self.attempt}"
+        folder.mkdir(exist_ok=True)
+        _ = pcoll | "RecordReads" >> ParDo(RecordTo(str(folder), ("value",)))
+        return pcoll
+
+    def reads(self, attempt: int | None = None) -> list[Any]:
+        """What attempt ``attempt`` (default: the current one) recorded with :meth:`record_reads`."""
+        from tidal.capability_matrix.sinks import read_records
+
+        return read_records(self.workdir / f"reads-{attempt or self.attempt}")
 
     def output_folder(self, name: str) -> Path:
         folder = self.workdir / f"out-{name}"
@@ -238,7 +298,7 @@ def case(
     observe: tuple[str, ...] = ("value",),
     probe: Callable[["PipelineResult"], Any] | None = None,
     expected_probe: Any = None,
-    drive: Callable[["Pipeline", CaseContext], "PipelineResult"] | None = None,
+    drive: Callable[["Pipeline", CaseContext], "PipelineResult | None"] | None = None,
     requires: tuple[str, ...] = (),
     idempotent_key: Callable[[Any], Any] | None = None,
     elements: int | None = None,

@@ -248,10 +248,10 @@ def _execute(case: Case, runner: str | Runner, ctx: CaseContext, deadline: float
             "and with_checkpoint_dir()): after a failure the job cannot resume",
             None,
         )
-    checkpoints = ctx.workdir / "checkpoints"
     restarts = 0
     while True:
-        run_on = base.with_checkpoint_dir(str(checkpoints)) if recovery else base  # type: ignore[attr-defined]
+        ctx.attempt = restarts + 1
+        run_on = base.with_checkpoint_dir(str(ctx.checkpoint_dir)) if recovery else base  # type: ignore[attr-defined]
         p = Pipeline(runner=run_on)
         try:
             named = _named_outputs(case.build_pipeline(p, ctx))
@@ -281,19 +281,26 @@ def _execute(case: Case, runner: str | Runner, ctx: CaseContext, deadline: float
         break
     if case.error is not None:
         return "fail", f"expected {case.error.describe()}, but the pipeline was built and ran without error", None
-    problems = _check_outputs(case, named, ctx)
+    problems = _check_outputs(case, named, ctx) + ctx.problems
     if case.probe is not None:
         try:
+            if result is None:
+                raise ValueError("the case's drive returned no PipelineResult to probe")
             observed = case.probe(result)
         except Exception as exc:
             problems.append(f"reading the result raised {_describe_exc(exc)}")
         else:
             if observed != case.expected_probe:
                 problems.append(f"the result shows {observed!r}, expected {case.expected_probe!r}")
+    message = ""
     if recovery:
         pending = ctx.failures_pending()
         if pending:
             problems.append(f"the injected failure {pending[0]!r} never happened, so recovery was not exercised")
+        else:
+            problem, message = _restore_outcome(ctx, result, restarts)
+            if problem is not None:
+                problems.insert(0, problem)  # the likely cause of any wrong output
     if problems:
         return "fail", "; ".join(problems), None
     measurement = None
@@ -301,8 +308,30 @@ def _execute(case: Case, runner: str | Runner, ctx: CaseContext, deadline: float
         measurement = {"run_s": run_s}
         if case.elements and run_s > 0:
             measurement["elements_per_s"] = case.elements / run_s
-    message = f"{restarts} restart(s) from the checkpoint" if recovery else ""
     return "pass", message, measurement
+
+
+def _restore_outcome(ctx: CaseContext, result: "PipelineResult | None", restarts: int) -> tuple[str | None, str]:
+    """(what is wrong or None, what happened) for the attempt after a recovery case's failure.
+
+    It must have resumed from a checkpoint: the runner names the checkpoint
+    (``result.restored_from``) and the attempt read less than the whole input.
+    """
+    total = ctx.input_total
+    if total is None:
+        return "the recovery case records no reads (ctx.record_reads), so a restore cannot be told from a rerun", ""
+    read = len(ctx.reads(ctx.attempt))
+    restored = getattr(result, "restored_from", None)
+    if restored is None:
+        return (
+            f"after the failure the job restarted from the start, not from a checkpoint: its last attempt "
+            f"read {read} of the {total} input elements",
+            "",
+        )
+    summary = f"{restarts} restart(s), from checkpoint {restored}: the last attempt read {read} of the {total} input elements"
+    if read >= total:
+        return f"{summary}, all of them again: the sources did not resume from the checkpoint's offsets", summary
+    return None, summary
 
 
 def _record(folder: str, observe: tuple[str, ...]) -> ParDo:

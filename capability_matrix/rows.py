@@ -123,6 +123,11 @@ GROUPS: tuple[Group, ...] = (
                 "sink, and the files a transactional sink (WriteToText, WriteToParquet) published, are exactly "
                 "what a run without failure gives, and the restart did not re-read the whole input",
             ),
+            (
+                "Beam source compatibility",
+                "an Apache Beam program ported by replacing every apache_beam with tidal runs and writes exactly "
+                "the lines Apache Beam's DirectRunner writes for the same input",
+            ),
             ("Runner overhead (measured)", "small standard pipelines, timed; the cell shows the measured durations"),
         ],
     ),

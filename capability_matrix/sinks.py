@@ -1,4 +1,4 @@
-"""The DoFns the harness adds to case pipelines: a recording sink and an injected failure.
+"""The DoFns the harness adds to case pipelines: a recording sink and injected failures.
 
 Both talk to the harness through files, so they work the same on every
 runner, in this process or in worker processes on the same machine.
@@ -13,14 +13,16 @@ runner, in this process or in worker processes on the same machine.
 
 from __future__ import annotations
 
+import glob
 import os
 import pickle
+import time
 import uuid
 from typing import Any, Callable, Iterable
 
 from tidal.model.dofn import DoFn
 
-__all__ = ["RecordTo", "FailOnce", "InjectedFailure", "read_records"]
+__all__ = ["RecordTo", "FailOnce", "FailAfterCheckpoint", "InjectedFailure", "read_records", "has_complete_checkpoint"]
 
 
 class RecordTo(DoFn):
@@ -114,4 +116,73 @@ class FailOnce(DoFn):
                 pass  # already fired: pass the element on
             else:
                 raise InjectedFailure(f"injected failure on element {element!r}")
+        yield element
+
+
+def has_complete_checkpoint(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` (a runner's checkpoint folder) holds a complete checkpoint.
+
+    tidal's runners keep checkpoints in a :class:`~tidal.runners.core.checkpoint.CheckpointStore`:
+    the Ray runner in the folder itself, the micro-batch runner's commit log in
+    ``commits/`` below it. A checkpoint is complete once its ``chk-<n>/MANIFEST.json`` exists.
+
+    >>> import tempfile
+    >>> from tidal.runners.core.checkpoint import CheckpointStore
+    >>> folder = tempfile.mkdtemp()
+    >>> has_complete_checkpoint(folder)
+    False
+    >>> store = CheckpointStore(os.path.join(folder, "commits"))
+    >>> store.write_part(0, "state.pkl", b"")
+    >>> store.complete(0, ["state.pkl"])
+    >>> has_complete_checkpoint(folder)
+    True
+    """
+    root = os.fspath(folder)
+    return any(glob.glob(os.path.join(root, "chk-*", "MANIFEST.json")) or glob.glob(os.path.join(root, "*", "chk-*", "MANIFEST.json")))
+
+
+class FailAfterCheckpoint(FailOnce):
+    """FailOnce that waits for the job to have a complete checkpoint in ``checkpoints``.
+
+    While armed and no checkpoint is complete, matching elements pass on, and
+    each bundle first waits ``pace_s`` seconds, so a runner that checkpoints
+    by time takes one while the input is still being read (a barrier passes
+    between bundles). Once one is complete, the first matching element raises
+    InjectedFailure (once), so the restarted job has a checkpoint to resume
+    from: a case can then tell a restore from a rerun.
+    """
+
+    def __init__(self, marker: str, predicate: Callable[[Any], bool], checkpoints: str, pace_s: float = 0.6) -> None:
+        super().__init__(marker, predicate)
+        self.checkpoints = checkpoints
+        self.pace_s = pace_s
+        self._spent = False
+        self._complete = False
+        self._checked_at = 0.0
+
+    def _armed(self) -> bool:
+        if not self._spent and not os.path.exists(self.marker):
+            self._spent = True  # fired (here or elsewhere): it never re-arms
+        return not self._spent
+
+    def _checkpoint_complete(self) -> bool:
+        now = time.monotonic()
+        if not self._complete and now - self._checked_at >= 0.01:  # a directory scan at most every 10 ms
+            self._checked_at = now
+            self._complete = has_complete_checkpoint(self.checkpoints)
+        return self._complete
+
+    def start_bundle(self) -> None:
+        if self._armed() and not self._checkpoint_complete():
+            time.sleep(self.pace_s)
+
+    def process(self, element: Any) -> Iterable[Any]:
+        if not self._spent and self.predicate(element) and self._checkpoint_complete() and self._armed():
+            try:
+                os.remove(self.marker)
+            except FileNotFoundError:
+                self._spent = True  # another worker fired it first
+            else:
+                self._spent = True
+                raise InjectedFailure(f"injected failure on element {element!r}, after a complete checkpoint")
         yield element

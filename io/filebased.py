@@ -135,25 +135,6 @@ def _record_start_at_or_after(f: BinaryIO, x: int, size: int, delim: bytes) -> i
         pos += len(block)
 
 
-def _skip_records(f: BinaryIO, count: int, delim: bytes) -> int:
-    """Read past ``count`` records from the stream's current position; the bytes skipped."""
-    skipped = 0
-    buf = b""
-    while count > 0:
-        i = buf.find(delim)
-        if i >= 0:
-            skipped += i + len(delim)
-            buf = buf[i + len(delim):]
-            count -= 1
-            continue
-        block = f.read(1 << 16)
-        if not block:
-            skipped += len(buf)
-            return skipped
-        buf += block
-    return skipped
-
-
 def _line_number(path: str, offset: int, compression: str) -> int:
     """The 1-based line number of the byte at ``offset`` (of the decompressed file)."""
     with FileSystems.open(path, compression_type=compression) as f:
@@ -508,6 +489,7 @@ class CsvFormat(_LineFormat, FileFormat):
         self.is_splittable = splittable
         self.infer_bytes = infer_bytes
         self.filename_column = filename_column
+        self._names_of: dict[bytes, list[str]] = {}  # header line -> column names, parsed once
         self.delimiter = None
         self.header_lines = skip_rows + (1 if self.has_header else 0)
 
@@ -519,7 +501,9 @@ class CsvFormat(_LineFormat, FileFormat):
 
         names = self.names
         if names is None:
-            names = self._header_names(header)
+            names = self._names_of.get(header)
+            if names is None:
+                names = self._names_of[header] = self._header_names(header)
         read = pcsv.ReadOptions(column_names=names, block_size=BLOCK_SIZE, use_threads=True)
         parse = pcsv.ParseOptions(
             delimiter=self.csv_delimiter,

@@ -4,7 +4,9 @@ A file sink is a DoFn that follows the transactional sink contract of
 :mod:`tidal.io.textio` (``prepare_commit``, ``commit``, ``abort_after``):
 it writes what it receives to *staged* files in a hidden ``.tidal-staging``
 folder beside the output, closes them when a checkpoint barrier passes, and
-publishes them by rename when the checkpoint completes. A format (text, CSV,
+publishes them by rename when the checkpoint completes (a staged file is
+synced to disk before a checkpoint records it; the output of the end of a
+run without checkpoints is published as written). A format (text, CSV,
 JSON lines, Parquet) only says how records become bytes: a
 :class:`SinkFormat` opens a :class:`RecordWriter` on a staged file.
 
@@ -34,6 +36,7 @@ what later checkpoints published (``abort_after``).
 from __future__ import annotations
 
 import abc
+import io
 import os
 import re
 import time
@@ -197,26 +200,30 @@ class SinkFormat(abc.ABC):
         """A writer for a new file whose bytes go to ``stream``."""
 
 
-def _open_staged(path: str, compression: str) -> BinaryIO:
-    """A new staged file: synced to disk when closed (local files), compressed as asked."""
-    import io
+class _StagedFile(io.FileIO):
+    """A local staged file that is synced to disk when it is closed, unless ``sync`` was turned off."""
 
+    sync = True
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                if self.sync:
+                    os.fsync(self.fileno())
+            finally:
+                super().close()
+
+
+def _open_staged(path: str, compression: str) -> tuple[BinaryIO, _StagedFile | None]:
+    """A new staged file, compressed as asked, and (for a local file) the file to sync on close."""
     from tidal.io.filesystems import _compressed
 
     if is_url(path):
-        return FileSystems.create(path, compression_type=compression)
-
-    class Durable(io.FileIO):
-        def close(self) -> None:
-            if not self.closed:
-                try:
-                    os.fsync(self.fileno())
-                finally:
-                    super().close()
-
+        return FileSystems.create(path, compression_type=compression), None
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    raw: IO[bytes] = io.BufferedWriter(Durable(path, "w"), buffer_size=1 << 20)
-    return _compressed(raw, compression, "wb")
+    staged = _StagedFile(path, "w")
+    raw: IO[bytes] = io.BufferedWriter(staged, buffer_size=1 << 20)
+    return _compressed(raw, compression, "wb"), staged
 
 
 class FileSinkFn(DoFn):
@@ -254,7 +261,7 @@ class FileSinkFn(DoFn):
     def _reset(self) -> None:
         self._token = ""
         self._seq = 0
-        self._writers: dict[int, tuple[BinaryIO, RecordWriter, str]] = {}
+        self._writers: dict[int, tuple[BinaryIO, RecordWriter, str, _StagedFile | None]] = {}
         self._started = False
         self._restored = False
         self._torn_down = False
@@ -286,7 +293,7 @@ class FileSinkFn(DoFn):
         # An unpublished file stays staged: it belongs to no complete checkpoint.
         self._torn_down = True
         self._pending.clear()
-        for stream, _writer, _path in self._writers.values():
+        for stream, _writer, _path, _staged in self._writers.values():
             try:
                 stream.close()
             except Exception:
@@ -301,14 +308,15 @@ class FileSinkFn(DoFn):
     def _drain(self) -> None:
         """Hand the elements kept since the last drain to this writer's shard."""
         if self._pending:
-            pending = self._pending[:]
-            self._pending.clear()  # (the same list: process may be its append)
+            pending, self._pending = self._pending, []
+            if "process" in self.__dict__:
+                self.process = self._pending.append  # type: ignore[method-assign,assignment]
             writer = self._writers.get(self._index)
             (writer[1] if writer is not None else self._open(self._index)).write_many(pending)
 
     def finish_bundle(self) -> None:
         self._drain()
-        for _stream, writer, _path in self._writers.values():
+        for _stream, writer, _path, _staged in self._writers.values():
             writer.flush()
 
     def _open(self, shard: int) -> RecordWriter:
@@ -318,9 +326,9 @@ class FileSinkFn(DoFn):
             self.setup()
         name = f"{self.naming.basename}-{self._token}-{self._seq:05d}-{shard:05d}{self.naming.suffix}.inprogress"
         path = FileSystems.join(self.naming.staging_folder, name)
-        stream = _open_staged(path, self.compression)
+        stream, staged = _open_staged(path, self.compression)
         writer = self.fmt.open(stream)
-        self._writers[shard] = (stream, writer, path)
+        self._writers[shard] = (stream, writer, path, staged)
         return writer
 
     def _start(self) -> None:
@@ -367,8 +375,12 @@ class FileSinkFn(DoFn):
         handle = []
         total = self._shard_count()
         for shard in sorted(self._writers):
-            stream, writer, path = self._writers[shard]
+            stream, writer, path, staged = self._writers[shard]
             writer.close()
+            if staged is not None:
+                # A handle a checkpoint records must name data on disk; the end of a run
+                # without checkpoints is recorded nowhere, and is published as it is.
+                staged.sync = checkpoint_id < FINAL
             stream.close()
             handle.append((path, self.naming.name(shard, total, checkpoint_id)))
         self._writers = {}

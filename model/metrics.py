@@ -1,5 +1,39 @@
 """User metrics: counters, distributions and gauges, queryable from the result.
 
+Besides the metrics user code declares, every runner reports two counters of
+its own, in the namespace ``"tidal"`` (:data:`RUNNER_NAMESPACE`), per
+GroupByKey / CombinePerKey (and stateful ParDo) step. They count input that
+step dropped, by cause:
+
+* ``dropped_due_to_lateness`` (:data:`DROPPED_DUE_TO_LATENESS`): the element
+  was too late, its window had expired (the input watermark had passed the
+  window's end plus the allowed lateness).
+* ``dropped_due_to_closed_window`` (:data:`DROPPED_DUE_TO_CLOSED_WINDOW`): the
+  window had not expired, but its trigger had finished (for example
+  ``AfterCount(2)`` after its firing, or ``AfterWatermark()`` without late
+  firings after its on-time pane), which closes the window to later input.
+
+>>> import tidal as td
+>>> from tidal import trigger, window
+>>> from tidal.testing import TestStream
+>>> stream = (TestStream()
+...           .add_elements([window.TimestampedValue(("k", 1), 1)])
+...           .advance_watermark_to(10)   # on time: AfterWatermark() fires and finishes
+...           .add_elements([window.TimestampedValue(("k", 2), 2)])   # window closed
+...           .advance_watermark_to(30)   # [0, 10) expires (end + lateness 10)
+...           .add_elements([window.TimestampedValue(("k", 3), 3)])   # too late
+...           .advance_watermark_to_infinity())
+>>> p = td.Pipeline()
+>>> _ = (p | stream
+...        | td.WindowInto(window.FixedWindows(10), trigger=trigger.AfterWatermark(),
+...                        accumulation_mode=trigger.AccumulationMode.DISCARDING, allowed_lateness=10)
+...        | "Group" >> td.GroupByKey())
+>>> counters = p.run().metrics().query(MetricsFilter().with_namespace(RUNNER_NAMESPACE))["counters"]
+>>> sorted((c.key.metric.name, c.committed) for c in counters)
+[('dropped_due_to_closed_window', 1), ('dropped_due_to_lateness', 1)]
+
+User metrics:
+
 >>> import tidal as td
 >>> class CountWords(td.DoFn):
 ...     words = Metrics.counter("example", "words")
@@ -33,7 +67,17 @@ __all__ = [
     "GaugeResult",
     "current_container",
     "set_current_container",
+    "RUNNER_NAMESPACE",
+    "DROPPED_DUE_TO_LATENESS",
+    "DROPPED_DUE_TO_CLOSED_WINDOW",
 ]
+
+#: The namespace of the metrics the runners report themselves.
+RUNNER_NAMESPACE = "tidal"
+#: Counter: input dropped because its window had expired (end + allowed lateness passed).
+DROPPED_DUE_TO_LATENESS = "dropped_due_to_lateness"
+#: Counter: input dropped because its window's trigger had finished (the window was closed).
+DROPPED_DUE_TO_CLOSED_WINDOW = "dropped_due_to_closed_window"
 
 
 @attrs.frozen
@@ -220,8 +264,22 @@ class MetricsFilter:
         self.namespaces.add(_namespace(namespace))
         return self
 
+    def with_namespaces(self, namespaces: Iterable[Any]) -> "MetricsFilter":
+        self.namespaces.update(_namespace(n) for n in namespaces)
+        return self
+
     def with_step(self, step: str) -> "MetricsFilter":
         self.steps.add(step)
+        return self
+
+    def with_steps(self, steps: Iterable[str]) -> "MetricsFilter":
+        self.steps.update(steps)
+        return self
+
+    def with_metric(self, metric: "Counter | Distribution | Gauge") -> "MetricsFilter":
+        """Select the metric a ``Metrics.counter(...)`` (or distribution, gauge) object names."""
+        self.names.add(metric.metric_name.name)
+        self.namespaces.add(metric.metric_name.namespace)
         return self
 
     def matches(self, key: MetricKey) -> bool:
@@ -236,6 +294,11 @@ class MetricsFilter:
 
 class MetricResults:
     """The metrics of a finished (or running) pipeline, merged across workers."""
+
+    #: The keys of :meth:`query`'s result, under Beam's names.
+    COUNTERS = "counters"
+    DISTRIBUTIONS = "distributions"
+    GAUGES = "gauges"
 
     def __init__(self, containers: Iterable[MetricsContainer] = ()) -> None:
         self._by_step: dict[str, MetricsContainer] = {}

@@ -8,10 +8,14 @@
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any, Iterator
 
 import attrs
 
+from tidal.model import typehints
+from tidal.model.errors import PipelineError
+from tidal.model.options import PipelineOptions, StandardOptions, TypeOptions
 from tidal.model.pvalue import AsSideInput, DoOutputsTuple, PBegin, PCollection
 from tidal.model.ptransform import PrimitiveTransform, PTransform
 
@@ -20,10 +24,6 @@ if TYPE_CHECKING:
     from tidal.runners.runner import Runner
 
 __all__ = ["Pipeline", "AppliedTransform", "PipelineGraph", "PipelineError"]
-
-
-class PipelineError(ValueError):
-    """A pipeline was built wrongly; the message names the step."""
 
 
 class AppliedTransform:
@@ -97,19 +97,58 @@ def _flatten_pvalues(result: Any) -> Iterator[PCollection[Any]]:
 class Pipeline:
     """A graph of transforms, run by a runner when the ``with`` block ends or on ``run()``.
 
-    ``runner`` is a registered name ("direct", "ray", "microbatch") or a
-    Runner instance; by default the direct runner (or the one the ``tidal``
-    command line chose).
+    ``runner`` is a registered name ("direct", "ray", "microbatch", or one of
+    Beam's local runner names such as "DirectRunner") or a Runner instance.
+    ``options`` is a :class:`~tidal.options.pipeline_options.PipelineOptions`
+    (or a dict of option values); ``argv`` builds the options from flags when
+    ``options`` is not given, as in Beam. Without ``runner``, the options'
+    ``--runner`` decides, else the default (the one the ``tidal`` command line
+    chose, the ``TIDAL_RUNNER`` environment variable, or "direct").
+
+    >>> from tidal.options.pipeline_options import PipelineOptions
+    >>> Pipeline(options=PipelineOptions(["--runner=DirectRunner"])).runner.name
+    'direct'
     """
 
-    def __init__(self, runner: "str | Runner | None" = None, options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        runner: "str | Runner | None" = None,
+        options: "PipelineOptions | dict[str, Any] | None" = None,
+        argv: list[str] | None = None,
+        display_data: dict[str, Any] | None = None,
+    ) -> None:
+        if options is not None:
+            if isinstance(options, PipelineOptions):
+                self._options = copy.deepcopy(options)
+            elif isinstance(options, dict):
+                self._options = PipelineOptions([], **options)
+            else:
+                raise ValueError(f"Parameter options, if specified, must be of type PipelineOptions. Received : {options!r}")
+        elif argv is not None:
+            if not isinstance(argv, list):
+                raise ValueError(f"Parameter argv, if specified, must be a list. Received : {argv!r}")
+            self._options = PipelineOptions(argv)
+        else:
+            self._options = PipelineOptions([])
+        if runner is None:
+            runner = self._options.view_as(StandardOptions).runner
+        if isinstance(runner, str):
+            from tidal.runners.registry import canonical_runner_name, registered_runners, runner_list
+
+            if canonical_runner_name(runner) not in registered_runners():
+                raise ValueError(f"unknown runner {runner!r}; registered runners: {runner_list()}")
         self._runner_spec = runner
-        self.options: dict[str, Any] = dict(options or {})
+        self.display_data = dict(display_data or {})
         self._root = AppliedTransform("", None, None)
         self._stack: list[AppliedTransform] = [self._root]
         self._labels: dict[str, None] = {}  # an ordered set: a failed apply removes its labels
         self._primitives: list[AppliedTransform] = []
         self._result: PipelineResult | None = None
+
+    @property
+    def options(self) -> PipelineOptions:
+        """The pipeline's options (view them as a subclass with ``options.view_as(...)``)."""
+        return self._options
 
     # -- building ---------------------------------------------------------
     def apply(self, transform: PTransform, pvalueish: Any = None, label: str | None = None) -> Any:
@@ -121,6 +160,11 @@ class Pipeline:
         name = label or transform.label or transform.default_label()
         parent = self._stack[-1]
         full_label = f"{parent.full_label}/{name}" if parent.full_label else name
+        if full_label in self._labels and self._options.view_as(StandardOptions).auto_unique_labels:
+            n = 2
+            while f"{full_label}_{n}" in self._labels:
+                n += 1
+            full_label = f"{full_label}_{n}"
         if full_label in self._labels:
             raise PipelineError(
                 f"duplicate label {full_label!r}: every transform in a pipeline needs a unique "
@@ -148,7 +192,11 @@ class Pipeline:
         try:
             if isinstance(transform, PrimitiveTransform):
                 transform.validate_input(pvalueish, full_label)
+            type_check = self._type_check_enabled()
+            if type_check:
+                typehints.check_input_types(transform, name, pvalueish)
             result = transform.expand(pvalueish)
+            self._set_output_type(transform, name, pvalueish, result, type_check)
         except BaseException:
             # Leave the pipeline as it was, so the user can fix the transform and apply it again.
             for added in list(self._labels)[labels_before:]:
@@ -164,6 +212,36 @@ class Pipeline:
             for i, pc in enumerate(_flatten_pvalues(result)):
                 node.outputs[pc.tag or str(i)] = pc
         return result
+
+    def _type_check_enabled(self) -> bool:
+        flag = self._options._all_options.get("pipeline_type_check")
+        if flag is None:
+            flag = self._options.view_as(TypeOptions).pipeline_type_check
+        return bool(flag)
+
+    @staticmethod
+    def _set_output_type(transform: PTransform, label: str, pvalueish: Any, result: Any, type_check: bool) -> None:
+        """Give the main output its element type: declared, implied, or inferred from the input's."""
+        if isinstance(result, DoOutputsTuple):
+            result = result[result._main_tag] if result._main_tag is not None else None
+        if not isinstance(result, PCollection):
+            return
+        declared = transform._declared_hints.main_output if transform._declared_hints is not None else None
+        if declared is not None:
+            if type_check and not isinstance(transform, PrimitiveTransform):
+                typehints.check_output_types(transform, label, result)
+            result.element_type = declared
+            return
+        lazy = transform.lazy_output_type()
+        if lazy is not None:
+            result.set_element_type_lazily(lazy)
+        elif isinstance(transform, PrimitiveTransform):
+            inputs = tuple(_flatten_pvalues(pvalueish))
+
+            def infer() -> Any:
+                return transform.infer_output_type(typehints.union_of(pc.element_type for pc in inputs))
+
+            result.set_element_type_lazily(infer)
 
     def current_node(self) -> AppliedTransform:
         """The transform being expanded (primitives attach their outputs to it)."""
@@ -217,7 +295,9 @@ class Pipeline:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
-            self.run().wait_until_finish()
+            result = self.run()
+            if not self._options.view_as(StandardOptions).no_wait_until_finish:
+                result.wait_until_finish()
 
     @property
     def result(self) -> "PipelineResult | None":

@@ -7,12 +7,15 @@ creates its output PCollections with the right windowing and boundedness.
 from __future__ import annotations
 
 import abc
+import typing
 from typing import Any, Iterable
 
 import cloudpickle
 
 from tidal.model.combinefn import CombineFn
 from tidal.model.dofn import CallableDoFn, DoFn, DoFnParam
+from tidal.model import typehints
+from tidal.model.typehints import IOTypeHints
 from tidal.model.pipeline import PipelineError
 from tidal.model.ptransform import PrimitiveTransform
 from tidal.model.pvalue import AsSideInput, DoOutputsTuple, PBegin, PCollection
@@ -33,6 +36,7 @@ __all__ = [
     "Flatten",
     "WindowInto",
     "check_picklable",
+    "uses_state_or_timers",
 ]
 
 
@@ -130,6 +134,13 @@ def _find_side_inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[As
 class ParDo(PrimitiveTransform):
     """Apply a DoFn to every element; extra arguments may be side-input views.
 
+    A stateful DoFn (one that declares state or timers) keeps its state per key
+    and window, so it needs windows that do not merge: over Sessions or another
+    merging WindowFn it is rejected when applied, as Beam Java's
+    ``StatefulDoFnRunner`` rejects a ``MergingWindowFn``. Group the input first
+    (GroupByKey merges the windows) or window it with FixedWindows,
+    SlidingWindows or GlobalWindows.
+
     >>> import tidal as td
     >>> class Halve(td.DoFn):
     ...     def process(self, n):
@@ -160,10 +171,26 @@ class ParDo(PrimitiveTransform):
         self.main_tag = "out"
         self._label_prefix: str | None = None
 
+    _type_check_style = "with_side_inputs"
+
     def default_label(self) -> str:
         if self._label_prefix is not None:
             return f"{self._label_prefix}({self.fn.default_label()})"
         return f"ParDo({self.fn.default_label()})"
+
+    def default_type_hints(self) -> IOTypeHints:
+        fn = self.fn
+        if isinstance(fn, CallableDoFn):
+            hints = typehints.get_type_hints(fn.fn, output_is_iterable=fn.kind in ("flatmap", "flatmaptuple"))
+            if fn.kind in ("maptuple", "flatmaptuple"):
+                hints = IOTypeHints(None, hints.output_types)  # the element is unpacked into the arguments
+            return hints
+        return typehints.get_type_hints(fn)
+
+    def infer_output_type(self, input_type: Any) -> Any:
+        if isinstance(self.fn, CallableDoFn) and self.fn.kind == "filter":
+            return input_type
+        return super().infer_output_type(input_type)
 
     def with_outputs(self, *tags: str, main: str | None = None) -> "ParDo":
         """Also produce the outputs ``tags`` (from TaggedOutput); the result is a DoOutputsTuple."""
@@ -202,6 +229,15 @@ class ParDo(PrimitiveTransform):
                 check_picklable(a, "the extra argument", label)
         if isinstance(self.fn, CallableDoFn):
             check_picklable(self.fn.fn, "the function", label)
+        windowfn = pcoll.windowing.windowfn
+        if windowfn.is_merging() and uses_state_or_timers(self.fn):
+            raise PipelineError(
+                f"step {label!r}: a stateful DoFn (it declares state or timers) cannot run over the merging "
+                f"WindowFn {windowfn!r}: MergingWindowFn is not supported for stateful DoFns, as in Beam. "
+                "State is kept per key and window, and merging windows have no stable window to keep it in; "
+                "group the input first (GroupByKey merges the windows) or window it with a non-merging "
+                "WindowFn (FixedWindows, SlidingWindows, GlobalWindows)"
+            )
 
     def expand(self, pcoll: PCollection[Any]) -> Any:
         p = pcoll.pipeline
@@ -212,6 +248,29 @@ class ParDo(PrimitiveTransform):
         for tag in self.output_tags:
             outputs[tag] = p._new_output(tag, pcoll.windowing, pcoll.is_bounded)
         return DoOutputsTuple(self.main_tag, outputs)
+
+
+def uses_state_or_timers(fn: DoFn) -> bool:
+    """Whether a DoFn declares state or timers (a ``StateParam``/``TimerParam`` or an ``@on_timer`` method).
+
+    >>> from tidal.model.userstate import BagStateSpec
+    >>> class Buffer(DoFn):
+    ...     BUF = BagStateSpec("buf")
+    ...     def process(self, kv, buf=DoFn.StateParam(BUF)):
+    ...         buf.add(kv[1])
+    >>> uses_state_or_timers(Buffer()), uses_state_or_timers(CallableDoFn(len, "map"))
+    (True, False)
+    """
+    import inspect
+
+    target = fn.fn if isinstance(fn, CallableDoFn) else fn.process
+    try:
+        defaults = [p.default for p in inspect.signature(target).parameters.values()]
+    except (TypeError, ValueError):
+        defaults = []
+    if any(isinstance(d, DoFnParam) and isinstance(d.spec, (StateSpec, TimerSpec)) for d in defaults):
+        return True
+    return any(isinstance(getattr(getattr(type(fn), name, None), "_tidal_timer_spec", None), TimerSpec) for name in dir(type(fn)))
 
 
 def _check_keyed_windowing(pcoll: PCollection[Any], label: str, what: str) -> None:
@@ -242,6 +301,13 @@ class GroupByKey(PrimitiveTransform):
     def expand(self, pcoll: PCollection[Any]) -> PCollection[Any]:
         return pcoll.pipeline._new_output("out", pcoll.windowing, pcoll.is_bounded)
 
+    def default_type_hints(self) -> IOTypeHints:
+        return IOTypeHints(((typehints.KV[typehints.K, typehints.V],), {}), None)
+
+    def infer_output_type(self, input_type: Any) -> Any:
+        key, value = typehints.key_value_types(input_type)
+        return typehints.tuple_of(key, typehints.iterable_of(value))
+
 
 class CombinePerKey(PrimitiveTransform):
     """Combine the values of each key (and window) with a CombineFn or a callable.
@@ -265,8 +331,18 @@ class CombinePerKey(PrimitiveTransform):
         else:
             self.fn = CombineFn.maybe_from_callable(fn)
 
+    _type_check_style = "with_side_inputs"
+
     def default_label(self) -> str:
         return f"CombinePerKey({self.fn.default_label()})"
+
+    def default_type_hints(self) -> IOTypeHints:
+        return IOTypeHints(((typehints.KV[typehints.K, typing.Any],), {}), None)
+
+    def infer_output_type(self, input_type: Any) -> Any:
+        key, _ = typehints.key_value_types(input_type)
+        output = self.get_type_hints().main_output
+        return output if output is not None else typehints.tuple_of(key, typehints.ANY)
 
     def validate_input(self, pcoll: Any, label: str) -> None:
         if not isinstance(pcoll, PCollection):
@@ -319,9 +395,20 @@ class Flatten(PrimitiveTransform):
         bounded = all(pc.is_bounded for pc in pcolls)
         return p._new_output("out", windowing, bounded)
 
+    def infer_output_type(self, input_type: Any) -> Any:
+        return input_type
+
 
 class WindowInto(PrimitiveTransform):
     """Assign windows to elements and set the windowing strategy downstream.
+
+    Downstream GroupByKey / CombinePerKey steps fire panes under ``trigger``
+    (see :class:`tidal.trigger.PaneInfo` for what a pane's timing and index
+    mean). A window expires when the watermark passes its end plus
+    ``allowed_lateness``; input for an expired window is dropped and counted
+    in the step's ``dropped_due_to_lateness`` counter, and input for a window
+    whose trigger finished (closed, not yet expired) in
+    ``dropped_due_to_closed_window`` (see :mod:`tidal.model.metrics`).
 
     >>> import tidal as td
     >>> from tidal import window
@@ -382,4 +469,7 @@ class WindowInto(PrimitiveTransform):
 
     def expand(self, pcoll: PCollection[Any]) -> PCollection[Any]:
         return pcoll.pipeline._new_output("out", self.windowing(), pcoll.is_bounded)
+
+    def infer_output_type(self, input_type: Any) -> Any:
+        return input_type
 

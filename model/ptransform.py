@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import abc
 import copy
-from typing import TYPE_CHECKING, Any
+import os
+from typing import TYPE_CHECKING, Any, Callable
 
 from tidal.model.pvalue import PCollection, PValue
 
 if TYPE_CHECKING:
     from tidal.model.pipeline import Pipeline
+    from tidal.model.typehints import IOTypeHints
 
 __all__ = ["PTransform", "PrimitiveTransform", "ptransform_fn", "label_from_callable"]
 
 
 def label_from_callable(fn: Any) -> str:
-    """A readable label for a user function: its name, or its class name."""
+    """A readable label for a user function, as Beam makes it: its name, a lambda's file and line.
+
+    >>> label_from_callable(len)
+    'len'
+    """
+    if hasattr(fn, "default_label"):
+        return str(fn.default_label())
     name = getattr(fn, "__name__", None)
     if name is None:
-        name = type(fn).__name__
+        return type(fn).__name__
+    code = getattr(fn, "__code__", None)
+    if name == "<lambda>" and code is not None:
+        # As Beam does: lambdas on different lines get different labels.
+        return f"<lambda at {os.path.basename(code.co_filename)}:{code.co_firstlineno}>"
     return str(name)
 
 
@@ -31,6 +43,11 @@ class PTransform(abc.ABC):
     """
 
     label: str | None = None
+    #: Type hints given with with_input_types / with_output_types (None: none declared).
+    _declared_hints: "IOTypeHints | None" = None
+    #: How a failed input type check reads: Beam words it one way for transforms that take
+    #: side inputs (ParDo, Map, Combine...) and another for the rest.
+    _type_check_style = "plain"
 
     def __init__(self, label: str | None = None) -> None:
         if label is not None:
@@ -38,6 +55,48 @@ class PTransform(abc.ABC):
 
     def default_label(self) -> str:
         return type(self).__name__
+
+    # -- type hints (see tidal.model.typehints) ---------------------------------------------
+    def with_input_types(self, input_type_hint: Any, *side_inputs_arg_hints: Any, **side_input_kwarg_hints: Any) -> "PTransform":
+        """Declare the type of the input elements; checked when the transform is applied."""
+        from tidal.model.typehints import IOTypeHints
+
+        previous = self._declared_hints
+        self._declared_hints = IOTypeHints(
+            ((input_type_hint, *side_inputs_arg_hints), dict(side_input_kwarg_hints)),
+            previous.output_types if previous is not None else None,
+        )
+        return self
+
+    def with_output_types(self, type_hint: Any) -> "PTransform":
+        """Declare the type of the output elements; the next transform's input is checked against it."""
+        from tidal.model.typehints import IOTypeHints
+
+        previous = self._declared_hints
+        self._declared_hints = IOTypeHints(previous.input_types if previous is not None else None, ((type_hint,), {}))
+        return self
+
+    def default_type_hints(self) -> "IOTypeHints":
+        """The hints the transform implies when none are declared (its function's, say)."""
+        from tidal.model.typehints import IOTypeHints
+
+        return IOTypeHints()
+
+    def get_type_hints(self) -> "IOTypeHints":
+        """The declared hints, falling back on :meth:`default_type_hints`."""
+        defaults = self.default_type_hints()
+        return self._declared_hints.with_defaults(defaults) if self._declared_hints is not None else defaults
+
+    def lazy_output_type(self) -> "Callable[[], Any] | None":
+        """A function that infers the output's element type when asked (for costly inference), or None."""
+        return None
+
+    def infer_output_type(self, input_type: Any) -> Any:
+        """The element type of the main output, given the input's (Any when unknown)."""
+        from tidal.model.typehints import ANY
+
+        hint = self.get_type_hints().main_output
+        return ANY if hint is None else hint
 
     @abc.abstractmethod
     def expand(self, input_or_inputs: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import contextlib
 
-from typing import TYPE_CHECKING, Any, Generic, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, TypeVar
 
 from tidal.model.strategy import DEFAULT_WINDOWING, WindowingStrategy
 
@@ -70,6 +70,24 @@ class PCollection(PValue, Generic[T]):
         self.tag = tag
         self.windowing = windowing
         self.is_bounded = is_bounded
+        self._element_type: Any = Any
+        self._element_type_thunk: Callable[[], Any] | None = None
+
+    @property
+    def element_type(self) -> Any:
+        """The declared or inferred type of the elements (``typing.Any`` when unknown)."""
+        if self._element_type_thunk is not None:
+            self._element_type = self._element_type_thunk()
+            self._element_type_thunk = None
+        return self._element_type
+
+    @element_type.setter
+    def element_type(self, hint: Any) -> None:
+        self._element_type, self._element_type_thunk = hint, None
+
+    def set_element_type_lazily(self, compute: Callable[[], Any]) -> None:
+        """Infer the element type with ``compute()`` only if something asks for it."""
+        self._element_type_thunk = compute
 
     @property
     def name(self) -> str:
@@ -90,6 +108,7 @@ class PCollection(PValue, Generic[T]):
         # (which holds every composite and its arguments).
         state = dict(self.__dict__)
         state["pipeline"] = None
+        state["_element_type_thunk"] = None  # it may hold the pipeline's data; runners need no types
         return (_new_pcollection, (type(self),), state)
 
 

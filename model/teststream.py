@@ -82,22 +82,33 @@ class TestStream(PrimitiveTransform):
         return self
 
     def advance_watermark_to(self, new_watermark: TimestampLike, tag: str | None = None) -> "TestStream":
-        """Promise that no element older than ``new_watermark`` follows (later ones are late)."""
+        """Promise that no element older than ``new_watermark`` follows (later ones are late).
+
+        The watermark must strictly advance, as in Beam: a value not later than
+        the previous watermark is an error here, naming both values.
+
+        >>> TestStream().advance_watermark_to(10).advance_watermark_to(10)
+        Traceback (most recent call last):
+        ...
+        ValueError: TestStream.advance_watermark_to(Timestamp(10)): the watermark must strictly advance, but it is already at Timestamp(10)
+        """
         micros = to_micros(new_watermark, "watermark")
-        if micros < self._watermark and self._problem is None:
-            self._problem = (
-                f"the watermark moves backwards, from {Timestamp.from_micros(self._watermark)!r} to "
-                f"{Timestamp.from_micros(micros)!r}; a watermark can only advance"
-            )
-        self._watermark = max(self._watermark, micros)
-        self.events.append(WatermarkEvent(micros))
+        self._advance_watermark(micros, f"advance_watermark_to({Timestamp.from_micros(micros)!r})")
         return self
 
     def advance_watermark_to_infinity(self) -> "TestStream":
         """End the stream: the watermark moves to MAX_TIMESTAMP."""
-        self._watermark = MAX_TIMESTAMP_US
-        self.events.append(WatermarkEvent(MAX_TIMESTAMP_US))
+        self._advance_watermark(MAX_TIMESTAMP_US, "advance_watermark_to_infinity()")
         return self
+
+    def _advance_watermark(self, micros: int, call: str) -> None:
+        if micros <= self._watermark:
+            raise ValueError(
+                f"TestStream.{call}: the watermark must strictly advance, but it is already at "
+                f"{Timestamp.from_micros(self._watermark)!r}"
+            )
+        self._watermark = micros
+        self.events.append(WatermarkEvent(micros))
 
     def advance_processing_time(self, advance_by: DurationLike) -> "TestStream":
         """Move processing time forward by ``advance_by`` seconds."""

@@ -10,6 +10,15 @@ Timestamp(15)
 10500000
 >>> Timestamp(3) == 3
 True
+
+Arithmetic stays in range: a result outside [MIN_TIMESTAMP, MAX_TIMESTAMP]
+(for a Duration: outside the same span of microseconds) is an error rather
+than a timestamp no runner can order.
+
+>>> MAX_TIMESTAMP + Duration(1)
+Traceback (most recent call last):
+...
+ValueError: MAX_TIMESTAMP + Duration(1) is outside [MIN_TIMESTAMP, MAX_TIMESTAMP] (-9223372036854.775808 s .. 9223372036854.775807 s)
 """
 
 from __future__ import annotations
@@ -67,21 +76,47 @@ def to_micros(value: TimestampLike, what: str = "timestamp") -> int:
     return micros
 
 
+_RANGE = "[MIN_TIMESTAMP, MAX_TIMESTAMP] (-9223372036854.775808 s .. 9223372036854.775807 s)"
+
+
 def duration_to_micros(value: DurationLike, what: str = "duration") -> int:
-    """Convert a duration in seconds (or a Duration) to int microseconds."""
+    """Convert a duration in seconds (or a Duration) to int microseconds.
+
+    Raises ValueError for NaN, an infinity, or more microseconds than a
+    timestamp can hold.
+    """
     if isinstance(value, Duration):
         return value.micros
     if isinstance(value, Timestamp):
         raise TypeError(f"{what} must be a Duration or seconds, not a Timestamp")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{what} must be seconds as int or float, or a Duration; got {value!r}")
-    return round(value * 1_000_000)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{what} {value!r} is not a finite number of seconds")
+    micros = round(value * 1_000_000)
+    if micros < MIN_TIMESTAMP_US or micros > MAX_TIMESTAMP_US:
+        raise ValueError(f"{what} {value!r} s is outside the range of a Duration, {_RANGE}")
+    return micros
+
+
+def _in_range(micros: int, left: object, op: str, right: object) -> int:
+    """``micros`` if it is a valid timestamp (or duration); else a ValueError naming the operation.
+
+    ``left`` None means the unary operation ``op right``.
+    """
+    if micros < MIN_TIMESTAMP_US or micros > MAX_TIMESTAMP_US:
+        expr = f"{op}{right!r}" if left is None else f"{left!r} {op} {right!r}"
+        raise ValueError(f"{expr} is outside {_RANGE}")
+    return micros
 
 
 def _seconds_repr(micros: int) -> str:
-    if micros % 1_000_000 == 0:
-        return str(micros // 1_000_000)
-    return repr(micros / 1_000_000)
+    """Exact seconds: ``12``, ``12.5``, ``-0.000001`` (no float rounding at large values)."""
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), 1_000_000)
+    if not frac:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{frac:06d}".rstrip("0")
 
 
 @functools.total_ordering
@@ -98,7 +133,7 @@ class Timestamp:
     def __init__(self, seconds: TimestampLike = 0, micros: int = 0) -> None:
         total = to_micros(seconds) + int(micros)
         if total < MIN_TIMESTAMP_US or total > MAX_TIMESTAMP_US:
-            raise ValueError(f"timestamp {total} µs is outside [MIN_TIMESTAMP, MAX_TIMESTAMP]")
+            raise ValueError(f"timestamp {total} µs is outside {_RANGE}")
         object.__setattr__(self, "micros", total)
 
     @classmethod
@@ -108,7 +143,7 @@ class Timestamp:
 
     @classmethod
     def from_micros(cls, micros: int) -> "Timestamp":
-        """Build a Timestamp from int microseconds without range conversion cost."""
+        """Build a Timestamp from int microseconds the caller knows are in range (no check: the runners' fast path)."""
         ts = object.__new__(cls)
         object.__setattr__(ts, "micros", micros)
         return ts
@@ -141,13 +176,38 @@ class Timestamp:
         epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
         return epoch + datetime.timedelta(microseconds=self.micros)
 
+    @classmethod
+    def from_rfc3339(cls, rfc3339: str) -> "Timestamp":
+        """Parse an RFC 3339 UTC time such as ``2024-01-02T03:04:05.5Z`` (as Beam does).
+
+        >>> Timestamp.from_rfc3339("1970-01-01T00:01:00.25Z").seconds()
+        60.25
+        """
+        try:
+            dt = datetime.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%S.%fZ")
+        except ValueError:
+            try:
+                dt = datetime.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ")
+            except ValueError as exc:
+                raise ValueError(f"could not parse RFC 3339 string {rfc3339!r}: {exc}") from None
+        return cls.from_utc_datetime(dt.replace(tzinfo=datetime.timezone.utc))
+
+    def to_rfc3339(self) -> str:
+        """This timestamp as RFC 3339 in UTC; sub-second digits only when there are some.
+
+        >>> Timestamp(5).to_rfc3339(), Timestamp(1.5).to_rfc3339()
+        ('1970-01-01T00:00:05Z', '1970-01-01T00:00:01.500000Z')
+        """
+        dt = self.to_utc_datetime()
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if dt.microsecond else "%Y-%m-%dT%H:%M:%SZ")
+
     def predecessor(self) -> "Timestamp":
         """The timestamp one microsecond earlier."""
-        return Timestamp.from_micros(self.micros - 1)
+        return Timestamp.from_micros(_in_range(self.micros - 1, self, "-", Duration(micros=1)))
 
     def successor(self) -> "Timestamp":
         """The timestamp one microsecond later."""
-        return Timestamp.from_micros(self.micros + 1)
+        return Timestamp.from_micros(_in_range(self.micros + 1, self, "+", Duration(micros=1)))
 
     def __float__(self) -> float:
         return self.micros / 1_000_000
@@ -190,14 +250,14 @@ class Timestamp:
     def __add__(self, other: DurationLike) -> "Timestamp":
         if isinstance(other, Timestamp):
             raise TypeError("cannot add two Timestamps")
-        return Timestamp.from_micros(self.micros + duration_to_micros(other))
+        return Timestamp.from_micros(_in_range(self.micros + duration_to_micros(other), self, "+", other))
 
     __radd__ = __add__
 
     def __sub__(self, other: "Timestamp | DurationLike") -> "Timestamp | Duration":
         if isinstance(other, Timestamp):
-            return Duration(micros=self.micros - other.micros)
-        return Timestamp.from_micros(self.micros - duration_to_micros(other))
+            return Duration._of_micros(_in_range(self.micros - other.micros, self, "-", other))
+        return Timestamp.from_micros(_in_range(self.micros - duration_to_micros(other), self, "-", other))
 
     def __reduce__(self) -> tuple[object, ...]:
         return (Timestamp.from_micros, (self.micros,))
@@ -212,7 +272,16 @@ class Duration:
     micros: int
 
     def __init__(self, seconds: DurationLike = 0, micros: int = 0) -> None:
-        object.__setattr__(self, "micros", duration_to_micros(seconds) + int(micros))
+        total = duration_to_micros(seconds) + int(micros)
+        if total < MIN_TIMESTAMP_US or total > MAX_TIMESTAMP_US:
+            raise ValueError(f"duration {total} µs is outside the range of a Duration, {_RANGE}")
+        object.__setattr__(self, "micros", total)
+
+    @classmethod
+    def _of_micros(cls, micros: int) -> "Duration":
+        d = object.__new__(cls)
+        object.__setattr__(d, "micros", micros)
+        return d
 
     @classmethod
     def of(cls, seconds: DurationLike) -> "Duration":
@@ -252,15 +321,15 @@ class Duration:
     def __add__(self, other: DurationLike) -> "Duration":
         if isinstance(other, Timestamp):
             return NotImplemented
-        return Duration(micros=self.micros + duration_to_micros(other))
+        return Duration._of_micros(_in_range(self.micros + duration_to_micros(other), self, "+", other))
 
     __radd__ = __add__
 
     def __sub__(self, other: DurationLike) -> "Duration":
-        return Duration(micros=self.micros - duration_to_micros(other))
+        return Duration._of_micros(_in_range(self.micros - duration_to_micros(other), self, "-", other))
 
     def __neg__(self) -> "Duration":
-        return Duration(micros=-self.micros)
+        return Duration._of_micros(_in_range(-self.micros, None, "-", self))
 
     def __float__(self) -> float:
         return self.micros / 1_000_000

@@ -45,7 +45,13 @@ class AccumulationMode(enum.Enum):
 
 
 class PaneInfoTiming(enum.IntEnum):
-    """Where a pane fired relative to the watermark."""
+    """Where a pane fired relative to the watermark (see :class:`PaneInfo`).
+
+    EARLY: the watermark had not passed the window's max timestamp. ON_TIME:
+    the one pane the watermark fired by passing it. LATE: any other pane after
+    the watermark passed it. UNKNOWN: the element has not been through a
+    trigger firing.
+    """
 
     EARLY = 0
     ON_TIME = 1
@@ -55,10 +61,33 @@ class PaneInfoTiming(enum.IntEnum):
 
 @attrs.frozen(repr=False)
 class PaneInfo:
-    """Which firing of its window a pane is.
+    """Which firing of its window a pane is, and when it fired relative to the watermark.
 
-    ``index`` counts earlier firings; ``nonspeculative_index`` counts the
-    non-early ones (-1 for an early pane).
+    A DoFn after a GroupByKey or CombinePerKey reads it with
+    ``DoFn.PaneInfoParam``. The rules are Beam's:
+
+    * ``timing`` is EARLY while the input watermark has not passed the
+      window's ``max_timestamp()``. It is ON_TIME only for the firing the
+      watermark causes by passing it (the end-of-window firing; for a window
+      whose end-of-window firing found nothing to fire, the firing at its
+      expiry), and at most once per window. Every other firing after the
+      watermark passed the window is LATE, including a window's first firing
+      when late data caused it (an element count, a processing-time delay),
+      and every pane of a window that late data opened behind the watermark.
+    * ``index`` counts the window's earlier firings (0 for the first);
+      ``is_first`` is ``index == 0``.
+    * ``nonspeculative_index`` counts the window's earlier non-early firings
+      (the ON_TIME pane has 0, the LATE panes after it 1, 2, ...); it is -1
+      for an EARLY pane.
+    * ``is_last``: the trigger finished with this firing, or the window
+      expired with it (no later pane will come).
+    * Merging windows (Sessions, custom merging WindowFns): the merged window
+      is a new window, so its panes count again from index 0 (``is_first``)
+      and its ``nonspeculative_index`` starts at 0. Its elements, trigger
+      state and watermark holds are merged; its pane history is not.
+
+    >>> PaneInfo(True, False, PaneInfoTiming.EARLY, 0, -1)
+    PaneInfo(first: True, last: False, timing: EARLY, index: 0, nonspeculative_index: -1)
     """
 
     is_first: bool
@@ -96,7 +125,12 @@ class Trigger:
 
 @attrs.frozen
 class DefaultTrigger(Trigger):
-    """Repeatedly(AfterWatermark()): fire once on time, then once per late batch."""
+    """Repeatedly(AfterWatermark()): fire once on time, then once per late batch.
+
+    The watermark fires the ON_TIME pane; each bundle of late data within the
+    allowed lateness fires a LATE pane. A window that only late data opened
+    (the watermark had already passed its end) has LATE panes only.
+    """
 
     def may_finish(self) -> bool:
         return False
@@ -107,7 +141,10 @@ class AfterWatermark(Trigger):
     """Fire when the watermark passes the end of the window.
 
     ``early`` fires (repeatedly) before that, ``late`` (repeatedly) after it.
-    Without ``late`` the trigger finishes at the on-time firing.
+    Without ``late`` the trigger finishes at the on-time firing. The firing
+    the watermark causes is the ON_TIME pane (even empty, with DISCARDING,
+    after early panes took everything); the ``early`` panes are EARLY and the
+    ``late`` ones LATE (see :class:`PaneInfo`).
     """
 
     early: Trigger | None = None

@@ -257,7 +257,12 @@ class WindowFn(abc.ABC):
         """The windows an element with this timestamp belongs to."""
 
     def merge(self, merge_context: MergeContext) -> None:
-        """Merge windows: call ``merge_context.merge(to_merge, result)`` per group."""
+        """Merge windows: call ``merge_context.merge(to_merge, result)`` per group.
+
+        A ``result`` that is not one of the windows being merged is a new
+        window, whose panes start again at index 0; a ``result`` that is one
+        of them (it absorbs the others) keeps its pane history.
+        """
         return None
 
     def is_merging(self) -> bool:
@@ -439,7 +444,17 @@ class SlidingWindows(NonMergingWindowFn):
 
 
 class Sessions(WindowFn):
-    """Per-key sessions: each element opens ``[t, t + gap)``; overlapping ones merge."""
+    """Per-key sessions: each element opens ``[t, t + gap)``; overlapping ones merge.
+
+    Merging happens per key before triggering and carries the windows'
+    elements, trigger state and watermark holds into the merged window. The
+    merged window is a new window: its panes start again at index 0 (see
+    :class:`tidal.trigger.PaneInfo`). A stateful DoFn cannot run over
+    sessions (state needs windows that do not merge): group first.
+
+    >>> Sessions(10).assign(AssignContext(Timestamp(3)))
+    [IntervalWindow(3, 13)]
+    """
 
     def __init__(self, gap_size: DurationLike) -> None:
         self.gap_us = duration_to_micros(gap_size, "Sessions gap_size")

@@ -12,7 +12,10 @@ from typing import Callable
 
 from tidal.runners.runner import Runner
 
-__all__ = ["register_runner", "registered_runners", "resolve_runner", "set_default_runner", "default_runner_name"]
+__all__ = [
+    "ALIASES", "canonical_runner_name", "default_runner_name", "register_runner", "registered_runners", "runner_list",
+    "resolve_runner", "set_default_runner",
+]
 
 _FACTORIES: dict[str, Callable[[], Runner]] = {}
 _LAZY: dict[str, str] = {
@@ -21,6 +24,17 @@ _LAZY: dict[str, str] = {
     "microbatch": "tidal.runners.microbatch:MicroBatchRunner",
 }
 _default: list[str | Runner | None] = [None]
+
+#: Other names a runner answers to (compared case-insensitively): its class name and,
+#: for the direct runner, Beam's local runners, so ``--runner=DirectRunner`` ports as is.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "direct": (
+        "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "TestDirectRunner",
+        "FnApiRunner", "PrismRunner",
+    ),
+    "ray": ("RayRunner",),
+    "microbatch": ("MicroBatchRunner",),
+}
 
 
 def register_runner(name: str, factory: Callable[[], Runner]) -> None:
@@ -50,13 +64,33 @@ def resolve_runner(spec: str | Runner | None) -> Runner:
         return spec
     if not isinstance(spec, str):
         raise TypeError(f"runner must be a name or a Runner instance, got {spec!r}")
-    name = spec.lower()
-    if name.endswith("runner"):
-        name = name[: -len("runner")]
+    name = canonical_runner_name(spec)
     if name in _FACTORIES:
         return _FACTORIES[name]()
     if name in _LAZY:
         module, _, attr = _LAZY[name].partition(":")
         cls = getattr(importlib.import_module(module), attr)
         return cls()  # type: ignore[no-any-return]
-    raise ValueError(f"unknown runner {spec!r}; registered runners: {', '.join(registered_runners())}")
+    raise ValueError(f"unknown runner {spec!r}; registered runners: {runner_list()}")
+
+
+def canonical_runner_name(spec: str) -> str:
+    """The registered name ``spec`` means: case-insensitive, Beam's names and dotted paths mapped.
+
+    >>> canonical_runner_name("DirectRunner"), canonical_runner_name("tidal.runners.ray.RayRunner")
+    ('direct', 'ray')
+    """
+    name = spec.strip().rsplit(".", 1)[-1].lower()
+    for canonical, aliases in ALIASES.items():
+        if name == canonical or name in (a.lower() for a in aliases):
+            return canonical
+    return name
+
+
+def runner_list() -> str:
+    """The registered runners with the other names each answers to, for error messages."""
+    parts = []
+    for name in registered_runners():
+        aliases = ALIASES.get(name, ())
+        parts.append(f"{name} (also {', '.join(aliases)})" if aliases else name)
+    return "; ".join(parts)

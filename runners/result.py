@@ -25,6 +25,9 @@ class RunningResult(PipelineResult):
         self._cancelled = threading.Event()
         self._metrics_fn = metrics
         self._metrics: list[MetricsContainer] = []
+        #: The checkpoint the run resumed from (after a restart: the one its last attempt restored,
+        #: a batch commit on the micro-batch runner); None when it started from the beginning.
+        self.restored_from: int | None = None
 
     def execute(self, job: Callable[[], Any]) -> None:
         """Run ``job``, recording DONE, CANCELLED or FAILED (with the error)."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING
 
+from tidal.model.result import PipelineResult, PipelineState
+
 if TYPE_CHECKING:
     from tidal.model.pipeline import Pipeline
-    from tidal.model.result import PipelineResult
 
-__all__ = ["Runner"]
+__all__ = ["PipelineResult", "PipelineRunner", "PipelineState", "Runner"]
 
 
 class Runner(abc.ABC):
@@ -34,3 +35,7 @@ class Runner(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+#: Beam's name for the runner base class (``apache_beam.runners.runner.PipelineRunner``).
+PipelineRunner = Runner

@@ -1,6 +1,7 @@
 """Testing helpers, at Beam's paths: ``tidal.testing.util`` (assert_that, equal_to, ...),
 ``tidal.testing.test_stream`` (TestStream) and ``tidal.testing.test_pipeline``
-(TestPipeline).
+(TestPipeline); :mod:`tidal.testing.pytest_plugin` adds Beam's
+``--test-pipeline-options`` flag to pytest.
 
 >>> import tidal as td
 >>> from tidal.testing import assert_that, equal_to
@@ -9,6 +10,7 @@
 ...     assert_that(words | td.combiners.Count.PerElement(), equal_to([("a", 2), ("b", 1)]))
 """
 
+from tidal.testing.test_pipeline import TestPipeline
 from tidal.testing.test_stream import TestStream
 from tidal.testing.util import (
     BeamAssertException,
@@ -21,6 +23,6 @@ from tidal.testing.util import (
 )
 
 __all__ = [
-    "BeamAssertException", "TestStream", "TestWindowedValue", "assert_that", "equal_to",
+    "BeamAssertException", "TestPipeline", "TestStream", "TestWindowedValue", "assert_that", "equal_to",
     "equal_to_per_window", "is_empty", "is_not_empty",
 ]

@@ -104,6 +104,15 @@ def test_next_id_counts_partial_checkpoints_too(store: CheckpointStore) -> None:
     assert not store.is_empty()
 
 
+def test_completed_ids_are_those_with_a_manifest_restorable_or_not(store: CheckpointStore) -> None:
+    take(store, 1, {"p": b"x"})
+    take(store, 2, {"p": b"y"})
+    store.write_part(3, "p", b"z")  # never completed: nothing of it was published
+    (Path(store.location) / "chk-000002" / "MANIFEST.json").write_bytes(b"[1,2,3]")  # completed, then damaged
+    assert store.ids() == [1, 2, 3]
+    assert store.completed_ids() == [1, 2]
+
+
 def test_parts_lists_what_was_written_without_the_manifest(store: CheckpointStore) -> None:
     store.write_part(3, "stage0-0", b"a")
     store.write_part(3, "stage0-1", b"b")

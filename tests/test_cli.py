@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -180,11 +181,11 @@ marker, out = sys.argv[1], sys.argv[2]
 def events():
     for v in range(400):
         if v % 40 == 0:
-            time.sleep(0.1)
+            time.sleep(0.25)
         yield td.TimestampedValue((f"k{v % 2}", v), v / 10)
 
-def crash(kv):
-    if kv[1] == 300 and os.path.exists(marker):
+def crash(kv):  # at 2.25 s: after the first checkpoint (one second in, by default)
+    if kv[1] == 360 and os.path.exists(marker):
         os.remove(marker)
         raise RuntimeError("crash on purpose")
     return kv
@@ -213,6 +214,65 @@ def test_checkpoints_need_a_runner_that_takes_them(tmp_path: Path, capsys: pytes
     assert "the direct runner takes no checkpoints; --checkpoint-dir needs a runner that does" in capsys.readouterr().err
 
 
+def _unusable_folder(tmp_path: Path, kind: str) -> str:
+    if kind == "under a file":
+        (tmp_path / "a-file").write_text("")
+        return str(tmp_path / "a-file" / "ck")
+    if not os.path.isdir("/sys/fs") or os.access("/sys", os.W_OK) and os.geteuid() != 0:
+        pytest.skip("needs /sys, a read-only file system")
+    return "/sys/tidal-checkpoints"  # sysfs: nothing can be created there, not even by root
+
+
+@pytest.mark.parametrize("runner", ["ray", "microbatch"])
+@pytest.mark.parametrize("kind", ["under a file", "read-only"])
+def test_a_checkpoint_folder_that_cannot_be_created_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], runner: str, kind: str
+) -> None:
+    folder = _unusable_folder(tmp_path, kind)
+    ran = tmp_path / "script-ran"
+    path = script(tmp_path, f"open({str(ran)!r}, 'w').close()\n" + WORDS)
+    assert main(["run", path, "--runner", runner, "--checkpoint-dir", folder]) == 2
+    reason = "Not a directory" if kind == "under a file" else "Operation not permitted"
+    assert capsys.readouterr().err == f"tidal run: error: the checkpoint folder {folder} cannot be created: {reason}\n"
+    assert not ran.exists()  # refused before the script (and so the runner) started
+
+
+def test_a_runner_given_an_unusable_checkpoint_folder_refuses_it_before_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("ray")
+    import tidal as td
+    from tidal.runners.core.checkpoint import CheckpointError
+    from tidal.runners.microbatch import MicroBatchRunner
+    from tidal.runners.ray import RayRunner
+
+    folder = _unusable_folder(tmp_path, "under a file")
+
+    def no_ray(self: RayRunner) -> None:
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(RayRunner, "_ensure_ray", no_ray)
+    for runner, what in ((RayRunner(checkpoint_dir=folder), "checkpoint folder"), (MicroBatchRunner(commit_log=folder), "commit log folder")):
+        p = td.Pipeline(runner=runner)
+        _ = p | td.Create([1]) | td.Map(str)
+        with pytest.raises(CheckpointError) as info:
+            p.run()
+        assert str(info.value) == f"the {what} {folder} cannot be created: Not a directory"
+
+
+def test_resuming_a_job_that_had_finished_says_so_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, ck = script(tmp_path, WORDS), str(tmp_path / "ck")
+    assert main(["run", path, "--runner", "microbatch", "--checkpoint-dir", ck, "--quiet"]) == 0
+    assert "count ('b', 2)" in capsys.readouterr().out
+    assert main(["run", path, "--runner", "microbatch", "--checkpoint-dir", ck, "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""  # the script did not run again
+    assert captured.err == (
+        f"tidal run: the job checkpointed in {ck} had already finished (its last checkpoint is the end of its "
+        "input); there is nothing to resume\n"
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("runner", ["microbatch", "ray"])
 def test_a_failed_run_resumes_with_exactly_once_output(tmp_path: Path, runner: str) -> None:
@@ -223,7 +283,7 @@ def test_a_failed_run_resumes_with_exactly_once_output(tmp_path: Path, runner: s
     marker, out, ck = tmp_path / "armed", tmp_path / "out" / "sums", tmp_path / "ck"
     marker.write_text("")
     base = [sys.executable, "-m", "tidal", "run", path, "--runner", runner, "--checkpoint-dir", str(ck)]
-    env = {**__import__("os").environ, "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     first = subprocess.run([*base, "--", str(marker), str(out)], capture_output=True, text=True, timeout=300, env=env)
     assert first.returncode == 1 and "crash on purpose" in first.stderr
     again = subprocess.run([*base, "--", str(marker), str(out)], capture_output=True, text=True, timeout=300, env=env)
@@ -233,4 +293,11 @@ def test_a_failed_run_resumes_with_exactly_once_output(tmp_path: Path, runner: s
     import tidal as td
 
     expected = sorted(f"k{k},{w * 10},{sum(v for v in range(400) if v % 2 == k and v // 100 == w)}" for w in range(4) for k in range(2))
+    assert sorted(td.io.read_text(str(out) + "-*")) == expected
+    finished = subprocess.run([*base, "--resume", "--", str(marker), str(out)], capture_output=True, text=True, timeout=300, env=env)
+    assert finished.returncode == 0
+    assert finished.stderr == (
+        f"tidal run: the job checkpointed in {ck} had already finished (its last checkpoint is the end of its "
+        "input); there is nothing to resume\n"
+    )
     assert sorted(td.io.read_text(str(out) + "-*")) == expected

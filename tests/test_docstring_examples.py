@@ -20,7 +20,7 @@ _SKIP_PREFIXES = ("tidal.tests", "tidal.examples", "tidal.__main__")
 def _modules() -> list[str]:
     names = ["tidal"]
     for info in pkgutil.walk_packages(tidal.__path__, "tidal."):
-        if info.name.startswith(_SKIP_PREFIXES):
+        if info.name.startswith(_SKIP_PREFIXES) or info.name.endswith(".__main__"):
             continue
         names.append(info.name)
     return sorted(set(names))

@@ -169,3 +169,12 @@ def test_redis_stream_example_without_a_server_says_so_and_exits_0() -> None:
         "Skipping the Redis example: no redis-server binary is installed (install it with: apt-get install redis-server), "
         "and no --url or TIDAL_REDIS_URL names a Redis to use."
     ]
+
+
+def test_beam_port() -> None:
+    lines = run_example("beam_port.py", "--programs", "wordcount,leader_board").splitlines()
+    assert lines[0].split() == ["program", "missing", "in", "tidal", "direct", "microbatch"]
+    assert [line.split()[:4] for line in lines[1:3]] == [
+        ["wordcount", "0", "same", "as"], ["leader_board", "0", "same", "as"],
+    ]
+    assert lines[-1] == "every ported program wrote exactly what Apache Beam's DirectRunner wrote"

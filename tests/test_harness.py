@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from beam_support import NO_BEAM, beam_python
 
 from tidal.benchmarks import harness
 from tidal.benchmarks.cli import add_bench_parser, run_bench
@@ -26,7 +27,6 @@ from tidal.benchmarks.workloads import WORKLOADS, Workload
 from tidal.runners.direct import DirectRunner
 from tidal.runners.registry import _FACTORIES, register_runner
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(sizes=(40, 80, 160), repeats=1, stream_events=60, stream_rate=20_000.0, quiet=True)
 
 
@@ -289,20 +289,12 @@ def test_a_beam_failure_is_reported_and_fails_the_command(tmp_path: Path, monkey
     assert out.splitlines()[2].rstrip().endswith("Beam failed")
 
 
-def _beam_python() -> Path | None:
-    """TIDAL_BEAM_PYTHON, or .venv-beam's Python once ``make beam-venv`` finished installing into it."""
-    if os.environ.get("TIDAL_BEAM_PYTHON"):
-        return Path(os.environ["TIDAL_BEAM_PYTHON"])
-    venv = ROOT / ".venv-beam"
-    return venv / "bin" / "python" if (venv / ".installed").exists() else None
-
-
 @pytest.mark.slow
 def test_beam_direct_runner_gives_the_runners_results_for_every_workload_it_can_run(tmp_path: Path) -> None:
     """The real Beam path, in the virtualenv that ``make beam-venv`` makes (apache-beam's pins stay out of .venv)."""
-    python = _beam_python()
+    python = beam_python()
     if python is None:
-        pytest.skip("no Beam virtualenv: `make beam-venv` makes .venv-beam (make test does it first)")
+        pytest.skip(NO_BEAM)
     beam_workloads = [name for name, w in WORKLOADS.items() if w.beam_build is not None]
     env = {**os.environ, "TIDAL_NO_PROGRESS": "1", "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.run(

@@ -364,6 +364,102 @@ def test_a_damaged_or_partial_commit_is_skipped_for_the_one_before_it(
     assert _published(out) == reference  # batch 4 was never published, so its replay adds it once
 
 
+# -- a commit damaged after its output was published -------------------------------------
+class _Crash(Exception):
+    """Stands in for a kill at a chosen point of a batch's commit (the job stops there)."""
+
+
+def _crash_after_publishing(monkeypatch: pytest.MonkeyPatch, out: Path, log: Path, batch: int) -> None:
+    """Run in this process until batch ``batch``'s output is published, then fail."""
+    publish = MicroBatchExecutor.commit
+
+    def publish_then_crash(self: MicroBatchExecutor, up_to: int) -> None:
+        publish(self, up_to)
+        if up_to == batch:
+            raise _Crash
+
+    with monkeypatch.context() as m:
+        m.setattr(MicroBatchExecutor, "commit", publish_then_crash)
+        with pytest.raises(_Crash):
+            _run_in_process(out, log)
+
+
+#: Where the first run stops: (how, the commits then in the log, the batch the rerun starts with).
+KILL_POINTS: dict[str, tuple[Any, list[int], tuple[int, bool] | None]] = {
+    # The only commit is damaged: the rerun starts from the beginning.
+    "batch 0 published": (lambda m, out, log: _crash_after_publishing(m, out, log, 0), [0], (0, True)),
+    # The newest commit's output was published; the rerun goes back to the one before it.
+    "batch 3 published": (lambda m, out, log: _crash_after_publishing(m, out, log, 3), [2, 3], (3, True)),
+    # The newest commit was never published.
+    "batch 3 committed, not published": (lambda m, out, log: _crash_after_commit_record(m, out, log, 3), [2, 3], (3, True)),
+    # The job had finished: its final commit (the end of input) is the damaged one.
+    "finished": (lambda m, out, log: _run_in_process(out, log), None, None),
+}
+
+MANIFEST_OR_PART_DAMAGES = {
+    "manifest of random bytes": (
+        lambda chk: (chk / "MANIFEST.json").write_bytes(random.Random(3).randbytes(64)), r"its manifest is damaged"
+    ),
+    "empty manifest": (lambda chk: (chk / "MANIFEST.json").write_bytes(b""), r"its manifest is damaged"),
+    "manifest [1,2,3]": (lambda chk: (chk / "MANIFEST.json").write_text("[1,2,3]"), r"its manifest is damaged"),
+    "state part damaged": (_damage_part, r"its part 'state.pkl' is damaged"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(MANIFEST_OR_PART_DAMAGES))
+@pytest.mark.parametrize("kill_point", list(KILL_POINTS))
+def test_falling_back_past_a_damaged_newest_commit_withdraws_what_it_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: dict[str, list[str]], kill_point: str, damage: str
+) -> None:
+    """Whatever the newest commit had published when it was damaged, the rerun's output is exact:
+    the output of the commits it falls back past is withdrawn, and the replay publishes it once."""
+    out, log = tmp_path / "out", tmp_path / "log"
+    stop, commits, first_batch = KILL_POINTS[kill_point]
+    stop(monkeypatch, out, log)
+    present = CommitLog(log).committed_indices()
+    if commits is not None:
+        assert present == commits
+    newest = present[-1]
+    harm, message = MANIFEST_OR_PART_DAMAGES[damage]
+    harm(log / "commits" / f"chk-{newest:06d}")
+    with pytest.warns(CheckpointWarning, match=rf"skipping checkpoint {newest} in .*commits: {message}.*trying the one before it"):
+        result = _run_in_process(out, log)
+    if first_batch is None:
+        assert result.batches == []  # only the end of input is committed again
+    else:
+        assert (result.batches[0].index, result.batches[0].replayed) == first_batch
+    assert _published(out) == reference
+    assert all(collections.Counter(lines) == collections.Counter(set(lines)) for lines in _published(out).values())
+
+
+def test_starting_over_after_a_crash_before_the_first_commit_withdraws_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: dict[str, list[str]]
+) -> None:
+    """Batch 0 crashed before its manifest: no commit completed, so nothing was published and the
+    rerun withdraws nothing, not even files under the sink's prefix that this job never wrote."""
+    out, log = tmp_path / "out", tmp_path / "log"
+    complete = CheckpointStore.complete
+
+    def crash_before_the_first_manifest(self: CheckpointStore, checkpoint_id: int, *args: Any, **kwargs: Any) -> None:
+        if checkpoint_id == 0:
+            raise _Crash
+        complete(self, checkpoint_id, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(CheckpointStore, "complete", crash_before_the_first_manifest)
+        with pytest.raises(_Crash):
+            _run_in_process(out, log)
+    assert CommitLog(log).committed_indices() == [0] and CommitLog(log).commits.completed_ids() == []
+    foreign = out / "stateful-000007-0123456789ab"  # named like a published file of another run
+    foreign.write_text("kept\n")
+    with pytest.warns(CheckpointWarning, match=r"skipping checkpoint 0 .*incomplete"):
+        result = _run_in_process(out, log)
+    assert (result.batches[0].index, result.batches[0].replayed) == (0, True)
+    assert foreign.read_text() == "kept\n"
+    foreign.unlink()
+    assert _published(out) == reference
+
+
 def test_a_log_with_no_intact_commit_to_resume_from_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out, log = tmp_path / "out", tmp_path / "log"
     _crash_after_commit_record(monkeypatch, out, log, batch=4)

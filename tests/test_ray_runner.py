@@ -56,6 +56,22 @@ def test_stable_hash_is_the_same_in_another_process() -> None:
     assert other.stdout.strip() == repr(here)
 
 
+def test_a_key_whose_class_pickle_cannot_name_still_hashes_by_its_value() -> None:
+    # A class defined in a driver's __main__ (or a module shipped by value) arrives in a worker
+    # under a module name the worker cannot import: pickle cannot write it by reference there.
+    class Player(tuple):  # type: ignore[type-arg]
+        pass
+
+    Player.__module__ = "not_importable_anywhere"
+    Player.__qualname__ = "Player"
+    a, b, c = Player(("ana", "north")), Player(("ana", "north")), Player(("bo", "north"))
+    with pytest.raises(Exception):
+        import pickle
+
+        pickle.dumps(a, protocol=4)
+    assert stable_hash(a) == stable_hash(b) != stable_hash(c)
+
+
 def test_keyed_routing_sends_each_key_to_exactly_one_part() -> None:
     bundle = [((f"k{i % 37}", i), 0, (), None) for i in range(1000)]
     parts = route_keyed(bundle, 3)
@@ -104,6 +120,18 @@ def test_side_inputs_are_broadcast_and_flatten_fans_in() -> None:
         total = both | td.CombineGlobally(sum)
         shares = both | td.Map(lambda x, t: x * 1000 // t, td.AsSingleton(total))
         assert_that(shares, equal_to([x * 1000 // 190 for x in range(20)]))
+
+
+def test_a_pcollection_read_by_several_stages_reaches_each_of_them() -> None:
+    # One PCollection, two consumers that each start a stage (ParDos with side inputs): both must
+    # get every element and the watermark (they once shared one route, and one stalled).
+    with td.Pipeline(runner=RayRunner(parallelism=2)) as p:
+        numbers = p | "Numbers" >> td.Create(range(20))
+        small = p | "Small" >> td.Create([1, 2, 3])
+        kept = numbers | "Keep" >> td.Filter(lambda x, s: x in s, td.AsList(small))
+        shifted = numbers | "Shift" >> td.Map(lambda x, s: x + max(s), td.AsIter(small))
+        assert_that(kept, equal_to([1, 2, 3]), label="kept")
+        assert_that(shifted, equal_to([x + 3 for x in range(20)]), label="shifted")
 
 
 def test_windows_triggers_and_teststream_match_the_direct_runner() -> None:
@@ -290,3 +318,32 @@ def test_parallelism_is_validated() -> None:
 def test_the_backpressure_check_sees_a_runaway_source(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="elements ahead of the sink"):
         _run_with_slow_sink(str(tmp_path / "progress"), max_in_flight=1000)
+
+
+def test_a_stale_cluster_address_does_not_stop_a_local_run() -> None:
+    """`ray start` leaves /tmp/ray/ray_current_cluster behind; without an address the
+    runner still starts its own local Ray rather than joining (or failing on) that one."""
+    import os
+    import shutil
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths live under it
+    try:
+        os.makedirs(os.path.join(root, "ray"))
+        with open(os.path.join(root, "ray", "ray_current_cluster"), "w") as f:
+            f.write("127.0.0.1:1")  # nothing listens there
+        code = (
+            "import tidal as td\n"
+            "from tidal.runners.ray import RayRunner\n"
+            "from tidal.testing import assert_that, equal_to\n"
+            "with td.Pipeline(runner=RayRunner(parallelism=1)) as p:\n"
+            "    assert_that(p | td.Create([1, 2, 3]) | td.Map(lambda x: x * 10), equal_to([10, 20, 30]))\n"
+            "print('ran locally')\n"
+        )
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env.update(RAY_TMPDIR=root, RAY_AUTH_MODE="disabled")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip().splitlines()[-1] == "ran locally"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -298,15 +298,18 @@ def test_sessions_a_late_element_bridges_two_fired_sessions(mode: AccumulationMo
         [
             P("a", [0], W(0, 10), 10 * US - 1, last=False),
             P("a", [15], W(15, 25), 25 * US - 1, last=False),
+            # [0,25) is a new window: pane info does not survive a merge, so its first pane
+            # has index 0 (is_first) and nonspeculative_index 0; it is LATE, since data fired it
+            # behind the watermark. The elements (and, accumulating, the fired ones) do merge.
             P(
                 "a",
                 [0, 7, 15] if acc else [7],
                 W(0, 25),
                 25 * US - 1,
-                index=1,
+                index=0,
                 timing=LATE,
                 last=False,
-                nonspec=1,
+                nonspec=0,
             ),
         ],
     )

@@ -22,7 +22,7 @@ from tidal.model.primitives import CombinePerKey, ParDo
 from tidal.model.ptransform import PTransform
 from tidal.model.pvalue import PCollection
 from tidal.transforms.core import Map
-from tidal.transforms.util import CombineGlobally
+from tidal.transforms.core import CombineGlobally
 
 __all__ = [
     "Count",

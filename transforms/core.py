@@ -1,19 +1,41 @@
-"""Element-wise transforms and sources: Create, Map, FlatMap, Filter, Partition, ...
+"""The core transforms, at Beam's path ``apache_beam.transforms.core``.
 
-Each one expands into the primitives of ``tidal.model.primitives``; runners
-never see them.
+Create, Map, FlatMap, Filter, Partition, CombineGlobally and CombineValues
+are defined here and expand into the primitives of ``tidal.model.primitives``
+(runners never see them); DoFn, CombineFn, ParDo, GroupByKey, CombinePerKey,
+Flatten, WindowInto and Impulse are the model's own, re-exported under the
+names Beam gives them here.
+
+>>> import tidal as td
+>>> from tidal.transforms.core import Create, Map
+>>> with td.Pipeline() as p:
+...     td.testing.assert_that(p | Create([1, 2]) | Map(lambda x: x + 1), td.testing.equal_to([2, 3]))
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from tidal.model.dofn import CallableDoFn
-from tidal.model.primitives import BoundedSource, ParDo, Read
+from tidal.model import typehints
+from tidal.model.combinefn import CombineFn
+from tidal.model.dofn import CallableDoFn, DoFn
+from tidal.model.pipeline import PipelineError
+from tidal.model.primitives import (
+    BoundedSource,
+    CombinePerKey,
+    Flatten,
+    GroupByKey,
+    Impulse,
+    ParDo,
+    Read,
+    WindowInto,
+)
 from tidal.model.ptransform import PTransform, label_from_callable
-from tidal.model.pvalue import PBegin, PCollection, TaggedOutput
+from tidal.model.pvalue import AsList, PBegin, PCollection, TaggedOutput
+from tidal.model.window import GlobalWindows, TimestampedValue
 
 __all__ = [
+    # defined here
     "Create",
     "CreateSource",
     "Map",
@@ -22,6 +44,17 @@ __all__ = [
     "FlatMapTuple",
     "Filter",
     "Partition",
+    "CombineGlobally",
+    "CombineValues",
+    # the model's primitives and user-function classes, under Beam's names
+    "DoFn",
+    "CombineFn",
+    "ParDo",
+    "GroupByKey",
+    "CombinePerKey",
+    "Flatten",
+    "WindowInto",
+    "Impulse",
 ]
 
 
@@ -78,6 +111,19 @@ class Create(PTransform):
 
     def default_label(self) -> str:
         return "Create"
+
+    def lazy_output_type(self) -> Callable[[], Any] | None:
+        # As Beam does, the element type is the union of the values' types; computed only when a
+        # type hint downstream asks for it, so a Create of a million values costs nothing here.
+        values = self.values
+
+        def infer() -> Any:
+            # A TimestampedValue stands for its value (Create unwraps it).
+            return typehints.union_of(
+                typehints.instance_to_type(v.value if isinstance(v, TimestampedValue) else v) for v in values
+            )
+
+        return infer
 
     def expand(self, pbegin: PBegin) -> PCollection[Any]:
         if not isinstance(pbegin, PBegin):
@@ -177,6 +223,8 @@ class Partition(PTransform):
     ...     td.testing.assert_that(odds, td.testing.equal_to([1, 3]))
     """
 
+    _type_check_style = "with_side_inputs"
+
     def __init__(self, fn: Callable[..., Any], n: int, *args: Any, **kwargs: Any) -> None:
         super().__init__()
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -195,3 +243,94 @@ class Partition(PTransform):
         outputs = pcoll | "ParDo" >> pardo.with_outputs(*tags, main="main")
         return tuple(outputs[t] for t in tags)
 
+
+class CombineGlobally(PTransform):
+    """Combine all elements (per window) into one value.
+
+    In the global window an empty input still gives one output (the
+    combiner's empty result) unless ``.without_defaults()`` is used.
+
+    >>> import tidal as td
+    >>> with td.Pipeline() as p:
+    ...     td.testing.assert_that(p | td.Create([1, 2, 3]) | td.CombineGlobally(sum), td.testing.equal_to([6]))
+    """
+
+    _type_check_style = "with_side_inputs"
+
+    def __init__(self, fn: CombineFn | Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.has_defaults = True
+
+    def default_label(self) -> str:
+        name = self.fn.default_label() if isinstance(self.fn, CombineFn) else getattr(self.fn, "__name__", "fn")
+        return f"CombineGlobally({name})"
+
+    def without_defaults(self) -> "CombineGlobally":
+        """Emit nothing for an empty input instead of the combiner's empty result."""
+        self.has_defaults = False
+        return self
+
+    def expand(self, pcoll: PCollection[Any]) -> PCollection[Any]:
+        if self.has_defaults and not isinstance(pcoll.windowing.windowfn, GlobalWindows):
+            label = pcoll.pipeline.current_node().full_label
+            raise PipelineError(
+                f"step {label!r}: CombineGlobally in a non-global window has no sensible default for "
+                "empty windows; use CombineGlobally(...).without_defaults()"
+            )
+        combined = (
+            pcoll
+            | "KeyWithVoid" >> Map(lambda v: (None, v))
+            | "CombinePerKey" >> CombinePerKey(self.fn, *self.args, **self.kwargs)
+            | "UnKey" >> Map(_drop_key)
+        )
+        if not self.has_defaults:
+            return combined
+        if self.args or self.kwargs:
+            from tidal.model.combinefn import CallableWrapperCombineFn
+
+            fn: CombineFn = CallableWrapperCombineFn(self.fn, *self.args, **self.kwargs)  # type: ignore[arg-type]
+        else:
+            fn = CombineFn.maybe_from_callable(self.fn)
+        p = pcoll.pipeline
+        seed = p | "DefaultIfEmpty/Seed" >> Create([None])
+        return seed | "DefaultIfEmpty" >> FlatMap(_default_if_empty, AsList(combined), fn)
+
+
+def _default_if_empty(_: Any, results: list[Any], fn: CombineFn) -> list[Any]:
+    if results:
+        return results
+    return [fn.extract_output(fn.create_accumulator())]
+
+
+class CombineValues(PTransform):
+    """Combine the iterable value of each (key, [values]) pair.
+
+    >>> import tidal as td
+    >>> with td.Pipeline() as p:
+    ...     out = p | td.Create([("a", [1, 2]), ("b", [5])]) | td.CombineValues(sum)
+    ...     td.testing.assert_that(out, td.testing.equal_to([("a", 3), ("b", 5)]))
+    """
+
+    _type_check_style = "with_side_inputs"
+
+    def __init__(self, fn: CombineFn | Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        if args or kwargs:
+            from tidal.model.combinefn import CallableWrapperCombineFn
+
+            if isinstance(fn, CombineFn):
+                raise TypeError("extra arguments are only supported for a callable, not a CombineFn")
+            self.fn: CombineFn = CallableWrapperCombineFn(fn, *args, **kwargs)
+        else:
+            self.fn = CombineFn.maybe_from_callable(fn)
+
+    def expand(self, pcoll: PCollection[Any]) -> PCollection[Any]:
+        fn = self.fn
+        return pcoll | "CombineValues" >> MapTuple(lambda k, vs: (k, fn.apply(vs)))
+
+
+def _drop_key(kv: Any) -> Any:
+    return kv[1]

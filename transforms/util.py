@@ -22,8 +22,6 @@ __all__ = [
     "Distinct",
     "Reshuffle",
     "CoGroupByKey",
-    "CombineGlobally",
-    "CombineValues",
 ]
 
 
@@ -199,89 +197,3 @@ class CoGroupByKey(PTransform):
             return key, tuple(buckets)
 
         return tuple(tagged) | "Flatten" >> Flatten() | "GroupByKey" >> GroupByKey() | "Regroup" >> Map(regroup)
-
-
-class CombineGlobally(PTransform):
-    """Combine all elements (per window) into one value.
-
-    In the global window an empty input still gives one output (the
-    combiner's empty result) unless ``.without_defaults()`` is used.
-
-    >>> import tidal as td
-    >>> with td.Pipeline() as p:
-    ...     td.testing.assert_that(p | td.Create([1, 2, 3]) | td.CombineGlobally(sum), td.testing.equal_to([6]))
-    """
-
-    def __init__(self, fn: CombineFn | Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        super().__init__()
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        self.has_defaults = True
-
-    def default_label(self) -> str:
-        name = self.fn.default_label() if isinstance(self.fn, CombineFn) else getattr(self.fn, "__name__", "fn")
-        return f"CombineGlobally({name})"
-
-    def without_defaults(self) -> "CombineGlobally":
-        """Emit nothing for an empty input instead of the combiner's empty result."""
-        self.has_defaults = False
-        return self
-
-    def expand(self, pcoll: PCollection[Any]) -> PCollection[Any]:
-        if self.has_defaults and not isinstance(pcoll.windowing.windowfn, GlobalWindows):
-            label = pcoll.pipeline.current_node().full_label
-            raise PipelineError(
-                f"step {label!r}: CombineGlobally in a non-global window has no sensible default for "
-                "empty windows; use CombineGlobally(...).without_defaults()"
-            )
-        combined = (
-            pcoll
-            | "KeyWithVoid" >> Map(lambda v: (None, v))
-            | "CombinePerKey" >> CombinePerKey(self.fn, *self.args, **self.kwargs)
-            | "UnKey" >> Map(_value)
-        )
-        if not self.has_defaults:
-            return combined
-        if self.args or self.kwargs:
-            from tidal.model.combinefn import CallableWrapperCombineFn
-
-            fn: CombineFn = CallableWrapperCombineFn(self.fn, *self.args, **self.kwargs)  # type: ignore[arg-type]
-        else:
-            fn = CombineFn.maybe_from_callable(self.fn)
-        from tidal.model.pvalue import AsList
-
-        p = pcoll.pipeline
-        seed = p | "DefaultIfEmpty/Seed" >> Create([None])
-        return seed | "DefaultIfEmpty" >> FlatMap(_default_if_empty, AsList(combined), fn)
-
-
-def _default_if_empty(_: Any, results: list[Any], fn: CombineFn) -> list[Any]:
-    if results:
-        return results
-    return [fn.extract_output(fn.create_accumulator())]
-
-
-class CombineValues(PTransform):
-    """Combine the iterable value of each (key, [values]) pair.
-
-    >>> import tidal as td
-    >>> with td.Pipeline() as p:
-    ...     out = p | td.Create([("a", [1, 2]), ("b", [5])]) | td.CombineValues(sum)
-    ...     td.testing.assert_that(out, td.testing.equal_to([("a", 3), ("b", 5)]))
-    """
-
-    def __init__(self, fn: CombineFn | Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        super().__init__()
-        if args or kwargs:
-            from tidal.model.combinefn import CallableWrapperCombineFn
-
-            if isinstance(fn, CombineFn):
-                raise TypeError("extra arguments are only supported for a callable, not a CombineFn")
-            self.fn: CombineFn = CallableWrapperCombineFn(fn, *args, **kwargs)
-        else:
-            self.fn = CombineFn.maybe_from_callable(fn)
-
-    def expand(self, pcoll: PCollection[Any]) -> PCollection[Any]:
-        fn = self.fn
-        return pcoll | "CombineValues" >> MapTuple(lambda k, vs: (k, fn.apply(vs)))

@@ -68,14 +68,14 @@ def to_euro(b: Bid) -> tuple[int, int, int, float]:
 
 def q1(events: PCollection[Any]) -> PCollection[Any]:
     """Currency conversion: each bid as ``(auction, bidder, price in euro cents, time)``."""
-    return events | "Q1/Bids" >> td.Filter(is_bid) | "Q1/ToEuro" >> td.Map(to_euro)
+    return events | "Q1/Bids" >> td.Filter(is_bid).with_output_types(Bid) | "Q1/ToEuro" >> td.Map(to_euro)
 
 
 def q2(events: PCollection[Any], auction_skip: int = 123) -> PCollection[Any]:
     """Selection: ``(auction, price)`` of the bids on every ``auction_skip``-th auction."""
     return (
         events
-        | "Q2/Bids" >> td.Filter(is_bid)
+        | "Q2/Bids" >> td.Filter(is_bid).with_output_types(Bid)
         | "Q2/Select" >> td.Filter(lambda b: b.auction % auction_skip == 0)
         | "Q2/Project" >> td.Map(lambda b: (b.auction, b.price))
     )
@@ -166,8 +166,8 @@ def round_mean(kv: tuple[int, float]) -> tuple[int, float]:
 
 def q4(events: PCollection[Any]) -> PCollection[Any]:
     """Average price per category: ``(category, mean winning price)`` over closed auctions."""
-    auctions = events | "Q4/Auctions" >> td.Filter(is_auction) | "Q4/KeyAuction" >> td.Map(lambda a: (a.id, a))
-    bids = events | "Q4/Bids" >> td.Filter(is_bid) | "Q4/KeyBid" >> td.Map(lambda b: (b.auction, b))
+    auctions = events | "Q4/Auctions" >> td.Filter(is_auction).with_output_types(Auction) | "Q4/KeyAuction" >> td.Map(lambda a: (a.id, a))
+    bids = events | "Q4/Bids" >> td.Filter(is_bid).with_output_types(Bid) | "Q4/KeyBid" >> td.Map(lambda b: (b.auction, b))
     return (
         {"auctions": auctions, "bids": bids}
         | "Q4/Join" >> td.CoGroupByKey()
@@ -188,7 +188,7 @@ def q5(events: PCollection[Any], size: float = 10.0, period: float = 5.0) -> PCo
     """Hot items: per sliding window, ``(window start, auction, bids)`` of the most-bid auction(s)."""
     return (
         events
-        | "Q5/Bids" >> td.Filter(is_bid)
+        | "Q5/Bids" >> td.Filter(is_bid).with_output_types(Bid)
         | "Q5/Window" >> td.WindowInto(window.SlidingWindows(size, period))
         | "Q5/KeyAuction" >> td.Map(lambda b: (b.auction, 1))
         | "Q5/Count" >> td.CombinePerKey(sum)
@@ -204,7 +204,7 @@ def q7(events: PCollection[Any], size: float = 10.0) -> PCollection[Any]:
 
     The window's maximum price reaches the bids as a side input.
     """
-    bids = events | "Q7/Bids" >> td.Filter(is_bid) | "Q7/Window" >> td.WindowInto(window.FixedWindows(size))
+    bids = events | "Q7/Bids" >> td.Filter(is_bid).with_output_types(Bid) | "Q7/Window" >> td.WindowInto(window.FixedWindows(size))
     top = bids | "Q7/Prices" >> td.Map(lambda b: b.price) | "Q7/Max" >> td.CombineGlobally(max).without_defaults()
     return (
         bids
@@ -225,8 +225,8 @@ def new_sellers(kv: tuple[int, dict[str, list[Any]]]) -> Iterable[tuple[int, str
 def q8(events: PCollection[Any], size: float = 10.0) -> PCollection[Any]:
     """Monitor new users: ``(window start, person, name, reserve)`` for people who joined and sold in one fixed window."""
     windowed = events | "Q8/Window" >> td.WindowInto(window.FixedWindows(size))
-    persons = windowed | "Q8/Persons" >> td.Filter(is_person) | "Q8/KeyPerson" >> td.Map(lambda p: (p.id, p))
-    auctions = windowed | "Q8/Auctions" >> td.Filter(is_auction) | "Q8/KeySeller" >> td.Map(lambda a: (a.seller, a))
+    persons = windowed | "Q8/Persons" >> td.Filter(is_person).with_output_types(Person) | "Q8/KeyPerson" >> td.Map(lambda p: (p.id, p))
+    auctions = windowed | "Q8/Auctions" >> td.Filter(is_auction).with_output_types(Auction) | "Q8/KeySeller" >> td.Map(lambda a: (a.seller, a))
     return (
         {"persons": persons, "auctions": auctions}
         | "Q8/Join" >> td.CoGroupByKey()
@@ -244,7 +244,7 @@ def q11(events: PCollection[Any], gap: float = 10.0) -> PCollection[Any]:
     """User sessions: ``(bidder, bids, session start, session end)`` with sessions split by ``gap`` seconds of quiet."""
     return (
         events
-        | "Q11/Bids" >> td.Filter(is_bid)
+        | "Q11/Bids" >> td.Filter(is_bid).with_output_types(Bid)
         | "Q11/KeyBidder" >> td.Map(lambda b: (b.bidder, 1))
         | "Q11/Sessions" >> td.WindowInto(window.Sessions(gap))
         | "Q11/Count" >> td.CombinePerKey(sum)
@@ -259,7 +259,7 @@ def q12(events: PCollection[Any], delay: float = 1.0) -> PCollection[Any]:
     """
     return (
         events
-        | "Q12/Bids" >> td.Filter(is_bid)
+        | "Q12/Bids" >> td.Filter(is_bid).with_output_types(Bid)
         | "Q12/KeyBidder" >> td.Map(lambda b: (b.bidder, 1))
         | "Q12/Window" >> td.WindowInto(
             window.GlobalWindows(),

@@ -24,13 +24,11 @@ from tidal.capability_matrix.case import (
     on_time,
 )
 from tidal.capability_matrix.cases.common import create_stamped, sort_groups
-from tidal.capability_matrix.sinks import RecordTo, read_records
-from tidal.model.pipeline import PipelineError
 from tidal.model.primitives import UnboundedSource
 from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP, MIN_TIMESTAMP_US, Timestamp, to_micros
 from tidal.model.window import TimestampedValue as TV
-from tidal.runners.core.errors import PipelineExecutionError, UserCodeError
 from tidal.testing import TestStream
+from tidal.typehints import TypeCheckError
 
 _FULL = ("value", "window", "timestamp", "pane")
 _WINDOWED = ("value", "window")
@@ -67,6 +65,14 @@ def ts_processing_time(p: td.Pipeline) -> Any:
     trigger = tr.AfterWatermark(early=tr.AfterProcessingTime(1))
     windowed = p | stream | td.WindowInto(window.FixedWindows(10), trigger=trigger, accumulation_mode=tr.AccumulationMode.DISCARDING)
     return windowed | td.GroupByKey() | sort_groups()
+
+
+@case("teststream.watermark_must_advance", "TestStream",
+      error=ExpectedError(ValueError, "advance_watermark_to(Timestamp(10))", also=("must strictly advance", "already at Timestamp(10)")))
+def ts_watermark_must_advance(p: td.Pipeline) -> Any:
+    """A watermark advance to a time not later than the previous watermark is refused when the
+    TestStream is built, naming both values."""
+    return p | TestStream().add_elements([TV(("k", 1), 1)]).advance_watermark_to(10).advance_watermark_to(10)
 
 
 def _hundred_steps() -> TestStream:
@@ -225,21 +231,29 @@ def unbounded_cancel(p: td.Pipeline, ctx: CaseContext) -> Any:
 
 
 @case("bad_input.group_non_pairs", "Bad input rejected with a clear error",
-      error=ExpectedError(PipelineExecutionError, "step 'Group'", also=("(key, value)",)))
+      error=ExpectedError(td.PipelineExecutionError, "step 'Group'", also=("(key, value)",)))
 def bad_gbk(p: td.Pipeline) -> Any:
     """GroupByKey of elements that are not (key, value) pairs is an error that names the GroupByKey step."""
+    return p | td.Create([1, 2]) | "Untyped" >> td.Map(lambda x: x) | "Group" >> td.GroupByKey()
+
+
+@case("bad_input.group_non_pairs_when_built", "Bad input rejected with a clear error",
+      error=ExpectedError(TypeCheckError, "Input type hint violation at Group: expected Tuple[TypeVariable[K], "
+                          "TypeVariable[V]], got <class 'int'>"))
+def bad_gbk_typed(p: td.Pipeline) -> Any:
+    """GroupByKey of a PCollection whose elements are known not to be pairs is refused when applied, in Beam's words."""
     return p | td.Create([1, 2]) | "Group" >> td.GroupByKey()
 
 
 @case("bad_input.unbounded_global_groupbykey", "Bad input rejected with a clear error",
-      error=ExpectedError(PipelineError, "would never fire"))
+      error=ExpectedError(td.PipelineError, "would never fire"))
 def bad_unbounded_global(p: td.Pipeline) -> Any:
     """Grouping an unbounded PCollection in the global window with the default trigger is refused when applied."""
     return p | TestStream().add_elements([("k", 1)]) | td.GroupByKey()
 
 
 @case("bad_input.trigger_without_accumulation_mode", "Bad input rejected with a clear error",
-      error=ExpectedError(PipelineError, "needs an accumulation mode"))
+      error=ExpectedError(td.PipelineError, "needs an accumulation mode"))
 def bad_accumulation(p: td.Pipeline) -> Any:
     """A non-default trigger without an accumulation mode is refused when applied."""
     return p | td.Create([("k", 1)]) | td.WindowInto(window.FixedWindows(10), trigger=tr.AfterCount(2))
@@ -249,21 +263,21 @@ _LOCK = threading.Lock()
 
 
 @case("bad_input.unpicklable_function", "Bad input rejected with a clear error",
-      error=ExpectedError(PipelineError, "step 'HoldsALock'"))
+      error=ExpectedError(td.PipelineError, "step 'HoldsALock'"))
 def bad_unpicklable(p: td.Pipeline) -> Any:
     """A function that captures a lock cannot be shipped: refused when applied, naming the step."""
     return p | td.Create([1]) | "HoldsALock" >> td.Map(lambda x: (_LOCK.locked(), x))
 
 
 @case("bad_input.user_code_raises", "Bad input rejected with a clear error",
-      error=ExpectedError(UserCodeError, "step 'Invert': <lambda> raised ZeroDivisionError: division by zero on element 0"))
+      error=ExpectedError(td.UserCodeError, "step 'Invert': <lambda> raised ZeroDivisionError: division by zero on element 0"))
 def bad_user_code(p: td.Pipeline) -> Any:
     """An exception in user code fails the run with the step, the function, the error and the element."""
     return p | td.Create([1, 0]) | "Invert" >> td.Map(lambda x: 1 / x)
 
 
 @case("bad_input.singleton_of_many", "Bad input rejected with a clear error",
-      error=ExpectedError(PipelineExecutionError, "a singleton side input needs exactly one element"))
+      error=ExpectedError(td.PipelineExecutionError, "a singleton side input needs exactly one element"))
 def bad_singleton(p: td.Pipeline) -> Any:
     """AsSingleton of a PCollection with two elements fails the run and says what to use instead."""
     side = p | "Side" >> td.Create([1, 2])
@@ -271,7 +285,7 @@ def bad_singleton(p: td.Pipeline) -> Any:
 
 
 @case("bad_input.timestamp_out_of_range", "Bad input rejected with a clear error",
-      error=ExpectedError(UserCodeError, "outside [MIN_TIMESTAMP, MAX_TIMESTAMP]"))
+      error=ExpectedError(td.UserCodeError, "outside [MIN_TIMESTAMP, MAX_TIMESTAMP]"))
 def bad_timestamp(p: td.Pipeline) -> Any:
     """A timestamp beyond MAX_TIMESTAMP is a clear error, not an overflow."""
     return p | td.Create([1]) | td.Map(lambda x: TV(x, 1e30))
@@ -285,23 +299,53 @@ class _NeedsState(td.DoFn):
 
 
 @case("bad_input.stateful_non_pairs", "Bad input rejected with a clear error",
-      error=ExpectedError(PipelineExecutionError, "step 'NeedsPairs'", also=("(key, value) elements",)))
+      error=ExpectedError(td.PipelineExecutionError, "step 'NeedsPairs'", also=("(key, value) elements",)))
 def bad_stateful(p: td.Pipeline) -> Any:
     """A stateful DoFn over elements that are not (key, value) pairs is an error that names the DoFn's step."""
     return p | td.Create([1]) | "NeedsPairs" >> td.ParDo(_NeedsState())
 
 
+class _Buffer(td.DoFn):
+    BUF = td.BagStateSpec("buf")
+
+    def process(self, kv: Any, buf: Any = td.DoFn.StateParam(BUF)) -> Iterable[Any]:
+        buf.add(kv[1])
+        yield kv
+
+
+@case("bad_input.stateful_dofn_over_merging_windows", "Bad input rejected with a clear error",
+      error=ExpectedError(td.PipelineError, "step 'Buffer'", also=("MergingWindowFn is not supported for stateful DoFns",)))
+def bad_stateful_sessions(p: td.Pipeline) -> Any:
+    """A stateful DoFn over Sessions (a merging WindowFn) is refused when applied, as in Beam Java."""
+    stamped = p | td.Create([("k", 1)]) | td.Map(lambda kv: TV(kv, kv[1]))
+    return stamped | td.WindowInto(window.Sessions(10)) | "Buffer" >> td.ParDo(_Buffer())
+
+
+@case("bad_input.time_arithmetic_out_of_range", "Bad input rejected with a clear error",
+      error=ExpectedError(td.UserCodeError, "step 'Shift'", also=("MAX_TIMESTAMP + Duration(1) is outside [MIN_TIMESTAMP, MAX_TIMESTAMP]",)))
+def bad_time_arithmetic(p: td.Pipeline) -> Any:
+    """Timestamp arithmetic that leaves [MIN_TIMESTAMP, MAX_TIMESTAMP] is a clear error, not a wrapped-around time."""
+    return p | td.Create([1]) | "Shift" >> td.Map(lambda x: td.MAX_TIMESTAMP + td.Duration(x))
+
+
 # -- Exactly-once after failure ---------------------------------------------------------
+#
+# Each case injects one failure once the job has a complete checkpoint
+# (ctx.fail_after_checkpoint), records what every attempt read
+# (ctx.record_reads), and the harness checks that the attempt after the
+# failure resumed from a checkpoint: the runner names it, and it read less
+# than the whole input. A runner that reruns from scratch fails every case.
 
 
-class _ValueIs:
-    """Predicate: the element's value (of a (key, value) pair) is ``target``."""
+class _ValueAtLeast:
+    """Predicate: the element's value (of a (key, value) pair, or its first field) is at least ``n``."""
 
-    def __init__(self, target: Any) -> None:
-        self.target = target
+    def __init__(self, n: Any) -> None:
+        self.n = n
 
     def __call__(self, kv: Any) -> bool:
-        return bool(kv[1] == self.target)
+        value = kv[1][0] if isinstance(kv[1], tuple) else kv[1]
+        return bool(value >= self.n)
 
 
 def _pane_id(record: Any) -> Any:
@@ -310,14 +354,17 @@ def _pane_id(record: Any) -> Any:
     return value[0], w, pane.index
 
 
-def _stepped_stream(steps: int, per_step: int) -> TestStream:
+_STEPS, _PER_STEP = 6, 4
+
+
+def _stepped_input(p: td.Pipeline, ctx: CaseContext, steps: int = _STEPS, per_step: int = _PER_STEP) -> Any:
     """Elements (k<i % 2>, value) at increasing event times; the watermark closes a 10 s window per step."""
     stream = TestStream()
     for step in range(steps):
         values = [step * per_step + i for i in range(per_step)]
         stream = stream.add_elements([TV((f"k{v % 2}", v), step * 10 + i) for i, v in enumerate(values)])
         stream = stream.advance_watermark_to(step * 10 + 10)
-    return stream.advance_watermark_to_infinity()
+    return ctx.record_reads(p | stream.advance_watermark_to_infinity(), steps * per_step)
 
 
 def _stepped_sums(steps: int, per_step: int) -> list[Any]:
@@ -331,11 +378,12 @@ def _stepped_sums(steps: int, per_step: int) -> list[Any]:
 
 
 @case("exactly_once.windowed_sums_stream", "Exactly-once after failure", observe=("value", "window", "pane"),
-      expected=_stepped_sums(6, 4), requires=(CHECKPOINT_RESTORE,), idempotent_key=_pane_id)
+      expected=_stepped_sums(_STEPS, _PER_STEP), requires=(CHECKPOINT_RESTORE,), idempotent_key=_pane_id)
 def eo_stream(p: td.Pipeline, ctx: CaseContext) -> Any:
-    """A stream of windowed sums crashes in its fourth window; after recovery every pane is emitted once, with the right sum."""
-    crash = ctx.fail_once(_ValueIs(13))
-    return p | _stepped_stream(6, 4) | "Crash" >> td.ParDo(crash) | td.WindowInto(window.FixedWindows(10)) | td.CombinePerKey(sum)
+    """A stream of windowed sums crashes in its third window, after a checkpoint; the restart resumes
+    from the checkpoint and every pane is emitted once, with the right sum."""
+    crash = ctx.fail_after_checkpoint(_ValueAtLeast(9))
+    return _stepped_input(p, ctx) | "Crash" >> td.ParDo(crash) | td.WindowInto(window.FixedWindows(10)) | td.CombinePerKey(sum)
 
 
 class _NumberPerKey(td.DoFn):
@@ -348,47 +396,133 @@ class _NumberPerKey(td.DoFn):
 
 
 @case("exactly_once.keyed_state_stream", "Exactly-once after failure",
-      expected=[(f"k{v % 2}", v // 2 + 1, v) for v in range(24)], requires=(CHECKPOINT_RESTORE,),
+      expected=[(f"k{v % 2}", v // 2 + 1, v) for v in range(_STEPS * _PER_STEP)], requires=(CHECKPOINT_RESTORE,),
       idempotent_key=lambda r: (r[0], r[1]))
 def eo_state(p: td.Pipeline, ctx: CaseContext) -> Any:
-    """Keyed state survives a crash: after recovery each key numbers its elements 1, 2, 3... with no gap or repeat."""
-    crash = ctx.fail_once(_ValueIs(15))
-    return p | _stepped_stream(6, 4) | "Crash" >> td.ParDo(crash) | td.ParDo(_NumberPerKey())
+    """Keyed state survives a crash after a checkpoint: resumed from it, each key numbers its elements
+    1, 2, 3... with no gap or repeat."""
+    crash = ctx.fail_after_checkpoint(_ValueAtLeast(9))
+    return _stepped_input(p, ctx) | "Crash" >> td.ParDo(crash) | td.ParDo(_NumberPerKey())
+
+
+#: Enough elements for several batches (micro-batch: 100,000 each) and bundles (Ray: 50,000 per worker).
+_BOUNDED_N = 250_000
+_BOUNDED_WINDOW = 10_000
+
+
+def _bounded_sums() -> list[Any]:
+    sums: dict[tuple[str, int], int] = {}
+    for v in range(_BOUNDED_N):
+        key = (f"k{v % 4}", int(v / 2 // _BOUNDED_WINDOW))
+        sums[key] = sums.get(key, 0) + v
+    return [((k, total), W(w * _BOUNDED_WINDOW, (w + 1) * _BOUNDED_WINDOW)) for (k, w), total in sums.items()]
 
 
 @case("exactly_once.bounded_windowed_sums", "Exactly-once after failure", observe=("value", "window"),
-      expected=[((f"k{k}", sum(v for v in range(200) if v % 4 == k and v // 20 == w)), W(10 * w, 10 * w + 10)) for w in range(10) for k in range(4)],
-      requires=(CHECKPOINT_RESTORE,), idempotent_key=lambda r: (r[0][0], r[1]))
+      expected=_bounded_sums(), requires=(CHECKPOINT_RESTORE,), idempotent_key=lambda r: (r[0][0], r[1]))
 def eo_bounded(p: td.Pipeline, ctx: CaseContext) -> Any:
-    """A bounded job crashes part-way; after recovery the per-window sums are exact."""
-    crash = ctx.fail_once(_ValueIs(150))
-    stamped = create_stamped(p, [((f"k{v % 4}", v), v / 2) for v in range(200)])
-    return stamped | "Crash" >> td.ParDo(crash) | td.WindowInto(window.FixedWindows(10)) | td.CombinePerKey(sum)
+    """A bounded job of 250,000 elements crashes part-way, after a checkpoint; resumed from it, the
+    per-window sums are exact."""
+    crash = ctx.fail_after_checkpoint(_ValueAtLeast(0))
+    stamped = ctx.record_reads(create_stamped(p, [((f"k{v % 4}", v), v / 2) for v in range(_BOUNDED_N)]), _BOUNDED_N)
+    return stamped | "Crash" >> td.ParDo(crash) | td.WindowInto(window.FixedWindows(_BOUNDED_WINDOW)) | td.CombinePerKey(sum)
 
 
-class _WindowTotal(td.DoFn):
+class _TimersAcrossRestore(td.DoFn):
+    """Per key and window: a total, an event-time timer at the window's end and a processing-time
+    timer at the time each element names; each timer is set once (until it fires), so a timer
+    that a restore dropped is never set again."""
+
     TOTAL = td.CombiningValueStateSpec("total", combine_fn=sum)
+    ARMED = td.ReadModifyWriteStateSpec("armed")
     FLUSH = td.TimerSpec("flush", td.TimeDomain.WATERMARK)
+    PING = td.TimerSpec("ping", td.TimeDomain.REAL_TIME)
 
     def process(self, kv: Any, w: Any = td.DoFn.WindowParam, total: Any = td.DoFn.StateParam(TOTAL),
-                flush: Any = td.DoFn.TimerParam(FLUSH)) -> Iterable[Any]:
-        total.add(kv[1])
-        flush.set(w.max_timestamp())
+                armed: Any = td.DoFn.StateParam(ARMED), flush: Any = td.DoFn.TimerParam(FLUSH),
+                ping: Any = td.DoFn.TimerParam(PING)) -> Iterable[Any]:
+        value, ping_at = kv[1]
+        total.add(value)
+        already = armed.read() or frozenset()
+        if "flush" not in already:
+            flush.set(w.max_timestamp())
+        if "ping" not in already:
+            ping.set(ping_at)
+        armed.write(frozenset({"flush", "ping"}))
         return ()
 
     @td.on_timer(FLUSH)
-    def on_flush(self, key: Any = td.DoFn.KeyParam, total: Any = td.DoFn.StateParam(TOTAL)) -> Iterable[Any]:
-        yield key, total.read()
+    def on_flush(self, key: Any = td.DoFn.KeyParam, w: Any = td.DoFn.WindowParam, t: Any = td.DoFn.TimestampParam,
+                 total: Any = td.DoFn.StateParam(TOTAL)) -> Iterable[Any]:
+        yield f"{key},{int(w.start)},event,{t.micros},{total.read()}"
+
+    @td.on_timer(PING)
+    def on_ping(self, key: Any = td.DoFn.KeyParam, w: Any = td.DoFn.WindowParam, t: Any = td.DoFn.TimestampParam,
+                total: Any = td.DoFn.StateParam(TOTAL), armed: Any = td.DoFn.StateParam(ARMED)) -> Iterable[Any]:
+        armed.write((armed.read() or frozenset()) - {"ping"})
+        yield f"{key},{int(w.start)},processing,{t.micros},{total.read()}"
 
 
-@case("exactly_once.timers_stream", "Exactly-once after failure", observe=("value", "window"),
-      expected=[(value, w) for value, w, _ in _stepped_sums(6, 4)], requires=(CHECKPOINT_RESTORE,),
-      idempotent_key=lambda r: (r[0][0], r[1]))
-def eo_timers(p: td.Pipeline, ctx: CaseContext) -> Any:
-    """State and pending event-time timers survive a crash: every window's timer fires once, with the full total."""
-    crash = ctx.fail_once(_ValueIs(17))
-    windowed = p | _stepped_stream(6, 4) | "Crash" >> td.ParDo(crash) | td.WindowInto(window.FixedWindows(10))
-    return windowed | td.ParDo(_WindowTotal())
+def _timer_stream() -> TestStream:
+    """Six 10 s steps of (k<v % 2>, (v, ping at)) in 30 s windows; each step adds four elements, then
+    moves processing time and the watermark on by 10 s. Every timer is pending across step ends."""
+    stream = TestStream()
+    for step in range(_STEPS):
+        values = [step * _PER_STEP + i for i in range(_PER_STEP)]
+        stream = stream.add_elements([TV((f"k{v % 2}", (v, step * 10 + 25)), step * 10 + i) for i, v in enumerate(values)])
+        stream = stream.advance_processing_time(10).advance_watermark_to(step * 10 + 10)
+    return stream.advance_watermark_to_infinity()
+
+
+def _timer_lines() -> list[str]:
+    """Worked out by hand: each (key, 30 s window) sets a processing-time timer at its first
+    element (step 0 or 3, at 25 or 55 s), which fires when processing time reaches it (steps 2
+    and 5, after their elements), and an event-time timer at its end; both see the window's total."""
+    lines = []
+    for start in (0, 30):
+        for key in ("k0", "k1"):
+            total = sum(v for v in range(_STEPS * _PER_STEP) if f"k{v % 2}" == key and start <= v // _PER_STEP * 10 < start + 30)
+            lines.append(f"{key},{start},event,{(start + 30) * 1_000_000 - 1},{total}")
+            lines.append(f"{key},{start},processing,{(start + 25) * 1_000_000},{total}")
+    return sorted(lines)
+
+
+def _published_exactly(expected_lines: list[str]) -> Callable[[td.Pipeline, CaseContext], Any]:
+    """Run the job; once it succeeds, compare the files WriteToText published with ``expected_lines``
+    (no folding of duplicates); a difference is reported with the harness's own findings."""
+
+    def drive(p: td.Pipeline, ctx: CaseContext) -> Any:
+        result = p.run()
+        result.wait_until_finish(60)
+        published = sorted(td.io.read_text(str(ctx.workdir / "published" / "out-*")))
+        if published != sorted(expected_lines):
+            missing = sorted(set(expected_lines) - set(published))[:3]
+            doubled = sorted(line for line in set(published) if published.count(line) > 1)[:3]
+            extra = sorted(set(published) - set(expected_lines))[:3]
+            ctx.report_problem(
+                f"the published output has {len(published)} lines, expected {len(expected_lines)} "
+                f"(missing {missing}, published twice {doubled}, unexpected {extra})"
+            )
+        return result
+
+    return drive
+
+
+@case("exactly_once.timers_stream", "Exactly-once after failure", requires=(CHECKPOINT_RESTORE,),
+      drive=_published_exactly(_timer_lines()))
+def eo_timers(p: td.Pipeline, ctx: CaseContext) -> None:
+    """Event-time and processing-time timers pending at the checkpoint a crash resumes from fire once
+    each after the restore, at their own times, with the full totals (published through WriteToText,
+    no folding of duplicates)."""
+    crash = ctx.fail_after_checkpoint(_ValueAtLeast(9))
+    stream = ctx.record_reads(p | _timer_stream(), _STEPS * _PER_STEP)
+    (
+        stream
+        | "Crash" >> td.ParDo(crash)
+        | td.WindowInto(window.FixedWindows(30), allowed_lateness=3600)
+        | td.ParDo(_TimersAcrossRestore())
+        | td.WriteToText(str(ctx.workdir / "published" / "out"))
+    )
 
 
 def _paced_pairs(n: int = 600, per_step: int = 20, pause_s: float = 0.1) -> Iterator[Any]:
@@ -402,50 +536,8 @@ def _paced_pairs(n: int = 600, per_step: int = 20, pause_s: float = 0.1) -> Iter
 _PACED_N = 600
 
 
-def _attempt_folder(ctx: CaseContext) -> str:
-    """A folder for what this attempt reads: ``reads-<attempt>`` (attempts are counted by the folders)."""
-    attempt = len(list(ctx.workdir.glob("reads-*")))
-    folder = ctx.workdir / f"reads-{attempt}"
-    folder.mkdir(parents=True)
-    return str(folder)
-
-
-def _exactly_once_drive(expected_lines: list[str]) -> Callable[[td.Pipeline, CaseContext], Any]:
-    """Run the job; once it succeeds, compare the published files with ``expected_lines`` (no
-    folding of duplicates) and check the restarted attempt resumed from a checkpoint."""
-
-    def drive(p: td.Pipeline, ctx: CaseContext) -> Any:
-        result = p.run()
-        result.wait_until_finish(60)
-        published = sorted(td.io.read_text(str(ctx.workdir / "published" / "out-*")))
-        problems = []
-        if published != sorted(expected_lines):
-            missing = sorted(set(expected_lines) - set(published))[:3]
-            doubled = sorted(line for line in set(published) if published.count(line) > 1)[:3]
-            extra = sorted(set(published) - set(expected_lines))[:3]
-            problems.append(
-                f"the published output has {len(published)} lines, expected {len(expected_lines)} "
-                f"(missing {missing}, published twice {doubled}, unexpected {extra})"
-            )
-        attempts = sorted(ctx.workdir.glob("reads-*"), key=lambda f: int(f.name.split("-")[1]))
-        if len(attempts) > 1:
-            last = read_records(attempts[-1])
-            if len(last) >= _PACED_N:
-                problems.append(
-                    f"after the crash the job read all {len(last)} input elements again: it restarted "
-                    "from the beginning, not from a checkpoint"
-                )
-        if problems:
-            raise CaseFailure("; ".join(problems))
-        return result
-
-    return drive
-
-
 def _paced_input(p: td.Pipeline, ctx: CaseContext) -> Any:
-    source = p | "Paced" >> td.Read(td.GeneratorSource(_paced_pairs))
-    _ = source | "CountReads" >> td.ParDo(RecordTo(_attempt_folder(ctx), ("value",)))
-    return source
+    return ctx.record_reads(p | "Paced" >> td.Read(td.GeneratorSource(_paced_pairs)), _PACED_N)
 
 
 _PACED_SUMS = sorted(
@@ -454,11 +546,11 @@ _PACED_SUMS = sorted(
 
 
 @case("exactly_once.transactional_sink_windowed", "Exactly-once after failure", requires=(CHECKPOINT_RESTORE,),
-      drive=_exactly_once_drive(_PACED_SUMS), timeout_s=120.0)
+      drive=_published_exactly(_PACED_SUMS), timeout_s=120.0)
 def eo_transactional_windowed(p: td.Pipeline, ctx: CaseContext) -> None:
     """A 3 s stream of windowed sums crashes at 85% of its input; the files WriteToText published hold
     every sum exactly once (no folding of duplicates), and the restart resumed from a checkpoint."""
-    crash = ctx.fail_once(_ValueIs(510))
+    crash = ctx.fail_after_checkpoint(_ValueAtLeast(510))
     (
         _paced_input(p, ctx)
         | "Crash" >> td.ParDo(crash)
@@ -473,11 +565,11 @@ _PACED_NUMBERS = sorted(f"k{v % 3},{v // 3 + 1},{v}" for v in range(_PACED_N))
 
 
 @case("exactly_once.transactional_sink_state", "Exactly-once after failure", requires=(CHECKPOINT_RESTORE,),
-      drive=_exactly_once_drive(_PACED_NUMBERS), timeout_s=120.0)
+      drive=_published_exactly(_PACED_NUMBERS), timeout_s=120.0)
 def eo_transactional_state(p: td.Pipeline, ctx: CaseContext) -> None:
     """Keyed state numbers each key's elements through a crash at 85% of a 3 s stream; every number is
     published once, none skipped, and the restart resumed from a checkpoint."""
-    crash = ctx.fail_once(_ValueIs(510))
+    crash = ctx.fail_after_checkpoint(_ValueAtLeast(510))
     (
         _paced_input(p, ctx)
         | "Crash" >> td.ParDo(crash)

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 import tidal as td
 from tidal import trigger as tr
 from tidal import window
-from tidal.capability_matrix.case import GW, W, case, early, eow, late, on_time
+from tidal.capability_matrix.case import GW, ExpectedError, W, case, early, eow, late, on_time
 from tidal.capability_matrix.cases.common import create_stamped, sort_groups
 from tidal.model.metrics import MetricsFilter
 from tidal.model.time import Timestamp
@@ -268,11 +268,46 @@ def lateness_edge(p: td.Pipeline) -> Any:
 
 
 @case("lateness.session_merges_late", "Allowed lateness", observe=_FULL,
-      expected=[(("k", [1]), W(1, 6), eow(6), on_time(0)), (("k", [4]), W(1, 9), eow(9), late(1, 1))])
+      expected=[(("k", [1]), W(1, 6), eow(6), on_time(0)), (("k", [4]), W(1, 9), eow(9), late(0, 0))])
 def lateness_sessions(p: td.Pipeline) -> Any:
-    """A late element within the lateness merges into a session that already fired."""
+    """A late element within the lateness merges into a session that already fired; the merged
+    session is a new window, so its LATE pane has index 0."""
     stream = TestStream().add_elements(_kv(1)).advance_watermark_to(10).add_elements(_kv(4)).advance_watermark_to(12).advance_watermark_to_infinity()
     return _grouped(p, stream, windowfn=window.Sessions(5), allowed_lateness=100)
+
+
+@case("lateness.first_firing_by_late_data_is_late", "Allowed lateness", observe=_FULL,
+      expected=[(("k", [1, 2]), W(0, 10), eow(10), late(0, 0))])
+def lateness_data_fired_is_late(p: td.Pipeline) -> Any:
+    """ON_TIME is only the firing the watermark causes: when late data makes Repeatedly(AfterCount(2))
+    fire a window the watermark already passed (its end-of-window firing found one element), that first
+    pane is LATE."""
+    stream = TestStream().add_elements(_kv(1)).advance_watermark_to(10).add_elements(_kv(2)).advance_watermark_to_infinity()
+    return _grouped(p, stream, windowfn=window.FixedWindows(10), trigger=tr.Repeatedly(tr.AfterCount(2)),
+                    accumulation_mode=DISCARDING, allowed_lateness=100)
+
+
+def _dropped_by_cause(result: Any) -> Any:
+    found = result.metrics().query(MetricsFilter().with_namespace("tidal"))["counters"]
+    totals: dict[str, int] = {}
+    for c in found:
+        if c.key.metric.name.startswith("dropped_due_to_"):
+            totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + c.committed
+    return totals
+
+
+@case("lateness.drops_counted_by_cause", "Allowed lateness", observe=_PANES, expected=[(("k", [1]), on_time(0, last=True))],
+      probe=_dropped_by_cause, expected_probe={"dropped_due_to_closed_window": 1, "dropped_due_to_lateness": 1})
+def lateness_drops_by_cause(p: td.Pipeline) -> Any:
+    """Dropped input is counted by cause: input for a window whose trigger finished in
+    dropped_due_to_closed_window, input past the allowed lateness in dropped_due_to_lateness."""
+    stream = (TestStream().add_elements(_kv(1)).advance_watermark_to(10)  # AfterWatermark() fires on time and finishes
+              .add_elements(_kv(2))  # the window is closed (not expired)
+              .advance_watermark_to(30)  # [0, 10) expires: end + lateness 10 passed
+              .add_elements(_kv(3))  # too late
+              .advance_watermark_to_infinity())
+    return _grouped(p, stream, windowfn=window.FixedWindows(10), trigger=tr.AfterWatermark(), accumulation_mode=DISCARDING,
+                    allowed_lateness=10)
 
 
 # -- Timers -----------------------------------------------------------------------------
@@ -304,15 +339,16 @@ def timers_event(p: td.Pipeline) -> Any:
     return stamped | td.WindowInto(window.FixedWindows(10)) | td.ParDo(_SumAtWindowEnd())
 
 
-class _SumAfterProcessingDelay(td.DoFn):
-    """Buffers values; a processing-time timer at processing time 5 s emits their sum."""
+class _BufferUntilProcessingTime(td.DoFn):
+    """Buffers values; a processing-time timer, at the time each element names, emits what is buffered."""
 
     BUFFER = td.BagStateSpec("buffer")
     FLUSH = td.TimerSpec("flush", td.TimeDomain.REAL_TIME)
 
     def process(self, kv: Any, buffer: Any = td.DoFn.StateParam(BUFFER), flush: Any = td.DoFn.TimerParam(FLUSH)) -> Iterable[Any]:
-        buffer.add(kv[1])
-        flush.set(5)
+        value, fire_at = kv[1]
+        buffer.add(value)
+        flush.set(fire_at)
         return ()
 
     @td.on_timer(FLUSH)
@@ -321,12 +357,26 @@ class _SumAfterProcessingDelay(td.DoFn):
         buffer.clear()
 
 
-@case("timers.processing_time", "Timers", expected=[("k", [1, 2])])
+@case("timers.processing_time", "Timers", observe=("value", "timestamp"),
+      expected=[(("k", [1, 2]), Timestamp(2)), (("k", [3]), Timestamp(7))])
 def timers_processing(p: td.Pipeline) -> Any:
-    """A processing-time timer fires when the processing-time clock (scripted from 0) reaches it, not before."""
-    stream = (TestStream().add_elements([("k", 1)]).advance_processing_time(3).add_elements([("k", 2)])
-              .advance_processing_time(3).advance_watermark_to_infinity())
-    return p | stream | td.ParDo(_SumAfterProcessingDelay())
+    """A processing-time timer fires when the processing-time clock (scripted from 0) reaches it, while
+    the input is still open: [1, 2] at processing time 6 (the timer was at 5), [3] at 10 (timer at 8),
+    each stamped with the input watermark of its firing (2, then 7). Firing only at the end of the
+    input would give one pane, [1, 2, 3]."""
+    stream = (
+        TestStream()
+        .add_elements([TV(("k", (1, 5)), 1)])
+        .advance_processing_time(3)
+        .add_elements([TV(("k", (2, 5)), 2)])
+        .advance_watermark_to(2)
+        .advance_processing_time(3)
+        .add_elements([TV(("k", (3, 8)), 7)])
+        .advance_watermark_to(7)
+        .advance_processing_time(4)
+        .advance_watermark_to_infinity()
+    )
+    return p | stream | td.ParDo(_BufferUntilProcessingTime())
 
 
 class _LastTimerWins(td.DoFn):
@@ -407,6 +457,31 @@ def timers_hold(p: td.Pipeline) -> Any:
     stream = TestStream().add_elements([TV(("k", "x"), 1)]).advance_watermark_to(20).advance_watermark_to_infinity()
     fired = p | stream | td.ParDo(_EmitAtFive())
     return fired | td.WindowInto(window.FixedWindows(10)) | td.GroupByKey() | sort_groups()
+
+
+class _TimerAfterExpiry(td.DoFn):
+    """Sets an event-time timer one second after its window's expiry (end + allowed lateness 5)."""
+
+    LATER = td.TimerSpec("later", td.TimeDomain.WATERMARK)
+
+    def process(self, kv: Any, w: Any = td.DoFn.WindowParam, later: Any = td.DoFn.TimerParam(LATER)) -> Iterable[Any]:
+        later.set(w.end + 6)
+        return ()
+
+    @td.on_timer(LATER)
+    def on_later(self) -> Iterable[Any]:
+        return ()
+
+
+@case("timers.past_window_expiry_is_an_error", "Timers",
+      error=ExpectedError(td.PipelineExecutionError, "step 'SetLate'",
+                          also=("firing timestamp of Timestamp(16)", "after the expiration of window IntervalWindow(0, 10) at Timestamp(14.999999)")))
+def timers_past_expiry(p: td.Pipeline) -> Any:
+    """An event-time timer later than its window's expiry (max timestamp + allowed lateness) fails the
+    step with the timer time and the expiry, as in Beam, instead of being dropped silently."""
+    stream = TestStream().add_elements([TV(("k", 1), 1)]).advance_watermark_to_infinity()
+    windowed = p | stream | td.WindowInto(window.FixedWindows(10), allowed_lateness=5)
+    return windowed | "SetLate" >> td.ParDo(_TimerAfterExpiry())
 
 
 # -- Discarding -------------------------------------------------------------------------

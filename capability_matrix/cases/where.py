@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import tidal as td
+from tidal import trigger as tr
 from tidal import window
-from tidal.capability_matrix.case import GLOBAL_EOW, GW, W, case, eow, on_time
+from tidal.capability_matrix.case import GLOBAL_EOW, GW, W, case, early, eow, late, on_time
 from tidal.capability_matrix.cases.common import create_stamped, sort_groups
 from tidal.model.time import MIN_TIMESTAMP, Timestamp
 from tidal.model.window import AssignContext, BoundedWindow, IntervalWindow, MergeContext, TimestampCombiner, TimestampedValue
@@ -191,6 +192,21 @@ def sessions_one(p: td.Pipeline) -> Any:
     """A lone element is a session of exactly the gap."""
     stamped = create_stamped(p, [(("a", 1), 4)])
     return stamped | td.WindowInto(window.Sessions(10)) | td.CombinePerKey(sum)
+
+
+@case("sessions.merged_window_panes_start_at_index_0", "Session windows", observe=("value", "window", "timestamp", "pane"),
+      expected=[(("a", [1, 3]), W(1, 13), eow(13), early(0)),
+                (("a", [1, 3, 12, 14]), W(1, 24), eow(24), early(0)),
+                (("a", [1, 3, 12, 14]), W(1, 24), eow(24), on_time(1, last=True))])
+def sessions_pane_index_after_merge(p: td.Pipeline) -> Any:
+    """Pane info does not survive a merge: after an early pane of [1, 13), new elements merge it into
+    [1, 24), a new window whose first pane has index 0 again (the elements and trigger state do merge)."""
+    stream = (TestStream().add_elements([TimestampedValue(("a", 1), 1), TimestampedValue(("a", 3), 3)])
+              .add_elements([TimestampedValue(("a", 12), 12), TimestampedValue(("a", 14), 14)])
+              .advance_watermark_to_infinity())
+    trigger = tr.AfterWatermark(early=tr.AfterCount(2))
+    windowed = p | stream | td.WindowInto(window.Sessions(10), trigger=trigger, accumulation_mode=tr.AccumulationMode.ACCUMULATING)
+    return windowed | td.GroupByKey() | sort_groups()
 
 
 # -- Custom windows ---------------------------------------------------------------------
@@ -421,12 +437,12 @@ def ts_transformed(p: td.Pipeline) -> Any:
     "timestamp.late_element_cannot_hold",
     "Timestamp control",
     observe=("value", "window", "timestamp", "pane"),
-    expected=[(("k", [5]), W(0, 10), eow(10), on_time(0))],
+    expected=[(("k", [5]), W(0, 10), eow(10), late(0, 0))],
 )
 def ts_late_no_hold(p: td.Pipeline) -> Any:
     """A pane of an element that arrived late is stamped at the window's end, not at the element.
 
-    (Its pane is the window's first firing after the watermark passed it: ON_TIME.)
+    (Its pane is the window's first, but data fired it behind the watermark: LATE, index 0.)
     """
     stream = (
         TestStream()

@@ -52,7 +52,7 @@ class CheckpointWarning(UserWarning):
 
 
 class CheckpointError(RuntimeError):
-    """The checkpoint store cannot be used (unreadable location, or no fsspec for a URL)."""
+    """The checkpoint store cannot be used (a location that cannot be created or written, no fsspec for a URL)."""
 
 
 class _LocalFS:
@@ -60,7 +60,10 @@ class _LocalFS:
 
     def __init__(self, root: str) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"the checkpoint folder {root} cannot be created: {_reason(exc)}") from exc
 
     def write_atomic(self, rel: str, data: bytes) -> None:
         path = self.root / rel
@@ -76,6 +79,14 @@ class _LocalFS:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+    def check_writable(self) -> None:
+        try:
+            fd, probe = tempfile.mkstemp(dir=self.root, prefix=".tidal-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise CheckpointError(f"the checkpoint folder {self.root} is not writable: {_reason(exc)}") from exc
 
     def read(self, rel: str) -> bytes:
         return (self.root / rel).read_bytes()
@@ -109,7 +120,10 @@ class _FsspecFS:
             ) from exc
         self.fs, self.root = fsspec.core.url_to_fs(url)
         self.url = url
-        self.fs.makedirs(self.root, exist_ok=True)
+        try:
+            self.fs.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"the checkpoint location {url} cannot be created: {_reason(exc)}") from exc
 
     def _path(self, rel: str) -> str:
         return f"{self.root.rstrip('/')}/{rel}" if rel else self.root
@@ -122,6 +136,14 @@ class _FsspecFS:
         with self.fs.open(tmp, "wb") as f:
             f.write(data)
         self.fs.mv(tmp, path)
+
+    def check_writable(self) -> None:
+        probe = f".tidal-probe-{uuid.uuid4().hex}"
+        try:
+            self.write_atomic(probe, b"")
+            self.fs.rm(self._path(probe))
+        except OSError as exc:
+            raise CheckpointError(f"the checkpoint location {self.url} is not writable: {_reason(exc)}") from exc
 
     def read(self, rel: str) -> bytes:
         with self.fs.open(self._path(rel), "rb") as f:
@@ -147,6 +169,11 @@ class _FsspecFS:
         return self.url
 
 
+def _reason(exc: OSError) -> str:
+    """An OSError as a short reason ("Not a directory"), without the path it repeats."""
+    return exc.strerror or str(exc)
+
+
 @attrs.frozen
 class CompletedCheckpoint:
     """A complete checkpoint whose parts all matched the manifest."""
@@ -162,6 +189,11 @@ class CompletedCheckpoint:
         return self._store._fs.read(f"chk-{self.id:06d}/{part}")
 
     @property
+    def final(self) -> bool:
+        """Whether it was taken at the end of the input (runners record ``meta["final"]``): the job had finished."""
+        return bool(self.meta.get("final"))
+
+    @property
     def location(self) -> str:
         """Where the checkpoint lives (a folder or URL)."""
         return f"{self._store.location.rstrip('/')}/chk-{self.id:06d}"
@@ -174,6 +206,10 @@ class CheckpointStore:
         self.location = os.fspath(location)
         self.retain = max(1, retain)
         self._fs: Any = _FsspecFS(self.location) if "://" in self.location else _LocalFS(self.location)
+
+    def check_writable(self) -> None:
+        """Raise :class:`CheckpointError`, naming the location, unless a file can be written there."""
+        self._fs.check_writable()
 
     @staticmethod
     def _dir(checkpoint_id: int) -> str:
@@ -222,6 +258,14 @@ class CheckpointStore:
         """Every checkpoint number present, complete or not, oldest first."""
         found = (_DIR.match(n) for n in self._fs.listdir())
         return sorted(int(m.group(1)) for m in found if m)
+
+    def completed_ids(self) -> list[int]:
+        """The checkpoints whose manifest was written (they completed), restorable now or not, oldest first.
+
+        What they staged may have been published; a checkpoint without a manifest never completed,
+        so nothing of it was.
+        """
+        return [cid for cid in self.ids() if self._fs.exists(f"{self._dir(cid)}/{MANIFEST}")]
 
     def next_id(self) -> int:
         """A number after every checkpoint present."""

@@ -16,7 +16,14 @@ from typing import Any, Callable
 import cloudpickle
 
 from tidal.model.combinefn import CombineFn, SumCombineFn
-from tidal.model.metrics import Metrics, MetricsContainer, set_current_container
+from tidal.model.metrics import (
+    DROPPED_DUE_TO_CLOSED_WINDOW,
+    DROPPED_DUE_TO_LATENESS,
+    RUNNER_NAMESPACE,
+    Metrics,
+    MetricsContainer,
+    set_current_container,
+)
 from tidal.model.primitives import CombinePerKey, GroupByKey, ParDo, WindowInto
 from tidal.model.pvalue import AsSideInput
 from tidal.model.strategy import WindowingStrategy
@@ -39,7 +46,10 @@ __all__ = [
 
 Receiver = Callable[[list[Any]], None]
 
-_LATE_DROPS = Metrics.counter("tidal", "dropped_due_to_lateness")
+#: Input dropped because its window had expired (see tidal.model.metrics).
+_LATE_DROPS = Metrics.counter(RUNNER_NAMESPACE, DROPPED_DUE_TO_LATENESS)
+#: Input dropped because its window's trigger had finished (the window is closed).
+_CLOSED_DROPS = Metrics.counter(RUNNER_NAMESPACE, DROPPED_DUE_TO_CLOSED_WINDOW)
 
 
 class Operator:
@@ -343,6 +353,10 @@ class _KeyedReduceOperator(Operator):
         c = self.metrics.counters
         c[_LATE_DROPS.metric_name] = c.get(_LATE_DROPS.metric_name, 0) + n
 
+    def _count_dropped_closed(self, n: int) -> None:
+        c = self.metrics.counters
+        c[_CLOSED_DROPS.metric_name] = c.get(_CLOSED_DROPS.metric_name, 0) + n
+
     def process(self, bundle: list[Any], slot: int = 0) -> None:
         self.emit("out", self.reducer.process(bundle))
 
@@ -375,7 +389,9 @@ class _KeyedReduceOperator(Operator):
 class GroupByKeyOperator(_KeyedReduceOperator):
     def __init__(self, label: str, transform: GroupByKey, windowing: WindowingStrategy) -> None:
         super().__init__(label)
-        self.reducer = KeyedWindowReducer(label, windowing, GroupReduceFn(), self._count_dropped)
+        self.reducer = KeyedWindowReducer(
+            label, windowing, GroupReduceFn(), self._count_dropped, self._count_dropped_closed
+        )
 
 
 class CombinePerKeyOperator(_KeyedReduceOperator):
@@ -383,7 +399,9 @@ class CombinePerKeyOperator(_KeyedReduceOperator):
         super().__init__(label)
         self.fn: CombineFn = pickle.loads(cloudpickle.dumps(transform.fn))
         self.lifted = lifted
-        self.reducer = KeyedWindowReducer(label, windowing, CombineReduceFn(self.fn, lifted, label), self._count_dropped)
+        self.reducer = KeyedWindowReducer(
+            label, windowing, CombineReduceFn(self.fn, lifted, label), self._count_dropped, self._count_dropped_closed
+        )
 
     def open(self) -> None:
         self._run_user(self.fn.setup)

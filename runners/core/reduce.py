@@ -7,6 +7,13 @@ state and holds, runs the trigger (``triggers.py``), emits panes with their
 PaneInfo and output timestamp, drops late data, holds the output watermark
 and garbage-collects a window's state once the watermark passes its end plus
 the allowed lateness. Every runner groups through this class.
+
+Pane info follows Beam's ReduceFnRunner: a pane is EARLY while the watermark
+has not passed the window's max timestamp; ON_TIME only when the watermark
+fired it (the end-of-window timer, or the expiry of a window whose end the
+watermark passed while it was open) and no ON_TIME or LATE pane came before;
+LATE otherwise, including a first firing caused by late data. A merge makes a
+new window: its panes count again from index 0.
 """
 
 from __future__ import annotations
@@ -122,7 +129,7 @@ class _WindowState:
         "tstate",
         "pane_index",
         "nonspec_index",
-        "on_time_fired",
+        "reached_eow",
         "closed",
         "deadline",
     )
@@ -134,7 +141,9 @@ class _WindowState:
         self.tstate: dict[Any, Any] = {}
         self.pane_index = 0
         self.nonspec_index = 0
-        self.on_time_fired = False
+        #: The end-of-window timer fired while this window was open: a firing by the
+        #: watermark may still be its ON_TIME pane.
+        self.reached_eow = False
         self.closed = False
         self.deadline: int | None = None
 
@@ -145,6 +154,10 @@ class KeyedWindowReducer:
     ``process`` takes a bundle, ``advance`` moves the input watermark and/or
     processing time; both return the panes that fired, as windowed-value
     tuples ``((key, result), timestamp_us, (window,), pane)``.
+
+    Dropped input is counted by cause: ``on_dropped(n)`` for input too late
+    (its window expired), ``on_dropped_closed(n)`` for input whose window's
+    trigger had already finished.
     """
 
     def __init__(
@@ -153,6 +166,7 @@ class KeyedWindowReducer:
         strategy: WindowingStrategy,
         reduce_fn: ReduceFn,
         on_dropped: Callable[[int], None] | None = None,
+        on_dropped_closed: Callable[[int], None] | None = None,
     ) -> None:
         self.label = label
         self.strategy = strategy
@@ -165,6 +179,7 @@ class KeyedWindowReducer:
         self.lateness = strategy.allowed_lateness_us
         self.combiner = strategy.timestamp_combiner
         self.on_dropped = on_dropped
+        self.on_dropped_closed = on_dropped_closed
         self.states: dict[tuple[Any, Any], _WindowState] = {}
         self.active: dict[Any, set[Any]] = {}
         # Default trigger with end-of-window timestamps: merging can wait for the watermark.
@@ -178,6 +193,7 @@ class KeyedWindowReducer:
         self.output_watermark = MIN_TIMESTAMP_US
         self.processing_time = MIN_TIMESTAMP_US
         self.dropped = 0
+        self.dropped_closed = 0
 
     # -- input ------------------------------------------------------------------
     def process(self, bundle: list[Any]) -> list[Any]:
@@ -233,11 +249,11 @@ class KeyedWindowReducer:
                     st = states.get(kw)
                     if st is None:
                         if w._end_us - 1 + expiry_slack < wm:
-                            self._drop(1)
+                            self._drop_late(1)
                             continue
                         st = self._new_state(key, w, first(value))
                     elif st.closed:
-                        self._drop(1)
+                        self._drop_closed(1)
                         continue
                     else:
                         st.contents = reduce_add(st.contents, value)
@@ -287,7 +303,7 @@ class KeyedWindowReducer:
                         end = w._end_us
                         if end <= wm:
                             if end - 1 + lateness < wm:
-                                self._drop(1)
+                                self._drop_late(1)
                                 continue
                             late_seen = True
                         cols[0].append(value)
@@ -303,7 +319,7 @@ class KeyedWindowReducer:
                 items = per_key[key]
                 for w in ws:
                     if w._end_us - 1 + lateness < wm:
-                        self._drop(1)
+                        self._drop_late(1)
                         continue
                     items.append((value, t, w))
         except (TypeError, ValueError) as exc:
@@ -416,7 +432,7 @@ class KeyedWindowReducer:
                     if st is None:
                         st = self._new_state(key, target, first(value))
                     elif st.closed:
-                        self._drop(1)
+                        self._drop_closed(1)
                         continue
                     else:
                         st.contents = reduce_add(st.contents, value)
@@ -453,7 +469,7 @@ class KeyedWindowReducer:
                 if st is None:
                     st = self._new_state(key, target, add_all(self.reduce_fn.empty(), values))
                 elif st.closed:
-                    self._drop(len(values))
+                    self._drop_closed(len(values))
                     continue
                 else:
                     st.contents = add_all(st.contents, values)
@@ -509,10 +525,16 @@ class KeyedWindowReducer:
 
     def _merge_states(self, key: Any, sources: list[Any], result: Any) -> None:
         source_states = []
+        # The merge result's own state when it was one of the merged windows (or already
+        # active): that window is not new and keeps its pane info. A new window starts
+        # its panes again at index 0 (Beam does not carry PaneInfo across a merge).
+        carried: _WindowState | None = None
         for w in sources:
             st = self.states.pop((key, w), None)
             if st is not None:
                 source_states.append(st)
+                if w == result:
+                    carried = st
                 keys = self._window_keys.get(w)
                 if keys is not None:
                     keys.pop(key, None)
@@ -521,11 +543,12 @@ class KeyedWindowReducer:
         existing = self.states.get((key, result))
         if existing is not None:
             source_states.insert(0, existing)
+            carried = existing
         ctx = TriggerContext(self.input_watermark, self.processing_time, result._end_us - 1)
         if len(source_states) == 1 and self.default_trigger:
             # A window that only grew: move its state instead of rebuilding it.
             st = source_states[0]
-            st.on_time_fired = st.on_time_fired and ctx.past_end_of_window
+            _take_pane_info(st, carried)
             self.states[(key, result)] = st
             self._push_timers(key, result)
             return
@@ -536,9 +559,7 @@ class KeyedWindowReducer:
         holds = [s.hold for s in source_states if s.hold is not None]
         st.hold = min(holds) if holds else None
         self.trigger.on_merge(st.tstate, [s.tstate for s in source_states], ctx)
-        st.pane_index = max(s.pane_index for s in source_states)
-        st.nonspec_index = max(s.nonspec_index for s in source_states)
-        st.on_time_fired = ctx.past_end_of_window and any(s.on_time_fired for s in source_states)
+        _take_pane_info(st, carried)
         st.closed = closed
         self.states[(key, result)] = st
         self._push_timers(key, result)
@@ -557,7 +578,9 @@ class KeyedWindowReducer:
             keys = self._window_keys[window] = {}
             max_ts = window._end_us - 1
             seq = next(self._seq)
-            if self.lateness:
+            # As in Beam, a window the watermark has already passed gets no end-of-window
+            # timer (so no ON_TIME pane), only its expiry.
+            if self.lateness and max_ts >= self.input_watermark:
                 heapq.heappush(self._timers, (max_ts, _EOW, seq, window))
             # Without lateness the end of window and its expiry coincide: one timer does both.
             heapq.heappush(self._timers, (min(max_ts + self.lateness, MAX_TIMESTAMP_US), _GC, seq, window))
@@ -578,10 +601,17 @@ class KeyedWindowReducer:
         else:
             st.hold = min(st.hold, h)
 
-    def _drop(self, n: int) -> None:
+    def _drop_late(self, n: int) -> None:
+        """Input too late: its window had expired (the watermark passed end + allowed lateness)."""
         self.dropped += n
         if self.on_dropped is not None:
             self.on_dropped(n)
+
+    def _drop_closed(self, n: int) -> None:
+        """Input for a window whose trigger had finished (the window is closed, not yet expired)."""
+        self.dropped_closed += n
+        if self.on_dropped_closed is not None:
+            self.on_dropped_closed(n)
 
     def _schedule_deadline(self, key: Any, window: Any, st: _WindowState) -> None:
         deadline = self.trigger.processing_deadline(st.tstate)
@@ -592,11 +622,23 @@ class KeyedWindowReducer:
             heapq.heappush(self._deadlines, (deadline, next(self._seq), key, window))
 
     # -- firing -----------------------------------------------------------------
-    def _fire(self, key: Any, window: Any, st: _WindowState, ctx: TriggerContext, out: list[Any], final: bool = False) -> None:
+    def _fire(
+        self,
+        key: Any,
+        window: Any,
+        st: _WindowState,
+        ctx: TriggerContext,
+        out: list[Any],
+        final: bool = False,
+        by_watermark: bool = False,
+    ) -> None:
+        """Fire one pane. ``by_watermark``: a watermark timer (end of window or expiry) caused it."""
         max_ts = window._end_us - 1
         if not ctx.past_end_of_window:
             timing = PaneInfoTiming.EARLY
-        elif not st.on_time_fired:
+        elif by_watermark and st.reached_eow and st.nonspec_index == 0:
+            # The watermark passed the end of the window and nothing non-early fired yet:
+            # the window's one ON_TIME pane. (nonspec_index then counts it: at most once.)
             timing = PaneInfoTiming.ON_TIME
         else:
             timing = PaneInfoTiming.LATE
@@ -605,8 +647,6 @@ class KeyedWindowReducer:
             if finished:
                 st.closed = True
             return
-        if timing is PaneInfoTiming.ON_TIME:
-            st.on_time_fired = True
         expiring = ctx.watermark_us > max_ts + self.lateness
         pane_key = (finished or expiring, timing, st.pane_index, -1 if timing is PaneInfoTiming.EARLY else st.nonspec_index)
         pane = _PANES.get(pane_key)
@@ -676,16 +716,19 @@ class KeyedWindowReducer:
                 continue
             ctx = TriggerContext(wm, self.processing_time, window._end_us - 1)
             if kind == _EOW or not self.lateness:
+                # The end-of-window timer (without lateness it is also the expiry timer).
                 for key in keys:
                     st = states.get((key, window))
-                    if st is not None and not st.closed and should_fire(st.tstate, ctx):
-                        self._fire(key, window, st, ctx, out)
+                    if st is not None and not st.closed:
+                        st.reached_eow = True
+                        if should_fire(st.tstate, ctx):
+                            self._fire(key, window, st, ctx, out, by_watermark=True)
                 if kind == _EOW:
                     continue
             for key in keys:
                 st = states.pop((key, window), None)
                 if st is not None and not st.closed and st.new_count > 0:
-                    self._fire(key, window, st, ctx, out, final=True)
+                    self._fire(key, window, st, ctx, out, final=True, by_watermark=True)
                 if self.merging:
                     act = self.active.get(key)
                     if act is not None:
@@ -766,6 +809,7 @@ class KeyedWindowReducer:
             "output_watermark": self.output_watermark,
             "processing_time": self.processing_time,
             "dropped": self.dropped,
+            "dropped_closed": self.dropped_closed,
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -783,6 +827,19 @@ class KeyedWindowReducer:
         self.output_watermark = snap["output_watermark"]
         self.processing_time = snap["processing_time"]
         self.dropped = snap["dropped"]
+        self.dropped_closed = snap.get("dropped_closed", 0)
+
+
+def _take_pane_info(st: _WindowState, carried: _WindowState | None) -> None:
+    """Give a merged window the pane info of ``carried`` (the result window's own state), or a fresh start."""
+    if carried is None:
+        st.pane_index = 0
+        st.nonspec_index = 0
+        st.reached_eow = False
+    else:
+        st.pane_index = carried.pane_index
+        st.nonspec_index = carried.nonspec_index
+        st.reached_eow = carried.reached_eow
 
 
 def _state_tuple(st: _WindowState) -> tuple[Any, ...]:

@@ -5,6 +5,11 @@ fire in timestamp order when the input watermark passes them (event time) or
 when processing time reaches them (REAL_TIME). A window's state and timers
 are garbage-collected once the watermark passes its end plus the allowed
 lateness; elements arriving for an expired window are dropped as late.
+
+As in Beam Java (``SimpleDoFnRunner``), an event-time timer may not be set
+later than its window's expiry (``max_timestamp() + allowed lateness``): the
+window's state is gone by then, so the step fails with an error naming the
+timer time and the expiry instead of dropping the timer.
 """
 
 from __future__ import annotations
@@ -77,6 +82,17 @@ class StatefulParDoOperator(ParDoOperator):
 
     # -- timers -----------------------------------------------------------------
     def set_timer(self, key: Any, window: Any, spec: TimerSpec, micros: int) -> None:
+        if spec.time_domain is TimeDomain.WATERMARK:
+            expiry = min(window._end_us - 1 + self.lateness, MAX_TIMESTAMP_US)
+            if micros > expiry:
+                raise PipelineExecutionError(
+                    self.label,
+                    f"attempted to set the event-time timer {spec.name!r} with a firing timestamp of "
+                    f"{Timestamp.from_micros(micros)!r} that is after the expiration of window {window!r} "
+                    f"at {Timestamp.from_micros(expiry)!r} (its max_timestamp() plus the allowed lateness of "
+                    f"{self.lateness / 1e6:g} s); set the timer at or before the expiry, or allow more "
+                    "lateness in WindowInto",
+                )
         self.timers[(key, window, spec.name)] = micros
         entry = (micros, next(self._seq), key, window, spec.name)
         heapq.heappush(self._event_heap if spec.time_domain is TimeDomain.WATERMARK else self._proc_heap, entry)

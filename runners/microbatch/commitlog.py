@@ -24,9 +24,10 @@ replays the batches written ahead after it. The log keeps the newest
 A crash while committing leaves a partial commit whose output was never
 published, so skipping it keeps the output exactly once. A commit damaged on
 disk after its output was published is different: the batch is replayed
-from the commit before it, so the restart first asks the sinks to withdraw
-what later commits published (``abort_after``; WriteToText removes those
-files), and the replay publishes it once more.
+from the commit before it (or from the beginning, when no intact commit is
+left), so the restart first asks the sinks to withdraw what later commits
+published (``abort_after``; WriteToText removes those files), and the replay
+publishes it once more.
 
 >>> import tempfile
 >>> log = CommitLog(tempfile.mkdtemp())
@@ -49,7 +50,7 @@ from typing import Any
 
 import cloudpickle
 
-from tidal.runners.core.checkpoint import CheckpointStore
+from tidal.runners.core.checkpoint import CheckpointError, CheckpointStore
 
 __all__ = ["CommitLog"]
 
@@ -68,8 +69,26 @@ class CommitLog:
     def __init__(self, directory: str | os.PathLike[str], retain: int = 2) -> None:
         self.directory = Path(directory)
         self.offsets_dir = self.directory / "offsets"
-        self.offsets_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.offsets_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"the commit log folder {self.directory} cannot be created: {exc.strerror or exc}") from exc
         self.commits = CheckpointStore(self.directory / "commits", retain=max(2, retain))
+
+    def check_writable(self) -> None:
+        """Raise :class:`~tidal.runners.core.checkpoint.CheckpointError`, naming the folder, unless it can be written."""
+        try:
+            fd, probe = tempfile.mkstemp(dir=self.offsets_dir, prefix=".tidal-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise CheckpointError(f"the commit log folder {self.directory} is not writable: {exc.strerror or exc}") from exc
+        self.commits.check_writable()
+
+    def finished(self) -> bool:
+        """Whether the newest intact commit is the end of the input (the job had finished)."""
+        checkpoint = self.commits.latest()
+        return checkpoint is not None and checkpoint.final
 
     # -- offsets: written before a batch runs -----------------------------------------
     def _offsets_path(self, index: int) -> Path:

@@ -20,8 +20,11 @@ A restarted executor restores the newest intact commit, publishes its staged
 output again (idempotent), and replays the batches written ahead after it,
 each over exactly its recorded range. Output of a batch is published only
 after its commit, and a replay stages it afresh, so the published output is
-exactly once. Without a commit log the sinks publish after every batch when
-a source is unbounded, and at the end of the run otherwise.
+exactly once. When it falls back past damaged commits (or, with none intact,
+to the beginning), the sinks first withdraw what those commits published
+(``abort_after``), since the replay publishes it again. Without a commit log
+the sinks publish after every batch when a source is unbounded, and at the
+end of the run otherwise.
 """
 
 from __future__ import annotations
@@ -99,10 +102,18 @@ class MicroBatchExecutor(LocalExecutor):
         self._replays: list[dict[str, Any]] = []
         # The batch whose commit was restored: what it staged is published once the operators are open.
         self._restored: int | None = None
+        # Output published for commits after this batch is withdrawn before the run goes on (-1: all of
+        # it, when commits completed but none is intact); None when nothing was published before.
+        self._withdraw_after: int | None = None
         # Whether the restored commit is the end of input (the run had finished).
         self._finished = False
         if commit_log is not None:
             self._resume(commit_log)
+
+    @property
+    def restored_from(self) -> int | None:
+        """The batch whose commit this run resumed from; None when it started from the beginning."""
+        return self._restored
 
     # -- the columnar fast path -------------------------------------------------------
     def _install_columnar(self) -> None:
@@ -185,7 +196,12 @@ class MicroBatchExecutor(LocalExecutor):
             self._check_identity(log, meta, f"commit of batch {committed}")
             self._restore_ops(state)
             self._restored = committed
+            self._withdraw_after = committed
             self._finished = bool(meta.get("final"))
+        elif log.commits.completed_ids():
+            # Commits completed but none is intact now: the run starts from the beginning, so the
+            # output those commits published is withdrawn (the replay publishes it again).
+            self._withdraw_after = -1
         planned = [i for i in log.planned_indices() if i > committed]
         unbroken = planned == list(range(committed + 1, committed + 1 + len(planned)))
         if not unbroken or (latest is None and log.committed_indices() and not planned):
@@ -227,10 +243,12 @@ class MicroBatchExecutor(LocalExecutor):
     # -- the batch loop ---------------------------------------------------------------
     def _loop(self, cancelled: Callable[[], bool]) -> None:
         active = [d for d, _, _ in self.sources if not d.done]
-        if self._restored is not None:
+        if self._withdraw_after is not None:
             # Output later commits published is withdrawn (a damaged newer commit was skipped,
-            # so those batches run again), then what the restored commit staged is published again.
-            self.abort_after(self._restored)
+            # so those batches run again) ...
+            self.abort_after(self._withdraw_after)
+        if self._restored is not None:
+            # ... then what the restored commit staged is published again.
             self.commit(self._restored)
         self.propagate()
         while active and not cancelled():

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from tidal.model.primitives import Read
 from tidal.model.result import PipelineResult
 from tidal.model.teststream import TestStream
+from tidal.runners.core.checkpoint import CheckpointWarning
 from tidal.runners.core.executor import ManualClock
 from tidal.runners.core.plan import build_plan
 from tidal.runners.microbatch.commitlog import CommitLog
@@ -120,11 +122,14 @@ class MicroBatchRunner(Runner):
         graph = pipeline.graph()
         plan = build_plan(graph, lift_combiners=self.lift_combiners)
         clock = ManualClock(0) if any(isinstance(n.transform, TestStream) for n in graph.primitives) else None
+        log = CommitLog(self.commit_log) if self.commit_log is not None else None
+        if log is not None:
+            log.check_writable()
         executor = MicroBatchExecutor(
             plan,
             batch_interval=self.batch_interval,
             max_batch_size=self.max_batch_size,
-            commit_log=CommitLog(self.commit_log) if self.commit_log is not None else None,
+            commit_log=log,
             bundle_size=self.bundle_size,
             strict=self.strict,
             clock=clock,
@@ -132,6 +137,7 @@ class MicroBatchRunner(Runner):
             publish_each_batch=_has_unbounded_source(graph),
         )
         result = MicroBatchPipelineResult(executor)
+        result.restored_from = executor.restored_from
         if _has_unbounded_source(graph):
             result.start_thread(lambda: executor.run(lambda: result.cancelled), "tidal-microbatch")
             return result
@@ -139,6 +145,12 @@ class MicroBatchRunner(Runner):
         if result._error is not None:
             raise result._error
         return result
+
+    def job_finished(self, directory: str | os.PathLike[str]) -> bool:
+        """Whether the commit log in ``directory`` ends with the end of the input: resuming reads nothing."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CheckpointWarning)  # a resumed run reports damage itself
+            return os.path.isdir(directory) and CommitLog(directory).finished()
 
     def with_checkpoint_dir(self, directory: str | os.PathLike[str]) -> "MicroBatchRunner":
         """The same runner with its commit log in ``directory``: a rerun after a failure or a stop resumes from it."""

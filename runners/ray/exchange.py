@@ -29,7 +29,33 @@ def stable_hash(key: Any) -> int:
         return zlib.crc32(key.to_bytes((key.bit_length() + 8) // 8, "little", signed=True))
     if cls is bytes:
         return zlib.crc32(key)
-    return zlib.crc32(pickle.dumps(key, protocol=4))
+    try:
+        return zlib.crc32(pickle.dumps(key, protocol=4))
+    except Exception:
+        # A key of a class pickle cannot name here (defined in the driver's __main__ or in a
+        # module shipped by value, and unpickled by value in this worker): hash what it holds.
+        return zlib.crc32(pickle.dumps(_portable(key), protocol=4))
+
+
+def _portable(value: Any) -> Any:
+    """A stand-in for ``value`` that plain pickle can write, equal for equal values in every process."""
+    cls = type(value)
+    if isinstance(value, tuple):  # namedtuples included
+        return (cls.__module__, cls.__qualname__, tuple(_portable(v) for v in value))
+    if isinstance(value, frozenset):
+        return (cls.__module__, cls.__qualname__, tuple(sorted(map(repr, value))))
+    state = getattr(value, "__dict__", None)
+    if state is not None:
+        return (cls.__module__, cls.__qualname__, tuple(sorted((k, _portable(v)) for k, v in state.items())))
+    slots = getattr(cls, "__slots__", None)
+    if slots is not None:
+        names = [slots] if isinstance(slots, str) else list(slots)
+        return (cls.__module__, cls.__qualname__, tuple((n, _portable(getattr(value, n, None))) for n in names))
+    try:
+        pickle.dumps(value, protocol=4)
+        return value
+    except Exception:
+        return (cls.__module__, cls.__qualname__, repr(value))
 
 
 def route_keyed(bundle: list[Any], n: int) -> list[list[Any]]:

@@ -20,6 +20,7 @@ import re
 import tempfile
 import threading
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -29,7 +30,7 @@ from tidal.model.primitives import BoundedSource, Impulse, ParDo, Read
 from tidal.model.pvalue import pickling_graph
 from tidal.model.result import PipelineResult
 from tidal.model.teststream import TestStream
-from tidal.runners.core.checkpoint import CheckpointStore, CompletedCheckpoint
+from tidal.runners.core.checkpoint import CheckpointStore, CheckpointWarning, CompletedCheckpoint
 from tidal.runners.core.errors import PipelineExecutionError
 from tidal.runners.core.executor import edge_id_of, partial_edge_id
 from tidal.runners.core.plan import ExecutionPlan, build_plan, is_stateful_pardo
@@ -207,6 +208,13 @@ class RayRunner(Runner):
         clone.checkpoint_dir = os.fspath(directory)
         return clone
 
+    def job_finished(self, directory: str | os.PathLike[str]) -> bool:
+        """Whether the checkpoints in ``directory`` end with the end of the input: resuming reads nothing."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CheckpointWarning)  # a resumed run reports damage itself
+            latest = CheckpointStore(directory).latest() if os.path.isdir(directory) else None
+        return latest is not None and latest.final
+
     @property
     def checkpointing(self) -> bool:
         return self.checkpoint_dir is not None or self.checkpoint_interval is not None or self.restore_from is not None
@@ -221,7 +229,11 @@ class RayRunner(Runner):
         if address:
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
         else:
+            # "local" starts a fresh instance even when /tmp/ray/ray_current_cluster
+            # names another one (left by `ray start`, perhaps stopped long ago):
+            # without an address, ray.init would try to join that cluster instead.
             ray.init(
+                address="local",
                 num_cpus=max(os.cpu_count() or 2, 2),
                 include_dashboard=False,
                 ignore_reinit_error=True,
@@ -264,6 +276,9 @@ class RayRunner(Runner):
         return self.parallelism
 
     def run_pipeline(self, pipeline: "Pipeline") -> PipelineResult:
+        store = self._store()  # a folder that cannot be used is refused before Ray starts
+        if store is not None:
+            store.check_writable()
         self._ensure_ray()
         result = RayPipelineResult(self)
         graph = pipeline.graph()
@@ -271,9 +286,9 @@ class RayRunner(Runner):
             isinstance(n.transform, Read) and not n.transform.source.is_bounded for n in graph.primitives
         )
         if unbounded:
-            result.start_thread(lambda: self._execute(pipeline, result), "tidal-ray-driver")
+            result.start_thread(lambda: self._execute(pipeline, result, store), "tidal-ray-driver")
             return result
-        result.execute(lambda: self._execute(pipeline, result))
+        result.execute(lambda: self._execute(pipeline, result, store))
         if result._error is not None:
             raise result._error
         return result
@@ -303,14 +318,14 @@ class RayRunner(Runner):
             return source.get(int(match.group(1)))
         return store.latest() if self.resume else None
 
-    def _execute(self, pipeline: "Pipeline", result: RayPipelineResult) -> None:
+    def _execute(self, pipeline: "Pipeline", result: RayPipelineResult, store: CheckpointStore | None) -> None:
         plan = build_plan(pipeline.graph())
-        store = self._store()
         restore = self._first_checkpoint(store)
+        withdraw = _withdraw_point(store, restore, self.resume or self.restore_from is not None)
         failures = 0
         recovering: tuple[str, float] | None = None
         while True:
-            job = _Job(self, plan, result, store, restore, recovering)
+            job = _Job(self, plan, result, store, restore, recovering, withdraw)
             try:
                 job.run()
                 return
@@ -323,6 +338,7 @@ class RayRunner(Runner):
                 failures += 1
                 recovering = (_describe_loss(exc), time.perf_counter())
                 restore = store.latest()
+                withdraw = _withdraw_point(store, restore, True)
             finally:
                 job.kill()
 
@@ -377,6 +393,22 @@ class _EmptySource(BoundedSource):
         return []
 
 
+def _withdraw_point(store: CheckpointStore | None, restore: CompletedCheckpoint | None, resuming: bool) -> int | None:
+    """After which checkpoint the sinks withdraw published output when a run starts (None: nothing to withdraw).
+
+    Restoring checkpoint ``n`` withdraws what later checkpoints published (a damaged newer one was
+    skipped, or an older savepoint chosen). Resuming a store that holds completed checkpoints of
+    which none can be restored starts from the beginning, so everything they published is withdrawn
+    (0: the numbers start at 1); the replay publishes it again. Checkpoints that never completed
+    published nothing, so a store holding only those withdraws nothing.
+    """
+    if restore is not None:
+        return restore.id
+    if store is not None and resuming and store.completed_ids():
+        return 0
+    return None
+
+
 _LOSS_ERRORS = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "WorkerCrashedError", "ObjectLostError", "OwnerDiedError", "NodeDiedError")
 
 
@@ -421,6 +453,7 @@ class _Job:
         store: CheckpointStore | None,
         restore: CompletedCheckpoint | None,
         recovering: tuple[str, float] | None = None,
+        withdraw_after: int | None = None,
     ) -> None:
         self.runner = runner
         self.plan = plan
@@ -428,6 +461,7 @@ class _Job:
         self.store = store
         self.restore = restore
         self.recovering = recovering
+        self.withdraw_after = withdraw_after
         self.actors: list[Any] = []
         self.workers: dict[int, list[Any]] = {}
         self.counts = {s.id: runner._parallelism_of(plan, s) for s in plan.stages}
@@ -492,22 +526,23 @@ class _Job:
             self.workers[stage.id] = [
                 remote_cls.remote(
                     plan_bytes, stage.id, i, senders, splits[i], runner.strict, runner.bundle_size, manual_clock,
-                    runner.max_in_flight, location, parts[i], n,
+                    runner.max_in_flight, location, parts[i], self.withdraw_after, n,
                 )
                 for i in range(n)
             ]
             self.actors.extend(self.workers[stage.id])
             self.result._actors.extend(self.workers[stage.id])
         for stage in plan.stages:
-            routes: dict[str, tuple[str, list[Any]]] = {}
+            routes: dict[str, list[tuple[str, list[Any]]]] = {}
             for e in edges:
                 if e.producer_stage == stage.id:
-                    routes[e.edge_id] = (e.kind, self.workers[e.consumer_stage])
+                    routes.setdefault(e.edge_id, []).append((e.kind, self.workers[e.consumer_stage]))
             ray.get([w.connect.remote(routes) for w in self.workers[stage.id]])
         ray.get([w.open.remote() for w in self.actors])
+        cid = self.restore.id if self.restore is not None else None
+        self.result.restored_from = cid
         if self.recovering is not None:
             failure, noticed = self.recovering
-            cid = self.restore.id if self.restore is not None else None
             self.result.recoveries.append(Recovery(failure, cid, time.perf_counter() - noticed))
 
     # -- running ---------------------------------------------------------------------
@@ -516,6 +551,8 @@ class _Job:
 
         self._start()
         plan, result = self.plan, self.result
+        # The first checkpoint comes one interval after the sources start (not at once, at offset 0).
+        self.last_done = time.monotonic()
         sources = [w for s in plan.stages if s.input_kind == "source" for w in self.workers[s.id]]
         self.source_ids = {id(w) for w in sources}
         running = {w.run_sources.remote(): w for w in sources}

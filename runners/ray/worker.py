@@ -62,13 +62,14 @@ class StageWorker:
         max_in_flight: int,
         checkpoint_location: str | None = None,
         restore_part: bytes | None = None,
+        withdraw_after: int | None = None,
         worker_count: int = 1,
     ) -> None:
         plan = cloudpickle.loads(plan_bytes)
         self.stage_id = stage_id
         self.index = index
         self.max_in_flight = max_in_flight
-        self.routes: dict[str, tuple[str, list[Any]]] = {}
+        self.routes: dict[str, list[tuple[str, list[Any]]]] = {}
         self.in_flight: dict[int, list[Any]] = {}
         self.sent_watermarks: dict[str, tuple[int, int]] = {}
         self.clock = ManualClock(0) if manual_clock else WallClock()
@@ -108,14 +109,20 @@ class StageWorker:
         self.control: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
         self._writer: ThreadPoolExecutor | None = None
         self._writes: list[Future[None]] = []
+        #: The sinks withdraw what checkpoints after this one published, when the worker opens.
+        self.withdraw_after = withdraw_after
         if restore_part is not None:
             snap = cloudpickle.loads(restore_part)
             self.executor.restore(snap["executor"], commit=False)  # the sinks publish in open()
             self.last_checkpoint = snap["checkpoint"]
 
     # -- set-up ------------------------------------------------------------------
-    def connect(self, routes: dict[str, tuple[str, list[Any]]]) -> bool:
-        """``routes``: edge id -> (kind, actor handles of the consuming stage)."""
+    def connect(self, routes: dict[str, list[tuple[str, list[Any]]]]) -> bool:
+        """``routes``: edge id -> for each consuming stage, (kind, its actor handles).
+
+        A PCollection read by several stages (as main or side input) is one edge id
+        with several destinations; each gets every element and watermark.
+        """
         self.routes = routes
         return True
 
@@ -125,10 +132,12 @@ class StageWorker:
         for driver, _, _ in self.executor.sources:
             driver.open(self.clock)
         self.opened = True
+        if self.withdraw_after is not None:
+            # Back at a restored checkpoint (or at the beginning): what later checkpoints published
+            # is withdrawn, since the replay publishes it again ...
+            self.executor.abort_after(self.withdraw_after)
         if self.last_checkpoint:
-            # Back at a restored checkpoint: what later checkpoints published is withdrawn
-            # (the replay publishes it again) and what this one staged is published (idempotently).
-            self.executor.abort_after(self.last_checkpoint)
+            # ... and what the restored checkpoint staged is published (idempotently).
             self.executor.commit(self.last_checkpoint)
         self.executor.propagate()  # operators start at the worker's processing time
         return True
@@ -146,17 +155,17 @@ class StageWorker:
             self.in_flight[key] = rest
 
     def _emit(self, edge_id: str, bundle: list[Any]) -> None:
-        kind, actors = self.routes[edge_id]
-        n = len(actors)
-        if kind == "keyed":
-            for dest, part in enumerate(route_keyed(bundle, n)):
-                if part:
-                    self._send(actors[dest], "push", edge_id, self.index, part)
-        elif kind == "broadcast":
-            for actor in actors:
-                self._send(actor, "push", edge_id, self.index, bundle)
-        else:
-            self._send(actors[self.index % n], "push", edge_id, self.index, bundle)
+        for kind, actors in self.routes[edge_id]:
+            n = len(actors)
+            if kind == "keyed":
+                for dest, part in enumerate(route_keyed(bundle, n)):
+                    if part:
+                        self._send(actors[dest], "push", edge_id, self.index, part)
+            elif kind == "broadcast":
+                for actor in actors:
+                    self._send(actor, "push", edge_id, self.index, bundle)
+            else:
+                self._send(actors[self.index % n], "push", edge_id, self.index, bundle)
 
     def _forward_watermarks(self) -> None:
         now = self.clock.now_us()
@@ -164,8 +173,9 @@ class StageWorker:
             # Processing time travels with the watermark (a TestStream's clock moves both).
             if (wm, now) != self.sent_watermarks.get(edge_id):
                 self.sent_watermarks[edge_id] = (wm, now)
-                for actor in self.routes[edge_id][1]:
-                    self._send(actor, "watermark", edge_id, self.index, wm, now)
+                for _kind, actors in self.routes[edge_id]:
+                    for actor in actors:
+                        self._send(actor, "watermark", edge_id, self.index, wm, now)
 
     # -- receiving ---------------------------------------------------------------
     def push(self, edge_id: str, sender: int, bundle: list[Any]) -> bool:
@@ -269,9 +279,10 @@ class StageWorker:
             written.result()  # a failed write surfaces here
         self._writes = [f for f in self._writes if not f.done()]
         self._writes.append(self._writer.submit(self.store.write_part, checkpoint_id, self.part, data))
-        for edge_id, (_kind, actors) in self.routes.items():
-            for actor in actors:
-                self._send(actor, "barrier", edge_id, self.index, checkpoint_id)
+        for edge_id, destinations in self.routes.items():
+            for _kind, actors in destinations:
+                for actor in actors:
+                    self._send(actor, "barrier", edge_id, self.index, checkpoint_id)
 
     def drain(self) -> bool:
         """Wait until everything this worker sent has been processed downstream."""

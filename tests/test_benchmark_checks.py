@@ -1,0 +1,85 @@
+"""The standalone benchmarks check their output before they print a figure.
+
+Each runs here at a small size and passes its own check; then, with the sinks
+at the end of their pipelines made to lose the first element they see (as a
+runner that dropped data would), each one exits with an error naming the
+difference and prints no figure.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import pytest
+
+from tidal.benchmarks import direct_windowed, direct_wordcount, microbatch_bench, ray_checkpoint, ray_wordcount
+from tidal.benchmarks.verify import BenchmarkMismatch, Tally
+from tidal.capability_matrix.sinks import RecordTo
+
+SMALL: dict[str, tuple[Callable[[list[str]], int], list[str]]] = {
+    "direct_wordcount": (direct_wordcount.main, ["--elements", "3000", "--distinct", "50", "--repeats", "1"]),
+    "direct_windowed": (direct_windowed.main, ["--elements", "3000", "--repeats", "1"]),
+    "microbatch_bench": (
+        microbatch_bench.main,
+        ["--events", "20000", "--fallback-events", "5000", "--words", "3000", "--batched-events", "5000",
+         "--max-batch-size", "4000", "--repeats", "1", "--workloads", "arrow,fallback,wordcount,batched"],
+    ),
+}
+FIGURE = ("elements/s", "events/s")
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_a_benchmark_passes_its_own_check_and_prints_its_figures(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    main, args = SMALL[name]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert any(unit in captured.out for unit in FIGURE) and captured.err == ""
+
+
+def _lose_the_first_element(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every recording sink and Tally drops the first element it is given."""
+    for cls in (RecordTo, Tally):
+        process = cls.process
+
+        def losing(self: Any, element: Any, *args: Any, _process: Any = process, **kwargs: Any) -> Iterable[Any]:
+            if not getattr(self, "_lost_one", False):
+                self._lost_one = True
+                return ()
+            return _process(self, element, *args, **kwargs)  # type: ignore[no-any-return]
+
+        monkeypatch.setattr(cls, "process", losing)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_a_wrong_result_stops_the_benchmark_before_any_figure(
+    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _lose_the_first_element(monkeypatch)
+    main, args = SMALL[name]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert not any(unit in captured.out for unit in FIGURE), captured.out
+    assert captured.err.startswith(f"error: {name}") and captured.err.count("\n") == 1, captured.err
+    assert "expected" in captured.err
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_the_ray_word_count_checks_every_run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray")
+    args = ["--elements", "2000", "--repeats", "1", "--parallelism", "2"]
+    assert ray_wordcount.main(args) == 0
+    assert "ray p=2" in capsys.readouterr().out
+    _lose_the_first_element(monkeypatch)
+    assert ray_wordcount.main(args) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: ray_wordcount")
+
+
+def test_the_checkpoint_benchmark_refuses_a_stream_that_differs() -> None:
+    expected = ray_checkpoint.expected_stream(2000)
+    assert sum(expected.values()) == 100 and expected["k7,1,"+str(sum(v for v in range(1000, 2000) if v % 50 == 7))] == 1
+    ray_checkpoint._check_stream("stream", expected.copy(), expected)
+    repeated = expected.copy()
+    repeated["k7,0,9640"] += 1
+    with pytest.raises(BenchmarkMismatch, match=r"published 101 lines, expected 100 \(missing \[\], unexpected or repeated \['k7,0,9640'\]\)"):
+        ray_checkpoint._check_stream("stream", repeated, expected)
