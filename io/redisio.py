@@ -40,11 +40,20 @@ after the last complete checkpoint is never published; the replay after the
 restore writes it again under a new staging name. Without checkpoints (the
 direct runner) the output is published when the run ends.
 
+Each publication also records, in the list ``<stream>:tidal-published:<c>``
+of its checkpoint ``c``, the first and last ID of every chunk it added (a
+chunk is one script run, so nothing else lies between them). When a job
+goes back to a checkpoint older than the newest one that published — it
+skips a damaged checkpoint, restores an older savepoint, or starts over
+after every commit was damaged — ``abort_after`` deletes the entries the
+later checkpoints added, and the replay publishes them once more. Those
+records cost one short list item per ``commit_chunk`` entries.
+
 Limits of this design: the staging streams of a failed attempt stay in
-Redis (they are never published and may be deleted); a restore from a
-checkpoint older than the newest complete one (a savepoint chosen on
-purpose) does not withdraw what later checkpoints published; and the
-staging and target keys must live on one node (no Redis Cluster).
+Redis (they are never published and may be deleted); entries a consumer
+read before they were withdrawn were seen twice by that consumer, as with
+any sink that withdraws; and the staging, record and target keys must live
+on one node (no Redis Cluster).
 
 The examples on :class:`ReadFromRedisStream` and :class:`WriteToRedisStream`
 run against a server of their own when ``redis-server`` is installed.
@@ -394,18 +403,22 @@ class ReadFromRedisStream(PTransform):
 #: Moves up to ARGV[1] entries from the staging stream KEYS[1] to the stream KEYS[2] and
 #: deletes them from the staging stream, atomically; deletes the staging stream once it
 #: is empty. Returns how many entries are still staged.
+#: KEYS[3] is the list that records, per checkpoint, the first and last ID each run added.
 _PUBLISH = """
 local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[1])
 local moved = {}
+local first, last
 for i, entry in ipairs(entries) do
   if ARGV[2] == '' then
-    redis.call('XADD', KEYS[2], '*', unpack(entry[2]))
+    last = redis.call('XADD', KEYS[2], '*', unpack(entry[2]))
   else
-    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], ARGV[2], '*', unpack(entry[2]))
+    last = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], ARGV[2], '*', unpack(entry[2]))
   end
+  first = first or last
   moved[i] = entry[1]
 end
 if #moved > 0 then
+  redis.call('RPUSH', KEYS[3], first, last)
   redis.call('XDEL', KEYS[1], unpack(moved))
 end
 local left = redis.call('XLEN', KEYS[1])
@@ -510,23 +523,44 @@ class RedisStreamSinkFn(DoFn):
     def finish_bundle(self) -> None:
         self._flush()
 
-    def prepare_commit(self, checkpoint_id: int) -> list[str]:
-        """Close this interval's staging stream; the handle is its name (empty when nothing was written)."""
+    def prepare_commit(self, checkpoint_id: int) -> list[tuple[str, int]]:
+        """Close this interval's staging stream; the handle is its name and the checkpoint's number
+        (empty when nothing was written)."""
         self._flush()
         if not self._staged:
             return []
         staging = self.staging_stream()
         self._seq += 1
         self._staged = False
-        return [staging]
+        return [(staging, checkpoint_id)]
 
-    def commit(self, handle: list[str]) -> None:
+    def published_record(self, checkpoint_id: int) -> str:
+        """The list of (first, last) entry IDs that checkpoint ``checkpoint_id`` added to the stream."""
+        return f"{self.stream}:tidal-published:{checkpoint_id:06d}"
+
+    def commit(self, handle: list[tuple[str, int]]) -> None:
         """Move the staged entries into the stream; what was already moved is not moved again."""
         self._connection()
         args = [self.commit_chunk, "" if self.maxlen is None else self.maxlen, "~" if self.approximate else "="]
-        for staging in handle:
-            while self._script(keys=[staging, self.stream], args=args):
+        for staging, checkpoint_id in handle:
+            while self._script(keys=[staging, self.stream, self.published_record(checkpoint_id)], args=args):
                 pass
+
+    def abort_after(self, checkpoint_id: int) -> None:
+        """Delete the entries that checkpoints after ``checkpoint_id`` published (the job went back to it)."""
+        client = self._connection()
+        prefix = f"{self.stream}:tidal-published:"
+        for key in client.scan_iter(match=prefix.replace("[", "\\[").replace("*", "\\*").replace("?", "\\?") + "*"):
+            name = key.decode() if isinstance(key, bytes) else key
+            suffix = name[len(prefix):]
+            if not suffix.isdigit() or int(suffix) <= checkpoint_id:
+                continue
+            bounds = [b.decode() if isinstance(b, bytes) else b for b in client.lrange(name, 0, -1)]
+            for first, last in zip(bounds[::2], bounds[1::2]):
+                ids = [entry_id for entry_id, _ in client.xrange(self.stream, first, last)]
+                if ids:
+                    client.xdel(self.stream, *ids)
+            client.delete(name)
 
     def teardown(self) -> None:
         # Entries not yet staged belong to no checkpoint: the replay after a restore writes them again.

@@ -208,6 +208,28 @@ def test_a_replayed_batch_reads_exactly_its_recorded_range(tmp_path: Path, redis
     assert published(redis_client) == expected()
 
 
+def test_falling_back_past_a_damaged_commit_withdraws_the_entries_it_published(
+    tmp_path: Path, redis_url: str, redis_client: Any
+) -> None:
+    """The job is killed after some commits; then its newest commit is damaged. The rerun goes back
+    to the commit before it, deletes what the damaged one had published, and replays: each entry
+    is in the output streams once."""
+    write_events(redis_client)
+    log = tmp_path / "log"
+    code, batches, stderr = _run_job(redis_url, log, ["element", 400])
+    assert code == -signal.SIGKILL, stderr[-2000:]
+    *_, before, newest = CommitLog(log).committed_indices()
+    records = {k.rsplit(":", 1)[1] for k in redis_client.keys("*:tidal-published:*")}
+    assert f"{newest:06d}" in records, f"commit {newest} published nothing, so nothing is to withdraw: {records}"
+    (log / "commits" / f"chk-{newest:06d}" / "MANIFEST.json").write_text("{")  # damaged
+    code, batches, stderr = _run_job(redis_url, log, None)
+    assert code == 0, stderr[-2000:]
+    assert f"skipping checkpoint {newest}" in stderr
+    assert batches[0][0] == before + 1
+    assert f"{newest:06d}" in {k.rsplit(":", 1)[1] for k in redis_client.keys("*:tidal-published:*")}  # published again
+    assert published(redis_client) == expected()
+
+
 # -- Ray: a worker killed while the stream is still arriving -----------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("victim", ["source", "sink"])

@@ -339,11 +339,12 @@ def values_in(client: Any, stream: str = "out") -> list[str]:
 def test_staged_entries_are_invisible_until_commit(sink: RedisStreamSinkFn, redis_client: Any) -> None:
     write(sink, 1, 2, 3)
     handle = sink.prepare_commit(1)
-    assert handle == [sink.staging_stream(0)]
-    assert values_in(redis_client) == [] and redis_client.xlen(handle[0]) == 3
+    assert handle == [(sink.staging_stream(0), 1)]
+    staging = handle[0][0]
+    assert values_in(redis_client) == [] and redis_client.xlen(staging) == 3
     sink.commit(handle)
     assert values_in(redis_client) == ["1", "2", "3"]
-    assert redis_client.exists(handle[0]) == 0
+    assert redis_client.exists(staging) == 0
 
 
 def test_commit_is_idempotent(sink: RedisStreamSinkFn, redis_client: Any) -> None:
@@ -357,10 +358,29 @@ def test_commit_is_idempotent(sink: RedisStreamSinkFn, redis_client: Any) -> Non
 def test_a_commit_interrupted_between_chunks_publishes_the_rest_once(sink: RedisStreamSinkFn, redis_client: Any) -> None:
     write(sink, 1, 2, 3, 4, 5)
     handle = sink.prepare_commit(1)
-    left = redis_client.eval(_PUBLISH, 2, handle[0], "out", 2, "", "~")  # one chunk, then the worker died
+    record = sink.published_record(1)
+    left = redis_client.eval(_PUBLISH, 3, handle[0][0], "out", record, 2, "", "~")  # one chunk, then the worker died
     assert left == 3 and values_in(redis_client) == ["1", "2"]
     sink.commit(handle)
     assert values_in(redis_client) == ["1", "2", "3", "4", "5"]
+    ids = [entry_id for entry_id, _ in redis_client.xrange("out")]
+    assert redis_client.lrange(record, 0, -1) == [ids[0], ids[1], ids[2], ids[3], ids[4], ids[4]]  # each chunk's first, last
+
+
+def test_abort_after_deletes_what_later_checkpoints_published_and_keeps_the_rest(
+    sink: RedisStreamSinkFn, redis_client: Any
+) -> None:
+    for checkpoint, values in ((1, (1, 2)), (2, (3,)), (3, (4, 5, 6))):
+        write(sink, *values)
+        sink.commit(sink.prepare_commit(checkpoint))
+    redis_client.xadd("out", {"v": "someone else's"})  # another producer's entry, after checkpoint 3's
+    sink.abort_after(1)
+    assert values_in(redis_client) == ["1", "2", "someone else's"]
+    assert redis_client.keys("out:tidal-published:*") == [sink.published_record(1)]
+    sink.abort_after(1)  # again, as every writer of the step does: nothing more goes
+    assert values_in(redis_client) == ["1", "2", "someone else's"]
+    sink.abort_after(-1)  # a start from the beginning withdraws everything this sink published
+    assert values_in(redis_client) == ["someone else's"]
 
 
 def test_each_checkpoint_interval_stages_apart_and_nothing_is_staged_for_an_empty_one(
