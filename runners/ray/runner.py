@@ -526,7 +526,7 @@ class _Job:
             self.workers[stage.id] = [
                 remote_cls.remote(
                     plan_bytes, stage.id, i, senders, splits[i], runner.strict, runner.bundle_size, manual_clock,
-                    runner.max_in_flight, location, parts[i], self.withdraw_after,
+                    runner.max_in_flight, location, parts[i], self.withdraw_after, n,
                 )
                 for i in range(n)
             ]

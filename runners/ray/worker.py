@@ -63,6 +63,7 @@ class StageWorker:
         checkpoint_location: str | None = None,
         restore_part: bytes | None = None,
         withdraw_after: int | None = None,
+        worker_count: int = 1,
     ) -> None:
         plan = cloudpickle.loads(plan_bytes)
         self.stage_id = stage_id
@@ -87,6 +88,7 @@ class StageWorker:
             remote_emit=self._emit,
             senders_of=lambda edge: senders.get(edge, 1),
             commit_on_close=checkpoint_location is None,
+            worker=(index, worker_count),
         )
         self.opened = False
         # -- checkpoints --
