@@ -60,7 +60,7 @@ class SumFn(CombineFn):
 steps = st.lists(
     st.tuples(
         st.lists(st.tuples(st.sampled_from("abc"), st.integers(min_value=0, max_value=60)), max_size=12),
-        st.integers(min_value=0, max_value=15),  # how far the watermark moves after the bundle (s)
+        st.integers(min_value=0, max_value=70),  # how far the watermark moves after the bundle (s)
     ),
     min_size=1,
     max_size=6,
