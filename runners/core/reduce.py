@@ -457,27 +457,34 @@ class KeyedWindowReducer:
         wm = self.input_watermark
         add_all = self.reduce_fn.add_all
         empty = self.reduce_fn.empty
-        new_window = IntervalWindow.from_micros
+        # A GroupByKey pane is the list of its values: the group's fresh list is that list.
+        as_list = type(self.reduce_fn) is GroupReduceFn
         order = sorted(range(len(windows)), key=windows.__getitem__)
         first = order[0]
-        g_start, g_end = windows[first]
+        g_window = windows[first]  # the group's window while it holds one window's values
+        g_start, g_end = g_window
         g_vals = [values[first]]
         groups = []
         for idx in order[1:]:
-            w_start, w_end = windows[idx]
+            w = windows[idx]
+            w_start, w_end = w
             if w_start < g_end:
                 g_vals.append(values[idx])
                 if w_end > g_end:
                     g_end = w_end
+                    g_window = None
+                elif g_window is not None and w != g_window:
+                    g_window = None
             else:
-                groups.append((g_start, g_end, g_vals))
-                g_start, g_end, g_vals = w_start, w_end, [values[idx]]
-        groups.append((g_start, g_end, g_vals))
+                groups.append((g_start, g_end, g_vals, g_window))
+                g_start, g_end, g_vals, g_window = w_start, w_end, [values[idx]], w
+        groups.append((g_start, g_end, g_vals, g_window))
         active = None
-        for start, end, vals in groups:
-            result = new_window(start, end)
+        for start, end, vals, result in groups:
+            if result is None:
+                result = IntervalWindow.from_micros(start, end)
             try:
-                contents = add_all(empty(), vals)
+                contents = vals if as_list else add_all(empty(), vals)
             except Exception as exc:
                 raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, (key, vals[0])) from exc
             if end < closes_before:
