@@ -299,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             "workload": name, "elements": n, "runner": runner, "times_s": times, "cpu_s": cpus,
             "median_elements_per_s": rate, "of_floor": ratio, "median_elements_per_cpu_s": cpu_rate, "of_floor_cpu": cpu_ratio,
         })
-        print(f"{name:10s} {n:>11,} {runner:17s} median {rate:>11,.0f} el/s ({ratio:4.2f}x floor)  "
-              f"{cpu_rate:>11,.0f} el/cpu-s ({cpu_ratio:4.2f}x)   runs: {', '.join(f'{t:.2f}s' for t in times)}")
+        print(f"{name:10s} {n:>11,} {runner:17s} median {rate:>11,.0f} elements/s ({ratio:4.2f}x floor)  "
+              f"{cpu_rate:>11,.0f} per CPU-s ({cpu_ratio:4.2f}x)   runs: {', '.join(f'{t:.2f}s' for t in times)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
