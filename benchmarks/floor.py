@@ -282,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                 check = w.check(f"floor {name} {n}", loops[0][1])
                 measured.append((name, n, "plain loop", [t for t, _ in loops]))
                 for r in runners:
-                    times = [_timed_run(w, data, RUNNERS[r](), check) for _ in range(args.repeats)]
-                    measured.append((name, n, r, times))
+                    runs = [_timed_run(w, data, RUNNERS[r](), check) for _ in range(args.repeats)]
+                    measured.append((name, n, r, runs))
     except BenchmarkMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
