@@ -9,6 +9,14 @@
 * ``wordcount``: the word count of ``direct_wordcount`` (1,000,000 ``(index, word)``
   pairs, 10,000 distinct words, ``Map(lambda kv: (kv[1], 1)) | CombinePerKey(sum)``)
   on the micro-batch runner and on the direct runner.
+* ``pyarrow``: the ``arrow`` pipeline against bare pyarrow on the same batches, at
+  two spans of event time (``--pyarrow-spans``, default 10,000 s and 1,000 s: about
+  1.67M and 170k (key, window) groups for 10M events). Bare pyarrow computes each
+  batch's window column and ``group_by(["key", "window"]).aggregate([("value", "sum")])``,
+  then merges the partial aggregates with one more ``group_by``: its result stays an
+  Arrow table. A third figure adds turning that table into Python ``(key, sum)``
+  pairs with their windows, the conversion a Python consumer pays (tidal's figure
+  includes it: its panes reach a per-element Python sink).
 * ``batched`` (only when asked for): 1,000,000 Arrow events through a batched DoFn
   that doubles the value column (``process_batch``), against the same work as a
   per-element ``Map``; the batched DoFn runs with the Arrow columns handed to it
@@ -117,6 +125,52 @@ def expected_doubled(batches: list[pa.RecordBatch], name: str) -> Expected:
     return Expected(name, len(values), float(2 * np.sum(values)), _value)
 
 
+def bare_pyarrow_sums(batches: list[pa.RecordBatch], to_python: bool) -> Any:
+    """Keyed sums per fixed 60 s window with pyarrow alone: a group-by per batch, then a merge.
+
+    With ``to_python`` the result is turned into ``((key, sum), (start, end))`` pairs, as a
+    Python consumer would need them; else it stays an Arrow table.
+    """
+    partials = []
+    for b in batches:
+        t = pa.table({"key": b.column("key"), "w": pc.divide(b.column("ts"), 60), "value": b.column("value")})
+        partials.append(t.group_by(["key", "w"], use_threads=False).aggregate([("value", "sum")]))
+    merged = pa.concat_tables(partials).group_by(["key", "w"], use_threads=False).aggregate([("value_sum", "sum")])
+    if not to_python:
+        return merged
+    size = 60_000_000
+    return [
+        ((k, v), (w * size, w * size + size))
+        for k, v, w in zip(merged.column("key").to_pylist(), merged.column("value_sum_sum").to_pylist(), merged.column("w").to_pylist())
+    ]
+
+
+def check_bare(result: Any, expected: Expected) -> None:
+    """Raise BenchmarkMismatch unless bare pyarrow's result has the expected groups and weighted sum."""
+    if isinstance(result, pa.Table):
+        n = result.num_rows
+        keys = result.column("key").to_numpy()
+        total = float(np.sum((keys + 1) * result.column("value_sum_sum").to_numpy()))
+    else:
+        n = len(result)
+        total = sum(expected.weight(kv) for kv, _ in result)
+    if n != expected.count or not np.isclose(total, expected.total, rtol=1e-9):
+        raise BenchmarkMismatch(f"{expected.benchmark}: bare pyarrow gave {n} groups summing to {total!r}, expected {expected.count} summing to {expected.total!r}")
+
+
+def measure_bare(batches: list[pa.RecordBatch], to_python: bool, repeats: int, expected: Expected) -> list[float]:
+    """Seconds per run of :func:`bare_pyarrow_sums`; each result is checked after it, untimed."""
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter()
+        result = bare_pyarrow_sums(batches, to_python)
+        times.append(time.perf_counter() - start)
+        check_bare(result, expected)
+        del result
+    return times
+
+
 def windowed_sum(batches: list[pa.RecordBatch]) -> Callable[[td.Pipeline], Any]:
     def build(p: td.Pipeline) -> Any:
         return (
@@ -183,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batched-events", type=int, default=1_000_000)
     parser.add_argument("--max-batch-size", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--workloads", default="arrow,fallback,wordcount", help="any of arrow,fallback,wordcount,batched")
+    parser.add_argument("--workloads", default="arrow,fallback,wordcount", help="any of arrow,fallback,wordcount,pyarrow,batched")
+    parser.add_argument("--pyarrow-spans", default="10000,1000", help="event-time spans (s) of the pyarrow comparison")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--threads", type=int, default=1, help="Arrow's CPU thread pool size (1: one core)")
     args = parser.parse_args(argv)
@@ -214,6 +269,14 @@ def main(argv: list[str] | None = None) -> int:
                 ("wordcount_microbatch_100k", "word count, micro-batch (100,000/batch)", small),
             ):
                 runs.append((key, name, args.words, measure(runner, word_count(data), args.repeats, words)))
+        if "pyarrow" in workloads:
+            for span in (int(x) for x in args.pyarrow_spans.split(",")):
+                batches = make_arrow_events(args.events, span_s=span)
+                sums = expected_window_sums(batches, f"microbatch_bench pyarrow span {span}")
+                runs.append((f"pyarrow_{span}_tidal", f"span {span:,} s: tidal Arrow path", args.events, measure(mb, windowed_sum(batches), args.repeats, sums)))
+                runs.append((f"pyarrow_{span}_bare", f"span {span:,} s: bare pyarrow, Arrow result", args.events, measure_bare(batches, False, args.repeats, sums)))
+                runs.append((f"pyarrow_{span}_bare_python", f"span {span:,} s: bare pyarrow + to Python", args.events, measure_bare(batches, True, args.repeats, sums)))
+                del batches
         if "batched" in workloads:
             n = args.batched_events
             batches = make_arrow_events(n)
@@ -227,6 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for key, name, events, times in runs:
         results[key] = _report(name, events, times)
+    for span in (x for x in args.pyarrow_spans.split(",") if "pyarrow" in workloads):
+        tidal_rate = results[f"pyarrow_{span}_tidal"]["median_events_per_s"]
+        bare, bare_py = results[f"pyarrow_{span}_bare"]["median_events_per_s"], results[f"pyarrow_{span}_bare_python"]["median_events_per_s"]
+        convert = args.events / bare_py - args.events / bare  # seconds spent turning the result into Python
+        print(f"span {int(span):,} s: tidal / bare pyarrow {tidal_rate / bare:.2f}x, / bare pyarrow + to Python {tidal_rate / bare_py:.2f}x; "
+              f"conversion to Python {convert:.3f}s of bare pyarrow's {args.events / bare_py:.3f}s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

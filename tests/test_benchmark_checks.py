@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 
 import pytest
 
-from tidal.benchmarks import direct_windowed, direct_wordcount, microbatch_bench, ray_checkpoint, ray_wordcount
+from tidal.benchmarks import direct_windowed, direct_wordcount, floor, microbatch_bench, ray_checkpoint, ray_wordcount
 from tidal.benchmarks.verify import BenchmarkMismatch, Tally
 from tidal.capability_matrix.sinks import RecordTo
 
@@ -22,8 +22,9 @@ SMALL: dict[str, tuple[Callable[[list[str]], int], list[str]]] = {
     "microbatch_bench": (
         microbatch_bench.main,
         ["--events", "20000", "--fallback-events", "5000", "--words", "3000", "--batched-events", "5000",
-         "--max-batch-size", "4000", "--repeats", "1", "--workloads", "arrow,fallback,wordcount,batched"],
+         "--max-batch-size", "4000", "--repeats", "1", "--workloads", "arrow,fallback,wordcount,pyarrow,batched"],
     ),
+    "floor": (floor.main, ["--elements", "3000", "--repeats", "1"]),
 }
 FIGURE = ("elements/s", "events/s")
 
@@ -38,7 +39,7 @@ def test_a_benchmark_passes_its_own_check_and_prints_its_figures(name: str, caps
 
 def _lose_the_first_element(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every recording sink and Tally drops the first element it is given."""
-    for cls in (RecordTo, Tally):
+    for cls in (RecordTo, Tally, floor.Digest):
         process = cls.process
 
         def losing(self: Any, element: Any, *args: Any, _process: Any = process, **kwargs: Any) -> Iterable[Any]:
@@ -83,3 +84,16 @@ def test_the_checkpoint_benchmark_refuses_a_stream_that_differs() -> None:
     repeated["k7,0,9640"] += 1
     with pytest.raises(BenchmarkMismatch, match=r"published 101 lines, expected 100 \(missing \[\], unexpected or repeated \['k7,0,9640'\]\)"):
         ray_checkpoint._check_stream("stream", repeated, expected)
+
+
+def test_the_bare_pyarrow_side_is_checked_too() -> None:
+    batches = microbatch_bench.make_arrow_events(5000, keys=20, span_s=300, batch_rows=2000)
+    expected = microbatch_bench.expected_window_sums(batches, "bare")
+    for to_python in (False, True):
+        microbatch_bench.check_bare(microbatch_bench.bare_pyarrow_sums(batches, to_python), expected)
+    table = microbatch_bench.bare_pyarrow_sums(batches, False)
+    with pytest.raises(BenchmarkMismatch, match=r"^bare: bare pyarrow gave \d+ groups"):
+        microbatch_bench.check_bare(table.slice(1), expected)
+    pairs = microbatch_bench.bare_pyarrow_sums(batches, True)
+    with pytest.raises(BenchmarkMismatch, match=r"^bare: bare pyarrow gave \d+ groups"):
+        microbatch_bench.check_bare([((k + 1, v), w) for (k, v), w in pairs], expected)

@@ -18,6 +18,7 @@ new window: its panes count again from index 0.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import heapq
 import itertools
@@ -185,6 +186,12 @@ class KeyedWindowReducer:
         # Default trigger with end-of-window timestamps: merging can wait for the watermark.
         self._bulk = self.merging and self.default_trigger and self.combiner is TimestampCombiner.OUTPUT_AT_EOW
         self._deferred: dict[Any, tuple[list[Any], list[Any]]] = {}
+        # Sessions under the default trigger without allowed lateness: a new session the
+        # arriving watermark closes at once fires its only pane without window state.
+        self._fire_unstored = self._bulk and not self.lateness and type(self.windowfn) is Sessions
+        #: Panes of such sessions, waiting for the timers they fire among:
+        #: (max timestamp, _GC, seq, window, key, contents), ordered as timers are.
+        self._unstored: list[tuple[int, int, int, Any, Any, Any]] = []
         self._timers: list[tuple[int, int, int, Any]] = []
         self._window_keys: dict[Any, dict[Any, None]] = {}
         self._deadlines: list[tuple[int, int, Any, Any]] = []
@@ -326,22 +333,35 @@ class KeyedWindowReducer:
             self._raise_for(kv, exc)
         return self._merge_and_add(per_key)
 
-    def _flush_deferred(self) -> dict[tuple[Any, Any], _WindowState]:
+    def _flush_deferred(self, closing_watermark: int | None = None) -> dict[tuple[Any, Any], _WindowState]:
+        """Add the deferred values to their windows.
+
+        ``closing_watermark``: the watermark about to be set. A new session that it
+        closes (and that bridges no active window) then becomes a pane in
+        ``_unstored`` at once instead of window state and a timer.
+        """
         if not self._deferred:
             return {}
         deferred, self._deferred = self._deferred, {}
         touched: dict[tuple[Any, Any], _WindowState] = {}
         sessions = type(self.windowfn) is Sessions
+        if not self._fire_unstored:
+            closing_watermark = None
         for key, (values, windows) in deferred.items():
             if sessions:
-                self._sweep_sessions(key, values, windows, touched)
+                self._sweep_sessions(key, values, windows, touched, closing_watermark)
             else:
                 mapping = self._merge_key(key, set(windows))
                 self._add_grouped(key, zip(values, windows), mapping, touched)
         return touched
 
     def _sweep_sessions(
-        self, key: Any, values: list[Any], windows: list[Any], touched: dict[tuple[Any, Any], _WindowState]
+        self,
+        key: Any,
+        values: list[Any],
+        windows: list[Any],
+        touched: dict[tuple[Any, Any], _WindowState],
+        closing_watermark: int | None = None,
     ) -> None:
         """Merge a key's new session windows with its active ones in one sorted sweep.
 
@@ -350,8 +370,9 @@ class KeyedWindowReducer:
         other, so each group holds new values and the active windows they bridge.
         """
         active = self.active.get(key)
-        if active is None:
-            active = self.active[key] = set()
+        if not active:
+            self._sweep_new_sessions(key, values, windows, touched, closing_watermark)
+            return
         acts = sorted(active)
         ai, na = 0, len(acts)
         groups: list[tuple[int, int, list[Any], list[Any]]] = []
@@ -391,12 +412,20 @@ class KeyedWindowReducer:
             groups.append((g_start, g_end, g_vals, g_acts))
         wm = self.input_watermark
         add_all = self.reduce_fn.add_all
+        empty = self.reduce_fn.empty
         states = self.states
+        unstored = self._unstored
+        closes_before = MIN_TIMESTAMP_US if closing_watermark is None else closing_watermark + 1
+        seq = self._seq
         for start, end, vals, bridged in groups:
             result = IntervalWindow.from_micros(start, end)
             try:
                 if not bridged:
-                    st = self._new_state(key, result, add_all(self.reduce_fn.empty(), vals))
+                    if end < closes_before:
+                        # Closed by the arriving watermark: its only pane, in timer order.
+                        unstored.append((end - 1, _GC, next(seq), result, key, add_all(empty(), vals)))
+                        continue
+                    st = self._new_state(key, result, add_all(empty(), vals))
                     active.add(result)
                 else:
                     if len(bridged) > 1 or bridged[0] != result:
@@ -407,6 +436,67 @@ class KeyedWindowReducer:
                     st.contents = add_all(st.contents, vals)
             except Exception as exc:
                 raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, (key, vals[0])) from exc
+            st.new_count += len(vals)
+            if end <= wm:
+                touched[(key, result)] = st
+
+    def _sweep_new_sessions(
+        self,
+        key: Any,
+        values: list[Any],
+        windows: list[Any],
+        touched: dict[tuple[Any, Any], _WindowState],
+        closing_watermark: int | None,
+    ) -> None:
+        """``_sweep_sessions`` for a key with no active window: its new windows only chain together."""
+        if not windows:
+            return  # all of the key's values arrived too late
+        closes_before = MIN_TIMESTAMP_US if closing_watermark is None else closing_watermark + 1
+        unstored = self._unstored
+        seq = self._seq
+        wm = self.input_watermark
+        add_all = self.reduce_fn.add_all
+        empty = self.reduce_fn.empty
+        # A GroupByKey pane is the list of its values: the group's fresh list is that list.
+        as_list = type(self.reduce_fn) is GroupReduceFn
+        order = sorted(range(len(windows)), key=windows.__getitem__)
+        first = order[0]
+        g_window = windows[first]  # the group's window while it holds one window's values
+        g_start, g_end = g_window
+        g_vals = [values[first]]
+        groups = []
+        for idx in order[1:]:
+            w = windows[idx]
+            w_start, w_end = w
+            if w_start < g_end:
+                g_vals.append(values[idx])
+                if w_end > g_end:
+                    g_end = w_end
+                    g_window = None
+                elif g_window is not None and w != g_window:
+                    g_window = None
+            else:
+                groups.append((g_start, g_end, g_vals, g_window))
+                g_start, g_end, g_vals, g_window = w_start, w_end, [values[idx]], w
+        groups.append((g_start, g_end, g_vals, g_window))
+        active = None
+        for start, end, vals, result in groups:
+            if result is None:
+                result = IntervalWindow.from_micros(start, end)
+            try:
+                contents = vals if as_list else add_all(empty(), vals)
+            except Exception as exc:
+                raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, (key, vals[0])) from exc
+            if end < closes_before:
+                # Closed by the arriving watermark: its only pane, in timer order.
+                unstored.append((end - 1, _GC, next(seq), result, key, contents))
+                continue
+            st = self._new_state(key, result, contents)
+            if active is None:
+                active = self.active.get(key)
+                if active is None:
+                    active = self.active[key] = set()
+            active.add(result)
             st.new_count += len(vals)
             if end <= wm:
                 touched[(key, result)] = st
@@ -680,7 +770,7 @@ class KeyedWindowReducer:
             self.processing_time = processing_time
             self._fire_deadlines(out)
         if input_watermark is not None and input_watermark > self.input_watermark:
-            self._flush_deferred()
+            self._flush_deferred(input_watermark)
             self.input_watermark = input_watermark
             self._fire_timers(out)
         self.output_watermark = max(self.output_watermark, self._compute_output_watermark())
@@ -705,14 +795,19 @@ class KeyedWindowReducer:
         heap = self._timers
         states = self.states
         should_fire = self.trigger.should_fire
+        if self.default_trigger and not self.lateness:
+            due = self._due_timers()
+            if self._unstored:
+                due += self._unstored
+                due.sort()  # (timestamp, kind, seq) are unique: timer order
+                self._unstored = []
+            self._fire_only_panes(due, out)
+            return
         while heap and heap[0][0] < wm:
             _, kind, _, window = heapq.heappop(heap)
             keys = self._window_keys.get(window)
             if not keys:
                 self._window_keys.pop(window, None)
-                continue
-            if self.default_trigger and not self.lateness:
-                self._fire_only_panes(window, keys, out)
                 continue
             ctx = TriggerContext(wm, self.processing_time, window._end_us - 1)
             if kind == _EOW or not self.lateness:
@@ -737,36 +832,69 @@ class KeyedWindowReducer:
                             del self.active[key]
             del self._window_keys[window]
 
-    def _fire_only_panes(self, window: Any, keys: dict[Any, None], out: list[Any]) -> None:
+    def _due_timers(self) -> list[Any]:
+        """Pop the timers behind the input watermark, in timer order.
+
+        At the final watermark every timer is due: one sort (a sorted list is a valid
+        heap, and it pops in the same order) replaces a heap pop per window.
+        """
+        heap = self._timers
+        wm = self.input_watermark
+        if wm >= MAX_TIMESTAMP_US and len(heap) > 1:
+            heap.sort()
+            n = bisect.bisect_left(heap, (wm,))
+            due = heap[:n]
+            del heap[:n]
+            return due
+        due = []
+        while heap and heap[0][0] < wm:
+            due.append(heapq.heappop(heap))
+        return due
+
+    def _fire_only_panes(self, due: list[Any], out: list[Any]) -> None:
         """Default trigger, no allowed lateness: each window fires once, on time, and expires.
 
         Nothing can have fired earlier (an element behind the watermark is
         already expired), so every pane is the first and last, ON_TIME; this
-        is the path every batch pipeline takes, so it skips the general machine.
+        is the path every batch pipeline takes, so it skips the general machine
+        and handles all the windows due at once. ``due`` holds the timers, in
+        order, and the panes of sessions that were never stored (``_unstored``).
         """
         states = self.states
+        window_keys = self._window_keys
+        active = self.active
+        merging = self.merging
         output = self.reduce_fn.output
-        max_ts = window._end_us - 1
         eow = self.combiner is TimestampCombiner.OUTPUT_AT_EOW
-        windows = (window,)
+        append = out.append
+        only = _ONLY_PANE
         key = None
         try:
-            for key in keys:
-                st = states.pop((key, window), None)
-                if st is None or st.closed or not st.new_count:
+            for timer in due:
+                window = timer[3]
+                if len(timer) > 4:  # a session never stored: (max_ts, _GC, seq, window, key, contents)
+                    key = timer[4]
+                    append(((key, output(timer[5], False)), timer[0], (window,), only))
                     continue
-                ts = max_ts if eow or st.hold is None else st.hold
-                out.append(((key, output(st.contents, False)), ts, windows, _ONLY_PANE))
+                keys = window_keys.pop(window, None)
+                if not keys:
+                    continue
+                max_ts = window._end_us - 1
+                in_window = (window,)
+                for key in keys:
+                    st = states.pop((key, window), None)
+                    if st is None or st.closed or not st.new_count:
+                        continue
+                    append(((key, output(st.contents, False)), max_ts if eow or st.hold is None else st.hold, in_window, only))
+                if merging:
+                    for key in keys:
+                        act = active.get(key)
+                        if act is not None:
+                            act.discard(window)
+                            if not act:
+                                del active[key]
         except Exception as exc:
             raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, key) from exc
-        if self.merging:
-            for key in keys:
-                act = self.active.get(key)
-                if act is not None:
-                    act.discard(window)
-                    if not act:
-                        del self.active[key]
-        del self._window_keys[window]
 
     def _compute_output_watermark(self) -> int:
         wm = self.input_watermark

@@ -1,0 +1,311 @@
+"""Per-element and per-window cost against the floor: a plain Python loop doing the same work.
+
+Four workloads over ``--elements`` elements (default 1,000,000) and 10,000 keys:
+
+* ``wordcount``: ``Map(lambda kv: (kv[1], 1)) | CombinePerKey(sum)`` over
+  ``(index, word)`` pairs (the input of :mod:`tidal.benchmarks.direct_wordcount`);
+* ``fixed``: element ``i`` is key ``i % 10,000`` at event time ``i / 1000`` s,
+  ``WindowInto(FixedWindows(60)) | CombinePerKey(sum)`` (each key has 60 elements
+  per window, about 170,000 windows in all);
+* ``sessions``: element ``i`` is key ``i % 10,000`` at event time ``i / 100`` s,
+  ``WindowInto(Sessions(30)) | GroupByKey() | Map(count)``: a key's elements lie
+  100 s apart, so every element is its own session and its own pane;
+* ``merged``: the sessions workload of :mod:`tidal.benchmarks.direct_windowed`
+  (random keys, event times spread over 1,000 s, so sessions merge).
+
+Each runs on the direct runner (strict, its default, and ``strict=False``) and on
+the micro-batch runner's per-element path, ``--repeats`` times; the plain loop
+computes the same result from the same input and is timed the same way. Every
+run's output is checked, outside the timed region, against the plain loop's
+result: the word count element by element, the windowed workloads by a
+:class:`Digest` (the number of outputs and an order-free sum of the hashes of
+each ``(output, window)``). A difference stops the benchmark before it prints
+a figure.
+
+Run: ``python -m tidal.benchmarks.floor [--elements 100000,1000000] [--repeats 3]
+[--runners direct,direct-nonstrict,microbatch] [--workloads ...] [--json PATH]``.
+Several sizes show whether the cost grows linearly. It prints, per workload and
+size, the median elements/s of each runner and its ratio to the plain loop, by the
+wall clock and per CPU-second of this process (on a shared machine the second
+counts what the run did, not what other processes took from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import pickle
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any, Callable, Iterable
+
+import tidal as td
+from tidal import window
+from tidal.benchmarks.direct_wordcount import make_data as make_words
+from tidal.benchmarks.direct_windowed import make_events
+from tidal.benchmarks.verify import BenchmarkMismatch, ExpectedOutput
+from tidal.runners.direct import DirectRunner
+from tidal.runners.microbatch import MicroBatchRunner
+
+__all__ = ["Digest", "digest_of", "WORKLOADS", "main"]
+
+KEYS = 10_000
+_MASK = (1 << 64) - 1
+
+
+class Digest(td.DoFn):
+    """Counts the elements that reach it and sums ``hash((element, window))`` modulo 2**64.
+
+    Equal multisets of (element, window) give equal digests whatever the order;
+    each worker writes its digest to ``folder`` when it is torn down. (Hashes of
+    ints, tuples and interval windows are the same in every process.)
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.n = 0
+        self.total = 0
+
+    def process(self, element: Any, w: Any = td.DoFn.WindowParam) -> Iterable[Any]:
+        self.n += 1
+        self.total += hash((element, w))
+        return ()
+
+    def teardown(self) -> None:
+        if self.n:
+            path = os.path.join(self.folder, f"digest-{uuid.uuid4().hex}.pkl")
+            with open(path + ".tmp", "wb") as f:
+                pickle.dump((self.n, self.total & _MASK), f)
+            os.replace(path + ".tmp", path)
+            self.n, self.total = 0, 0
+
+
+def digest_of(pairs: Iterable[tuple[Any, Any]]) -> tuple[int, int]:
+    """The (count, digest) a :class:`Digest` finds for these (element, window) pairs.
+
+    >>> digest_of([((1, 2), window.IntervalWindow(0, 60))]) == digest_of([((1, 2), (0, 60_000_000))])
+    True
+    """
+    n = total = 0
+    for pair in pairs:
+        n += 1
+        total += hash(pair)
+    return n, total & _MASK
+
+
+class DigestCheck:
+    """What a windowed workload must emit, as a digest, and a fresh Digest sink per run."""
+
+    def __init__(self, benchmark: str, expected: tuple[int, int]) -> None:
+        self.benchmark = benchmark
+        self.expected = expected
+        self.folder = ""
+
+    def sink(self) -> td.ParDo:
+        self.folder = tempfile.mkdtemp(prefix="tidal-bench-digest-")
+        return td.ParDo(Digest(self.folder))
+
+    def verify(self) -> None:
+        try:
+            n, total = 0, 0
+            for name in os.listdir(self.folder):
+                if name.startswith("digest-") and name.endswith(".pkl"):
+                    with open(os.path.join(self.folder, name), "rb") as f:
+                        got = pickle.load(f)
+                    n, total = n + got[0], (total + got[1]) & _MASK
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        if (n, total) != self.expected:
+            raise BenchmarkMismatch(
+                f"{self.benchmark}: {n} output(s) with digest {total:#x}, expected {self.expected[0]} with {self.expected[1]:#x}"
+            )
+
+
+# -- the workloads: input, pipeline, plain loop ---------------------------------------------------
+
+def _word(kv: tuple[int, str]) -> tuple[str, int]:
+    return (kv[1], 1)
+
+
+def _stamp_fixed(i: int) -> Any:
+    return window.TimestampedValue((i % KEYS, 1), i / 1000)
+
+
+def _stamp_sessions(i: int) -> Any:
+    return window.TimestampedValue((i % KEYS, 1), i / 100)
+
+
+def _stamp_event(e: tuple[int, float]) -> Any:
+    return window.TimestampedValue((e[0], 1), e[1])
+
+
+def _count(kv: Any) -> tuple[Any, int]:
+    return (kv[0], len(kv[1]))
+
+
+def _fixed_loop(pairs: Iterable[tuple[Any, int]], size_us: int = 60_000_000) -> list[Any]:
+    """Per-(key, window) sums of (key, event time in µs) pairs, each counting 1."""
+    sums: dict[tuple[Any, int], int] = {}
+    get = sums.get
+    for key, t in pairs:
+        kw = (key, t - t % size_us)
+        sums[kw] = get(kw, 0) + 1
+    return [((key, total), window.IntervalWindow.from_micros(start, start + size_us)) for (key, start), total in sums.items()]
+
+
+def _sessions_loop(pairs: Iterable[tuple[Any, int]], gap_us: int = 30_000_000) -> list[Any]:
+    """Per key, (key, count) for each session of (key, event time in µs) pairs."""
+    per_key: dict[Any, list[int]] = {}
+    for key, t in pairs:
+        stamps = per_key.get(key)
+        if stamps is None:
+            per_key[key] = [t]
+        else:
+            stamps.append(t)
+    out = []
+    for key, stamps in per_key.items():
+        stamps.sort()
+        start, end, n = stamps[0], stamps[0] + gap_us, 0
+        for t in stamps:
+            if t >= end:  # [t, t + gap) does not meet the session so far
+                out.append(((key, n), window.IntervalWindow.from_micros(start, end)))
+                start, n = t, 0
+            n += 1
+            if t + gap_us > end:
+                end = t + gap_us
+        out.append(((key, n), window.IntervalWindow.from_micros(start, end)))
+    return out
+
+
+class Workload:
+    def __init__(
+        self,
+        name: str,
+        make: Callable[[int], Any],
+        build: Callable[[td.Pipeline, Any], Any],
+        loop: Callable[[Any], Any],
+        check: Callable[[str, Any], Any],
+    ) -> None:
+        self.name, self.make, self.build, self.loop, self.check = name, make, build, loop, check
+
+
+def _wordcount_loop(data: list[tuple[int, str]]) -> list[Any]:
+    counts: dict[str, int] = {}
+    get = counts.get
+    for _, w in data:
+        counts[w] = get(w, 0) + 1
+    return list(counts.items())
+
+
+WORKLOADS: dict[str, Workload] = {
+    "wordcount": Workload(
+        "wordcount",
+        make_words,
+        lambda p, data: p | td.Create(data) | td.Map(_word) | td.CombinePerKey(sum),
+        _wordcount_loop,
+        lambda name, result: ExpectedOutput(name, result),
+    ),
+    "fixed": Workload(
+        "fixed",
+        lambda n: range(n),
+        lambda p, data: p | td.Create(data) | td.Map(_stamp_fixed) | td.WindowInto(window.FixedWindows(60)) | td.CombinePerKey(sum),
+        lambda data: _fixed_loop((i % KEYS, round(i / 1000 * 1_000_000)) for i in data),
+        lambda name, result: DigestCheck(name, digest_of(result)),
+    ),
+    "sessions": Workload(
+        "sessions",
+        lambda n: range(n),
+        lambda p, data: p | td.Create(data) | td.Map(_stamp_sessions) | td.WindowInto(window.Sessions(30)) | td.GroupByKey() | td.Map(_count),
+        lambda data: _sessions_loop((i % KEYS, round(i / 100 * 1_000_000)) for i in data),
+        lambda name, result: DigestCheck(name, digest_of(result)),
+    ),
+    "merged": Workload(
+        "merged",
+        make_events,
+        lambda p, data: p | td.Create(data) | td.Map(_stamp_event) | td.WindowInto(window.Sessions(30)) | td.GroupByKey() | td.Map(_count),
+        lambda data: _sessions_loop((k, round(ts * 1_000_000)) for k, ts in data),
+        lambda name, result: DigestCheck(name, digest_of(result)),
+    ),
+}
+
+RUNNERS: dict[str, Callable[[], Any]] = {
+    "direct": DirectRunner,
+    "direct-nonstrict": lambda: DirectRunner(strict=False),
+    "microbatch": MicroBatchRunner,
+}
+
+
+def _timed_loop(w: Workload, data: Any) -> tuple[tuple[float, float], Any]:
+    gc.collect()
+    start, cpu = time.perf_counter(), time.process_time()
+    result = w.loop(data)
+    return (time.perf_counter() - start, time.process_time() - cpu), result
+
+
+def _timed_run(w: Workload, data: Any, runner: Any, check: Any) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of one run (this process's CPU time: on a shared machine it
+    counts what the run did, not what other processes took from it)."""
+    sink = check.sink()
+    gc.collect()  # the previous run's garbage is not this run's cost
+    start, cpu = time.perf_counter(), time.process_time()
+    p = td.Pipeline(runner=runner)
+    _ = w.build(p, data) | sink
+    p.run().wait_until_finish()
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    check.verify()
+    return seconds, cpu_seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--elements", default="1000000", help="comma-separated input sizes")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workloads", default="wordcount,fixed,sessions,merged")
+    parser.add_argument("--runners", default="direct,direct-nonstrict,microbatch")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.elements.split(",")]
+    runners = args.runners.split(",")
+    measured: list[tuple[str, int, str, list[tuple[float, float]]]] = []
+    try:  # every run's output is checked before any figure is printed
+        for name in args.workloads.split(","):
+            w = WORKLOADS[name]
+            for n in sizes:
+                data = w.make(n)
+                loops = [_timed_loop(w, data) for _ in range(args.repeats)]
+                check = w.check(f"floor {name} {n}", loops[0][1])
+                measured.append((name, n, "plain loop", [t for t, _ in loops]))
+                for r in runners:
+                    runs = [_timed_run(w, data, RUNNERS[r](), check) for _ in range(args.repeats)]
+                    measured.append((name, n, r, runs))
+    except BenchmarkMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    results: list[dict[str, Any]] = []
+    floor: dict[tuple[str, int], tuple[float, float]] = {}
+    for name, n, runner, pairs in measured:
+        times, cpus = [t for t, _ in pairs], [c for _, c in pairs]
+        rate, cpu_rate = n / statistics.median(times), n / statistics.median(cpus)
+        if runner == "plain loop":
+            floor[(name, n)] = (rate, cpu_rate)
+        ratio, cpu_ratio = rate / floor[(name, n)][0], cpu_rate / floor[(name, n)][1]
+        results.append({
+            "workload": name, "elements": n, "runner": runner, "times_s": times, "cpu_s": cpus,
+            "median_elements_per_s": rate, "of_floor": ratio, "median_elements_per_cpu_s": cpu_rate, "of_floor_cpu": cpu_ratio,
+        })
+        print(f"{name:10s} {n:>11,} {runner:17s} median {rate:>11,.0f} elements/s ({ratio:4.2f}x floor)  "
+              f"{cpu_rate:>11,.0f} per CPU-s ({cpu_ratio:4.2f}x)   runs: {', '.join(f'{t:.2f}s' for t in times)}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

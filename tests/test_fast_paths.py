@@ -1,0 +1,146 @@
+"""Properties: the reducer's fast paths equal its general path.
+
+``KeyedWindowReducer`` takes shortcuts under the default trigger without
+allowed lateness: every window due at a watermark fires in one pass (at the
+final watermark, after one sort of the timers instead of a pop per window),
+and a new session that the arriving watermark closes fires its only pane
+without ever being stored as window state (``_unstored``). Each property
+drives reducers directly with random bundles and watermark moves and checks:
+
+* with the unstored-session shortcut switched off, every advance emits the
+  same panes in the same order;
+* the general trigger machine (``AfterWatermark()``, which fires once, on time,
+  at the watermark, as the default trigger does here) emits the same panes,
+  with every field, at every advance, and drops the same elements.
+
+Create's element-type inference has a fast path too: ``union_of_instances``
+must equal the union of ``instance_to_type`` over the values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tidal import trigger, window
+from tidal.model.combinefn import CombineFn
+from tidal.model import typehints
+from tidal.model.strategy import WindowingStrategy
+from tidal.model.time import MAX_TIMESTAMP_US
+from tidal.model.window import GlobalWindow
+from tidal.runners.core.reduce import CombineReduceFn, GroupReduceFn, KeyedWindowReducer, ReduceFn
+
+US = 1_000_000
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+WINDOWFNS = {
+    "sessions": window.Sessions(5),
+    "fixed": window.FixedWindows(10),
+    "sliding": window.SlidingWindows(10, 5),
+}
+
+
+class SumFn(CombineFn):
+    def create_accumulator(self) -> int:
+        return 0
+
+    def add_input(self, acc: int, x: int) -> int:
+        return acc + x
+
+    def merge_accumulators(self, accs: Any) -> int:
+        return sum(accs)
+
+    def extract_output(self, acc: int) -> int:
+        return acc
+
+
+# A run: (key, timestamp in s) elements split into steps, each step a bundle then a watermark move.
+steps = st.lists(
+    st.tuples(
+        st.lists(st.tuples(st.sampled_from("abc"), st.integers(min_value=0, max_value=60)), max_size=12),
+        st.integers(min_value=0, max_value=70),  # how far the watermark moves after the bundle (s)
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+def _reduce_fn(kind: str) -> ReduceFn:
+    return GroupReduceFn() if kind == "group" else CombineReduceFn(SumFn(), False, "sum")
+
+
+def _run(reducer: KeyedWindowReducer, windowfn: Any, run: list[Any]) -> list[list[Any]]:
+    """The panes of each process and advance call (the final advance moves the watermark to the end of time)."""
+    outputs = []
+    wm = 0
+    value = 0
+    gw = GlobalWindow()
+    for elements, move in run:
+        bundle = []
+        for key, t in elements:
+            value += 1  # unique values: a pane's contents show which elements it holds
+            t_us = t * US
+            bundle.append(((key, value), t_us, windowfn._assign_us(t_us, (key, value), gw), None))
+        outputs.append(reducer.process(bundle))
+        wm += move * US
+        outputs.append(reducer.advance(wm))
+    outputs.append(reducer.advance(MAX_TIMESTAMP_US))
+    return outputs
+
+
+def _canonical(panes: list[Any]) -> list[Any]:
+    out = []
+    for (key, result), ts, windows, pane in panes:
+        result = sorted(result) if isinstance(result, list) else result
+        out.append(repr(((key, result), ts, windows, pane.is_first, pane.is_last, pane.timing, pane.index, pane.nonspeculative_index)))
+    return sorted(out)
+
+
+@SETTINGS
+@given(run=steps, windowing=st.sampled_from(sorted(WINDOWFNS)), kind=st.sampled_from(["group", "sum"]))
+def test_unstored_sessions_equal_stored_ones(run: list[Any], windowing: str, kind: str) -> None:
+    windowfn = WINDOWFNS[windowing]
+    fast = KeyedWindowReducer("gbk", WindowingStrategy(windowfn), _reduce_fn(kind))
+    slow = KeyedWindowReducer("gbk", WindowingStrategy(windowfn), _reduce_fn(kind))
+    slow._fire_unstored = False  # every session goes through window state and a timer
+    assert _run(fast, windowfn, run) == _run(slow, windowfn, run)
+    assert fast.dropped == slow.dropped
+    assert fast.is_empty() and slow.is_empty()
+
+
+@SETTINGS
+@given(run=steps, windowing=st.sampled_from(sorted(WINDOWFNS)), kind=st.sampled_from(["group", "sum"]))
+def test_default_trigger_paths_equal_the_general_trigger_machine(run: list[Any], windowing: str, kind: str) -> None:
+    windowfn = WINDOWFNS[windowing]
+    fast = KeyedWindowReducer("gbk", WindowingStrategy(windowfn), _reduce_fn(kind))
+    general = KeyedWindowReducer("gbk", WindowingStrategy(windowfn, trigger=trigger.AfterWatermark()), _reduce_fn(kind))
+    assert fast.default_trigger and not general.default_trigger
+    got = _run(fast, windowfn, run)
+    want = _run(general, windowfn, run)
+    assert [_canonical(panes) for panes in got] == [_canonical(panes) for panes in want]
+    assert sum(map(len, got)) == sum(map(len, want))
+    assert fast.dropped == general.dropped
+
+
+# -- Create's type inference ---------------------------------------------------------------
+scalars = st.one_of(st.integers(), st.text(max_size=3), st.floats(allow_nan=False), st.none(), st.booleans(), st.binary(max_size=2))
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.tuples(inner, inner),
+        st.tuples(inner),
+        st.tuples(inner, inner, inner),
+        st.lists(inner, max_size=3),
+        st.frozensets(scalars, max_size=3),
+        st.dictionaries(st.integers(), inner, max_size=2),
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(values, max_size=8))
+def test_union_of_instances_equals_the_union_of_each_instance_type(vs: list[Any]) -> None:
+    assert typehints.union_of_instances(vs) == typehints.union_of(typehints.instance_to_type(v) for v in vs)
