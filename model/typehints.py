@@ -286,13 +286,16 @@ _CONTAINER_VALUES = frozenset({tuple, list, set, frozenset, dict})
 def union_of_instances(values: Iterable[Any]) -> Any:
     """``union_of(instance_to_type(v) for v in values)``, with C-level passes for the common shapes.
 
-    A value that is not a container is its own class, and a tuple of such values is the tuple of
-    their classes; only values nesting containers are inferred one by one.
+    A value that is not a container is its own class, a tuple of such values is the tuple of
+    their classes, and a dict of them the dict of its keys' and values' classes; only values
+    nesting containers are inferred one by one.
 
     >>> format_hint(union_of_instances([("a", 1), ("b", 2), ("c", [1])]))
     "Union[Tuple[<class 'str'>, <class 'int'>], Tuple[<class 'str'>, List[<class 'int'>]]]"
     >>> union_of_instances([1, 2, 3]) is int
     True
+    >>> format_hint(union_of_instances([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]))
+    "Dict[<class 'str'>, Union[<class 'int'>, <class 'str'>]]"
     """
     values = values if isinstance(values, list) else list(values)
     classes = set(map(type, values))
@@ -313,8 +316,17 @@ def union_of_instances(values: Iterable[Any]) -> Any:
                     hints.add(("tuple", shape))
                 else:
                     nested.extend(v for v in same if tuple(map(type, v)) == shape)
-    if not classes.isdisjoint(_CONTAINER_VALUES - {tuple}):
-        nested.extend(v for v in values if type(v) in _CONTAINER_VALUES and type(v) is not tuple)
+    if dict in classes:  # rows as dicts: one pass per dict for the classes of its keys and values
+        dicts = values if len(classes) == 1 else [v for v in values if type(v) is dict]
+        for keys, items in {(frozenset(map(type, d)), frozenset(map(type, d.values()))) for d in dicts}:
+            if _CONTAINER_VALUES.isdisjoint(keys) and _CONTAINER_VALUES.isdisjoint(items):
+                hints.add(("dict", (union_of(keys), union_of(items))))
+            else:
+                nested.extend(
+                    d for d in dicts if frozenset(map(type, d)) == keys and frozenset(map(type, d.values())) == items
+                )
+    if not classes.isdisjoint(_CONTAINER_VALUES - {tuple, dict}):
+        nested.extend(v for v in values if type(v) in _CONTAINER_VALUES and type(v) not in (tuple, dict))
     hints.update(instance_to_type(v) for v in nested)
     return union_of(hints)
 

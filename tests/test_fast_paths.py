@@ -135,6 +135,7 @@ values = st.recursive(
         st.lists(inner, max_size=3),
         st.frozensets(scalars, max_size=3),
         st.dictionaries(st.integers(), inner, max_size=2),
+        st.dictionaries(st.one_of(st.text(max_size=2), st.integers()), scalars, max_size=3),  # rows
     ),
     max_leaves=6,
 )
