@@ -1,25 +1,139 @@
-"""Shared fixtures: one local Ray instance for the whole test session."""
+"""Shared fixtures: one local Ray for the whole test session, and a multi-node Ray cluster.
+
+Every Ray address in the tests is on 127.0.0.1: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+(set here, before anything imports Ray) makes Ray bind its nodes, GCS and
+driver to the loopback interface instead of the machine's outward address.
+Ray's files (sessions, logs, sockets, the record of the "current cluster") go
+to a folder of this session's own, removed at the end, so no other Ray on the
+machine ever finds the session's clusters, nor the session theirs.
+
+The multi-node cluster (``ray_cluster``) is a real one: three nodes, each its
+own raylet, started with ``ray.cluster_utils.Cluster`` on 127.0.0.1. A
+driver is connected to one Ray at a time, so the tests that use it run after
+all the others (see ``pytest_collection_modifyitems``); the fixture
+disconnects from the shared local Ray first, and at the end stops every
+process of the cluster and checks that none is left.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Iterator
+import shutil
+import tempfile
+import time
+from typing import Any, Iterator
 
 import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TIDAL_NO_PROGRESS", "1")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+_RAY_TMPDIR = None
+if "RAY_TMPDIR" not in os.environ:
+    # Short: Ray's socket paths live under it and must stay under 108 characters.
+    _RAY_TMPDIR = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="tidal-ray-", dir="/tmp")
+
+#: Nodes of the multi-node test cluster: the head and two more.
+CLUSTER_NODES = 3
 
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
-    """Start local Ray once (2 CPUs, no dashboard); tests that use Ray share it."""
+    """Start local Ray once (2 CPUs, no dashboard, on 127.0.0.1); tests that use Ray share it."""
     ray = pytest.importorskip("ray")
     started = False
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         started = True
     yield
-    if started:
+    if started and ray.is_initialized():
+        from tidal.runners.ray.pool import shutdown_pool
+
+        shutdown_pool()
         ray.shutdown()
+
+
+def _cluster_processes(cluster: Any) -> list[int]:
+    pids = []
+    for node in [cluster.head_node, *cluster.worker_nodes]:
+        if node is None:
+            continue
+        for infos in node.all_processes.values():
+            pids.extend(info.process.pid for info in infos if info.process is not None)
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie is gone
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """A Ray cluster of three nodes on 127.0.0.1 (head + 2), the driver connected to it.
+
+    Node failures are detected within about a second (health checks every
+    300 ms, three misses), so a test can remove a node mid-job.
+    """
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from tidal.runners.ray.pool import shutdown_pool
+
+    if ray.is_initialized():  # the shared local Ray: its tests have run (they come first)
+        shutdown_pool()
+        ray.shutdown()
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "node_ip_address": "127.0.0.1",
+            "include_dashboard": False,
+            "_system_config": {
+                "health_check_initial_delay_ms": 0,
+                "health_check_period_ms": 300,
+                "health_check_timeout_ms": 300,
+                "health_check_failure_threshold": 3,
+            },
+        },
+    )
+    try:
+        for _ in range(CLUSTER_NODES - 1):
+            cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        pids = _cluster_processes(cluster)
+        shutdown_pool()
+        ray.shutdown()
+        cluster.shutdown()
+        deadline = time.monotonic() + 20
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [p for p in pids if _alive(p)]
+        assert not left, f"the test cluster left processes behind: {left}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests on the multi-node cluster run last: the driver leaves the shared local Ray for it once."""
+    on_cluster = [item for item in items if "ray_cluster" in getattr(item, "fixturenames", ())]
+    if on_cluster:
+        rest = [item for item in items if "ray_cluster" not in getattr(item, "fixturenames", ())]
+        items[:] = rest + on_cluster
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's Ray folder (Ray has been shut down by then)."""
+    if _RAY_TMPDIR is not None:
+        shutil.rmtree(_RAY_TMPDIR, ignore_errors=True)
