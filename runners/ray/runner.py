@@ -30,7 +30,6 @@ from __future__ import annotations
 import atexit
 import copy
 import os
-import pickle
 import queue
 import re
 import socket
@@ -531,11 +530,9 @@ class _quiet_local_start:
 
 
 def _dumps(obj: Any) -> bytes:
-    """Pickle with the C pickler when the data allows it (most source data), else cloudpickle."""
-    try:
-        return pickle.dumps(obj, protocol=5)
-    except Exception:  # lambdas, local classes: cloudpickle handles them
-        return cloudpickle.dumps(obj, protocol=5)
+    """Pickle source splits with cloudpickle: classes of the driver's ``__main__`` (or of modules the
+    workers cannot import) travel by value, and plain data as fast as with the C pickler."""
+    return cloudpickle.dumps(obj, protocol=5)
 
 
 class _EmptySource(BoundedSource):
@@ -774,7 +771,7 @@ class _Job:
             }
             for i, worker in enumerate(self.workers[stage.id]):
                 # Pickled here, once: Ray's own serializer is several times slower on
-                # large lists of small tuples than pickle protocol 5 on a bytes blob.
+                # large lists of small tuples than cloudpickle's protocol 5 on a bytes blob.
                 splits = _dumps({label: assigned[i] for label, assigned in piece_lists.items()})
                 spec = {
                     "stage": stage.id,
