@@ -57,7 +57,7 @@ class WorkerPool:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
             # Soft: a node that is gone by now does not stop the job, Ray places the worker elsewhere.
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(location[1], soft=True)
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(location[1], soft=False)
         elif isinstance(location, tuple) and location and location[0] == "bundle":
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
