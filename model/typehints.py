@@ -278,6 +278,41 @@ def instance_to_type(value: Any) -> Any:
     return t
 
 
+_CONTAINER_TYPES = frozenset((tuple, list, set, frozenset, dict))
+
+
+def union_of_instances(values: Iterable[Any]) -> Any:
+    """``union_of(instance_to_type(v) for v in values)``, working each shape out once.
+
+    A value whose type is no container, or a tuple of such values, has a hint
+    that its type (or its members' types) decides: those are looked up, not
+    worked out again, so a Create of a million ``(word, 1)`` pairs is quick.
+
+    >>> values = [("a", 1), ("b", 2), ("c", None), [1, "x"]]
+    >>> union_of_instances(values) == union_of(instance_to_type(v) for v in values)
+    True
+    >>> format_hint(union_of_instances([("a", 1), ("b", 2)]))
+    "Tuple[<class 'str'>, <class 'int'>]"
+    """
+    by_shape: dict[Any, Any] = {}
+    other: list[Any] = []
+    containers = _CONTAINER_TYPES
+    for value in values:
+        t = type(value)
+        if t is tuple:
+            shape = tuple(map(type, value))
+            if containers.isdisjoint(shape):
+                if shape not in by_shape:
+                    by_shape[shape] = instance_to_type(value)
+                continue
+        elif t not in containers:
+            if t not in by_shape:
+                by_shape[t] = instance_to_type(value)
+            continue
+        other.append(instance_to_type(value))
+    return union_of([*by_shape.values(), *other])
+
+
 def union_of(hints: Iterable[Any]) -> Any:
     """The union of hints (Any for none)."""
     members = [normalize(h) for h in hints]

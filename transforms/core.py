@@ -119,9 +119,7 @@ class Create(PTransform):
 
         def infer() -> Any:
             # A TimestampedValue stands for its value (Create unwraps it).
-            return typehints.union_of(
-                typehints.instance_to_type(v.value if isinstance(v, TimestampedValue) else v) for v in values
-            )
+            return typehints.union_of_instances(v.value if isinstance(v, TimestampedValue) else v for v in values)
 
         return infer
 

@@ -402,7 +402,12 @@ class StageWorker:
         return result
 
     def unload(self) -> bool:
-        """Forget the loaded stage: every reference to the job's objects goes, then they are collected."""
+        """Forget the loaded stage: every reference to the job's objects goes.
+
+        They are unreachable from here on; the cyclic collector frees them in
+        its own time (a full collection here would delay the next job's load
+        by tens of milliseconds). :meth:`leftovers` collects and checks.
+        """
         task = self.task
         if task is not None:
             for obj in task.user_objects():
@@ -415,7 +420,6 @@ class StageWorker:
             del task
         with self._lock:
             self._printed.clear()
-        gc.collect()
         self._previous = [r for r in self._previous if r() is not None]
         return True
 
