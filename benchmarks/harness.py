@@ -291,7 +291,7 @@ def _open_runner(name: str) -> _RunnerSession:
         if not ray.is_initialized():
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             start = time.perf_counter()
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
             session.startup_s = time.perf_counter() - start
             session.stop = ray.shutdown
     return session

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = not ray.is_initialized()
     if started:
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         return _measure(args, RayRunner)
     except BenchmarkMismatch as exc:

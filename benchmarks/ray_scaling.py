@@ -169,10 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     started = not ray.is_initialized()
     start = time.perf_counter()
     if started:
-        if args.address:
-            ray.init(address=args.address, log_to_driver=False, configure_logging=False)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        address = args.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        else:  # "local": a fresh instance, whatever cluster `ray start` may have recorded
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     init_s = time.perf_counter() - start
     cpus = float(ray.cluster_resources().get("CPU", 1))
     nodes = len([n for n in ray.nodes() if n.get("Alive")])

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import sys
 import time
@@ -65,10 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     started = not ray.is_initialized()
     start = time.perf_counter()
     if started:
-        if args.address:
-            ray.init(address=args.address, log_to_driver=False, configure_logging=False)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        address = args.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        else:  # "local": a fresh instance, whatever cluster `ray start` may have recorded
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     init_s = time.perf_counter() - start
     runner = RayRunner(address=args.address, parallelism=args.parallelism)
     small, big = make_data(10_000), make_data(1_000_000)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import random
 import statistics
 import sys
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     started = not ray.is_initialized()
     start = time.perf_counter()
     if started:
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     results["ray_startup_s"] = time.perf_counter() - start
     try:  # every run's output is checked before any figure is printed
         direct = [run_once(DirectRunner(), data, check) for _ in range(args.repeats)]

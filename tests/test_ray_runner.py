@@ -337,3 +337,32 @@ def test_parallelism_is_validated() -> None:
 def test_the_backpressure_check_sees_a_runaway_source(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="elements ahead of the sink"):
         _run_with_slow_sink(str(tmp_path / "progress"), max_in_flight=1000)
+
+
+def test_a_stale_cluster_address_does_not_stop_a_local_run() -> None:
+    """`ray start` leaves /tmp/ray/ray_current_cluster behind; without an address the
+    runner still starts its own local Ray rather than joining (or failing on) that one."""
+    import os
+    import shutil
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths live under it
+    try:
+        os.makedirs(os.path.join(root, "ray"))
+        with open(os.path.join(root, "ray", "ray_current_cluster"), "w") as f:
+            f.write("127.0.0.1:1")  # nothing listens there
+        code = (
+            "import tidal as td\n"
+            "from tidal.runners.ray import RayRunner\n"
+            "from tidal.testing import assert_that, equal_to\n"
+            "with td.Pipeline(runner=RayRunner(parallelism=1)) as p:\n"
+            "    assert_that(p | td.Create([1, 2, 3]) | td.Map(lambda x: x * 10), equal_to([10, 20, 30]))\n"
+            "print('ran locally')\n"
+        )
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env.update(RAY_TMPDIR=root, RAY_AUTH_MODE="disabled")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip().splitlines()[-1] == "ran locally"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

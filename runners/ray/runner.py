@@ -303,18 +303,17 @@ class RayRunner(Runner):
             except (ConnectionError, RuntimeError) as exc:
                 raise PipelineExecutionError("ray", f"cannot connect to the Ray cluster at {address}: {exc}") from exc
             return
+        # "local" starts a fresh instance even when /tmp/ray/ray_current_cluster
+        # names another one (left by `ray start`, perhaps stopped long ago):
+        # without an address, ray.init would try to join that cluster instead.
         recorded = _recorded_cluster()
         if recorded is not None:
             where, record = recorded
             if _reachable(where):
-                # What ``ray.init()`` does: join the cluster ``ray start`` left running on this machine.
-                ray.init(address=where, ignore_reinit_error=True, log_to_driver=False, configure_logging=False)
-                print(f"tidal: using the Ray cluster at {where} (recorded in {record} by `ray start`)", file=sys.stderr)
-                return
-            print(
-                f"tidal: the Ray cluster recorded at {where} (in {record}) is not running; starting a local Ray instead",
-                file=sys.stderr,
-            )
+                why = "is not used without an address (give address= or RAY_ADDRESS to run on it)"
+            else:
+                why = "is not running"
+            print(f"tidal: the Ray cluster recorded at {where} (in {record}) {why}; starting a local Ray instead", file=sys.stderr)
         cpus = max(os.cpu_count() or 2, 2)
         with _quiet_local_start():
             ray.init(
