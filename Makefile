@@ -25,7 +25,7 @@ run: $(STAMP)
 	@echo "== one windowed pipeline on every runner (examples/every_runner.py)"
 	RAY_AUTH_MODE=disabled $(PY) examples/every_runner.py
 	@echo
-	@echo "== a worker killed mid-stream on Ray: recovery from a checkpoint, output exactly once (examples/fault_tolerance.py)"
+	@echo "== a worker killed, then a node lost, mid-stream on a 3-node Ray: recovery from a checkpoint, output exactly once (examples/fault_tolerance.py)"
 	RAY_AUTH_MODE=disabled $(PY) examples/fault_tolerance.py
 	@echo
 	@echo "== a short runner comparison (python -m tidal bench), report in bench-out/"

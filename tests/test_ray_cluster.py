@@ -15,6 +15,8 @@ shared local Ray for the cluster once.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -102,8 +104,13 @@ def test_a_node_lost_mid_job_restarts_from_the_last_checkpoint_with_exact_output
         assert result.state is td.PipelineState.RUNNING, result.wait_until_finish(0)
         newest = result.checkpoints[-1]  # type: ignore[attr-defined]
         workers = list(result._actors)  # type: ignore[attr-defined]
-        on = {d["node"] for d in ray.get([w.describe.remote() for w in workers])}
-        victim = next(n for n in ray_cluster.worker_nodes if n.node_id in on)  # never the head (GCS, driver)
+        where = ray.get([w.describe.remote() for w in workers])
+        victim = next(n for n in ray_cluster.worker_nodes if any(d["node"] == n.node_id for d in where))  # never the head
+        # Every process of the node dies at once, as when a machine is lost (a worker whose
+        # raylet is killed would otherwise notice only a while later).
+        for d in where:
+            if d["node"] == victim.node_id:
+                os.kill(d["pid"], signal.SIGKILL)
         ray_cluster.remove_node(victim, allow_graceful=False)
         result.wait_until_finish(240)
         assert result.state is td.PipelineState.DONE
