@@ -136,4 +136,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remove the session's Ray folder (Ray has been shut down by then)."""
     if _RAY_TMPDIR is not None:
-        shutil.rmtree(_RAY_TMPDIR, ignore_errors=True)
+        # Ray's processes may still be removing their files as they exit: try for a few seconds.
+        deadline = time.monotonic() + 10
+        while os.path.exists(_RAY_TMPDIR) and time.monotonic() < deadline:
+            shutil.rmtree(_RAY_TMPDIR, ignore_errors=True)
+            if os.path.exists(_RAY_TMPDIR):
+                time.sleep(0.2)

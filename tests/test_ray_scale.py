@@ -12,7 +12,7 @@
 * While barriers align behind a slow channel, what a worker holds in memory
   stays under ``alignment_buffer_bytes`` (the rest is spilled) and the output
   is exact.
-* A fresh process with a stale ``ray start`` record starts a local Ray with
+* A fresh process with a ``ray start`` record (stopped or running) starts a local Ray with
   one line saying why, and no other start-up notice.
 """
 
@@ -290,12 +290,19 @@ def short_tmp() -> Any:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_a_stale_ray_start_record_gives_a_fresh_local_ray_with_one_line_saying_why(short_tmp: Path) -> None:
+@pytest.mark.parametrize("recorded", ["stopped", "running"])
+def test_a_ray_start_record_gives_a_fresh_local_ray_with_one_line_saying_why(short_tmp: Path, recorded: str) -> None:
+    """Without an address the runner starts its own Ray, whether the recorded cluster has stopped
+    (nothing listens at its address) or still runs (something listens: not joined unasked)."""
     import socket
 
-    with socket.socket() as s:  # a port where nothing listens
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    if recorded == "running":
+        listener.listen()
+    else:
+        listener.close()
     (short_tmp / "ray").mkdir()
     record = short_tmp / "ray" / "ray_current_cluster"
     record.write_text(f"127.0.0.1:{port}")
@@ -308,10 +315,14 @@ def test_a_stale_ray_start_record_gives_a_fresh_local_ray_with_one_line_saying_w
     )
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     env["RAY_TMPDIR"] = str(short_tmp)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    finally:
+        listener.close()
     assert proc.returncode == 0, proc.stderr
     assert sorted(proc.stdout.split()) == ["alpha", "beta"]
+    why = {"stopped": "is not running", "running": "is not used without an address (give address= or RAY_ADDRESS to run on it)"}
     assert proc.stderr.splitlines() == [
-        f"tidal: the Ray cluster recorded at 127.0.0.1:{port} (in {record}) is not running; starting a local Ray instead",
+        f"tidal: the Ray cluster recorded at 127.0.0.1:{port} (in {record}) {why[recorded]}; starting a local Ray instead",
         f"tidal: started a local Ray ({max(os.cpu_count() or 2, 2)} CPUs)",
     ]

@@ -56,7 +56,9 @@ class WorkerPool:
         if isinstance(location, tuple) and location and location[0] == "node":
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            # Soft: a node that is gone by now does not stop the job, Ray places the worker elsewhere.
+            # Hard: a worker stays on its node (soft affinity let Ray put it elsewhere when the node was
+            # slow to start a process). A worker for a node that is gone fails its load, and the job
+            # leases again on the nodes that remain.
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(location[1], soft=False)
         elif isinstance(location, tuple) and location and location[0] == "bundle":
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
