@@ -160,11 +160,6 @@ class KeyedSnapshot:
     common: Any
     groups: dict[int, Any]
 
-    def restricted(self, key_groups: Iterable[int]) -> dict[int, Any]:
-        """The groups among ``key_groups``."""
-        wanted = set(key_groups)
-        return {g: part for g, part in self.groups.items() if g in wanted}
-
 
 def split_by_group(items: Iterable[tuple[Any, Any]], group: Callable[[Any], int]) -> dict[int, list[tuple[Any, Any]]]:
     """``(key, item)`` pairs as lists of items per key group."""
