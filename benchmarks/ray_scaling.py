@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         if address:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
         else:  # "local": a fresh instance, whatever cluster `ray start` may have recorded
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # as the harness: no token notice
             ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     init_s = time.perf_counter() - start
     cpus = float(ray.cluster_resources().get("CPU", 1))
