@@ -10,7 +10,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-all bench-beam beam-venv matrix setup clean chromium
+.PHONY: run test bench bench-all bench-beam beam-venv matrix setup clean chromium redis-server
 
 run: $(STAMP)
 	@echo "== word count (examples/wordcount.py) on the direct runner"
@@ -19,11 +19,17 @@ run: $(STAMP)
 	@echo "== stock prices per minute (examples/stock_prices.py) on the direct runner"
 	$(PY) -m tidal run examples/stock_prices.py --runner direct
 	@echo
+	@echo "== a Parquet folder averaged per station and minute, written back to Parquet (examples/parquet_windows.py) on the micro-batch runner"
+	$(PY) -m tidal run examples/parquet_windows.py --runner microbatch
+	@echo
 	@echo "== Beam programs ported by replacing apache_beam with tidal, against Beam's own output (examples/beam_port.py)"
 	$(PY) examples/beam_port.py
 	@echo
 	@echo "== one windowed pipeline on every runner (examples/every_runner.py)"
 	RAY_AUTH_MODE=disabled $(PY) examples/every_runner.py
+	@echo
+	@echo "== a Redis stream consumed as it arrives, per-window means written back exactly once (examples/redis_stream.py)"
+	$(PY) examples/redis_stream.py
 	@echo
 	@echo "== a worker killed, then a node lost, mid-stream on a 3-node Ray: recovery from a checkpoint, output exactly once (examples/fault_tolerance.py)"
 	RAY_AUTH_MODE=disabled $(PY) examples/fault_tolerance.py
@@ -31,7 +37,7 @@ run: $(STAMP)
 	@echo "== a short runner comparison (python -m tidal bench), report in bench-out/"
 	RAY_AUTH_MODE=disabled $(PY) -m tidal bench --workloads wordcount,q5,sessions --events 3000 --repeats 1 --out bench-out
 
-test: $(STAMP) chromium beam-venv
+test: $(STAMP) chromium redis-server beam-venv
 	$(PY) -m pytest -q
 
 # Headless Chromium renders the capability matrix page in its test (Debian's package).
@@ -40,6 +46,13 @@ chromium:
 	  { echo "installing Debian's chromium for the HTML test"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	    echo "could not install chromium: its test will be skipped"; }
+
+# The Redis Streams tests start Debian's redis-server themselves (127.0.0.1, a free port, no persistence).
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || test -x /usr/bin/redis-server || \
+	  { echo "installing Debian's redis-server for the Redis Streams tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) || \
+	    echo "could not install redis-server: the Redis tests will be skipped (install it with: apt-get install redis-server)"; }
 
 matrix: $(STAMP)
 	RAY_AUTH_MODE=disabled $(PY) -m tidal matrix --out docs

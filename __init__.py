@@ -37,7 +37,23 @@ from tidal.model.window import TimestampedValue
 from tidal.model.windowed_value import WindowedValue
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError
 from tidal import io
-from tidal.io import GeneratorSource, ReadFromSocket, ReadFromText, SocketTextSource, WriteToText
+from tidal.io import (
+    GeneratorSource,
+    ReadFromCsv,
+    ReadFromJson,
+    ReadFromParquet,
+    ReadFromParquetBatched,
+    ReadFromRedisStream,
+    ReadFromSocket,
+    ReadFromText,
+    SocketTextSource,
+    WriteToCsv,
+    WriteToJson,
+    WriteToParquet,
+    WriteToParquetBatched,
+    WriteToRedisStream,
+    WriteToText,
+)
 from tidal.transforms.core import (
     CombineGlobally,
     CombineValues,
@@ -65,7 +81,10 @@ __all__ = [
     "AsDict", "AsIter", "AsList", "AsMultiMap", "AsSingleton", "BagStateSpec", "BoundedSource",
     "CoGroupByKey", "CombineFn", "CombineGlobally", "CombinePerKey", "CombineValues",
     "CombiningValueStateSpec", "Create", "Distinct", "DoFn", "Duration", "Filter", "FlatMap",
-    "FlatMapTuple", "Flatten", "GeneratorSource", "ReadFromText", "WriteToText", "io", "ReadFromSocket", "SocketTextSource", "GroupByKey", "Impulse", "Keys", "KvSwap", "MAX_TIMESTAMP",
+    "FlatMapTuple", "Flatten", "GeneratorSource", "ReadFromText", "WriteToText", "ReadFromCsv", "WriteToCsv",
+    "ReadFromJson", "WriteToJson", "ReadFromParquet", "ReadFromParquetBatched", "WriteToParquet",
+    "WriteToParquetBatched", "io", "ReadFromSocket", "SocketTextSource", "ReadFromRedisStream", "WriteToRedisStream",
+    "GroupByKey", "Impulse", "Keys", "KvSwap", "MAX_TIMESTAMP",
     "MIN_TIMESTAMP", "Map", "MapTuple", "Metrics", "MetricsFilter", "PCollection", "PTransform",
     "ParDo", "Partition", "Pipeline", "PipelineError", "PipelineExecutionError", "PipelineResult",
     "PipelineState", "Read", "ReadModifyWriteStateSpec", "Reshuffle", "SetStateSpec", "TaggedOutput",

@@ -44,6 +44,7 @@ __all__ = [
     "CaseContext",
     "CaseFailure",
     "CaseRegistry",
+    "CaseSkipped",
     "ExpectedError",
     "REGISTRY",
     "case",
@@ -72,6 +73,12 @@ CHECKPOINT_RESTORE = "supports_checkpoint_restore"
 
 class CaseFailure(AssertionError):
     """Raised by a case's build or drive function: the runner did not do what the case checks."""
+
+
+class CaseSkipped(Exception):
+    """Raised by a case's build or drive function: something the case needs outside tidal (a Redis
+    server, say) is not available here. The case is reported ``skipped`` with the message, which
+    should say how to provide it; a skipped case does not count towards its row's cell."""
 
 
 @attrs.frozen

@@ -3,7 +3,8 @@
 An outcome is ``pass``, ``fail`` (the runner ran the case and got something
 else, or lacks a capability the case needs), ``error`` (an exception the case
 did not expect, or the time limit ran out) or ``skipped`` (the runner cannot
-run at all here, e.g. a dependency is missing).
+run at all here, e.g. a dependency is missing, or the case needs a service
+that is not available, and raised :class:`~tidal.capability_matrix.case.CaseSkipped`).
 
 >>> from tidal.capability_matrix.case import CaseRegistry, case
 >>> import tidal as td
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 
-from tidal.capability_matrix.case import CHECKPOINT_RESTORE, Case, CaseContext, CaseFailure, ExpectedError
+from tidal.capability_matrix.case import CHECKPOINT_RESTORE, Case, CaseContext, CaseFailure, CaseSkipped, ExpectedError
 from tidal.capability_matrix.sinks import InjectedFailure, RecordTo, read_records
 from tidal.model.pipeline import Pipeline
 from tidal.model.primitives import ParDo
@@ -256,6 +257,8 @@ def _execute(case: Case, runner: str | Runner, ctx: CaseContext, deadline: float
             named = _named_outputs(case.build_pipeline(p, ctx))
             for name, pcoll in named.items():
                 pcoll | f"Record[{name}]" >> _record(str(ctx.output_folder(name)), case.observe)
+        except CaseSkipped as exc:
+            return "skipped", str(exc), None
         except Exception as exc:
             if case.error is not None:
                 return (*_error_outcome(case, exc, "when the pipeline is built"), None)
@@ -265,6 +268,8 @@ def _execute(case: Case, runner: str | Runner, ctx: CaseContext, deadline: float
             result = case.drive(p, ctx) if case.drive is not None else _run_and_wait(p, deadline)
         except CaseFailure as exc:
             return "fail", str(exc), None
+        except CaseSkipped as exc:
+            return "skipped", str(exc), None
         except Exception as exc:
             if case.error is not None:
                 return (*_error_outcome(case, exc, "when the pipeline runs"), None)

@@ -90,17 +90,38 @@ GROUPS: tuple[Group, ...] = (
         ],
     ),
     _group(
+        "Files in and out",
+        "reading and writing files (Beam lists these as I/O connectors, not in its matrix)",
+        [
+            ("Text files", "ReadFromText with compression and header lines; WriteToText with Beam's shard names, headers, bytes and str"),
+            ("CSV files", "ReadFromCsv into dict rows with inferred types; WriteToCsv from dict rows"),
+            ("JSON lines files", "ReadFromJson and WriteToJson, one JSON value per line"),
+            ("Parquet files", "ReadFromParquet (rows), ReadArrow over Parquet (timestamped pairs), WriteToParquet with a schema"),
+        ],
+    ),
+    _group(
         "Beyond the Beam matrix",
         "rows Apache Beam's matrix does not have",
         [
             ("TestStream", "scripted elements, watermark and processing-time advances"),
             ("Unbounded sources", "reading sources without an end, with watermarks and cancellation"),
+            (
+                "Redis Streams",
+                "ReadFromRedisStream and WriteToRedisStream against a real redis-server: event time from a "
+                "field or the entry ID, per-stream watermarks, output published when the run or checkpoint "
+                "completes (skipped where no redis-server can run)",
+            ),
+            (
+                "Watched directory",
+                "fileio.MatchContinuously and ReadContinuously: files read as they appear under a glob (text, CSV, "
+                "JSON lines, Parquet), stamped with their modification time or a column",
+            ),
             ("Bad input rejected with a clear error", "mistakes are refused with an error that names the step and says what to do"),
             (
                 "Exactly-once after failure",
                 "after an injected crash the runner recovers from its checkpoint: the output of an idempotent "
-                "sink, and the files a transactional sink (WriteToText) published, are exactly what a run "
-                "without failure gives, and the restart did not re-read the whole input",
+                "sink, and the files a transactional sink (WriteToText, WriteToParquet) published, are exactly "
+                "what a run without failure gives, and the restart did not re-read the whole input",
             ),
             (
                 "Beam source compatibility",

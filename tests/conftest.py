@@ -1,4 +1,4 @@
-"""Shared fixtures: one local Ray for the whole test session, and a multi-node Ray cluster.
+"""Shared fixtures: one local Ray and one redis-server for the whole test session, and a multi-node Ray cluster.
 
 Every Ray address in the tests is on 127.0.0.1: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
 (set here, before anything imports Ray) makes Ray bind its nodes, GCS and
@@ -133,8 +133,50 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = rest + on_cluster
 
 
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A redis-server on 127.0.0.1, on a free port, persistence off, in a temp folder; stopped at the end.
+
+    ``TIDAL_REDIS_URL`` names it for the session, so the capability cases and
+    jobs run in child processes use the same server. Where no server can run,
+    the tests that need one are skipped with a line saying how to install it.
+    """
+    pytest.importorskip("redis", reason="the Redis tests need redis-py: pip install -e '.[dev]'")
+    from tidal.testing.redis_server import INSTALL_HINT, URL_VARIABLE, RedisServer, RedisServerUnavailable
+
+    configured = os.environ.get(URL_VARIABLE)
+    if configured:
+        yield configured
+        return
+    try:
+        server = RedisServer().start()
+    except RedisServerUnavailable as exc:
+        pytest.skip(f"no Redis server for the Redis tests ({exc}); install it with: {INSTALL_HINT}")
+    os.environ[URL_VARIABLE] = server.url
+    try:
+        yield server.url
+    finally:
+        del os.environ[URL_VARIABLE]
+        server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[Any]:
+    """A client of the session's Redis, emptied before each test (responses decoded as str)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushall()
+    yield client
+    client.close()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Remove the session's Ray folder (Ray has been shut down by then)."""
+    """Stop the server a capability case may have started for itself (no process is left behind),
+    and remove the session's Ray folder (Ray has been shut down by then)."""
+    from tidal.testing.redis_server import stop_shared_redis_server
+
+    stop_shared_redis_server()
     if _RAY_TMPDIR is not None:
         # Ray's processes may still be removing their files as they exit: try for a few seconds.
         deadline = time.monotonic() + 10

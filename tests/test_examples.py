@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,34 @@ def test_every_example_draws_a_graph() -> None:
         assert first_drawing_line == "flowchart TD", path.name
 
 
+@pytest.mark.parametrize("runner", ["direct", "microbatch"])
+def test_parquet_windows_writes_the_mean_per_station_and_minute(tmp_path: Path, runner: str) -> None:
+    import pyarrow.parquet as pq
+
+    readings, prefix = tmp_path / "readings", tmp_path / "out" / "means"
+    lines = run_example("parquet_windows.py", "--input", str(readings), "--output", str(prefix), "--runner", runner, via_cli=True).splitlines()
+    assert lines[0] == f"wrote example readings to {readings}"
+    assert lines[1] == f"50 means in means-00000-of-00001.parquet (in {prefix.parent})"
+    assert lines[2] == "minute  station  mean temperature"
+    assert [line.split()[:2] for line in lines[3:8]] == [["09:00", s] for s in ("bergen", "lima", "oslo", "pune", "quito")]
+    assert lines[-1] == "... 45 more"
+    # The means, worked out from the generated files by plain Python.
+    sums: dict[tuple[str, int], list[float]] = {}
+    for name in sorted(readings.iterdir()):
+        for row in pq.read_table(name).to_pylist():
+            minute = int(row["ts"] // 60 * 60)
+            total = sums.setdefault((row["station"], minute), [0.0, 0])
+            total[0] += row["temp"]
+            total[1] += 1
+    got = {(r["station"], int(r["minute"].timestamp())): r["mean_temp"] for r in pq.read_table(f"{prefix}-00000-of-00001.parquet").to_pylist()}
+    assert sorted(got) == sorted(sums)
+    for key, (total, count) in sums.items():
+        assert got[key] == pytest.approx(total / count, rel=1e-12, abs=0), key
+    # Run again on the existing folder: it is read, not rewritten, and the output is replaced.
+    again = run_example("parquet_windows.py", "--input", str(readings), "--output", str(prefix), "--runner", runner, via_cli=True)
+    assert again.splitlines()[0] == lines[1]
+
+
 def test_every_runner_gives_the_same_windowed_counts() -> None:
     lines = run_example("every_runner.py", "--runners", "direct,microbatch").splitlines()
     assert lines[0].startswith("    direct: 23 counts in ")
@@ -105,6 +134,50 @@ def test_a_killed_worker_and_a_lost_node_leave_the_output_exactly_once() -> None
     for published, once in (lines[2:4], lines[6:8]):
         assert published == "published 32 window sums: 0 missing, 0 duplicated"
         assert once == "exactly once: yes"
+
+
+REDIS_MEANS = [
+    "Mean temperature per sensor and 10 s window (9 entries in the output stream):",
+    "[09:00:00, 09:00:10)  s1  20.30 °C  (7 readings)",
+    "[09:00:00, 09:00:10)  s2  21.30 °C  (7 readings)",
+    "[09:00:00, 09:00:10)  s3  22.25 °C  (6 readings)",
+    "[09:00:10, 09:00:20)  s1  20.30 °C  (7 readings)",
+    "[09:00:10, 09:00:20)  s2  21.27 °C  (6 readings)",
+    "[09:00:10, 09:00:20)  s3  22.30 °C  (7 readings)",
+    "[09:00:20, 09:00:30)  s1  20.28 °C  (6 readings)",
+    "[09:00:20, 09:00:30)  s2  21.30 °C  (7 readings)",
+    "[09:00:20, 09:00:30)  s3  22.30 °C  (7 readings)",
+]
+
+
+@pytest.mark.parametrize("via_cli", [False, True], ids=["script", "tidal-run-microbatch"])
+def test_redis_stream_example_with_the_sessions_server(redis_url: str, via_cli: bool) -> None:
+    args = ("--url", redis_url, "--runner", "microbatch") if via_cli else ("--url", redis_url)
+    path = str(EXAMPLES / "redis_stream.py")
+    cmd = [sys.executable, "-m", "tidal", "run", path, *args] if via_cli else [sys.executable, path, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == REDIS_MEANS
+
+
+def test_redis_stream_example_starts_its_own_server(redis_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TIDAL_REDIS_URL"}
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "redis_stream.py")], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    started, *means = proc.stdout.splitlines()
+    assert started.startswith("Started redis-server for this example at redis://127.0.0.1:")
+    assert means == REDIS_MEANS
+
+
+def test_redis_stream_example_without_a_server_says_so_and_exits_0() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TIDAL_REDIS_URL"}
+    env["TIDAL_REDIS_SERVER"] = "/nonexistent/redis-server"
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "redis_stream.py")], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "Skipping the Redis example: no redis-server binary is installed (install it with: apt-get install redis-server), "
+        "and no --url or TIDAL_REDIS_URL names a Redis to use."
+    ]
 
 
 def test_beam_port() -> None:

@@ -35,9 +35,7 @@ def lines_of(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").split("\n")[:-1]
 
 
-def name_pattern(prefix: str, checkpoint: str = "final", suffix: str = "") -> str:
-    """A published name: ``<prefix>-<checkpoint>-<writer><suffix>``."""
-    return rf"^{re.escape(prefix)}-{checkpoint}-[0-9a-f]{{12}}{re.escape(suffix)}$"
+STAGED = re.compile(r"^(?P<base>.+)-(?P<token>[0-9a-f]{12})-(?P<seq>\d{5})-(?P<shard>\d{5})(?P<suffix>.*)\.inprogress$")
 
 
 # -- WriteToText on the direct runner ---------------------------------------------------
@@ -45,7 +43,7 @@ def test_write_to_text_writes_one_line_per_element(tmp_path: Path) -> None:
     with td.Pipeline(runner="direct") as p:
         _ = p | td.Create(["alpha", "beta", "gamma"]) | WriteToText(str(tmp_path / "out"))
     [name] = published(tmp_path)
-    assert re.match(name_pattern("out"), name)
+    assert name == "out-00000-of-00001"  # Beam's shard name
     assert lines_of(tmp_path / name) == ["alpha", "beta", "gamma"]
     assert (tmp_path / name).read_bytes() == b"alpha\nbeta\ngamma\n"
     assert staged(tmp_path) == []  # a successful run leaves nothing staged
@@ -59,7 +57,7 @@ def test_write_to_text_with_a_suffix_and_a_formatter(tmp_path: Path) -> None:
             | WriteToText(str(tmp_path / "pairs"), file_name_suffix=".csv", formatter=lambda kv: f"{kv[0]},{kv[1]}")
         )
     [name] = published(tmp_path)
-    assert re.match(name_pattern("pairs", suffix=".csv"), name)
+    assert name == "pairs-00000-of-00001.csv"
     assert lines_of(tmp_path / name) == ["a,1", "b,2", "c,3"]
     assert read_text(str(tmp_path / "*.csv")) == ["a,1", "b,2", "c,3"]
 
@@ -88,10 +86,16 @@ def test_many_bundles_still_make_one_file_per_run(tmp_path: Path) -> None:
     assert staged(tmp_path) == []
 
 
-def test_an_empty_input_publishes_no_file(tmp_path: Path) -> None:
+def test_an_empty_input_publishes_one_empty_shard_unless_skip_if_empty(tmp_path: Path) -> None:
+    # As Beam: an empty PCollection still gives its shard (with the header), unless skip_if_empty.
     with td.Pipeline(runner="direct") as p:
-        _ = p | td.Create([]) | WriteToText(str(tmp_path / "out"))
-    assert published(tmp_path) == []
+        _ = p | td.Create([]) | WriteToText(str(tmp_path / "out"), header="h")
+    assert published(tmp_path) == ["out-00000-of-00001"]
+    assert (tmp_path / "out-00000-of-00001").read_bytes() == b"h\n"
+    assert staged(tmp_path) == []
+    with td.Pipeline(runner="direct") as p:
+        _ = p | td.Create([]) | WriteToText(str(tmp_path / "out"), skip_if_empty=True)
+    assert published(tmp_path) == []  # and the rerun replaced the earlier run's output
     assert staged(tmp_path) == []
 
 
@@ -115,9 +119,11 @@ def test_write_to_text_returns_an_empty_pcollection(tmp_path: Path) -> None:
 
 def test_write_to_text_labels_and_prefix_checks(tmp_path: Path) -> None:
     assert WriteToText(str(tmp_path / "words")).default_label() == "WriteToText(words)"
-    assert ReadFromText(str(tmp_path / "*.txt")).default_label() == "ReadFromText(*.txt)"
-    with pytest.raises(ValueError, match="^WriteToText needs a file_path_prefix$"):
+    assert ReadFromText(str(tmp_path / "*.txt"), validate=False).default_label() == "ReadFromText(*.txt)"
+    with pytest.raises(ValueError, match=r"^a file sink needs a file_path_prefix \(such as 'out/part'\), got ''$"):
         WriteToText("")
+    with pytest.raises(ValueError, match=r"names a folder: add the start of the file names"):
+        WriteToText(str(tmp_path) + "/")
 
 
 def test_a_relative_prefix_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -158,37 +164,39 @@ def _write_files(folder: Path, count: int, per_file: int) -> list[str]:
     return everything
 
 
-def test_text_source_splits_by_files_and_the_union_is_the_whole(tmp_path: Path) -> None:
+def test_text_source_splits_by_files_and_byte_ranges_and_the_union_is_the_whole(tmp_path: Path) -> None:
     everything = _write_files(tmp_path, 5, 3)
     source = TextSource(str(tmp_path / "part-*.txt"))
     assert list(source.read()) == everything  # file-name order, then line order
+    assert [os.path.basename(m.path) for m in source.files] == [f"part-{i}.txt" for i in range(5)]
 
     splits = source.split(3)
     assert len(splits) == 3
-    assert [[os.path.basename(f) for f in s.files()] for s in splits] == [  # type: ignore[attr-defined]
-        ["part-0.txt", "part-3.txt"],
-        ["part-1.txt", "part-4.txt"],
-        ["part-2.txt"],
-    ]
     parts = [list(s.read()) for s in splits]
-    assert sorted(line for part in parts for line in part) == sorted(everything)
-    assert sum(len(part) for part in parts) == len(everything)  # no line read twice
+    assert [line for part in parts for line in part] == everything  # in order, no line twice or missed
+    assert all(parts)
 
-    assert len(source.split(10)) == 5  # never more splits than files
+    many = source.split(10)  # more splits than files: files are cut in byte ranges
+    assert len(many) == 10
+    assert [line for s in many for line in s.read()] == everything
     assert [list(s.read()) for s in source.split(1)] == [everything]
     assert source.display_name() == f"TextSource({tmp_path / 'part-*.txt'})"
 
 
-def test_a_split_of_a_split_keeps_its_files(tmp_path: Path) -> None:
+def test_a_split_of_a_split_keeps_its_ranges(tmp_path: Path) -> None:
     everything = _write_files(tmp_path, 4, 2)
     [first, second] = TextSource(str(tmp_path / "*.txt")).split(2)
-    assert list(first.read()) == ["f0-l0", "f0-l1", "f2-l0", "f2-l1"]
-    assert sorted(line for s in first.split(2) for line in s.read()) == sorted(everything[0:2] + everything[4:6])
-    assert list(second.read()) == ["f1-l0", "f1-l1", "f3-l0", "f3-l1"]
+    assert list(first.read()) == everything[:4]
+    assert list(second.read()) == everything[4:]
+    assert [line for s in first.split(3) for line in s.read()] == everything[:4]
 
 
-def test_a_pattern_matching_nothing_reads_nothing(tmp_path: Path) -> None:
-    source = TextSource(str(tmp_path / "none-*"))
+def test_a_pattern_matching_nothing_fails_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(td.io.BeamIOError, match=r"^ReadFromText: no file matches the pattern '.*none-\*' \(pass validate=False"):
+        ReadFromText(str(tmp_path / "none-*"))
+    with pytest.raises(td.io.BeamIOError, match=r"^ReadFromText: no file matches the path '.*missing\.txt'"):
+        ReadFromText(str(tmp_path / "missing.txt"))
+    source = TextSource(str(tmp_path / "none-*"), validate=False)
     [only] = source.split(4)
     assert list(only.read()) == []
     assert read_text(str(tmp_path / "none-*")) == []
@@ -219,7 +227,7 @@ def sink(tmp_path: Path) -> Iterable[TextSinkFn]:
 def write(fn: TextSinkFn, *elements: Any) -> None:
     fn.start_bundle()
     for e in elements:
-        assert list(fn.process(e)) == []  # a sink outputs nothing
+        assert fn.process(e) is None  # a sink outputs nothing
     fn.finish_bundle()
 
 
@@ -229,10 +237,9 @@ def test_prepare_commit_stages_and_commit_publishes(tmp_path: Path, sink: TextSi
     [(staged_path, final_path)] = handle
     assert os.path.dirname(staged_path) == str(tmp_path / STAGING_DIR)
     assert os.path.dirname(final_path) == str(tmp_path)
-    assert re.match(r"^out-[0-9a-f]{12}-00000\.txt\.inprogress$", os.path.basename(staged_path))
-    assert re.match(name_pattern("out", "000001", ".txt"), os.path.basename(final_path))
-    writer = os.path.basename(staged_path).split("-")[1]
-    assert os.path.basename(final_path) == f"out-000001-{writer}.txt"  # the same writer
+    m = STAGED.match(os.path.basename(staged_path))
+    assert m is not None and (m["base"], m["seq"], m["shard"], m["suffix"]) == ("out", "00000", "00000", ".txt")
+    assert os.path.basename(final_path) == "out-000001-00000-of-00001.txt"  # checkpoint 1, shard 0 of 1
     assert published(tmp_path) == []  # staged, not visible
     assert lines_of(Path(staged_path)) == ["a", "b"]
     assert pickle.loads(pickle.dumps(handle)) == handle  # it goes into a checkpoint
@@ -260,13 +267,13 @@ def test_each_checkpoint_interval_gets_its_own_file(tmp_path: Path, sink: TextSi
     h2 = sink.prepare_commit(2)
     assert sink.prepare_commit(3) == []  # nothing written since the last barrier
     assert [os.path.basename(staged_path) for [(staged_path, _)] in (h1, h2)] == [
-        f"out-{sink._writer}-00000.txt.inprogress",
-        f"out-{sink._writer}-00001.txt.inprogress",
+        f"out-{sink._token}-00000-00000.txt.inprogress",
+        f"out-{sink._token}-00001-00000.txt.inprogress",
     ]
     sink.commit(h2)
-    assert published(tmp_path) == [f"out-000002-{sink._writer}.txt"]
+    assert published(tmp_path) == ["out-000002-00000-of-00001.txt"]
     sink.commit(h1)
-    assert published(tmp_path) == [f"out-000001-{sink._writer}.txt", f"out-000002-{sink._writer}.txt"]
+    assert published(tmp_path) == ["out-000001-00000-of-00001.txt", "out-000002-00000-of-00001.txt"]
     assert read_text(str(tmp_path / "out-*.txt")) == ["1", "2", "3"]
     sink.commit([])  # an empty handle publishes nothing and does not fail
 
@@ -303,18 +310,18 @@ def test_abort_after_withdraws_what_later_checkpoints_published(tmp_path: Path, 
         sink.commit(sink.prepare_commit(cid))
     write(sink, "end of input")
     sink.commit(sink.prepare_commit(FINAL_CHECKPOINT))
-    w = sink._writer
-    assert published(tmp_path) == [f"out-000001-{w}.txt", f"out-000002-{w}.txt", f"out-000003-{w}.txt", f"out-final-{w}.txt"]
-    other_writer = f"out-000003-{'ab' * 6}.txt"  # another instance of the same sink
-    unrelated = ["out-000003-notawriterid.txt", f"out-000003-{w}.csv", f"other-000003-{w}.txt", "out-notes.txt"]
+    names = [f"out-00000{c}-00000-of-00001.txt" for c in (1, 2, 3)]
+    assert published(tmp_path) == ["out-00000-of-00001.txt", *names]  # the final output has no checkpoint
+    other_writer = "out-000003-00001-of-00002.txt"  # another instance of the same sink
+    unrelated = ["out-000003-notashard.txt", "out-000003-00000-of-00001.csv", "other-000003-00000-of-00001.txt", "out-notes.txt"]
     for name in [other_writer, *unrelated]:
         (tmp_path / name).write_text("keep?\n")
 
     sink.abort_after(1)  # the job went back to checkpoint 1
-    assert published(tmp_path) == sorted([f"out-000001-{w}.txt", *unrelated])
+    assert published(tmp_path) == sorted([names[0], *unrelated])
     assert read_text(str(tmp_path / "out-0*.txt")) == ["checkpoint 1", "keep?"]
     sink.abort_after(1)  # idempotent
-    assert published(tmp_path) == sorted([f"out-000001-{w}.txt", *unrelated])
+    assert published(tmp_path) == sorted([names[0], *unrelated])
     sink.abort_after(0)
     assert published(tmp_path) == sorted(unrelated)
 
@@ -325,25 +332,25 @@ def test_abort_after_with_no_output_folder_does_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "never-created").exists()
 
 
-def test_every_copy_of_a_sink_writes_under_its_own_writer_id(tmp_path: Path) -> None:
+def test_every_copy_of_a_sink_writes_its_own_shard(tmp_path: Path) -> None:
     original = TextSinkFn(str(tmp_path / "out"))
     copies = [pickle.loads(cloudpickle.dumps(original)) for _ in range(2)]
     handles = []
     for i, fn in enumerate(copies):
+        fn.set_writer(i, 2)  # what a runner with two parallel instances of the step calls
         fn.setup()
         write(fn, f"from copy {i}")
         handles.append(fn.prepare_commit(1))
         fn.teardown()
     for handle in handles:
         copies[0].commit(handle)
-    names = published(tmp_path)
-    assert len(names) == 2 and names[0] != names[1]
-    assert sorted(read_text(str(tmp_path / "out-*"))) == ["from copy 0", "from copy 1"]
+    assert published(tmp_path) == ["out-000001-00000-of-00002", "out-000001-00001-of-00002"]
+    assert read_text(str(tmp_path / "out-*")) == ["from copy 0", "from copy 1"]
 
 
 def test_a_sink_writes_without_an_explicit_setup(tmp_path: Path) -> None:
     fn = TextSinkFn(str(tmp_path / "out"))
-    assert list(fn.process("x")) == []
+    assert fn.process("x") is None
     fn.commit(fn.prepare_commit(1))
     assert read_text(str(tmp_path / "out-*")) == ["x"]
 
@@ -424,7 +431,7 @@ def test_snapshot_stages_and_restore_publishes_what_it_staged(tmp_path: Path) ->
     [(staged_path, final_path)] = uncommitted[1]
     assert list(uncommitted) == [1]
     assert sink.uncommitted == {1: [(staged_path, final_path)]}
-    assert re.match(name_pattern("out", "000001"), os.path.basename(final_path))
+    assert os.path.basename(final_path) == "out-000001-00000-of-00001"
     assert published(tmp_path) == []  # staged until the checkpoint completes
     data = cloudpickle.dumps(snap)  # a snapshot is stored as a checkpoint part
 
@@ -571,3 +578,23 @@ def test_an_error_in_abort_after_names_the_step() -> None:
         ex.abort_after(3)
     assert str(info.value) == "step 'BadSink': abort_after raised PermissionError: cannot withdraw after 3"
     assert isinstance(info.value.__cause__, PermissionError)
+
+
+def test_a_writer_that_starts_late_keeps_what_its_run_already_published(tmp_path: Path) -> None:
+    # Two parallel writers of one run (copies of one sink): the first publishes before the second
+    # writes anything; the second replaces an earlier run's file but keeps its own run's.
+    (tmp_path / "out-00000-of-00003").write_text("from an earlier run\n")
+    os.utime(tmp_path / "out-00000-of-00003", (1, 1))
+    original = TextSinkFn(str(tmp_path / "out"))
+    first, second = (pickle.loads(cloudpickle.dumps(original)) for _ in range(2))
+    first.set_writer(0, 2)
+    second.set_writer(1, 2)
+    for fn in (first, second):
+        fn.setup()
+    write(first, "a")
+    first.commit(first.prepare_commit(FINAL_CHECKPOINT))
+    assert published(tmp_path) == ["out-00000-of-00002"]  # the earlier run's file is gone
+    write(second, "b")
+    second.commit(second.prepare_commit(FINAL_CHECKPOINT))
+    assert published(tmp_path) == ["out-00000-of-00002", "out-00001-of-00002"]
+    assert read_text(str(tmp_path / "out-*")) == ["a", "b"]

@@ -22,7 +22,7 @@ from tidal import trigger as tr
 from tidal import window
 from tidal.__main__ import main
 from tidal.capability_matrix import beam_programs
-from tidal.capability_matrix.case import CaseContext, CaseRegistry, ExpectedError, all_cases, case
+from tidal.capability_matrix.case import CaseContext, CaseRegistry, CaseSkipped, ExpectedError, all_cases, case
 from tidal.capability_matrix.execute import run_case
 from tidal.capability_matrix.render import to_html, to_markdown, write_matrix
 from tidal.capability_matrix.report import SchemaError, cell_status, validate_document
@@ -288,6 +288,34 @@ def test_an_unexpected_error_and_a_missing_error_are_reported() -> None:
     assert missing.outcome == "fail" and "ran without error" in missing.message
 
 
+def test_a_case_that_needs_a_missing_service_is_skipped_with_its_reason() -> None:
+    registry = CaseRegistry()
+
+    @case("tiny.needs_a_broker", "ParDo", expected=[1], registry=registry)
+    def needs_a_broker(p: td.Pipeline) -> Any:
+        """Needs a service that is not here."""
+        raise CaseSkipped("no broker here: install it with apt-get install broker")
+
+    result = run_case(registry.get("tiny.needs_a_broker"), "direct")
+    assert (result.outcome, result.message) == ("skipped", "no broker here: install it with apt-get install broker")
+
+
+def test_the_redis_cases_are_skipped_where_no_redis_server_can_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tidal.testing.redis_server as redis_server
+
+    def unavailable() -> str:
+        raise redis_server.RedisServerUnavailable("no redis-server binary is installed (install it with: apt-get install redis-server)")
+
+    monkeypatch.setattr(redis_server, "shared_redis_url", unavailable)
+    redis_cases = [c for c in all_cases() if c.row == "Redis Streams"]
+    assert len(redis_cases) >= 4
+    for c in redis_cases:
+        result = run_case(c, "direct")
+        assert result.outcome == "skipped", (c.id, result)
+        assert "apt-get install redis-server" in result.message and "TIDAL_REDIS_URL" in result.message
+    assert cell_status(["skipped"] * len(redis_cases)) == "n/a"  # the row shows no verdict, not a failure
+
+
 def test_a_recovery_case_needs_checkpoint_restore_and_passes_with_it() -> None:
     recovery = [c for c in all_cases() if c.kind == "recovery"]
     assert len(recovery) >= 3
@@ -348,11 +376,18 @@ def test_a_damaged_document_does_not_validate(direct_doc: dict[str, Any], damage
         validate_document(doc)
 
 
+def _exactly_once_cases() -> int:
+    """How many cases the exactly-once row has (the direct runner fails them all: it has no checkpoints)."""
+    from tidal.capability_matrix.case import all_cases
+
+    return sum(1 for c in all_cases() if c.row == "Exactly-once after failure")
+
+
 def test_the_markdown_has_every_row_and_the_comparison(direct_doc: dict[str, Any]) -> None:
     text = to_markdown(direct_doc)
     for row in ROWS:
         assert f"| {row.name} |" in text
-    assert "✕ No (0/6)" in text and "✓ Yes" in text
+    assert f"✕ No (0/{_exactly_once_cases()})" in text and "✓ Yes" in text
     assert "## System comparison" in text and DirectRunner.execution_model in text
     assert f"tidal {td.__version__}" in text
 
@@ -412,7 +447,7 @@ def test_the_matrix_command_writes_the_three_files(tmp_path: Path, capsys: pytes
     code = main(["matrix", "--runners", "direct", "--out", str(out), "--quiet", "--no-comparison", "--cases", "pardo,exactly_once"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "direct" in printed and "✕ Exactly-once after failure (0/6)" in printed and str(out) in printed
+    assert "direct" in printed and f"✕ Exactly-once after failure (0/{_exactly_once_cases()})" in printed and str(out) in printed
     assert sorted(os.listdir(out)) == ["capability_matrix.html", "capability_matrix.json", "capability_matrix.md"]
     doc = json.loads((out / "capability_matrix.json").read_text(encoding="utf-8"))
     assert {c["row"] for c in doc["cells"]} == {"ParDo", "Exactly-once after failure"}

@@ -119,24 +119,28 @@ class ArrowRows:
     """Rows that are already Arrow columns, standing in for elements in a bundle.
 
     A source that reads Arrow data puts one in a windowed-value tuple in place
-    of its rows' ``(key, value)`` elements, so a batched DoFn gets the columns
-    without a detour through Python objects. ``batch`` has the columns
-    ``key`` and ``value``, typed as the elements would make them;
-    ``timestamps_us`` holds each row's timestamp (used with
-    ``batch_timestamp_column``; otherwise every row has the tuple's timestamp).
+    of its rows' elements, so a batched DoFn gets the columns without a
+    detour through Python objects. With ``kind`` ``"pair"`` the rows stand for
+    ``(key, value)`` elements and ``batch`` has the columns ``key`` and
+    ``value``; with ``"dict"`` they stand for dicts, one column per key; with
+    ``"value"`` for single values, in the one column ``value``. The
+    columns are typed as the elements would make them; ``timestamps_us``
+    holds each row's timestamp (used with ``batch_timestamp_column``;
+    otherwise every row has the tuple's timestamp).
     """
 
-    __slots__ = ("batch", "timestamps_us")
+    __slots__ = ("batch", "timestamps_us", "kind")
 
-    def __init__(self, batch: pa.RecordBatch, timestamps_us: np.ndarray) -> None:
+    def __init__(self, batch: pa.RecordBatch, timestamps_us: np.ndarray, kind: str = "pair") -> None:
         self.batch = batch
         self.timestamps_us = timestamps_us
+        self.kind = kind
 
     def __repr__(self) -> str:
         return f"ArrowRows({self.batch.num_rows} rows)"
 
     def __reduce__(self) -> Any:
-        return (ArrowRows, (self.batch, self.timestamps_us))
+        return (ArrowRows, (self.batch, self.timestamps_us, self.kind))
 
 
 class BatchKernel:
@@ -329,7 +333,7 @@ class BatchKernel:
             )
 
     def _run_rows(self, rows: ArrowRows, t: int, ws: Any, p: Any) -> None:
-        """Rows that arrived as Arrow columns: (key, value) pairs, already typed."""
+        """Rows that arrived as Arrow columns: (key, value) pairs or dicts, already typed."""
         batch = rows.batch
         if self.timestamp_column is not None:
             self._check_free(batch.schema.names, rows)
@@ -337,7 +341,13 @@ class BatchKernel:
                 pa.field(self.timestamp_column, TIMESTAMP_TYPE),
                 pa.array(rows.timestamps_us, type=TIMESTAMP_TYPE),
             )
-        self._run(batch, (_PAIR, None, None), t, ws, p)
+        if rows.kind == "dict":
+            form: tuple[Any, ...] = (_DICT, tuple(rows.batch.schema.names), None)
+        elif rows.kind == "value":
+            form = (_VALUE, None)
+        else:
+            form = (_PAIR, None, None)
+        self._run(batch, form, t, ws, p)
 
     # -- calling process_batch --------------------------------------------------------------
     def _run(self, batch: pa.RecordBatch, form: tuple[Any, ...], t: int, ws: Any, p: Any) -> None:

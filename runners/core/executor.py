@@ -124,10 +124,13 @@ class LocalExecutor:
         senders_of: Callable[[str], int] | None = None,
         commit_on_close: bool = True,
         max_parallelism: int = DEFAULT_MAX_PARALLELISM,
+        worker: tuple[int, int] = (0, 1),
     ) -> None:
         self.plan = plan
         #: The job's key groups: keyed state is snapshotted split by them (see keygroups.py).
         self.key_groups = KeyGroups(max_parallelism)
+        #: (index, count): this executor is instance ``index`` of ``count`` parallel ones of its stages.
+        self.worker = worker
         self.bundle_size = bundle_size
         self.strict = strict
         self.stage_ids = stage_ids
@@ -280,8 +283,14 @@ class LocalExecutor:
             if is_stateful_pardo(node):
                 from tidal.runners.core.stateful import StatefulParDoOperator
 
-                return StatefulParDoOperator(label, t, node.inputs[0].windowing, side_fns, strict=self.strict)
-            return ParDoOperator(label, t, windowfn, side_fns, strict=self.strict)
+                op: ParDoOperator = StatefulParDoOperator(label, t, node.inputs[0].windowing, side_fns, strict=self.strict)
+            else:
+                op = ParDoOperator(label, t, windowfn, side_fns, strict=self.strict)
+            # A sink that names its output by writer (the file sinks) learns which parallel instance it is.
+            set_writer = getattr(op.dofn, "set_writer", None)
+            if callable(set_writer):
+                set_writer(*self.worker)
+            return op
         if isinstance(t, WindowInto):
             return AssignWindowsOperator(label, t, node.inputs[0].windowing.windowfn)
         if isinstance(t, Flatten):

@@ -222,6 +222,9 @@ class DoFnInvoker:
             }.get(dofn.kind)
             if maker is not None:
                 return maker(dofn.fn)
+        sig = self.signature
+        if not (self.args or self.kwargs or sig.params or self.has_side_inputs or sig.uses_window or sig.is_stateful):
+            return self._element_kernel
         return self._general_kernel
 
     def _fail(self, fn: Any, exc: Exception, element: Any) -> NoReturn:
@@ -325,6 +328,26 @@ class DoFnInvoker:
                 self._fail(fn, exc, v)
 
         return kernel
+
+    def _element_kernel(self, bundle: list[Any]) -> None:
+        """A DoFn whose process takes the element alone: the general loop without what it does not use."""
+        process = self.dofn.process
+        out = self.outputs[self.main_tag]
+        special = _SPECIAL_OUTPUTS
+        handle = self.handle_special
+        v: Any = None
+        try:
+            for v, t, ws, p in bundle:
+                rs = process(v)
+                if rs is None:
+                    continue
+                for r in rs:
+                    if r.__class__ in special:
+                        handle(r, t, ws, p)
+                    else:
+                        out.append((r, t, ws, p))
+        except Exception as exc:
+            self._fail(process, exc, v)
 
     def _general_kernel(self, bundle: list[Any]) -> None:
         """Any DoFn: parameters, side inputs, extra arguments, state and timers."""

@@ -62,6 +62,9 @@ class UnboundedSourceDriver(SourceDriver):
         self.max_bundle = max_bundle
         self.reader: Any = None
         self.offset = None
+        #: Read no record past this offset (a replay of a recorded range), when the reader
+        #: can tell positions apart (``limit_to``); None reads on.
+        self.read_end: Any = None
 
     def open(self, clock: Any) -> None:
         previous = set_current_container(self.metrics)
@@ -75,6 +78,9 @@ class UnboundedSourceDriver(SourceDriver):
     def poll(self, clock: Any) -> SourceEvent:
         previous = set_current_container(self.metrics)
         try:
+            limit_to = getattr(self.reader, "limit_to", None)
+            if limit_to is not None:
+                limit_to(self.read_end)
             values = self.reader.poll(self.max_bundle)
             self.watermark = max(self.watermark, self.reader.watermark())
             self.offset = self.reader.offset()

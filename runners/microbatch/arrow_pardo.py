@@ -1,11 +1,16 @@
 """Arrow data straight into a batched DoFn: the micro-batch runner's columnar ParDo input.
 
-In a plan fragment ``Read(ArrowBatchSource) -> [WindowInto] -> ParDo(batched
+In a plan fragment ``Read(ArrowSource) -> [WindowInto] -> ParDo(batched
 DoFn)`` (a global, fixed or sliding WindowFn; no side inputs, no state) the
-source's key and value columns reach ``process_batch`` as its ``key`` and
-``value`` columns without becoming Python objects on the way: each batch of
-the source is cut, with numpy, into the same windowed groups the batched
-kernel would make from the elements, and each group is a zero-copy slice.
+source's columns reach ``process_batch`` without becoming Python objects on
+the way. For a source of timestamped pairs (``ReadArrow``) the key and value
+columns are the batch's ``key`` and ``value``, and each batch of the source
+is cut, with numpy, into the same windowed groups the batched kernel would
+make from the elements, each a zero-copy slice. For a source of dict rows
+(``ReadFromParquet``, ``ReadFromCsv``) the table's columns are the batch's
+columns, as the dicts' keys would be, and for a source of values
+(``ReadFromText``) its one column is the batch's ``value``; every row has
+the minimum timestamp, as a bounded source's plain elements have.
 
 The result is exactly the per-element path's. Columns are given the types
 the elements would get (any integer becomes int64, any float float64, large
@@ -31,7 +36,8 @@ from tidal.runners.core.batched import KEY_COLUMN, VALUE_COLUMN, ArrowRows, defi
 from tidal.runners.core.invoker import DoFnSignature
 from tidal.runners.core.sources import to_windowed
 from tidal.runners.microbatch.columnar import ArrowSourceDriver
-from tidal.io.arrowio import ArrowBatchSource, timestamps_us
+from tidal.io.arrowio import ArrowSource, timestamps_us
+from tidal.model.time import MIN_TIMESTAMP_US
 
 __all__ = ["ArrowParDoPlan", "find_arrow_pardos", "ArrowRowsSourceDriver"]
 
@@ -46,12 +52,12 @@ class ArrowParDoPlan:
 
 
 def find_arrow_pardos(graph: PipelineGraph) -> list[ArrowParDoPlan]:
-    """Every ``Read(ArrowBatchSource) -> [WindowInto] -> ParDo(batched DoFn)`` that can take Arrow columns."""
+    """Every ``Read(ArrowSource) -> [WindowInto] -> ParDo(batched DoFn)`` that can take Arrow columns."""
     consumers = graph.consumers()
     found: list[ArrowParDoPlan] = []
     for node in graph.primitives:
         t = node.transform
-        if not (isinstance(t, Read) and isinstance(t.source, ArrowBatchSource)):
+        if not (isinstance(t, Read) and isinstance(t.source, ArrowSource) and t.source.arrow_form is not None):
             continue
         (out,) = node.outputs.values()
         users = consumers.get(out, [])
@@ -68,7 +74,9 @@ def find_arrow_pardos(graph: PipelineGraph) -> list[ArrowParDoPlan]:
                 continue
             nxt = users[0]
         pardo = nxt.transform
-        if not isinstance(pardo, ParDo) or nxt.side_inputs or not _takes_arrow_pairs(pardo.fn):
+        if not isinstance(pardo, ParDo) or nxt.side_inputs:
+            continue
+        if not (_takes_arrow_pairs(pardo.fn) if t.source.is_pairs else _takes_arrow_rows(pardo.fn)):
             continue
         found.append(ArrowParDoPlan(node, window_into, nxt))
     return found
@@ -83,6 +91,18 @@ def _takes_arrow_pairs(fn: DoFn) -> bool:
         return False  # the per-element path reports the mismatch
     column = fn.batch_timestamp_column
     return column is None or (isinstance(column, str) and column not in (KEY_COLUMN, VALUE_COLUMN))
+
+
+def _takes_arrow_rows(fn: DoFn) -> bool:
+    """A batched, stateless DoFn: the table's columns can stand in for its dict elements.
+
+    (Whether ``batch_schema`` matches the columns is checked per table: where
+    it does not, the rows go element by element, and the kernel reports it.)
+    """
+    if not defines_process_batch(fn) or DoFnSignature(fn).is_stateful:
+        return False
+    schema = fn.batch_schema
+    return (schema is None or isinstance(schema, pa.Schema)) and (fn.batch_timestamp_column is None or isinstance(fn.batch_timestamp_column, str))
 
 
 def _element_type(t: pa.DataType) -> pa.DataType | None:
@@ -101,18 +121,20 @@ def _element_type(t: pa.DataType) -> pa.DataType | None:
 
 
 class ArrowRowsSourceDriver(ArrowSourceDriver):
-    """Reads an ArrowBatchSource as tables and emits them as :class:`ArrowRows` groups.
+    """Reads an ArrowSource as tables and emits them as :class:`ArrowRows` groups.
 
     Each group holds the rows that share their windows (and their timestamp,
     unless the DoFn sets ``batch_timestamp_column``), as the batched kernel
     groups elements; pane information is unknown, as for any source.
     """
 
-    def __init__(self, label: str, source: ArrowBatchSource, bundle_size: int, windowfn: WindowFn, dofn: DoFn) -> None:
+    def __init__(self, label: str, source: ArrowSource, bundle_size: int, windowfn: WindowFn, dofn: DoFn) -> None:
         super().__init__(label, source, bundle_size)
         self.windowfn = windowfn
         self.by_time = dofn.batch_timestamp_column is None
+        self.timestamp_column = dofn.batch_timestamp_column
         schema = dofn.batch_schema
+        self.schema_names: list[str] | None = list(schema.names) if schema is not None else None
         self.types: list[pa.DataType] | None = list(schema.types) if schema is not None else None
 
     def emit(self, bundle: Any, tag: str = "out") -> None:
@@ -122,6 +144,9 @@ class ArrowRowsSourceDriver(ArrowSourceDriver):
     def groups(self, table: pa.Table) -> list[Any]:
         """The windowed-value tuples for ``table``: ArrowRows groups, or elements where columns cannot stand in."""
         source = self.source
+        if not source.is_pairs:
+            return self._row_groups(table, source.arrow_form or "dict")
+        assert source.key is not None and source.value is not None and source.timestamp is not None
         ts_col = table.column(source.timestamp)
         columns = self._columns(table.column(source.key), table.column(source.value)) if not ts_col.null_count else None
         if columns is None:
@@ -143,10 +168,23 @@ class ArrowRowsSourceDriver(ArrowSourceDriver):
             out.append((ArrowRows(batch.slice(a, b - a), stamps), t, ws, PANE_INFO_UNKNOWN))
         return out
 
-    def _columns(self, key: pa.ChunkedArray, value: pa.ChunkedArray) -> list[pa.Array] | None:
-        """The key and value columns typed as the elements would be, or None to go element by element."""
+    def _row_groups(self, table: pa.Table, kind: str) -> list[Any]:
+        """Dict rows or values: one group of all of ``table``'s rows at the minimum timestamp (or elements)."""
+        names = table.schema.names
+        if (self.schema_names is not None and self.schema_names != names) or self.timestamp_column in names:
+            return self._elements(table)  # the kernel reports the mismatch
+        columns = self._columns(*table.columns)
+        if columns is None or not table.num_rows:
+            return self._elements(table)
+        batch = pa.RecordBatch.from_arrays(columns, names=names)
+        ws = GLOBAL_WINDOWS_TUPLE if type(self.windowfn) is GlobalWindows else self.windowfn._assign_us(MIN_TIMESTAMP_US, None, GLOBAL_WINDOW)
+        stamps = np.full(table.num_rows, MIN_TIMESTAMP_US, dtype=np.int64)
+        return [(ArrowRows(batch, stamps, kind), MIN_TIMESTAMP_US, ws, PANE_INFO_UNKNOWN)]
+
+    def _columns(self, *chunks: pa.ChunkedArray) -> list[pa.Array] | None:
+        """The columns typed as the elements would make them, or None to go element by element."""
         out = []
-        for i, chunked in enumerate((key, value)):
+        for i, chunked in enumerate(chunks):
             column = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
             if self.types is not None:
                 target = self.types[i]
@@ -196,9 +234,7 @@ class ArrowRowsSourceDriver(ArrowSourceDriver):
 
     def _elements(self, table: pa.Table) -> list[Any]:
         """The rows as the per-element path has them: (key, value) elements in their windows."""
-        s = self.source
-        values = list(ArrowBatchSource(table, s.key, s.value, s.timestamp).read())
-        bundle = to_windowed(values)
+        bundle = to_windowed(list(self.source.elements_of(table)))
         if type(self.windowfn) is GlobalWindows:
             return bundle
         assign = self.windowfn._assign_us

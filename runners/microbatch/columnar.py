@@ -1,17 +1,22 @@
 """The columnar fast path: keyed windowed aggregates computed with Arrow kernels.
 
-A plan fragment ``Read(ArrowBatchSource) -> [WindowInto] -> CombinePerKey``
+A plan fragment ``Read(ArrowSource of pairs) -> [WindowInto] -> CombinePerKey``
 with a known combiner (sum, count, mean, min, max), a global, fixed or
 sliding WindowFn, the default trigger, no allowed lateness and end-of-window
 output timestamps is run here instead of element by element: each batch is
 grouped by (key, window start) into partial aggregates that stay columnar
 across batches, and when the watermark passes a window's end its rows are
 turned into exactly the panes the per-element path would emit.
+
+When the aggregate's only consumer is a batched DoFn (such as
+``WriteToParquet``), the panes of each window go to it as one group of
+Arrow rows (``key`` and ``value`` columns) instead of Python tuples, so a
+columnar aggregate is written without a Python object per row.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import attrs
 import numpy as np
@@ -33,7 +38,8 @@ from tidal.model.window import (
     TimestampCombiner,
 )
 from tidal.runners.core.sources import SourceDriver, SourceEvent
-from tidal.io.arrowio import ArrowBatchSource
+from tidal.io.arrowio import ArrowSource
+from tidal.runners.core.errors import UserCodeError
 from tidal.transforms.combiners import CountCombineFn, MeanCombineFn
 
 __all__ = ["ArrowCombinePlan", "find_arrow_combines", "ArrowSourceDriver", "ArrowWindowedCombine"]
@@ -58,15 +64,17 @@ class ArrowCombinePlan:
     window_into: AppliedTransform | None
     combine: AppliedTransform
     aggregate: str
+    #: Whether the panes go on as Arrow rows (the only consumer is a batched DoFn that takes them).
+    arrow_output: bool = False
 
 
 def find_arrow_combines(graph: PipelineGraph) -> list[ArrowCombinePlan]:
-    """Every ``Read(ArrowBatchSource) -> [WindowInto] -> CombinePerKey`` the fast path can run."""
+    """Every ``Read(ArrowSource of pairs) -> [WindowInto] -> CombinePerKey`` the fast path can run."""
     consumers = graph.consumers()
     found: list[ArrowCombinePlan] = []
     for node in graph.primitives:
         t = node.transform
-        if not (isinstance(t, Read) and isinstance(t.source, ArrowBatchSource)):
+        if not (isinstance(t, Read) and isinstance(t.source, ArrowSource) and t.source.is_pairs):
             continue
         (out,) = node.outputs.values()
         users = consumers.get(out, [])
@@ -92,39 +100,99 @@ def find_arrow_combines(graph: PipelineGraph) -> list[ArrowCombinePlan]:
             or w.timestamp_combiner is not TimestampCombiner.OUTPUT_AT_EOW
         ):
             continue
-        found.append(ArrowCombinePlan(node, window_into, nxt, aggregate))
+        after = consumers.get(next(iter(nxt.outputs.values())), [])
+        arrow_output = len(after) == 1 and not after[0].side_inputs and _takes_arrow_panes(after[0].transform)
+        found.append(ArrowCombinePlan(node, window_into, nxt, aggregate, arrow_output))
     return found
 
 
-class ArrowSourceDriver(SourceDriver):
-    """Reads an ArrowBatchSource as Arrow tables of up to ``bundle_size`` rows; the offset counts rows."""
+def _takes_arrow_panes(transform: Any) -> bool:
+    """A batched, stateless DoFn that takes (key, value) batches: the panes can reach it as Arrow rows."""
+    from tidal.model.primitives import ParDo
+    from tidal.runners.microbatch.arrow_pardo import _takes_arrow_pairs
 
-    def __init__(self, label: str, source: ArrowBatchSource, bundle_size: int) -> None:
+    return isinstance(transform, ParDo) and _takes_arrow_pairs(transform.fn)
+
+
+class ArrowSourceDriver(SourceDriver):
+    """Reads an ArrowSource as Arrow tables of up to ``bundle_size`` rows; the offset counts rows.
+
+    The source's tables are read as they are needed (a file source is never
+    read whole into memory); a restored driver skips the rows before its offset.
+    """
+
+    def __init__(self, label: str, source: ArrowSource, bundle_size: int) -> None:
         super().__init__(label)
         self.source = source
         self.bundle_size = bundle_size
-        self.table = pa.Table.from_batches(source.batches) if source.batches else None
-        self.total = source.num_rows
+        self._tables: Iterator[pa.Table] | None = None
+        self._pending: pa.Table | None = None
+
+    def open(self, clock: Any) -> None:
+        self._tables = self._read()
+        self._pending = None
+        skip = int(self.offset or 0)
+        while skip > 0:
+            table = self._next()
+            if table is None:
+                break
+            if table.num_rows > skip:
+                self._pending = table.slice(skip)
+            skip -= table.num_rows
+
+    def _read(self) -> Iterator[pa.Table]:
+        try:
+            yield from self.source.tables()
+        except Exception as exc:
+            raise UserCodeError(self.label, self.source.read, exc, has_element=False) from exc
+
+    def _next(self) -> pa.Table | None:
+        if self._pending is not None:
+            table, self._pending = self._pending, None
+            return table
+        assert self._tables is not None, "open() first"
+        for table in self._tables:
+            if table.num_rows:
+                return table
+        return None
 
     def poll(self, clock: Any) -> SourceEvent:
-        start = self.offset
-        n = max(0, min(self.bundle_size, self.total - start))
-        self.offset = start + n
-        if self.offset >= self.total:
-            self.done = True
-            self.watermark = MAX_TIMESTAMP_US
-        if not n or self.table is None:
+        if self._tables is None:
+            self.open(clock)
+        parts: list[pa.Table] = []
+        rows = 0
+        while rows < self.bundle_size:
+            table = self._next()
+            if table is None:
+                break
+            if parts and table.schema != parts[0].schema:
+                self._pending = table  # (another file's columns: a bundle of its own)
+                break
+            take = self.bundle_size - rows
+            if table.num_rows > take:
+                self._pending = table.slice(take)
+                table = table.slice(0, take)
+            parts.append(table)
+            rows += table.num_rows
+        self.offset = int(self.offset or 0) + rows
+        if self._pending is None:
+            self._pending = self._next()  # look ahead: is there more?
+            if self._pending is None:
+                self.done = True
+                self.watermark = MAX_TIMESTAMP_US
+        if not rows:
             return SourceEvent()
-        return SourceEvent(self.table.slice(start, n))  # type: ignore[arg-type]
+        return SourceEvent(parts[0] if len(parts) == 1 else pa.concat_tables(parts))  # type: ignore[arg-type]
 
 
 class ArrowWindowedCombine:
     """Partial aggregates per (key, window start) as Arrow tables, fired by the watermark."""
 
     def __init__(self, plan: ArrowCombinePlan, compact_rows: int = 1_000_000) -> None:
-        source: ArrowBatchSource = plan.read.transform.source  # type: ignore[union-attr]
+        source: ArrowSource = plan.read.transform.source  # type: ignore[union-attr]
         self.source = source
         self.aggregate = plan.aggregate
+        self.arrow_output = plan.arrow_output
         self.windowfn = plan.combine.inputs[0].windowing.windowfn
         self.compact_rows = compact_rows
         #: Compacted partial aggregates (one row per key and window start) and newer partials.
@@ -275,6 +343,10 @@ class ArrowWindowedCombine:
         return self._panes(fired)
 
     def _panes(self, fired: pa.Table) -> list[Any]:
+        if self.arrow_output:
+            groups = self._arrow_panes(fired)
+            if groups is not None:
+                return groups
         keys = fired.column("k").to_pylist()
         results = self._results(fired)
         if isinstance(self.windowfn, GlobalWindows):
@@ -291,6 +363,52 @@ class ArrowWindowedCombine:
                     windows.clear()
                 w = windows[s] = (IntervalWindow.from_micros(s, s + size),)
             append(((k, r), s + size - 1, w, ONLY_PANE))
+        return out
+
+    def _arrow_panes(self, fired: pa.Table) -> list[Any] | None:
+        """The panes as one ArrowRows group per window (None where the columns cannot stand in for them)."""
+        from tidal.runners.core.batched import ArrowRows
+        from tidal.runners.microbatch.arrow_pardo import _element_type
+
+        keys = fired.column("k")
+        key_type = _element_type(keys.type)
+        if key_type is None or keys.null_count:
+            return None
+        a = self.aggregate
+        if a == "count":
+            values = fired.column("count_all")
+        elif a == "mean":
+            values = pc.divide(pc.cast(fired.column("v_sum"), pa.float64()), pc.cast(fired.column("count_all"), pa.float64()))
+        else:
+            values = fired.column(f"v_{a}")
+        value_type = _element_type(values.type)
+        if value_type is None or values.null_count or pa.types.is_boolean(value_type):
+            return None
+        try:
+            table = pa.table({"key": pc.cast(keys, key_type), "value": pc.cast(values, value_type)})
+        except pa.ArrowInvalid:
+            return None  # (an unsigned key too big for int64: the Python panes have it)
+        if isinstance(self.windowfn, GlobalWindows):
+            ts = GLOBAL_WINDOW.max_timestamp_us
+            stamps = np.full(table.num_rows, ts, dtype=np.int64)
+            return [(ArrowRows(table.combine_chunks().to_batches()[0], stamps, "pair"), ts, GLOBAL_WINDOWS_TUPLE, ONLY_PANE)]
+        starts = np.asarray(fired.column("s").to_numpy(), dtype=np.int64)
+        order = np.argsort(starts, kind="stable")
+        starts = starts[order]
+        table = table.take(pa.array(order)).combine_chunks()
+        batch = table.to_batches()[0] if table.num_rows else None
+        if batch is None:
+            return []
+        size = self._size_us()
+        bounds = np.concatenate(([0], np.flatnonzero(starts[1:] != starts[:-1]) + 1, [len(starts)]))
+        out = []
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            s = int(starts[lo])
+            window = self._windows.get(s)
+            if window is None:
+                window = self._windows[s] = (IntervalWindow.from_micros(s, s + size),)
+            ts = s + size - 1
+            out.append((ArrowRows(batch.slice(lo, hi - lo), np.full(hi - lo, ts, dtype=np.int64), "pair"), ts, window, ONLY_PANE))
         return out
 
     def _results(self, fired: pa.Table) -> list[Any]:

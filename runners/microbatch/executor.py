@@ -334,7 +334,7 @@ class MicroBatchExecutor(LocalExecutor):
                     limit = _records_to(d, replay[d.label]["offset"], self.bundle_size)
                 else:
                     limit = min(self.bundle_size, self.max_batch_size - counts[d])
-                _set_read_limit(d, max(1, limit))
+                _set_read_limit(d, max(1, limit), None if replay is None else replay[d.label]["offset"])
                 event = d.poll(self.clock)
                 bundles, pt = cut[d]
                 finished = d.done
@@ -391,10 +391,12 @@ def _records_to(driver: SourceDriver, target: Any, default: int) -> int:
     return default
 
 
-def _set_read_limit(driver: SourceDriver, limit: int) -> None:
-    """Make the next poll of ``driver`` read at most ``limit`` records."""
+def _set_read_limit(driver: SourceDriver, limit: int, end: Any = None) -> None:
+    """Make the next poll of ``driver`` read at most ``limit`` records, and none past offset ``end``."""
     if hasattr(driver, "bundle_size"):
         driver.bundle_size = limit
     if hasattr(driver, "max_bundle"):
         driver.max_bundle = limit
+    if hasattr(driver, "read_end"):
+        driver.read_end = end
 

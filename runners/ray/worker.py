@@ -134,6 +134,7 @@ class StageTask:
             senders_of=lambda edge: senders.get(edge, 1),
             commit_on_close=spec["checkpoint_location"] is None,
             max_parallelism=self.max_parallelism,
+            worker=(index, self.count),
         )
         self.opened = False
         # -- checkpoints --
