@@ -2,8 +2,9 @@
 
 * Sources are split once per run (``split(max_parallelism)``) and read by up
   to ``parallelism`` workers; every element is read exactly once at
-  parallelism 1, 2 and 3, for Create, text files, Arrow data and an
-  unbounded source with three partitions (one partition per worker).
+  parallelism 1, 2 and 3, for Create, text files, Arrow data, Parquet files
+  (by file and row group), a CSV file (by byte range) and an unbounded
+  source with three partitions (one partition per worker).
 * Workers come from a pool and are reused across jobs; a job leaves nothing
   behind in them (state, metrics, its objects), and a worker of a failed job
   is removed, never reused.
@@ -74,11 +75,20 @@ def _source(kind: str, tmp: Path) -> tuple[Any, list[Any], int]:
     if kind == "arrow":
         table = pa.table({"k": [f"k{i % 7}" for i in range(300)], "v": list(range(300)), "t": [i / 10 for i in range(300)]})
         return td.io.ReadArrow(table, key="k", value="v", timestamp="t"), [(f"k{i % 7}", i) for i in range(300)], 100
+    if kind == "parquet":  # two files of three row groups each: split by file and row group
+        import pyarrow.parquet as pq
+
+        for f in range(2):
+            pq.write_table(pa.table({"n": list(range(f * 150, f * 150 + 150))}), str(tmp / f"in-{f}.parquet"), row_group_size=50)
+        return td.io.ReadFromParquet(str(tmp / "in-*.parquet")), [{"n": i} for i in range(300)], 6
+    if kind == "csv":  # one file, split by byte range at line starts
+        (tmp / "in.csv").write_text("n,word\n" + "".join(f"{i},w{i % 13}\n" for i in range(2000)))
+        return td.io.ReadFromCsv(str(tmp / "in.csv")), [{"n": i, "word": f"w{i % 13}"} for i in range(2000)], 3
     return td.Read(Stream(pause=0.0)), [(f"k{v % 5}", v) for v in range(N)], PARTITIONS
 
 
 @pytest.mark.parametrize("parallelism", [1, 2, 3])
-@pytest.mark.parametrize("kind", ["create", "text", "arrow", "partitions"])
+@pytest.mark.parametrize("kind", ["create", "text", "arrow", "parquet", "csv", "partitions"])
 def test_every_element_is_read_exactly_once_by_up_to_parallelism_workers(tmp_path: Path, kind: str, parallelism: int) -> None:
     source, values, pieces = _source(kind, tmp_path)
     folder = tmp_path / "read"
@@ -87,7 +97,7 @@ def test_every_element_is_read_exactly_once_by_up_to_parallelism_workers(tmp_pat
     _ = p | source | td.ParDo(RecordTo(str(folder), ("value",)))  # fused: recorded by the worker that read it
     result = p.run()
     result.wait_until_finish(120)
-    assert sorted(read_records(folder)) == sorted(values)
+    assert sorted(read_records(folder), key=repr) == sorted(values, key=repr)
     readers = min(parallelism, pieces)
     assert result.parallelism[0] == readers  # type: ignore[attr-defined]
     assert len(pids_of(folder)) == readers  # each worker is a process of its own
