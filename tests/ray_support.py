@@ -37,9 +37,11 @@ class _PartitionReader(UnboundedReader):
         super().__init__(0, start_offset)
 
     def _produce(self) -> Iterator[Any]:
-        # The reader skips the first ``start_offset`` elements (a replay): no pauses among them.
+        # A replay from ``start_offset`` skips the elements before it (the reader's offset counts from there).
         for i, v in enumerate(range(self._partition, N, PARTITIONS)):
-            if i >= self._start and i % 50 == 0:
+            if i < self._start:
+                continue
+            if i % 50 == 0:
                 time.sleep(self._pause)
             yield td.TimestampedValue((f"k{v % KEYS}", v), v / 100)
 
