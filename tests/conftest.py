@@ -17,6 +17,7 @@ process of the cluster and checks that none is left.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -33,6 +34,9 @@ _RAY_TMPDIR = None
 if "RAY_TMPDIR" not in os.environ:
     # Short: Ray's socket paths live under it and must stay under 108 characters.
     _RAY_TMPDIR = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="tidal-ray-", dir="/tmp")
+    # Also at the very end of the process: handlers run last-registered first, so this runs
+    # after Ray's own exit handlers (registered when Ray is imported), which may write there.
+    atexit.register(shutil.rmtree, _RAY_TMPDIR, True)
 
 #: Nodes of the multi-node test cluster: the head and two more.
 CLUSTER_NODES = 3
