@@ -30,13 +30,22 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TIDAL_NO_PROGRESS", "1")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-_RAY_TMPDIR = None
-if "RAY_TMPDIR" not in os.environ:
-    # Short: Ray's socket paths live under it and must stay under 108 characters.
-    _RAY_TMPDIR = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="tidal-ray-", dir="/tmp")
-    # Also at the very end of the process: handlers run last-registered first, so this runs
-    # after Ray's own exit handlers (registered when Ray is imported), which may write there.
-    atexit.register(shutil.rmtree, _RAY_TMPDIR, True)
+_RAY_TMPDIR: str | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the session's Ray a folder of its own, before any test module imports Ray.
+
+    Here rather than at import: a process that imports this module by name
+    (a Ray worker unpickling something of the tests) makes no folder.
+    """
+    global _RAY_TMPDIR
+    if "RAY_TMPDIR" not in os.environ:
+        # Short: Ray's socket paths live under it and must stay under 108 characters.
+        _RAY_TMPDIR = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="tidal-ray-", dir="/tmp")
+        # Also at the very end of the process: handlers run last-registered first, so this runs
+        # after Ray's own exit handlers (registered when Ray is imported), which may write there.
+        atexit.register(shutil.rmtree, _RAY_TMPDIR, True)
 
 #: Nodes of the multi-node test cluster: the head and two more.
 CLUSTER_NODES = 3

@@ -93,13 +93,13 @@ def test_a_node_lost_mid_job_restarts_from_the_last_checkpoint_with_exact_output
     # The checkpoint store is a folder every node reaches (here: the nodes share the machine's disk).
     runner = RayRunner(parallelism=3, checkpoint_dir=str(tmp_path / "ck"), checkpoint_interval=0.25, bundle_size=100)
     p = td.Pipeline(runner=runner)
-    sums_and_numbers(p, out, Stream(pause=0.15))  # about 3 s of stream once the workers run
+    sums_and_numbers(p, out, Stream(pause=0.25))  # about 5 s of stream once the workers run
     result = p.run()
     try:
         wait_for(
-            lambda: len(result.checkpoints) >= 2 or result.state.is_terminal,  # type: ignore[attr-defined]
+            lambda: len(result.checkpoints) >= 1 or result.state.is_terminal,  # type: ignore[attr-defined]
             timeout=120,
-            what="two checkpoints complete",
+            what="a checkpoint completes",
         )
         assert result.state is td.PipelineState.RUNNING, result.wait_until_finish(0)
         newest = result.checkpoints[-1]  # type: ignore[attr-defined]
