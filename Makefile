@@ -33,7 +33,7 @@ run: $(STAMP)
 	@echo "== a Redis stream consumed as it arrives, per-window means written back exactly once (examples/redis_stream.py)"
 	$(PY) examples/redis_stream.py
 	@echo
-	@echo "== a worker killed mid-stream on Ray: recovery from a checkpoint, output exactly once (examples/fault_tolerance.py)"
+	@echo "== a worker killed, then a node lost, mid-stream on a 3-node Ray: recovery from a checkpoint, output exactly once (examples/fault_tolerance.py)"
 	RAY_AUTH_MODE=disabled $(PY) examples/fault_tolerance.py
 	@echo
 	@echo "== a short comparison (python -m tidal bench --report): the runners on four workloads (Yahoo among them), key scaling,"

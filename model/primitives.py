@@ -101,6 +101,18 @@ class UnboundedSource(abc.ABC):
     def open_reader(self, start_offset: Any = None) -> Any:
         """A reader positioned after ``start_offset`` (for replay), or at the start."""
 
+    def split(self, desired_count: int) -> list["UnboundedSource"]:
+        """The source's partitions (at most ``desired_count``), each a source of its own; by default one.
+
+        A source with partitions (the partitions of a topic, several streams)
+        returns one source per partition, each with its own reader, offsets
+        and watermark. A parallel runner reads them on separate workers, at
+        most one partition per worker when the parallelism allows, and
+        restores each partition's offset wherever it is read after a restore.
+        The list must be the same every time for the same source.
+        """
+        return [self]
+
     def display_name(self) -> str:
         return type(self).__name__
 

@@ -317,12 +317,16 @@ def test_savepoint_then_restore_from_it(tmp_path: Path) -> None:
     assert published(tmp_path / "out") == EXPECTED_NUMBERS
 
 
-def test_a_checkpoint_restores_only_with_the_same_parallelism(tmp_path: Path) -> None:
+def test_a_checkpoint_restores_only_with_the_same_max_parallelism(tmp_path: Path) -> None:
+    """Another parallelism is fine (key groups are handed out again); other key groups are not."""
     runner = RayRunner(parallelism=2, checkpoint_dir=str(tmp_path / "ck"), checkpoint_interval=0.2)
     with td.Pipeline(runner=runner) as p:
         p | td.Create([("a", 1), ("b", 2)]) | td.CombinePerKey(sum) | td.WriteToText(str(tmp_path / "out" / "o"))
-    with pytest.raises(PipelineExecutionError, match=r"taken with parallelism .*restore it with the same parallelism"):
-        with td.Pipeline(runner=RayRunner(parallelism=1, checkpoint_dir=str(tmp_path / "ck"))) as p:
+    with pytest.raises(
+        PipelineExecutionError,
+        match=r"taken with max_parallelism 128, this run has 64; .*restore it with RayRunner\(max_parallelism=128\)",
+    ):
+        with td.Pipeline(runner=RayRunner(parallelism=1, max_parallelism=64, checkpoint_dir=str(tmp_path / "ck"))) as p:
             p | td.Create([("a", 1), ("b", 2)]) | td.CombinePerKey(sum) | td.WriteToText(str(tmp_path / "out" / "o"))
 
 

@@ -35,13 +35,18 @@ def _job_actors_alive() -> int:
     )
 
 
-def _wait_for_no_actors(timeout: float = 20.0) -> int:
+def _only_idle_pool_workers(timeout: float = 20.0) -> int:
+    """How many workers are alive that are not idle and unloaded in the pool (0: nothing half-run)."""
+    from tidal.runners.ray.pool import get_pool
+
+    idle = get_pool().idle()
+    assert all(not d["loaded"] for d in ray.get([w.describe.remote() for w in idle]))
     deadline = time.monotonic() + timeout
     alive = _job_actors_alive()
-    while alive and time.monotonic() < deadline:
+    while alive > len(idle) and time.monotonic() < deadline:
         time.sleep(0.2)
         alive = _job_actors_alive()
-    return alive
+    return alive - len(idle)
 
 
 # -- routing -------------------------------------------------------------------------
@@ -80,7 +85,8 @@ def test_keyed_routing_sends_each_key_to_exactly_one_part() -> None:
     for index, part in enumerate(parts):
         for (key, _), *_ in part:
             assert owner.setdefault(key, index) == index
-            assert index == stable_hash(key) % 3
+            # The owner of the key's group among 128: groups 0..42 -> 0, 43..85 -> 1, 86..127 -> 2.
+            assert index == (stable_hash(key) % 128) * 3 // 128
     assert all(parts)  # 37 keys spread over all three parts
 
 
@@ -276,13 +282,21 @@ def test_user_error_names_step_and_element_and_removes_actors() -> None:
     assert "on element 0" in message
     assert "remote traceback" in "\n".join(getattr(info.value, "__notes__", []))
     assert time.monotonic() - started < 60
-    assert _wait_for_no_actors() == 0
+    # The failed job's workers were removed, not given back: every worker left is idle and empty.
+    assert _only_idle_pool_workers() == 0
 
 
-def test_actors_are_gone_after_a_successful_job() -> None:
+def test_a_successful_job_gives_its_workers_back_empty_and_the_next_job_reuses_them() -> None:
+    from tidal.runners.ray.pool import get_pool
+
     with td.Pipeline(runner=RayRunner(parallelism=2)) as p:
         assert_that(p | td.Create([1, 2, 3]) | td.Map(lambda x: x + 1), equal_to([2, 3, 4]))
-    assert _wait_for_no_actors() == 0
+    assert _only_idle_pool_workers() == 0
+    created = get_pool().created
+    with td.Pipeline(runner=RayRunner(parallelism=2)) as p:
+        assert_that(p | td.Create([1, 2, 3]) | td.Map(lambda x: x * 2), equal_to([2, 4, 6]))
+    assert get_pool().created == created  # warm: no new worker process
+    assert _only_idle_pool_workers() == 0
 
 
 def test_cancel_stops_a_running_streaming_job() -> None:
@@ -303,8 +317,13 @@ def test_cancel_stops_a_running_streaming_job() -> None:
     result = p.run()
     time.sleep(3)
     assert result.state is td.PipelineState.RUNNING
+    workers = list(result._actors)  # type: ignore[attr-defined]
     assert result.cancel() is td.PipelineState.CANCELLED
-    assert _wait_for_no_actors() == 0
+    assert _only_idle_pool_workers() == 0
+    # The cancelled job's workers are gone, never back in the pool.
+    for w in workers:
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(w.describe.remote(), timeout=20)
 
 
 def test_parallelism_is_validated() -> None:

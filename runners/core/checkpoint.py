@@ -194,6 +194,11 @@ class CompletedCheckpoint:
         return bool(self.meta.get("final"))
 
     @property
+    def store_location(self) -> str:
+        """The store (folder or URL) the checkpoint is in."""
+        return self._store.location
+
+    @property
     def location(self) -> str:
         """Where the checkpoint lives (a folder or URL)."""
         return f"{self._store.location.rstrip('/')}/chk-{self.id:06d}"
@@ -219,6 +224,10 @@ class CheckpointStore:
     def write_part(self, checkpoint_id: int, part: str, data: bytes) -> None:
         """Store one worker's part of checkpoint ``checkpoint_id``."""
         self._fs.write_atomic(f"{self._dir(checkpoint_id)}/{part}", data)
+
+    def read_part(self, checkpoint_id: int, part: str) -> bytes:
+        """The bytes of one part of ``checkpoint_id`` (a worker restoring reads its own parts)."""
+        return bytes(self._fs.read(f"{self._dir(checkpoint_id)}/{part}"))
 
     def parts(self, checkpoint_id: int) -> set[str]:
         """The parts of ``checkpoint_id`` written so far."""

@@ -20,6 +20,7 @@ from tidal.model.primitives import CombinePerKey, Flatten, GroupByKey, Impulse, 
 from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US
 from tidal.runners.core.errors import PipelineExecutionError
 from tidal.runners.core.gcpolicy import throughput_gc
+from tidal.runners.core.keygroups import DEFAULT_MAX_PARALLELISM, KeyGroups, key_group_range, overlapping
 from tidal.runners.core.operators import (
     AssignWindowsOperator,
     CombinePerKeyOperator,
@@ -122,9 +123,12 @@ class LocalExecutor:
         remote_emit: Callable[[str, list[Any]], None] | None = None,
         senders_of: Callable[[str], int] | None = None,
         commit_on_close: bool = True,
+        max_parallelism: int = DEFAULT_MAX_PARALLELISM,
         worker: tuple[int, int] = (0, 1),
     ) -> None:
         self.plan = plan
+        #: The job's key groups: keyed state is snapshotted split by them (see keygroups.py).
+        self.key_groups = KeyGroups(max_parallelism)
         #: (index, count): this executor is instance ``index`` of ``count`` parallel ones of its stages.
         self.worker = worker
         self.bundle_size = bundle_size
@@ -207,6 +211,8 @@ class LocalExecutor:
                     self._export(partial_edge_id(combine), pre, "out")
         for remote in self.remote_inputs.values():
             self._out_wm[remote] = MIN_TIMESTAMP_US
+        for op in self.ops:
+            op.key_groups = self.key_groups
         # Keep operators in topological order: a precombine must come before its combine.
         self.ops.sort(key=lambda op: self._topo_index(op))
 
@@ -460,6 +466,71 @@ class LocalExecutor:
         self.clock.advance_to(snap["clock"])
         if commit:
             self.commit(FINAL_CHECKPOINT)
+
+    @staticmethod
+    def parts_for(index: int, count: int, old_count: int, max_parallelism: int, split_readers: list[bool]) -> list[int]:
+        """Which old instances' snapshots instance ``index`` of ``count`` needs for a restore at a new parallelism.
+
+        Those whose key groups overlap its range, the one(s) whose other state
+        it takes over (old instance ``j`` goes to new instance ``j % count``),
+        and those that read a split or partition it reads now
+        (``split_readers[j]``: whether old instance ``j`` read one of them).
+
+        >>> LocalExecutor.parts_for(0, 1, 2, 128, [True, True])   # at parallelism 1: everything
+        [0, 1]
+        >>> LocalExecutor.parts_for(2, 3, 2, 128, [False, True])  # groups 86..127 were old instance 1's
+        [1]
+        """
+        needed = set(overlapping(index, count, old_count, max_parallelism))
+        needed |= {j for j in range(old_count) if j % count == index}
+        needed |= {j for j, reads in enumerate(split_readers) if reads}
+        return sorted(needed)
+
+    def merge_snapshots(self, parts: dict[int, dict[str, Any]], index: int, count: int) -> dict[str, Any]:
+        """The snapshot instance ``index`` of ``count`` restores from, made of old instances' snapshots.
+
+        ``parts`` maps old instance numbers to their snapshots (at least those
+        :meth:`parts_for` names). Keyed state comes by key group from every old
+        instance that held part of this one's range; state that belongs to no
+        key (elements waiting for side inputs, what sinks staged) from the old
+        instances this one takes over; each split or partition of a source
+        from whichever old instance read it; watermarks are the minimum.
+        """
+        ordered = sorted(parts)
+        snaps = [parts[j] for j in ordered]
+        owned = [j % count == index for j in ordered]
+        mine = key_group_range(index, count, self.key_groups.max_parallelism)
+        for snap in snaps:
+            labels = [entry[0] for entry in snap["ops"]]
+            if labels != [op.label for op in self.ops]:
+                raise PipelineExecutionError(
+                    "checkpoint",
+                    "the checkpoint was written by a different pipeline (its steps are "
+                    f"{labels}, this pipeline's are {[op.label for op in self.ops]})",
+                )
+        ops = []
+        for k, op in enumerate(self.ops):
+            entries = [snap["ops"][k] for snap in snaps]
+            bases = [e[1] for e in entries]
+            base = (
+                min(b[0] for b in bases),
+                [min(ws) for ws in zip(*(b[1] for b in bases))],
+                max(b[2] for b in bases),
+                min(b[3] for b in bases),
+            )
+            extra = op.rescale_snapshot([e[2] for e in entries], owned, mine) if entries[0][2] is not None else None
+            from tidal.runners.core.operators import MergedHandles
+
+            staged = MergedHandles.merge([e[3] for e, o in zip(entries, owned) if o])
+            ops.append((op.label, base, extra, staged))
+        sources = {}
+        for d, _, _ in self.sources:
+            sources[d.label] = d.merge_positions([snap["sources"][d.label] for snap in snaps if d.label in snap["sources"]])
+        remote = {}
+        for edge, r in self.remote_inputs.items():
+            known = [w for snap in snaps for w in snap["remote"].get(edge, [])]
+            remote[edge] = [min(known, default=MIN_TIMESTAMP_US)] * len(r.sender_watermarks)
+        return {"ops": ops, "sources": sources, "remote": remote, "clock": max(snap["clock"] for snap in snaps)}
 
     def abort_after(self, checkpoint_id: int) -> None:
         """Restored from ``checkpoint_id``: sinks withdraw what later checkpoints published."""

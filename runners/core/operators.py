@@ -32,6 +32,7 @@ from tidal.model.trigger import PANE_INFO_UNKNOWN
 from tidal.model.window import FixedWindows, GlobalWindows, Sessions, WindowFn
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError, describe_element
 from tidal.runners.core.invoker import DoFnInvoker, SideInputResolver
+from tidal.runners.core.keygroups import KeyedSnapshot, KeyGroups, split_by_group
 from tidal.runners.core.reduce import CombineReduceFn, GroupReduceFn, KeyedWindowReducer
 
 __all__ = [
@@ -54,6 +55,9 @@ _CLOSED_DROPS = Metrics.counter(RUNNER_NAMESPACE, DROPPED_DUE_TO_CLOSED_WINDOW)
 
 class Operator:
     """Base class: input slots, receivers per output tag, watermarks and metrics."""
+
+    #: The job's key groups: keyed operators snapshot their state split by them (the executor sets it).
+    key_groups: KeyGroups = KeyGroups()
 
     def __init__(self, label: str, num_inputs: int = 1, num_side_inputs: int = 0) -> None:
         self.label = label
@@ -115,6 +119,19 @@ class Operator:
 
     def restore(self, snapshot: Any) -> None:
         """Restore the state ``snapshot`` returned."""
+
+    def rescale_snapshot(self, snapshots: list[Any], owned: list[bool], key_groups: range) -> Any:
+        """This operator's snapshot for one instance at a new parallelism, from old instances' snapshots.
+
+        ``snapshots`` are those of the old instances that matter to this one:
+        each that held some of ``key_groups`` (the range this instance owns
+        now), and each whose state that belongs to no key this instance takes
+        over (``owned``: every old instance is owned by exactly one new one).
+        Keyed operators take the key groups of the range from all of them
+        (see :class:`~tidal.runners.core.keygroups.KeyedSnapshot`); the rest
+        comes from the owned ones. Stateless operators have nothing to merge.
+        """
+        return snapshots[0] if snapshots else None
 
     def _run_user(self, fn: Callable[[], None]) -> None:
         previous = set_current_container(self.metrics)
@@ -252,12 +269,21 @@ class ParDoOperator(Operator):
 
     def restore(self, snapshot: Any) -> None:
         self.pending = list(snapshot["pending"])
-        self.side_data[:] = [{w: list(vs) for w, vs in d.items()} for d in snapshot["side_data"]]
+        self._restore_side_data(snapshot["side_data"])
+
+    def _restore_side_data(self, side_data: list[dict[Any, list[Any]]]) -> None:
+        self.side_data[:] = [{w: list(vs) for w, vs in d.items()} for d in side_data]
         resolver = self.invoker.side_inputs
         if resolver is not None:
             resolver.data = self.side_data
             for cache in resolver._cache:
                 cache.clear()
+
+    def rescale_snapshot(self, snapshots: list[Any], owned: list[bool], key_groups: range) -> Any:
+        # Elements waiting for side inputs go with their old instance; side inputs are
+        # broadcast, so every instance held the same.
+        pending = [wv for snap, mine in zip(snapshots, owned) if mine for wv in snap["pending"]]
+        return {"pending": pending, "side_data": snapshots[0]["side_data"]}
 
     @property
     def is_transactional(self) -> bool:
@@ -287,11 +313,31 @@ class ParDoOperator(Operator):
     def commit(self, up_to: int) -> None:
         """Checkpoints up to ``up_to`` are complete: publish what the sink staged for them."""
         for cid in sorted(c for c in self.uncommitted if c <= up_to):
-            try:
-                self.dofn.commit(self.uncommitted[cid])
-            except Exception as exc:
-                raise UserCodeError(self.label, self.dofn.commit, exc, has_element=False) from exc
-            del self.uncommitted[cid]  # only once published: a failed commit is retried
+            staged = self.uncommitted[cid]
+            for handle in staged.handles if isinstance(staged, MergedHandles) else (staged,):
+                try:
+                    self.dofn.commit(handle)
+                except Exception as exc:
+                    raise UserCodeError(self.label, self.dofn.commit, exc, has_element=False) from exc
+            del self.uncommitted[cid]  # only once published: a failed commit is retried (commit is idempotent)
+
+
+class MergedHandles:
+    """What several old instances of a sink staged for one checkpoint, after a restore at a lower parallelism."""
+
+    __slots__ = ("handles",)
+
+    def __init__(self, handles: list[Any]) -> None:
+        self.handles = handles
+
+    @staticmethod
+    def merge(staged: list[dict[int, Any]]) -> dict[int, Any]:
+        """The union of several instances' ``uncommitted`` (checkpoint id -> handle)."""
+        out: dict[int, list[Any]] = {}
+        for part in staged:
+            for cid, handle in part.items():
+                out.setdefault(cid, []).extend(handle.handles if isinstance(handle, MergedHandles) else [handle])
+        return {cid: hs[0] if len(hs) == 1 else MergedHandles(hs) for cid, hs in out.items()}
 
 
 class AssignWindowsOperator(Operator):
@@ -380,10 +426,24 @@ class _KeyedReduceOperator(Operator):
         return self.reducer.is_empty()
 
     def snapshot(self) -> Any:
-        return self.reducer.snapshot()
+        return _split_reducer_snapshot(self.reducer.snapshot(), self.key_groups.grouper())
 
     def restore(self, snapshot: Any) -> None:
-        self.reducer.restore(snapshot)
+        self.reducer.restore(_join_reducer_snapshot(snapshot))
+
+    def rescale_snapshot(self, snapshots: list[Any], owned: list[bool], key_groups: range) -> Any:
+        commons = [s.common for s in snapshots]
+        mine = [s.common for s, o in zip(snapshots, owned) if o]
+        common = {
+            # Every instance of a stage got the same watermarks at the barrier: the minimum is theirs.
+            "input_watermark": min(c["input_watermark"] for c in commons),
+            "output_watermark": min(c["output_watermark"] for c in commons),
+            "processing_time": max(c["processing_time"] for c in commons),
+            # Counts of dropped input: each old instance's are taken over once.
+            "dropped": sum(c["dropped"] for c in mine),
+            "dropped_closed": sum(c.get("dropped_closed", 0) for c in mine),
+        }
+        return KeyedSnapshot(common, _union_groups(snapshots, key_groups))
 
 
 class GroupByKeyOperator(_KeyedReduceOperator):
@@ -545,13 +605,100 @@ class PrecombineOperator(Operator):
         return not self.table
 
     def snapshot(self) -> Any:
-        return dict(self.table)
+        group = self.key_groups.grouper()
+        return KeyedSnapshot(None, split_by_group(((kw[0], (kw, acc)) for kw, acc in self.table.items()), group))
 
     def restore(self, snapshot: Any) -> None:
-        self.table = dict(snapshot)
+        table: dict[tuple[Any, Any], Any] = {}
+        for items in snapshot.groups.values():
+            for kw, acc in items:
+                if kw in table:
+                    # Two old instances (of a non-keyed stage) held partial results for one key and
+                    # window: merged, they are still one partial result.
+                    table[kw] = self.fn.merge_accumulators([table[kw], acc])
+                else:
+                    table[kw] = acc
+        self.table = table
+
+    def rescale_snapshot(self, snapshots: list[Any], owned: list[bool], key_groups: range) -> Any:
+        return KeyedSnapshot(None, _union_groups(snapshots, key_groups))
 
 
 _MISSING = object()
+
+
+def _union_groups(snapshots: list[KeyedSnapshot], key_groups: range) -> dict[int, list[Any]]:
+    """The items of the key groups in ``key_groups`` from every snapshot."""
+    out: dict[int, list[Any]] = {}
+    for snap in snapshots:
+        for g, items in snap.groups.items():
+            if g in key_groups:
+                out.setdefault(g, []).extend(items)
+    return out
+
+
+def _split_reducer_snapshot(snap: dict[str, Any], group: Any) -> KeyedSnapshot:
+    """A :class:`KeyedWindowReducer` snapshot split by key group.
+
+    Window state, merging windows and processing-time deadlines belong to a
+    key; a timer belongs to a window whose keys may sit in several groups, so
+    each of those groups carries it and the join keeps one.
+    """
+    items: list[tuple[Any, Any]] = []
+    items.extend((kw[0], ("state", kw, st)) for kw, st in snap["states"].items())
+    items.extend((key, ("active", key, windows)) for key, windows in snap["active"].items())
+    items.extend((entry[2], ("deadline", entry)) for entry in snap["deadlines"])
+    groups_of_window: dict[Any, set[int]] = {}
+    for window, keys in snap["window_keys"].items():
+        for key in keys:
+            g = group(key)
+            groups_of_window.setdefault(window, set()).add(g)
+            items.append((key, ("key", window, key)))
+    groups = split_by_group(items, group)
+    for entry in snap["timers"]:
+        for g in groups_of_window.get(entry[3], ()):
+            groups[g].append(("timer", entry))
+    common = {k: snap[k] for k in ("input_watermark", "output_watermark", "processing_time", "dropped")}
+    common["dropped_closed"] = snap.get("dropped_closed", 0)
+    return KeyedSnapshot(common, groups)
+
+
+def _join_reducer_snapshot(keyed: KeyedSnapshot) -> dict[str, Any]:
+    """The reducer snapshot that :func:`_split_reducer_snapshot`'s groups (of one or several instances) make."""
+    states: dict[Any, Any] = {}
+    active: dict[Any, set[Any]] = {}
+    window_keys: dict[Any, dict[Any, None]] = {}
+    timers: dict[tuple[int, int, Any], tuple[int, int, int, int, Any]] = {}
+    deadlines: list[tuple[int, int, int, Any, Any]] = []
+    for part, items in enumerate(keyed.groups.values()):
+        for item in items:
+            kind = item[0]
+            if kind == "state":
+                states[item[1]] = item[2]
+            elif kind == "key":
+                window_keys.setdefault(item[1], {})[item[2]] = None
+            elif kind == "timer":
+                ts, timer_kind, seq, window = item[1]
+                key = (ts, timer_kind, window)
+                if key not in timers or (seq, part) < timers[key][2:4]:
+                    timers[key] = (ts, timer_kind, seq, part, window)
+            elif kind == "active":
+                active[item[1]] = set(item[2])
+            else:
+                deadline, seq, k, window = item[1]
+                deadlines.append((deadline, seq, part, k, window))
+    # Sequence numbers only break ties; numbered afresh they keep each instance's order
+    # and never make two entries compare their windows or keys.
+    ordered = sorted(timers.values(), key=lambda t: t[:4])
+    ordered_deadlines = sorted(deadlines, key=lambda d: d[:3])
+    return {
+        "states": states,
+        "active": active,
+        "timers": [(ts, kind, seq, window) for seq, (ts, kind, _s, _p, window) in enumerate(ordered)],
+        "window_keys": window_keys,
+        "deadlines": [(d, len(ordered) + seq, k, w) for seq, (d, _s, _p, k, w) in enumerate(ordered_deadlines)],
+        **keyed.common,
+    }
 
 
 def windowfn_of_side(view: AsSideInput) -> WindowFn:

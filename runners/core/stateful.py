@@ -27,6 +27,7 @@ from tidal.model.trigger import PANE_INFO_UNKNOWN
 from tidal.model.userstate import TimeDomain, TimerSpec
 from tidal.model.window import WindowFn
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError
+from tidal.runners.core.keygroups import KeyedSnapshot, split_by_group
 from tidal.runners.core.operators import _LATE_DROPS, ParDoOperator
 from tidal.runners.core.state import KeyedStateStore
 
@@ -227,22 +228,65 @@ class StatefulParDoOperator(ParDoOperator):
         return super().is_idle() and not self.timers
 
     def snapshot(self) -> Any:
-        return {
-            **super().snapshot(),
-            "store": self.store.snapshot(),
-            "timers": dict(self.timers),
-            "event_heap": list(self._event_heap),
-            "proc_heap": list(self._proc_heap),
-            "gc_heap": list(self._gc_heap),
-        }
+        # Every piece of state belongs to a key: split by key group, so a restore at another
+        # parallelism hands each group to its new owner (see runners/core/keygroups.py).
+        items: list[tuple[Any, Any]] = []
+        items.extend((kw[0], ("cells", kw, cells)) for kw, cells in self.store.snapshot().items())
+        items.extend((k[0], ("timer", k, ts)) for k, ts in self.timers.items())
+        items.extend((e[2], ("event", e)) for e in self._event_heap)
+        items.extend((e[2], ("proc", e)) for e in self._proc_heap)
+        items.extend((e[2], ("gc", e)) for e in self._gc_heap)
+        items.extend((_key_of(wv), ("pending", wv)) for wv in self.pending)
+        side = super().snapshot()["side_data"]
+        return KeyedSnapshot({"side_data": side}, split_by_group(items, self.key_groups.grouper()))
 
     def restore(self, snapshot: Any) -> None:
-        super().restore(snapshot)
-        self.store.restore(snapshot["store"])
-        self.timers = dict(snapshot["timers"])
-        self._event_heap = list(snapshot["event_heap"])
-        self._proc_heap = list(snapshot["proc_heap"])
-        self._gc_heap = list(snapshot["gc_heap"])
+        cells: dict[tuple[Any, Any], dict[str, Any]] = {}
+        timers: dict[tuple[Any, Any, str], int] = {}
+        heaps: dict[str, list[tuple[Any, ...]]] = {"event": [], "proc": [], "gc": []}
+        pending: list[Any] = []
+        for part, items in enumerate(snapshot.groups.values()):
+            for item in items:
+                kind = item[0]
+                if kind == "cells":
+                    cells[item[1]] = item[2]
+                elif kind == "timer":
+                    timers[item[1]] = item[2]
+                elif kind == "pending":
+                    pending.append(item[1])
+                else:
+                    entry = item[1]
+                    heaps[kind].append((entry[0], entry[1], part, entry))
+        self.pending = pending
+        self._restore_side_data(snapshot.common["side_data"])
+        self.store.restore(cells)
+        self.timers = timers
+        # Sequence numbers only break ties: numbered afresh (in each old instance's order) they
+        # never make two heap entries compare their keys or windows.
+        seq = itertools.count()
+        rebuilt = {
+            kind: [(e[0], next(seq), *e[2:]) for *_ignored, e in sorted(entries, key=lambda x: x[:3])]
+            for kind, entries in heaps.items()
+        }
+        self._event_heap = rebuilt["event"]
+        self._proc_heap = rebuilt["proc"]
+        self._gc_heap = rebuilt["gc"]
         self._gc_known = {(e[2], e[3]) for e in self._gc_heap}
-        seqs = [int(e[1]) for e in (*self._event_heap, *self._proc_heap, *self._gc_heap)]
-        self._seq = itertools.count(max(seqs, default=0) + 1)
+        self._seq = seq
+
+    def rescale_snapshot(self, snapshots: list[Any], owned: list[bool], key_groups: range) -> Any:
+        groups: dict[int, list[Any]] = {}
+        for snap in snapshots:
+            for g, items in snap.groups.items():
+                if g in key_groups:
+                    groups.setdefault(g, []).extend(items)
+        # Side inputs are broadcast: every old instance held the same.
+        return KeyedSnapshot({"side_data": snapshots[0].common["side_data"]}, groups)
+
+
+def _key_of(wv: Any) -> Any:
+    """The key of a (key, value) windowed value (None for a malformed one: the invoker reports it)."""
+    try:
+        return wv[0][0]
+    except (TypeError, IndexError, KeyError):
+        return None

@@ -3,10 +3,26 @@
 ``Pipeline(runner="ray")`` starts a local Ray instance when none is running
 (and shuts down only what it started); ``RayRunner(address=...)`` or the
 ``RAY_ADDRESS`` environment variable attaches to a cluster. Stages run
-concurrently; keyed exchanges route each key to one instance by a stable
-hash; side inputs are broadcast; Flatten fans in. An error in user code
-fails the job with the step, the element and the remote traceback, and every
-actor of the job is removed.
+concurrently on generic workers leased from a pool kept in the Ray session
+(``pool.py``: a job loads its stages into warm workers instead of starting
+processes), spread over the cluster's nodes. Bounded sources are read in
+parallel, split by their ``split`` method; unbounded sources with partitions
+read one partition per worker. Keyed exchanges route each key to the owner of
+its key group; side inputs are broadcast; Flatten fans in. What user code
+prints reaches the driver's standard output and error. An error in user code
+fails the job with the step, the element and the remote traceback, and the
+job's workers are removed (a failed worker is never reused).
+
+Keeping Ray on the loopback interface: on Linux Ray replaces ``127.0.0.1`` by
+the machine's outward address wherever it resolves a node's address (even
+``ray.init(_node_ip_address="127.0.0.1")`` and ``ray start
+--node-ip-address=127.0.0.1``). Setting ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+in the environment before Ray is imported makes Ray treat the machine as it
+treats a laptop: every node, the GCS and the driver bind to ``127.0.0.1``.
+A single-machine cluster of several nodes can then be started with
+``ray.cluster_utils.Cluster(head_node_args={"node_ip_address": "127.0.0.1"})``
+and ``add_node(node_ip_address="127.0.0.1")`` (``ray start --address`` refuses
+to add nodes in that mode).
 """
 
 from __future__ import annotations
@@ -14,26 +30,30 @@ from __future__ import annotations
 import atexit
 import copy
 import os
-import pickle
 import queue
 import re
+import socket
+import sys
 import tempfile
 import threading
 import time
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Hashable
 
 import attrs
 import cloudpickle
 
-from tidal.model.primitives import BoundedSource, Impulse, ParDo, Read
+from tidal.model.primitives import BoundedSource, Impulse, ParDo, Read, UnboundedSource
 from tidal.model.pvalue import pickling_graph
 from tidal.model.result import PipelineResult
 from tidal.model.teststream import TestStream
 from tidal.runners.core.checkpoint import CheckpointStore, CheckpointWarning, CompletedCheckpoint
 from tidal.runners.core.errors import PipelineExecutionError
-from tidal.runners.core.executor import edge_id_of, partial_edge_id
+from tidal.runners.core.executor import LocalExecutor, edge_id_of, partial_edge_id
+from tidal.runners.core.keygroups import DEFAULT_MAX_PARALLELISM, check_max_parallelism
 from tidal.runners.core.plan import ExecutionPlan, build_plan, is_stateful_pardo
+from tidal.runners.core.sources import AssignedSplits
+from tidal.runners.ray.alignment import DEFAULT_ALIGNMENT_BUFFER_BYTES
 from tidal.runners.ray.exchange import Edge
 from tidal.runners.result import RunningResult
 from tidal.runners.runner import Runner
@@ -41,7 +61,7 @@ from tidal.runners.runner import Runner
 if TYPE_CHECKING:
     from tidal.model.pipeline import Pipeline
 
-__all__ = ["RayRunner", "RayPipelineResult", "Recovery", "plan_edges"]
+__all__ = ["RayRunner", "RayPipelineResult", "Recovery", "AlignmentStats", "plan_edges"]
 
 
 def plan_edges(plan: ExecutionPlan) -> list[Edge]:
@@ -102,29 +122,51 @@ class Recovery:
     seconds: float
 
 
+@attrs.frozen
+class AlignmentStats:
+    """What the job's workers held back while aligning checkpoint barriers."""
+
+    #: The most bytes one worker held in memory at once (never more than ``alignment_buffer_bytes``).
+    peak_held_bytes: int = 0
+    #: Bytes written to spill files, over all workers.
+    spilled_bytes: int = 0
+    #: Checkpoints aligned, over all workers with inputs.
+    alignments: int = 0
+
+
 class RayPipelineResult(RunningResult):
-    """A job running on Ray actors; ``cancel`` stops it and removes its actors.
+    """A job running on Ray actors; ``cancel`` stops it and removes its workers.
 
     With checkpoints, ``checkpoints`` lists the complete ones, ``recoveries``
-    the restarts after lost workers, and :meth:`savepoint` takes a checkpoint
-    on request.
+    the restarts after lost workers, ``alignment`` what was held back while
+    barriers aligned, and :meth:`savepoint` takes a checkpoint on request.
     """
 
     def __init__(self, runner: "RayRunner") -> None:
         super().__init__()
         self._runner = runner
+        #: The workers of the current attempt.
         self._actors: list[Any] = []
         self.checkpoints: list[int] = []
         self.recoveries: list[Recovery] = []
+        self.alignment = AlignmentStats()
+        #: How many workers each stage ran on in the last attempt (stage id -> count).
+        self.parallelism: dict[int, int] = {}
         self._savepoint_requests: queue.SimpleQueue[tuple[threading.Event, list[str]]] = queue.SimpleQueue()
+        self._stop_lock = threading.Lock()
 
     def _stop_workers(self) -> None:
-        self._runner._kill(self._actors)
+        from tidal.runners.ray.pool import get_pool
+
+        with self._stop_lock:
+            actors, self._actors = list(self._actors), []
+        get_pool().give_back(actors, reusable=False)
 
     def savepoint(self, timeout: float = 60.0) -> str:
         """Take a checkpoint now and keep it (retention never removes it); returns its location.
 
-        Resume from it with ``RayRunner(checkpoint_dir=..., restore_from=location)``.
+        Resume from it with ``RayRunner(checkpoint_dir=..., restore_from=location)``, at any
+        parallelism (``max_parallelism`` must stay the same).
         """
         if self._runner._store_location is None:
             raise PipelineExecutionError("savepoint", "this job takes no checkpoints (give RayRunner a checkpoint_dir)")
@@ -141,15 +183,27 @@ class RayPipelineResult(RunningResult):
 class RayRunner(Runner):
     """Runs each stage as ``parallelism`` Ray actors (per-stage overrides by label).
 
-    With ``checkpoint_dir`` (a folder, or an fsspec URL for a cluster) or
-    ``checkpoint_interval`` the job takes aligned barrier checkpoints every
-    ``checkpoint_interval`` seconds (default 1). When a worker is lost it
-    restarts from the last complete checkpoint, up to ``max_restarts`` times,
-    and the sources replay from the offsets recorded in it; transactional
-    sinks (``WriteToText``) publish their output per complete checkpoint, so
-    the published output is exactly once. A new run with the same
-    ``checkpoint_dir`` resumes from its newest complete checkpoint (``resume``),
-    or from the checkpoint or savepoint ``restore_from`` names.
+    Workers come from a pool of generic stage workers kept in the Ray session
+    and reused across jobs (``reuse_workers=False`` starts and removes a job's
+    own). ``placement="spread"`` (the default) hands a job's workers out over
+    the cluster's nodes in turn; ``"any"`` leaves it to Ray; a Ray
+    ``PlacementGroup`` puts them in its bundles in turn.
+
+    Keyed state is partitioned into ``max_parallelism`` key groups (fixed for
+    a job's lifetime; no keyed stage can have more instances). With
+    ``checkpoint_dir`` (a folder every node reaches, or an fsspec URL on a
+    cluster) or ``checkpoint_interval`` the job takes aligned barrier
+    checkpoints every ``checkpoint_interval`` seconds (default 1). When a
+    worker is lost (a process, or a whole node) it restarts from the last
+    complete checkpoint, up to ``max_restarts`` times, on the workers that
+    remain, and the sources replay from the offsets recorded in it;
+    transactional sinks (``WriteToText``) publish their output per complete
+    checkpoint, so the published output is exactly once. A new run with the
+    same ``checkpoint_dir`` resumes from its newest complete checkpoint
+    (``resume``), or from the checkpoint or savepoint ``restore_from`` names,
+    at this runner's parallelism whatever the checkpoint's was. While a worker
+    aligns barriers it holds at most ``alignment_buffer_bytes`` in memory and
+    spills the rest to disk.
     """
 
     name = "ray"
@@ -160,7 +214,8 @@ class RayRunner(Runner):
     )
     fault_tolerance = (
         "aligned barrier snapshots of every worker's state and source offsets to a checkpoint store; "
-        "a lost worker restarts the job from the last complete checkpoint; resume and savepoints"
+        "a lost worker or node restarts the job from the last complete checkpoint; resume, savepoints, "
+        "restore at another parallelism (key groups)"
     )
     supports_checkpoint_restore = True
 
@@ -178,15 +233,26 @@ class RayRunner(Runner):
         resume: bool = True,
         restore_from: str | None = None,
         retain_checkpoints: int = 3,
+        max_parallelism: int = DEFAULT_MAX_PARALLELISM,
+        placement: Any = "spread",
+        reuse_workers: bool = True,
+        alignment_buffer_bytes: int = DEFAULT_ALIGNMENT_BUFFER_BYTES,
     ) -> None:
         if parallelism < 1:
             raise ValueError(f"parallelism must be at least 1, got {parallelism}")
+        check_max_parallelism(parallelism, max_parallelism)
+        for label, n in (stage_parallelism or {}).items():
+            check_max_parallelism(n, max_parallelism, f"the parallelism of {label!r}")
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
         if checkpoint_interval is not None and checkpoint_interval <= 0:
             raise ValueError(f"checkpoint_interval must be positive, got {checkpoint_interval}")
         if max_restarts < 0:
             raise ValueError(f"max_restarts must be at least 0, got {max_restarts}")
+        if alignment_buffer_bytes < 0:
+            raise ValueError(f"alignment_buffer_bytes must be at least 0, got {alignment_buffer_bytes}")
+        if isinstance(placement, str) and placement not in ("spread", "any"):
+            raise ValueError(f"placement must be 'spread', 'any' or a Ray PlacementGroup, got {placement!r}")
         self.address = address
         self.parallelism = parallelism
         self.stage_parallelism = dict(stage_parallelism or {})
@@ -199,6 +265,10 @@ class RayRunner(Runner):
         self.resume = resume
         self.restore_from = restore_from
         self.retain_checkpoints = retain_checkpoints
+        self.max_parallelism = max_parallelism
+        self.placement = placement
+        self.reuse_workers = reuse_workers
+        self.alignment_buffer_bytes = alignment_buffer_bytes
         self._started_ray = False
         self._store_location: str | None = None
 
@@ -227,53 +297,77 @@ class RayRunner(Runner):
             return
         address = self.address or os.environ.get("RAY_ADDRESS")
         if address:
-            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-        else:
-            # "local" starts a fresh instance even when /tmp/ray/ray_current_cluster
-            # names another one (left by `ray start`, perhaps stopped long ago):
-            # without an address, ray.init would try to join that cluster instead.
+            # A cluster given by address: used with whatever authentication it requires.
+            try:
+                ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, configure_logging=False)
+            except (ConnectionError, RuntimeError) as exc:
+                raise PipelineExecutionError("ray", f"cannot connect to the Ray cluster at {address}: {exc}") from exc
+            return
+        # "local" starts a fresh instance even when /tmp/ray/ray_current_cluster
+        # names another one (left by `ray start`, perhaps stopped long ago):
+        # without an address, ray.init would try to join that cluster instead.
+        recorded = _recorded_cluster()
+        if recorded is not None:
+            where, record = recorded
+            if _reachable(where):
+                why = "is not used without an address (give address= or RAY_ADDRESS to run on it)"
+            else:
+                why = "is not running"
+            print(f"tidal: the Ray cluster recorded at {where} (in {record}) {why}; starting a local Ray instead", file=sys.stderr)
+        cpus = max(os.cpu_count() or 2, 2)
+        with _quiet_local_start():
             ray.init(
                 address="local",
-                num_cpus=max(os.cpu_count() or 2, 2),
+                num_cpus=cpus,
                 include_dashboard=False,
                 ignore_reinit_error=True,
                 log_to_driver=False,
                 configure_logging=False,
             )
-            self._started_ray = True
-            atexit.register(self.shutdown)
+        print(f"tidal: started a local Ray ({cpus} CPUs)", file=sys.stderr)
+        self._started_ray = True
+        atexit.register(self.shutdown)
 
     def shutdown(self) -> None:
-        """Stop the local Ray instance if this runner started it."""
+        """Remove the pooled workers; stop the local Ray instance if this runner started it."""
         import ray
 
+        from tidal.runners.ray.pool import shutdown_pool
+
         if self._started_ray and ray.is_initialized():
+            shutdown_pool()
             ray.shutdown()
             self._started_ray = False
 
-    def _kill(self, actors: list[Any]) -> None:
-        import ray
-
-        for actor in actors:
-            try:
-                ray.kill(actor, no_restart=True)
-            except Exception:  # already gone
-                pass
-
     # -- planning ------------------------------------------------------------------
-    def _parallelism_of(self, plan: ExecutionPlan, stage: Any) -> int:
+    def _parallelism_of(self, plan: ExecutionPlan, stage: Any, pieces: dict[str, list[Any]]) -> int:
         root = stage.root
+        wanted = self.parallelism
         for label, n in self.stage_parallelism.items():
             if any(node.full_label == label or node.full_label.startswith(label + "/") for node in stage.nodes):
-                return max(1, n)
+                wanted = max(1, n)
+                break
         t = root.transform
         if isinstance(t, (TestStream, Impulse)):
             return 1
-        if isinstance(t, Read) and not isinstance(t.source, BoundedSource):
-            return 1
+        if isinstance(t, Read):
+            # A source is read by at most one worker per split (or partition).
+            return max(1, min(wanted, len(pieces.get(root.full_label, [None]))))
         if isinstance(t, ParDo) and not is_stateful_pardo(root) and not root.inputs:
             return 1
-        return self.parallelism
+        return wanted
+
+    def _source_pieces(self, plan: ExecutionPlan) -> dict[str, list[Any]]:
+        """Each source's splits (bounded) or partitions (unbounded), numbered in list order, once per run."""
+        pieces: dict[str, list[Any]] = {}
+        for stage in plan.stages:
+            node = stage.root
+            t = node.transform
+            if isinstance(t, Read) and isinstance(t.source, BoundedSource):
+                pieces[node.full_label] = list(t.source.split(self.max_parallelism)) or [_EmptySource()]
+            elif isinstance(t, Read) and isinstance(t.source, UnboundedSource):
+                pieces[node.full_label] = list(t.source.split(self.max_parallelism)) or [t.source]
+        return pieces
 
     def run_pipeline(self, pipeline: "Pipeline") -> PipelineResult:
         store = self._store()  # a folder that cannot be used is refused before Ray starts
@@ -319,15 +413,20 @@ class RayRunner(Runner):
         return store.latest() if self.resume else None
 
     def _execute(self, pipeline: "Pipeline", result: RayPipelineResult, store: CheckpointStore | None) -> None:
+        from tidal.runners.ray.pool import alive_nodes
+
         plan = build_plan(pipeline.graph())
+        pieces = self._source_pieces(plan)
         restore = self._first_checkpoint(store)
         withdraw = _withdraw_point(store, restore, self.resume or self.restore_from is not None)
         failures = 0
         recovering: tuple[str, float] | None = None
         while True:
-            job = _Job(self, plan, result, store, restore, recovering, withdraw)
+            job = _Job(self, plan, pieces, result, store, restore, recovering, withdraw)
+            ok = False
             try:
                 job.run()
+                ok = not result.cancelled
                 return
             except Exception as exc:
                 if result.cancelled:
@@ -339,11 +438,12 @@ class RayRunner(Runner):
                 recovering = (_describe_loss(exc), time.perf_counter())
                 restore = store.latest()
                 withdraw = _withdraw_point(store, restore, True)
+                alive_nodes(refresh=True)  # a lost node is not chosen again
             finally:
-                job.kill()
+                job.release(ok)
 
     def _pickle_plan(self, plan: ExecutionPlan) -> bytes:
-        """The plan for the workers, without bounded sources' data (each worker gets its split)."""
+        """The plan for the workers, without bounded sources' data (each worker gets its splits)."""
         swapped = []
         parents = []
         for node in plan.graph.primitives:
@@ -364,30 +464,78 @@ class RayRunner(Runner):
             for node, parent in parents:
                 node.parent = parent
 
-    def _source_splits(self, stage: Any, n: int) -> list[dict[str, Any]]:
-        splits: list[dict[str, Any]] = [{} for _ in range(n)]
-        for node in stage.nodes:
-            t = node.transform
-            if isinstance(t, Read) and isinstance(t.source, BoundedSource):
-                parts = t.source.split(n)
-                for i in range(n):
-                    splits[i][node.full_label] = parts[i] if i < len(parts) else _EmptySource()
-        return splits
+    def _locations(self, count: int) -> list[Hashable]:
+        """Where each of a job's ``count`` workers goes, in order (see ``pool.py``)."""
+        from tidal.runners.ray.pool import alive_nodes
+
+        placement = self.placement
+        if isinstance(placement, str):
+            nodes = alive_nodes() if placement == "spread" else []
+            if len(nodes) <= 1:
+                return [None] * count
+            return [("node", nodes[k % len(nodes)]) for k in range(count)]
+        bundles = max(1, int(getattr(placement, "bundle_count", 1)))
+        return [("bundle", placement, k % bundles) for k in range(count)]
 
     def __repr__(self) -> str:
         return f"RayRunner(parallelism={self.parallelism}, address={self.address!r})"
 
 
-def _dumps(obj: Any) -> bytes:
-    """Pickle with the C pickler when the data allows it (most source data), else cloudpickle."""
+def _recorded_cluster() -> tuple[str, str] | None:
+    """(address, record file) of the cluster ``ray start`` recorded on this machine, if any."""
     try:
-        return pickle.dumps(obj, protocol=5)
-    except Exception:  # lambdas, local classes: cloudpickle handles them
-        return cloudpickle.dumps(obj, protocol=5)
+        from ray._common.utils import get_ray_address_file
+    except ImportError:  # another Ray version: let ray.init find it
+        return None
+    record = get_ray_address_file(None)
+    try:
+        with open(record, encoding="utf-8") as f:
+            address = f.read().strip()
+    except OSError:
+        return None
+    return (address, record) if address else None
+
+
+def _reachable(address: str, timeout: float = 1.0) -> bool:
+    """Whether something listens at ``host:port``."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+class _quiet_local_start:
+    """Start a local Ray without its start-up notices.
+
+    Ray turns token authentication on for a new local cluster (unless
+    ``RAY_AUTH_MODE`` says otherwise) and logs a notice saying so; the
+    authentication stays, the notice is not shown.
+    """
+
+    LOGGERS = ("ray._private.authentication.authentication_token_setup",)
+
+    def __enter__(self) -> None:
+        import logging
+
+        self._levels = [(logging.getLogger(name), logging.getLogger(name).level) for name in self.LOGGERS]
+        for logger, _ in self._levels:
+            logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: Any) -> None:
+        for logger, level in self._levels:
+            logger.setLevel(level)
+
+
+def _dumps(obj: Any) -> bytes:
+    """Pickle source splits with cloudpickle: classes of the driver's ``__main__`` (or of modules the
+    workers cannot import) travel by value, and plain data as fast as with the C pickler."""
+    return cloudpickle.dumps(obj, protocol=5)
 
 
 class _EmptySource(BoundedSource):
-    """The split of a worker that got no part of a small source."""
+    """The split of a source that has none."""
 
     def read(self) -> list[Any]:
         return []
@@ -442,13 +590,24 @@ def _describe_loss(exc: BaseException) -> str:
     return f"{name}: {lines[0] if lines else 'a worker was lost'}"[:300]
 
 
+def _print_output(printed: list[tuple[bool, str]]) -> None:
+    """What a worker's user code printed, on the driver's standard output or error."""
+    for is_err, text in printed:
+        stream = sys.stderr if is_err else sys.stdout
+        stream.write(text)
+    if printed:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
 class _Job:
-    """One attempt at running a plan on a fresh set of actors (from a checkpoint or the start)."""
+    """One attempt at running a plan on leased workers (from a checkpoint or the start)."""
 
     def __init__(
         self,
         runner: RayRunner,
         plan: ExecutionPlan,
+        pieces: dict[str, list[Any]],
         result: RayPipelineResult,
         store: CheckpointStore | None,
         restore: CompletedCheckpoint | None,
@@ -457,6 +616,7 @@ class _Job:
     ) -> None:
         self.runner = runner
         self.plan = plan
+        self.pieces = pieces
         self.result = result
         self.store = store
         self.restore = restore
@@ -464,7 +624,7 @@ class _Job:
         self.withdraw_after = withdraw_after
         self.actors: list[Any] = []
         self.workers: dict[int, list[Any]] = {}
-        self.counts = {s.id: runner._parallelism_of(plan, s) for s in plan.stages}
+        self.counts = {s.id: runner._parallelism_of(plan, s, pieces) for s in plan.stages}
         self.interval = runner.checkpoint_interval or 1.0
         # Numbers go on after the restored checkpoint (which may come from another store).
         self.next_id = max(store.next_id(), restore.id + 1 if restore is not None else 0) if store is not None else 0
@@ -475,18 +635,43 @@ class _Job:
         self.pings: dict[int, Any] = {}
         self.source_ids: set[int] = set()
         self._last_ping = 0.0
+        self._last_output = time.monotonic()
+        self._output_calls: list[Any] = []
+        self._unloaded = False
 
-    def kill(self) -> None:
-        self.runner._kill(self.actors)
+    def release(self, ok: bool) -> None:
+        """Unload the workers and give them back to the pool (a failed attempt's are removed)."""
+        from tidal.runners.ray.pool import get_pool
+
+        with self.result._stop_lock:
+            if self.result._actors is self.actors:
+                self.result._actors = []
+        if not self.actors:
+            return
+        pool = get_pool()
+        if ok and self.runner.reuse_workers:
+            for w in self.actors:
+                w.unload.remote()  # queued before any later job's load on the same worker
+            pool.give_back(self.actors, reusable=True)
+        else:
+            if not ok:
+                self._collect_output(timeout=1.0)
+            pool.give_back(self.actors, reusable=False)
+        self.actors = []
 
     # -- set-up ----------------------------------------------------------------------
     def _meta(self, final: bool = False) -> dict[str, Any]:
-        return {"parallelism": {str(k): v for k, v in self.counts.items()}, "plan": self.plan.describe(), "final": final}
+        return {
+            "parallelism": {str(k): v for k, v in self.counts.items()},
+            "max_parallelism": self.runner.max_parallelism,
+            "plan": self.plan.describe(),
+            "final": final,
+        }
 
-    def _check_restore(self) -> None:
+    def _old_counts(self) -> dict[int, int]:
+        """The parallelism per stage of the checkpoint being restored (checked against this plan)."""
         cp = self.restore
-        if cp is None:
-            return
+        assert cp is not None
         meta = cp.meta
         if meta.get("plan") != self.plan.describe():
             raise PipelineExecutionError(
@@ -494,56 +679,146 @@ class _Job:
                 f"checkpoint {cp.id} in {cp.location} was written by a different pipeline:\\n{meta.get('plan')}\\n"
                 f"this pipeline's plan is:\\n{self.plan.describe()}",
             )
-        theirs = {int(k): v for k, v in meta.get("parallelism", {}).items()}
-        if theirs != self.counts:
+        theirs = int(meta.get("max_parallelism", DEFAULT_MAX_PARALLELISM))
+        if theirs != self.runner.max_parallelism:
             raise PipelineExecutionError(
                 "checkpoint",
-                f"checkpoint {cp.id} was taken with parallelism {theirs} per stage, this run has {self.counts}; "
-                "restore it with the same parallelism",
+                f"checkpoint {cp.id} was taken with max_parallelism {theirs}, this run has "
+                f"{self.runner.max_parallelism}; the key groups are fixed for a job's lifetime: restore it "
+                f"with RayRunner(max_parallelism={theirs})",
             )
+        return {int(k): v for k, v in meta.get("parallelism", {}).items()}
+
+    def _restore_spec(self, stage: Any, index: int, old_counts: dict[int, int]) -> dict[str, Any] | None:
+        """Which parts of the restored checkpoint instance ``index`` of ``stage`` reads."""
+        from tidal.runners.ray.worker import part_name
+
+        cp = self.restore
+        if cp is None:
+            return None
+        n = self.counts[stage.id]
+        old = old_counts.get(stage.id, n)
+        if old == n:
+            parts = [index]
+        else:
+            total = len(self.pieces.get(stage.root.full_label, []))
+            readers = [
+                any(k * old // total == j and k * n // total == index for k in range(total)) if total else False
+                for j in range(old)
+            ]
+            parts = LocalExecutor.parts_for(index, n, old, self.runner.max_parallelism, readers)
+        return {
+            "store": cp.store_location,
+            "checkpoint": cp.id,
+            "parts": {j: part_name(stage.id, j) for j in parts},
+            "old_count": old,
+        }
 
     def _start(self) -> None:
         import ray
 
-        from tidal.runners.ray.worker import StageWorker, part_name
-
         runner, plan = self.runner, self.plan
-        self._check_restore()
+        old_counts = self._old_counts() if self.restore is not None else {}
         edges = plan_edges(plan)
         manual_clock = any(isinstance(n.transform, TestStream) for n in plan.graph.primitives)
         plan_bytes = runner._pickle_plan(plan)
+        plan_arg: Any = ray.put(plan_bytes) if len(plan_bytes) > 64 * 1024 else plan_bytes
         senders = {e.edge_id: self.counts[e.producer_stage] for e in edges}
-        # Control calls (trigger, notify_complete) run on their own thread, heard during a source loop.
-        options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0, "concurrency_groups": {"control": 1}}
-        remote_cls = ray.remote(**options)(StageWorker)
         location = self.store.location if self.store is not None else None
-        for stage in plan.stages:
-            n = self.counts[stage.id]
-            # Pickled here, once: Ray's own serializer is several times slower on
-            # large lists of small tuples than pickle protocol 5 on a bytes blob.
-            splits = [_dumps(s) for s in runner._source_splits(stage, n)]
-            parts = [self.restore.read(part_name(stage.id, i)) if self.restore is not None else None for i in range(n)]
-            self.workers[stage.id] = [
-                remote_cls.remote(
-                    plan_bytes, stage.id, i, senders, splits[i], runner.strict, runner.bundle_size, manual_clock,
-                    runner.max_in_flight, location, parts[i], self.withdraw_after, n,
-                )
-                for i in range(n)
+        total = sum(self.counts[s.id] for s in plan.stages)
+        for attempt in range(3):
+            self._lease(total)
+            loads = [
+                worker.load.remote(plan_arg, splits, spec)
+                for worker, splits, spec in self._load_specs(edges, senders, manual_clock, location, old_counts)
             ]
-            self.actors.extend(self.workers[stage.id])
-            self.result._actors.extend(self.workers[stage.id])
-        for stage in plan.stages:
-            routes: dict[str, list[tuple[str, list[Any]]]] = {}
-            for e in edges:
-                if e.producer_stage == stage.id:
-                    routes.setdefault(e.edge_id, []).append((e.kind, self.workers[e.consumer_stage]))
-            ray.get([w.connect.remote(routes) for w in self.workers[stage.id]])
-        ray.get([w.open.remote() for w in self.actors])
+            if self._loaded(loads, last=attempt == 2):
+                break
         cid = self.restore.id if self.restore is not None else None
         self.result.restored_from = cid
         if self.recovering is not None:
             failure, noticed = self.recovering
             self.result.recoveries.append(Recovery(failure, cid, time.perf_counter() - noticed))
+
+    def _lease(self, total: int) -> None:
+        from tidal.runners.ray.pool import get_pool
+
+        runner = self.runner
+        self.actors = get_pool().lease(runner._locations(total), fresh=not runner.reuse_workers)
+        with self.result._stop_lock:
+            self.result._actors = self.actors
+        it = iter(self.actors)
+        for stage in self.plan.stages:
+            self.workers[stage.id] = [next(it) for _ in range(self.counts[stage.id])]
+        self.result.parallelism = dict(self.counts)
+
+    def _load_specs(
+        self, edges: list[Edge], senders: dict[str, int], manual_clock: bool, location: str | None, old_counts: dict[int, int]
+    ) -> Any:
+        """(worker, its splits, its spec) for every worker of the job."""
+        runner = self.runner
+        for stage in self.plan.stages:
+            n = self.counts[stage.id]
+            routes: dict[str, list[tuple[str, list[Any]]]] = {}
+            for e in edges:
+                if e.producer_stage == stage.id:
+                    routes.setdefault(e.edge_id, []).append((e.kind, self.workers[e.consumer_stage]))
+            piece_lists = {
+                label: AssignedSplits.assign(parts, n, isinstance(parts[0], BoundedSource))
+                for label, parts in self.pieces.items()
+                if any(node.full_label == label for node in stage.nodes)
+            }
+            for i, worker in enumerate(self.workers[stage.id]):
+                # Pickled here, once: Ray's own serializer is several times slower on
+                # large lists of small tuples than cloudpickle's protocol 5 on a bytes blob.
+                splits = _dumps({label: assigned[i] for label, assigned in piece_lists.items()})
+                spec = {
+                    "stage": stage.id,
+                    "index": i,
+                    "count": n,
+                    "senders": senders,
+                    "strict": runner.strict,
+                    "bundle_size": runner.bundle_size,
+                    "manual_clock": manual_clock,
+                    "max_in_flight": runner.max_in_flight,
+                    "max_parallelism": runner.max_parallelism,
+                    "alignment_bytes": runner.alignment_buffer_bytes,
+                    "checkpoint_location": location,
+                    "restore": self._restore_spec(stage, i, old_counts),
+                    "withdraw_after": self.withdraw_after,
+                    "routes": routes,
+                }
+                yield worker, splits, spec
+
+    def _loaded(self, loads: list[Any], last: bool) -> bool:
+        """Wait for the loads. A pooled worker that is gone (its node died while it was idle) is
+        dropped and the job leases again, unless ``last``; any other error is the job's."""
+        import ray
+
+        from tidal.runners.ray.pool import alive_nodes, get_pool
+
+        ray.wait(loads, num_returns=len(loads))
+        lost, fine, error = [], [], None
+        for worker, ref in zip(self.actors, loads):
+            try:
+                ray.get(ref)
+                fine.append(worker)
+            except Exception as exc:
+                if not _is_worker_loss(exc) or last:
+                    error = error or exc
+                lost.append(worker)
+        if not lost:
+            return True
+        pool = get_pool()
+        if error is not None:
+            raise error
+        for worker in fine:
+            worker.unload.remote()
+        pool.give_back(fine, reusable=self.runner.reuse_workers)
+        pool.give_back(lost, reusable=False)
+        alive_nodes(refresh=True)
+        self.actors = []
+        return False
 
     # -- running ---------------------------------------------------------------------
     def run(self) -> None:
@@ -562,24 +837,74 @@ class _Job:
                 worker = running.pop(ref)
                 ray.get(ref)
                 self.finished_sources.add(id(worker))
-                self.calls.append(worker.poll.remote())
+                if self.store is not None:
+                    self.calls.append(worker.poll.remote())
             if self.store is not None:
                 self._tick(sources)
+            if running:
+                self._poll_output()
         if result.cancelled:
             return
-        for stage in plan.stages:  # topological: each drain waits for what it sent
-            ray.get([w.drain.remote() for w in self.workers[stage.id]])
         if self.store is not None:
+            for stage in plan.stages:  # topological: each drain waits for what it sent
+                ray.get([w.drain.remote() for w in self.workers[stage.id]])
             self._final_checkpoint(sources)
-        statuses = ray.get([w.status.remote() for w in self.actors])
-        stalled = [s for s in statuses if not s["done"]]
-        if stalled and not result.cancelled:
-            stage = plan.stages[stalled[0]["stage"]]
+        self._finish()
+
+    def _finish(self) -> None:
+        """Finish the stages in topological order: each waits until what it sent was processed."""
+        import ray
+
+        stalled = []
+        alignment = self.result.alignment
+        for stage in self.plan.stages:
+            for outcome in ray.get([w.finish.remote() for w in self.workers[stage.id]]):
+                _print_output(outcome["output"])
+                self.result._metrics.extend(outcome["metrics"])
+                if not outcome["done"]:
+                    stalled.append(outcome["stage"])
+                stats = outcome["alignment"]
+                alignment = AlignmentStats(
+                    max(alignment.peak_held_bytes, stats["peak_held_bytes"]),
+                    alignment.spilled_bytes + stats["spilled_bytes"],
+                    alignment.alignments + stats["alignments"],
+                )
+        self.result.alignment = alignment
+        if stalled and not self.result.cancelled:
+            stage = self.plan.stages[stalled[0]]
             raise PipelineExecutionError(
                 stage.root.full_label, "the pipeline stalled: the sources are done but this stage's watermark is not"
             )
-        for containers in ray.get([w.finish.remote() for w in self.actors]):
-            result._metrics.extend(containers)
+
+    def _poll_output(self, every: float = 0.2) -> None:
+        """Print what the workers printed, every ``every`` seconds while the job runs."""
+        import ray
+
+        if self._output_calls:
+            done, rest = ray.wait(self._output_calls, num_returns=len(self._output_calls), timeout=0)
+            for ref in done:
+                try:
+                    _print_output(ray.get(ref))
+                except Exception:  # a lost worker: the run loop reports it
+                    pass
+            self._output_calls = rest
+        now = time.monotonic()
+        if now - self._last_output >= every and not self._output_calls:
+            self._last_output = now
+            self._output_calls = [w.take_output.remote() for w in self.actors]
+
+    def _collect_output(self, timeout: float) -> None:
+        """After a failure: what the surviving workers printed (their failure may be explained there)."""
+        import ray
+
+        refs = self._output_calls + [w.take_output.remote() for w in self.actors]
+        self._output_calls = []
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        for ref in done:
+            try:
+                _print_output(ray.get(ref))
+            except Exception:
+                pass
 
     # -- checkpoints -----------------------------------------------------------------
     def _tick(self, sources: list[Any]) -> None:
