@@ -13,6 +13,7 @@ kernel of :mod:`tidal.runners.core.batched` instead.
 from __future__ import annotations
 
 import inspect
+import types
 from typing import Any, Callable, Iterable, NoReturn
 
 from tidal.model.dofn import CallableDoFn, DoFn, DoFnParam
@@ -22,6 +23,8 @@ from tidal.model.userstate import StateSpec, TimerSpec
 from tidal.model.window import TimestampedValue, WindowFn
 from tidal.model.windowed_value import WindowedValue
 from tidal.runners.core.errors import PipelineAssertionError, PipelineExecutionError, UserCodeError
+
+_BUILTIN_METHOD = types.BuiltinMethodType
 
 __all__ = ["DoFnSignature", "DoFnInvoker", "SideInputResolver"]
 
@@ -331,7 +334,12 @@ class DoFnInvoker:
 
     def _element_kernel(self, bundle: list[Any]) -> None:
         """A DoFn whose process takes the element alone: the general loop without what it does not use."""
-        process = self.dofn.process
+        process: Any = self.dofn.process
+        if type(process) is _BUILTIN_METHOD and type(process.__self__) is list and process.__name__ == "append":
+            # process is a list's append (the file sinks keep a bundle's elements so): one extend,
+            # the same list in the same order, without a call per element.
+            process.__self__.extend([wv[0] for wv in bundle])
+            return
         out = self.outputs[self.main_tag]
         special = _SPECIAL_OUTPUTS
         handle = self.handle_special
