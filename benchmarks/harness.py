@@ -62,6 +62,7 @@ import attrs
 import tidal as td
 from tidal.benchmarks.collect import Collected, CollectToFolder, read_collected
 from tidal.benchmarks.nexmark.generator import PacedEvents
+from tidal.benchmarks.ray_session import start_ray
 from tidal.benchmarks.peers import PEER_WORKLOADS, PEERS, PeerRequest, detect_peers, run_peer
 from tidal.benchmarks.workloads import DEFAULT_WORKLOADS, WORKLOADS, Workload
 from tidal.model.time import MAX_TIMESTAMP_US
@@ -339,10 +340,7 @@ def open_runner(name: str) -> RunnerSession:
 
         session.memory_scope = "driver only"
         if not ray.is_initialized():
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            start = time.perf_counter()
-            ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
-            session.startup_s = time.perf_counter() - start
+            session.startup_s = start_ray()
             session.stop = ray.shutdown
     return session
 

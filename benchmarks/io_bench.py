@@ -48,6 +48,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 import tidal as td
+from tidal.benchmarks.ray_session import start_ray
 from tidal.io.arrowio import ReadArrow
 
 FORMATS = ("parquet", "csv", "json", "text")
@@ -322,10 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     formats = [f for f in args.formats.split(",") if f]
     ops = [o for o in args.ops.split(",") if o]
     if "ray" in runners:
-        import ray
-
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        start_ray()
     work = tempfile.mkdtemp(prefix="tidal-io-bench-")
     results = []
     try:

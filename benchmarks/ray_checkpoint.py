@@ -34,6 +34,7 @@ from collections import Counter
 from typing import Any, Iterator
 
 import tidal as td
+from tidal.benchmarks.ray_session import start_ray
 from tidal.benchmarks.ray_wordcount import make_data, run_once
 from tidal.benchmarks.verify import BenchmarkMismatch, ExpectedOutput, counted
 
@@ -108,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     from tidal.runners.ray import RayRunner
 
     started = not ray.is_initialized()
-    if started:
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+    start_ray()
     try:
         return _measure(args, RayRunner)
     except BenchmarkMismatch as exc:

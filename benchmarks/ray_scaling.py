@@ -34,6 +34,7 @@ from collections import Counter
 from typing import Any, Callable
 
 import tidal as td
+from tidal.benchmarks.ray_session import start_ray
 from tidal.benchmarks.verify import BenchmarkMismatch, ExpectedOutput
 from tidal.benchmarks.workloads import WORKLOADS
 from tidal.runners.direct import DirectRunner
@@ -167,15 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     from tidal.runners.ray import RayRunner
 
     started = not ray.is_initialized()
-    start = time.perf_counter()
-    if started:
-        address = args.address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-        else:  # "local": a fresh instance, whatever cluster `ray start` may have recorded
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # as the harness: no token notice
-            ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
-    init_s = time.perf_counter() - start
+    init_s = start_ray(args.address)
     cpus = float(ray.cluster_resources().get("CPU", 1))
     nodes = len([n for n in ray.nodes() if n.get("Alive")])
     levels = parallelisms(int(cpus), args.max_parallelism)

@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import statistics
 import sys
 import time
 from typing import Any
 
 import tidal as td
+from tidal.benchmarks.ray_session import start_ray
 from tidal.benchmarks.ray_wordcount import make_data, run_once
 from tidal.benchmarks.verify import BenchmarkMismatch, ExpectedOutput, counted
 from tidal.runners.direct import DirectRunner
@@ -64,15 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from tidal.runners.ray import RayRunner
 
     started = not ray.is_initialized()
-    start = time.perf_counter()
-    if started:
-        address = args.address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-        else:  # "local": a fresh instance, whatever cluster `ray start` may have recorded
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # as the harness: no token notice
-            ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
-    init_s = time.perf_counter() - start
+    init_s = start_ray(args.address)
     runner = RayRunner(address=args.address, parallelism=args.parallelism)
     small, big = make_data(10_000), make_data(1_000_000)
     one_check = ExpectedOutput("one-element job", [2])

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import random
 import statistics
 import sys
@@ -24,6 +23,7 @@ import time
 from typing import Any
 
 import tidal as td
+from tidal.benchmarks.ray_session import start_ray
 from tidal.benchmarks.verify import BenchmarkMismatch, ExpectedOutput, counted
 from tidal.runners.direct import DirectRunner
 
@@ -65,10 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     check, small_check = ExpectedOutput("ray_wordcount", counted(data)), ExpectedOutput("ray_wordcount (10 elements)", counted(small))
     results: dict[str, Any] = {"elements": args.elements}
     started = not ray.is_initialized()
-    start = time.perf_counter()
-    if started:
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
-    results["ray_startup_s"] = time.perf_counter() - start
+    results["ray_startup_s"] = start_ray()
     try:  # every run's output is checked before any figure is printed
         direct = [run_once(DirectRunner(), data, check) for _ in range(args.repeats)]
         ray_runs = {}
