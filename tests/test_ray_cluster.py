@@ -151,4 +151,8 @@ ACROSS_STAGES = (
 @pytest.mark.parametrize("case", [c for c in all_cases() if c.row in ACROSS_STAGES], ids=lambda c: c.id)
 def test_conformance_case_on_the_cluster(case: Any) -> None:
     result = run_case(case, RayRunner(parallelism=3))
+    if "never happened, so recovery was not exercised" in result.message:
+        # A bounded input can end before the cluster's first checkpoint completes; then nothing
+        # was tested (not a failure of the runner): run the case once more, as a new job.
+        result = run_case(case, RayRunner(parallelism=3))
     assert result.passed, f"{case.id} on a 3-node cluster: {result.outcome}: {result.message}"
