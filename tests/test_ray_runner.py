@@ -20,7 +20,7 @@ from tidal.testing import TestStream, assert_that, equal_to
 ray = pytest.importorskip("ray")
 
 from tidal.runners.ray import RayRunner  # noqa: E402
-from tidal.runners.ray.exchange import route_keyed, stable_hash  # noqa: E402
+from tidal.runners.ray.exchange import pack_bundle, route_keyed, stable_hash, unpack_bundle  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -88,6 +88,27 @@ def test_keyed_routing_sends_each_key_to_exactly_one_part() -> None:
             # The owner of the key's group among 128: groups 0..42 -> 0, 43..85 -> 1, 86..127 -> 2.
             assert index == (stable_hash(key) % 128) * 3 // 128
     assert all(parts)  # 37 keys spread over all three parts
+
+
+def test_a_bundle_travels_as_one_pickle_and_comes_back_equal() -> None:
+    """Bundles go between workers as bytes; values of a class pickle cannot name go by value."""
+    import pickle
+
+    from tidal.model.trigger import PANE_INFO_UNKNOWN
+    from tidal.model.window import GLOBAL_WINDOWS_TUPLE, IntervalWindow
+
+    class Local:  # defined here: plain pickle cannot find it by name
+        def __init__(self, x: int) -> None:
+            self.x = x
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Local) and other.x == self.x
+
+    plain = [(("k", 1), 5, (IntervalWindow(0, 10),), PANE_INFO_UNKNOWN), ("v", -1, GLOBAL_WINDOWS_TUPLE, PANE_INFO_UNKNOWN)]
+    data = pack_bundle(plain)
+    assert type(data) is bytes and pickle.loads(data) == unpack_bundle(data) == plain
+    local = [(Local(3), 0, GLOBAL_WINDOWS_TUPLE, PANE_INFO_UNKNOWN)]
+    assert unpack_bundle(pack_bundle(local)) == local
 
 
 def test_keyed_exchange_groups_every_key_on_one_actor() -> None:

@@ -14,11 +14,37 @@ True
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
+
+import cloudpickle
 
 from tidal.runners.core.keygroups import DEFAULT_MAX_PARALLELISM, stable_hash
 
-__all__ = ["stable_hash", "route_keyed", "Edge"]
+__all__ = ["stable_hash", "route_keyed", "Edge", "pack_bundle", "unpack_bundle"]
+
+
+def pack_bundle(bundle: Any) -> bytes:
+    """A bundle as the bytes one worker sends another.
+
+    One pickle of the whole list: handed a list as an argument, Ray packs it
+    with msgpack and pickles each object msgpack cannot write on its own (a
+    window, a pane), which costs several times more. Plain pickle first;
+    cloudpickle for what pickle can only write by value (a class from the
+    driver's ``__main__``, a lambda).
+
+    >>> unpack_bundle(pack_bundle([("a", 0, (), None)]))
+    [('a', 0, (), None)]
+    """
+    try:
+        return pickle.dumps(bundle, protocol=5)
+    except Exception:
+        return cloudpickle.dumps(bundle, protocol=5)
+
+
+def unpack_bundle(data: bytes) -> Any:
+    """The bundle :func:`pack_bundle` packed."""
+    return pickle.loads(data)
 
 
 def route_keyed(bundle: list[Any], n: int, max_parallelism: int = DEFAULT_MAX_PARALLELISM) -> list[list[Any]]:

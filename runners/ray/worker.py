@@ -55,7 +55,7 @@ from tidal.runners.core.checkpoint import CheckpointStore
 from tidal.runners.core.executor import LocalExecutor, ManualClock, WallClock
 from tidal.runners.core.gcpolicy import throughput_gc
 from tidal.runners.ray.alignment import AlignmentBuffer, spill_folder
-from tidal.runners.ray.exchange import route_keyed
+from tidal.runners.ray.exchange import pack_bundle, route_keyed, unpack_bundle
 
 __all__ = ["StageWorker", "StageTask", "part_name"]
 
@@ -216,12 +216,13 @@ class StageTask:
             if kind == "keyed":
                 for dest, part in enumerate(route_keyed(bundle, n, self.max_parallelism)):
                     if part:
-                        self._send(actors[dest], "push", edge_id, self.index, part)
+                        self._send(actors[dest], "push", edge_id, self.index, pack_bundle(part))
             elif kind == "broadcast":
+                data = pack_bundle(bundle)
                 for actor in actors:
-                    self._send(actor, "push", edge_id, self.index, bundle)
+                    self._send(actor, "push", edge_id, self.index, data)
             else:
-                self._send(actors[self.index % n], "push", edge_id, self.index, bundle)
+                self._send(actors[self.index % n], "push", edge_id, self.index, pack_bundle(bundle))
 
     def forward_watermarks(self) -> None:
         now = self.clock.now_us()
@@ -234,12 +235,13 @@ class StageTask:
                         self._send(actor, "watermark", edge_id, self.index, wm, now)
 
     # -- receiving ---------------------------------------------------------------
-    def push(self, edge_id: str, sender: int, bundle: list[Any]) -> None:
+    def push(self, edge_id: str, sender: int, data: bytes) -> None:
+        """A bundle (packed by :func:`pack_bundle`) came on channel (``edge_id``, ``sender``)."""
         if self.blocked and (edge_id, sender) in self.blocked:
-            self.held.hold(("push", edge_id, sender, bundle))
+            self.held.hold(("push", edge_id, sender, data))
             return
         with throughput_gc():
-            self.executor.push(edge_id, bundle)
+            self.executor.push(edge_id, unpack_bundle(data))
 
     def watermark(self, edge_id: str, sender: int, watermark: int, processing_time: int) -> None:
         if self.blocked and (edge_id, sender) in self.blocked:
@@ -437,8 +439,8 @@ class StageWorker:
 
     # -- the stream (one call at a time, in order) ------------------------------------
     @_captured
-    def push(self, edge_id: str, sender: int, bundle: list[Any]) -> bool:
-        self._task().push(edge_id, sender, bundle)
+    def push(self, edge_id: str, sender: int, data: bytes) -> bool:
+        self._task().push(edge_id, sender, data)
         return True
 
     @_captured
