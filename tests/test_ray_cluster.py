@@ -150,9 +150,11 @@ ACROSS_STAGES = (
 
 @pytest.mark.parametrize("case", [c for c in all_cases() if c.row in ACROSS_STAGES], ids=lambda c: c.id)
 def test_conformance_case_on_the_cluster(case: Any) -> None:
-    result = run_case(case, RayRunner(parallelism=3))
+    # Bundles of 10,000 (not 50,000): a recovery case paces its input per bundle until the first
+    # checkpoint completes, and three readers of a bounded input get enough bundles for that.
+    result = run_case(case, RayRunner(parallelism=3, bundle_size=10_000))
     if "never happened, so recovery was not exercised" in result.message:
-        # A bounded input can end before the cluster's first checkpoint completes; then nothing
-        # was tested (not a failure of the runner): run the case once more, as a new job.
-        result = run_case(case, RayRunner(parallelism=3))
+        # A bounded input can still end before the cluster's first checkpoint completes; then
+        # nothing was tested (not a failure of the runner): run the case once more, as a new job.
+        result = run_case(case, RayRunner(parallelism=3, bundle_size=10_000))
     assert result.passed, f"{case.id} on a 3-node cluster: {result.outcome}: {result.message}"
