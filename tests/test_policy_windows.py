@@ -165,6 +165,18 @@ def test_count_windows_over_an_unbounded_stream_fire_before_the_end() -> None:
     p.run().wait_until_finish()
 
 
+def test_a_count_window_holds_the_output_watermark_at_its_earliest_element(runner: str) -> None:
+    # a@1 waits in its window while the watermark moves to 50; held back at 1, the pane is stamped 1
+    # (without the hold it would be behind the output watermark and be stamped there).
+    stream = TestStream().add_elements([at("a", "x", 1)]).advance_watermark_to(50).add_elements([at("a", "y", 60)])
+    run_panes(
+        runner,
+        stream,
+        td.WindowInto(window.CountWindows(2), timestamp_combiner=window.TimestampCombiner.OUTPUT_AT_EARLIEST),
+        [only("a", ["x", "y"], PW(0, 1 * US, 60 * US + 1), 1 * US)],
+    )
+
+
 # -- delta windows -------------------------------------------------------------------------------
 def gap(a: float, b: float) -> float:
     return abs(b - a)
@@ -270,6 +282,26 @@ def test_an_evictor_with_a_combine_and_the_default_trigger(runner: str) -> None:
         ],
         combine=sum,
     )
+
+
+@pytest.mark.parametrize("runner_name", ["direct", "microbatch"])
+def test_an_evictor_keeps_a_combine_off_the_columnar_path(runner_name: str) -> None:
+    # Read(Arrow pairs) -> WindowInto -> CombinePerKey(sum) runs on Arrow kernels on the micro-batch
+    # runner, which would sum every element: with an evictor it must go through the reducer.
+    import pyarrow as pa
+
+    from tidal.io.arrowio import ReadArrow
+
+    table = pa.table({"k": ["a", "a", "a", "b"], "v": [5, 1, 7, 2], "t": [1, 2, 3, 4]})
+    p = td.Pipeline(runner=runner_name)
+    sums = (
+        p
+        | ReadArrow(table, key="k", value="v", timestamp="t")
+        | td.WindowInto(window.FixedWindows(10), evictor=window.CountEvictor(2))
+        | td.CombinePerKey(sum)
+    )
+    assert_that(sums, equal_to([("a", 8), ("b", 2)]))
+    p.run().wait_until_finish()
 
 
 def test_an_evictor_on_sliding_count_windows_trims_the_shared_buffer(runner: str) -> None:
