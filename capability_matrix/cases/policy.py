@@ -12,7 +12,8 @@ from typing import Any
 import tidal as td
 from tidal import trigger as tr
 from tidal import window
-from tidal.capability_matrix.case import ExpectedError, W, case, early, eow, on_time
+from tidal.capability_matrix.case import CHECKPOINT_RESTORE, CaseContext, ExpectedError, W, case, early, eow, on_time
+from tidal.capability_matrix.cases.beyond import _stepped_input, _ValueAtLeast
 from tidal.model.time import Timestamp
 from tidal.model.window import TimestampedValue as TV
 from tidal.testing import TestStream
@@ -73,6 +74,28 @@ def count_combine(p: td.Pipeline) -> Any:
 def count_bad_size(p: td.Pipeline) -> Any:
     """A count of 0 is refused with a message that names the parameter and the value."""
     return p | td.Create([("a", 1)]) | td.WindowInto(window.CountWindows(0))
+
+
+def _count_windows_of_stepped_input() -> list[Any]:
+    # _stepped_input: value v of key k<v % 2> at 10 * (v // 4) + v % 4 seconds, v = 0 .. 23.
+    out = []
+    for key in (0, 1):
+        values = [v for v in range(24) if v % 2 == key]
+        for index in range(4):
+            run = values[3 * index : 3 * index + 3]
+            times = [10 * (v // 4) + v % 4 for v in run]
+            out.append(((f"k{key}", run), _pw(index, times[0], times[-1])))
+    return out
+
+
+@case("exactly_once.count_windows_stream", "Exactly-once after failure", observe=("value", "window"),
+      expected=_count_windows_of_stepped_input(), requires=(CHECKPOINT_RESTORE,),
+      idempotent_key=lambda r: (r[0][0], r[1].index))
+def eo_count_windows(p: td.Pipeline, ctx: CaseContext) -> Any:
+    """Count windows across a crash after a checkpoint: each key's buffer, count and window index are in the
+    checkpoint, so after the restore every window of three holds the right elements and fires once."""
+    crash = ctx.fail_after_checkpoint(_ValueAtLeast(9))
+    return _stepped_input(p, ctx) | "Crash" >> td.ParDo(crash) | td.WindowInto(window.CountWindows(3)) | "Group" >> td.GroupByKey()
 
 
 # -- Delta windows ------------------------------------------------------------------------------
