@@ -131,6 +131,10 @@ class PolicyWindowFn(NonMergingWindowFn):
     assigns them to :class:`PolicyWindow` s per key in processing order.
     A policy window fires once, when it closes (or when the input ends):
     a trigger, accumulation mode or allowed lateness does not apply to it.
+    The panes keep this windowing: a later grouping step applies the policy
+    again to them, so re-window them (``WindowInto``) to group them by event
+    time. Which order a key's elements arrive in on each runner is stated in
+    ``tidal.runners.core.policy``.
     """
 
     def assign(self, assign_context: AssignContext) -> list[BoundedWindow]:

@@ -246,9 +246,9 @@ def _early(values: Any, index: int, ts_us: int = 100 * US - 1) -> tuple[Any, ...
         # Before: elements at or before (latest - 1 s) leave: 1 and 1.5 stay at first (latest 1.5), only 4 then.
         (window.TimeEvictor(1), [1, 2, 3, 4], [1, 1.5, 3, 4], [1, 2], [4]),
         (window.TimeEvictor(1, evict_after=True), [1, 2, 3, 4], [1, 1.5, 3, 4], [1, 2], [1, 2, 3, 4]),
-        # Before: elements 2 or more from the last one leave: 1 (4 from 5), then 5 and 6 (3 and 4 from 2).
-        (window.DeltaEvictor(2, gap), [1, 5, 6, 2], [1, 2, 3, 4], [5], [2]),
-        (window.DeltaEvictor(2, gap, evict_after=True), [1, 5, 6, 2], [1, 2, 3, 4], [1, 5], [5, 6, 2]),
+        # Before: elements 2 or more from the last one leave: 1 (exactly 2 from 3), then 6 (4 from 2).
+        (window.DeltaEvictor(2, gap), [1, 3, 6, 2], [1, 2, 3, 4], [3], [3, 2]),
+        (window.DeltaEvictor(2, gap, evict_after=True), [1, 3, 6, 2], [1, 2, 3, 4], [1, 3], [3, 6, 2]),
     ],
     ids=["count-before", "count-after", "time-before", "time-after", "delta-before", "delta-after"],
 )
@@ -365,6 +365,32 @@ def test_policy_window_state_is_in_the_operator_snapshot(windowfn: Any) -> None:
     assert len(expected) >= 3 and out == expected
 
 
+def test_policy_window_state_moves_by_key_group_when_the_parallelism_changes() -> None:
+    # Two old instances each held one key; one new instance takes both key groups and goes on.
+    strategy = td.WindowInto(window.CountWindows(3)).windowing()
+
+    def fresh(out: list[Any]) -> GroupByKeyOperator:
+        op = GroupByKeyOperator("Group", td.GroupByKey(), strategy)
+        op.key_groups = KeyGroups()
+        op.add_receiver("out", out.extend)
+        return op
+
+    old_a, old_b = fresh([]), fresh([])
+    old_a.process(_bundle([(("a", 1), 1), (("a", 2), 2)]))
+    old_b.process(_bundle([(("b", 10), 3)]))
+    old_b.advance(4 * US, [], 0)
+    snaps = [pickle.loads(pickle.dumps(op.snapshot())) for op in (old_a, old_b)]
+    out: list[Any] = []
+    new = fresh(out)
+    new.restore(new.rescale_snapshot(snaps, [True, False], range(KeyGroups().max_parallelism)))
+    new.process(_bundle([(("a", 3), 5), (("b", 20), 6), (("b", 30), 7)]))
+    new.advance(MAX_TIMESTAMP_US, [], 0)
+    assert [(kv, w) for kv, _t, (w,), _p in out] == [
+        (("a", [1, 2, 3]), PW(0, 1 * US, 5 * US + 1)),
+        (("b", [10, 20, 30]), PW(0, 3 * US, 7 * US + 1)),
+    ]
+
+
 # -- bad input ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "build, message",
@@ -408,10 +434,15 @@ def test_a_delta_windows_distance_fn_that_raises_fails_the_step_naming_the_eleme
     assert str(info.value) == "step 'Group': bad_distance raised ValueError: no distance to 13 on element ('s', 13.0)"
 
 
-def test_a_delta_evictors_distance_fn_that_raises_fails_the_step_naming_the_element(runner: str) -> None:
+@pytest.mark.parametrize("triggered", [False, True], ids=["default-trigger", "after-count"])
+def test_a_delta_evictors_distance_fn_that_raises_fails_the_step_naming_the_element(runner: str, triggered: bool) -> None:
     p = td.Pipeline(runner=runner)
     stream = TestStream().add_elements([at("s", 10.0, 1), at("s", 13.0, 2), at("s", 11.0, 3)])
-    into = td.WindowInto(window.FixedWindows(10), evictor=window.DeltaEvictor(5, lambda a, b: bad_distance(b, a)))
+    evictor = window.DeltaEvictor(5, lambda a, b: bad_distance(b, a))
+    if triggered:  # the pane fires from the trigger, not at the end of the window
+        into = td.WindowInto(window.FixedWindows(10), trigger=trigger.AfterCount(3), accumulation_mode=DISCARDING, evictor=evictor)
+    else:
+        into = td.WindowInto(window.FixedWindows(10), evictor=evictor)
     _ = p | stream | into | "Group" >> td.GroupByKey()
     with pytest.raises(td.PipelineExecutionError) as info:
         p.run().wait_until_finish()
