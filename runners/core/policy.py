@@ -214,8 +214,9 @@ class PolicyWindowReducer:
                 state.hold = t
             if count:
                 if len(state.buffer) > wf.size:
-                    del state.buffer[0]
-                    state.hold = min(t for _, t in state.buffer)
+                    _, gone = state.buffer.pop(0)
+                    if gone == state.hold:  # the earliest left: find the next earliest
+                        state.hold = min(t for _, t in state.buffer)
                 state.since_fire += 1
                 if state.since_fire >= wf.every:
                     self._fire(key, state, out)
