@@ -220,8 +220,14 @@ def _open_staged(path: str, compression: str) -> tuple[BinaryIO, _StagedFile | N
 
     if is_url(path):
         return FileSystems.create(path, compression_type=compression), None
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    staged = _StagedFile(path, "w")
+    for attempt in (1, 2):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            staged = _StagedFile(path, "w")
+            break
+        except FileNotFoundError:
+            if attempt == 2:  # another writer removed the empty folder in between (see teardown): once more
+                raise
     raw: IO[bytes] = io.BufferedWriter(staged, buffer_size=1 << 20)
     return _compressed(raw, compression, "wb"), staged
 
@@ -299,6 +305,14 @@ class FileSinkFn(DoFn):
             except Exception:
                 pass
         self._writers = {}
+        # The staging folder goes when nothing is left in it (a job that published all it wrote);
+        # staged files that belong to no complete checkpoint keep it.
+        staging = self.naming.staging_folder
+        if not is_url(staging):
+            try:
+                os.rmdir(staging)
+            except OSError:
+                pass
 
     # -- writing --------------------------------------------------------------------------
     def process(self, element: Any) -> None:

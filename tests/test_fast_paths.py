@@ -24,7 +24,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tidal as td
 from tidal import trigger, window
+from tidal.model.dofn import DoFn
 from tidal.model.combinefn import CombineFn
 from tidal.model import typehints
 from tidal.model.strategy import WindowingStrategy
@@ -145,3 +147,83 @@ values = st.recursive(
 @given(st.lists(values, max_size=8))
 def test_union_of_instances_equals_the_union_of_each_instance_type(vs: list[Any]) -> None:
     assert typehints.union_of_instances(vs) == typehints.union_of(typehints.instance_to_type(v) for v in vs)
+
+
+# -- a source's plain values reach a ParDo without a tuple per element ---------------------------
+class _SeesBundles(DoFn):
+    """Records each element with its timestamp, window and pane (the general kernel)."""
+
+    def process(self, v: Any, t: Any = DoFn.TimestampParam, w: Any = DoFn.WindowParam, p: Any = DoFn.PaneInfoParam) -> Any:
+        yield (v, t.micros, w, p)
+
+
+def _wired_executor(build: Any, strict: bool = False) -> tuple[Any, list[Any]]:
+    """A direct executor of ``build``'s pipeline, with its operators' incoming bundles recorded."""
+    from tidal.runners.core.executor import LocalExecutor
+    from tidal.runners.core.plan import build_plan
+
+    p = td.Pipeline()
+    build(p)
+    ex = LocalExecutor(build_plan(p.graph()), strict=strict)
+    seen: list[Any] = []
+    for op in ex.ops:
+        original = op.process
+
+        def spy(bundle: Any, slot: int = 0, op: Any = op, original: Any = original) -> None:
+            seen.append((op.label, bundle))
+            original(bundle, slot)
+
+        op.process = spy  # type: ignore[method-assign]
+    return ex, seen
+
+
+@given(st.lists(st.one_of(st.integers(), st.text(max_size=3)), max_size=40), st.sampled_from(["map", "dofn", "element"]))
+@SETTINGS
+def test_a_pardo_reading_a_source_gets_its_values_unwrapped_with_the_same_result(values: list[Any], kind: str) -> None:
+    from tidal.runners.core.sources import GlobalValues, to_windowed
+
+    class Keep(DoFn):
+        def process(self, v: Any) -> Any:
+            yield v
+
+    def build(p: td.Pipeline) -> None:
+        src = p | td.Create(values)
+        if kind == "map":
+            src | td.Map(lambda v: (v, 1))
+        elif kind == "dofn":
+            src | td.ParDo(_SeesBundles())
+        else:
+            src | td.ParDo(Keep())
+
+    ex, seen = _wired_executor(build)
+    outputs: list[Any] = []
+    consumer = ex.ops[0]
+    consumer.add_receiver("out", outputs.extend)
+    ex.run()
+    bundles = [b for label, b in seen if label == consumer.label]
+    assert all(type(b) is GlobalValues for b in bundles), [type(b) for b in bundles]
+    # Nothing built the per-element tuples; the output is what the windowed values give.
+    assert all(b._windowed is None for b in bundles)
+    gw = to_windowed(["x"])[0]
+    if kind == "map":
+        assert outputs == [((v, 1), gw[1], gw[2], gw[3]) for v in values]
+    elif kind == "dofn":
+        assert [o[0] for o in outputs] == [(v, gw[1], gw[2][0], gw[3]) for v in values]
+    else:
+        assert outputs == [(v, gw[1], gw[2], gw[3]) for v in values]
+
+
+def test_other_consumers_of_a_source_get_windowed_tuples() -> None:
+    from tidal.runners.core.sources import GlobalValues
+
+    def build(p: td.Pipeline) -> None:
+        src = p | td.Create([("a", 1), ("b", 2)])
+        src | td.GroupByKey()
+        src | td.Map(lambda kv: kv)
+
+    ex, seen = _wired_executor(build)
+    ex.run()
+    kinds = {label: type(b) for label, b in seen if "Create" not in label}
+    assert any(t is GlobalValues for t in kinds.values())  # the Map
+    gbk = [b for label, b in seen if label.startswith("GroupByKey")]
+    assert gbk and all(type(b) is list and all(len(wv) == 4 for wv in b) for b in gbk)

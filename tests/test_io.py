@@ -47,6 +47,7 @@ def test_write_to_text_writes_one_line_per_element(tmp_path: Path) -> None:
     assert lines_of(tmp_path / name) == ["alpha", "beta", "gamma"]
     assert (tmp_path / name).read_bytes() == b"alpha\nbeta\ngamma\n"
     assert staged(tmp_path) == []  # a successful run leaves nothing staged
+    assert os.listdir(tmp_path) == ["out-00000-of-00001"]  # not even the (hidden) staging folder
 
 
 def test_write_to_text_with_a_suffix_and_a_formatter(tmp_path: Path) -> None:
@@ -149,6 +150,7 @@ def test_write_then_read_round_trip(tmp_path: Path) -> None:
     words = [f"word {i}" for i in range(50)]
     with td.Pipeline(runner="direct") as p:
         _ = p | td.Create(words) | WriteToText(str(tmp_path / "out"), file_name_suffix=".txt")
+    (tmp_path / STAGING_DIR).mkdir()  # (a successful run removed it)
     (tmp_path / STAGING_DIR / "out-leftover-00000.txt").write_text("never published\n")  # hidden: not read
     with td.Pipeline(runner="direct") as p:
         lines = p | ReadFromText(str(tmp_path / "*"))

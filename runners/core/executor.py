@@ -186,7 +186,11 @@ class LocalExecutor:
                 mains: list[Any] = []
                 for slot, pc in enumerate(node.inputs):
                     src, tag = self._producer_for(node, pc, producer_of)
-                    src.add_receiver(tag, lambda b, op=op, slot=slot: op.process(b, slot))
+                    receiver = lambda b, op=op, slot=slot: op.process(b, slot)  # noqa: E731
+                    if type(op) is ParDoOperator and isinstance(src, SourceDriver):
+                        src.add_value_receiver(tag, receiver)  # it takes a source's plain values as they are
+                    else:
+                        src.add_receiver(tag, receiver)
                     mains.append(src)
                 sides: list[Any] = []
                 for index, view in enumerate(node.side_inputs):

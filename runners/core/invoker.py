@@ -23,6 +23,7 @@ from tidal.model.userstate import StateSpec, TimerSpec
 from tidal.model.window import TimestampedValue, WindowFn
 from tidal.model.windowed_value import WindowedValue
 from tidal.runners.core.errors import PipelineAssertionError, PipelineExecutionError, UserCodeError
+from tidal.runners.core.sources import GlobalValues
 
 _BUILTIN_METHOD = types.BuiltinMethodType
 
@@ -134,6 +135,8 @@ class DoFnInvoker:
         self.has_side_inputs = any(isinstance(a, AsSideInput) for a in (*args, *kwargs.values()))
         # Set by a stateful operator before each call: returns the bound state/timer objects.
         self.state_binder: Callable[[str, DoFnParam, Any, Any], Any] | None = None
+        #: Whether the kernel only iterates over its bundle (so it takes a GlobalValues as it is).
+        self._iterating_kernel = True
         self._kernel = self._choose_kernel()
 
     # -- lifecycle ------------------------------------------------------------
@@ -174,7 +177,13 @@ class DoFnInvoker:
 
     # -- processing -----------------------------------------------------------
     def process_bundle(self, bundle: list[Any]) -> None:
-        """Process every windowed value of ``bundle``; outputs go to ``self.outputs``."""
+        """Process every windowed value of ``bundle``; outputs go to ``self.outputs``.
+
+        A :class:`~tidal.runners.core.sources.GlobalValues` bundle goes as it is
+        to the kernels that only iterate their bundle, and as a list to the others.
+        """
+        if type(bundle) is GlobalValues and not self._iterating_kernel:
+            bundle = bundle.windowed()
         self._kernel(bundle)
 
     def _output_list(self, tag: str) -> list[Any]:
@@ -209,6 +218,7 @@ class DoFnInvoker:
             # Imported here: pyarrow loads only for pipelines with a batched DoFn.
             from tidal.runners.core.batched import BatchKernel
 
+            self._iterating_kernel = False
             return BatchKernel(self)
         if (
             type(dofn) is CallableDoFn
@@ -338,7 +348,7 @@ class DoFnInvoker:
         if type(process) is _BUILTIN_METHOD and type(process.__self__) is list and process.__name__ == "append":
             # process is a list's append (the file sinks keep a bundle's elements so): one extend,
             # the same list in the same order, without a call per element.
-            process.__self__.extend([wv[0] for wv in bundle])
+            process.__self__.extend(bundle.values if type(bundle) is GlobalValues else [wv[0] for wv in bundle])
             return
         out = self.outputs[self.main_tag]
         special = _SPECIAL_OUTPUTS

@@ -35,6 +35,7 @@ from tidal.runners.core.invoker import DoFnInvoker, SideInputResolver
 from tidal.runners.core.keygroups import KeyedSnapshot, KeyGroups, split_by_group
 from tidal.runners.core.policy import PolicyWindowReducer, make_reducer
 from tidal.runners.core.reduce import CombineReduceFn, GroupReduceFn, KeyedWindowReducer
+from tidal.runners.core.sources import windowed
 
 __all__ = [
     "Operator",
@@ -180,6 +181,7 @@ class ParDoOperator(Operator):
 
     def process(self, bundle: list[Any], slot: int = 0) -> None:
         if self.views:
+            bundle = windowed(bundle)
             ready, waiting = self._split_ready(bundle)
             self.pending.extend(waiting)
             bundle = ready
@@ -208,6 +210,7 @@ class ParDoOperator(Operator):
         invoker = self.invoker
         sample = None
         if self.strict and bundle:
+            bundle = windowed(bundle)
             sample = self._encode_sample(bundle[0][0], "input element")
 
         def run() -> None:

@@ -31,6 +31,8 @@ __all__ = [
     "PartitionsDriver",
     "make_source_driver",
     "to_windowed",
+    "GlobalValues",
+    "windowed",
 ]
 
 
@@ -41,6 +43,56 @@ class SourceEvent:
     bundle: list[Any] | None = None
     #: A TestStream asks the runner's clock to move to this processing time.
     processing_time: int | None = None
+
+
+class GlobalValues:
+    """A source's bundle of plain values, each in the global window at the minimum timestamp.
+
+    It stands for the windowed values ``to_windowed(values)`` without building a
+    tuple per element: iterating it yields those windowed values (a tuple at a
+    time, which CPython's zip reuses when the loop unpacks it), ``values`` are
+    the plain values, and :meth:`windowed` builds the list, once, for a
+    receiver that needs one. A source driver gives it as it is only to
+    receivers that said they take it (a ParDo, whose kernels only iterate
+    their bundle); every other receiver gets the list.
+
+    >>> b = GlobalValues(["a", "b"])
+    >>> len(b), [v for v, _t, _w, _p in b]
+    (2, ['a', 'b'])
+    >>> b.windowed() == to_windowed(["a", "b"])
+    True
+    """
+
+    __slots__ = ("values", "_windowed")
+
+    def __init__(self, values: list[Any]) -> None:
+        self.values = values
+        self._windowed: list[Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __iter__(self) -> Iterator[tuple[Any, int, Any, Any]]:
+        r = itertools.repeat
+        return zip(self.values, r(MIN_TIMESTAMP_US), r(GLOBAL_WINDOWS_TUPLE), r(PANE_INFO_UNKNOWN))
+
+    def windowed(self) -> list[Any]:
+        """The windowed values as a list (built on first use)."""
+        if self._windowed is None:
+            self._windowed = list(self)
+        return self._windowed
+
+
+def windowed(bundle: Any) -> list[Any]:
+    """``bundle`` as a list of windowed values (a :class:`GlobalValues` is built out)."""
+    return bundle.windowed() if type(bundle) is GlobalValues else bundle
+
+
+def from_values(values: list[Any]) -> Any:
+    """A bundle of plain values (or TimestampedValues): a :class:`GlobalValues` when none is stamped."""
+    if TimestampedValue not in set(map(type, values)):
+        return GlobalValues(values)
+    return to_windowed(values)
 
 
 def to_windowed(values: list[Any]) -> list[Any]:
@@ -59,7 +111,9 @@ class SourceDriver(abc.ABC):
 
     def __init__(self, label: str) -> None:
         self.label = label
-        self.receivers: dict[str, list[Callable[[list[Any]], None]]] = {}
+        self.receivers: dict[str, list[Callable[[Any], None]]] = {}
+        #: Receivers that take a GlobalValues bundle as it is (see ``add_value_receiver``).
+        self.value_receivers: set[Callable[[Any], None]] = set()
         self.watermark = MIN_TIMESTAMP_US
         self.done = False
         self.metrics = MetricsContainer(label)
@@ -68,7 +122,16 @@ class SourceDriver(abc.ABC):
     def add_receiver(self, tag: str, receiver: Callable[[list[Any]], None]) -> None:
         self.receivers.setdefault(tag, []).append(receiver)
 
-    def emit(self, bundle: list[Any], tag: str = "out") -> None:
+    def add_value_receiver(self, tag: str, receiver: Callable[[Any], None]) -> None:
+        """Add a receiver that takes a :class:`GlobalValues` bundle as it is (a plain ParDo)."""
+        self.add_receiver(tag, receiver)
+        self.value_receivers.add(receiver)
+
+    def emit(self, bundle: Any, tag: str = "out") -> None:
+        if type(bundle) is GlobalValues:
+            for receiver in self.receivers.get(tag, ()):
+                receiver(bundle if receiver in self.value_receivers else bundle.windowed())
+            return
         for receiver in self.receivers.get(tag, ()):
             receiver(bundle)
 
@@ -139,7 +202,7 @@ class BoundedSourceDriver(SourceDriver):
             self.done = True
             self.watermark = MAX_TIMESTAMP_US
         self.offset += len(chunk)
-        return SourceEvent(to_windowed(chunk) if chunk else None)
+        return SourceEvent(from_values(chunk) if chunk else None)
 
 
 @attrs.frozen
@@ -250,7 +313,7 @@ class SplitsDriver(SourceDriver):
         if self._current >= len(self.splits):
             self.done = True
             self.watermark = MAX_TIMESTAMP_US
-        return SourceEvent(to_windowed(chunk) if chunk else None)
+        return SourceEvent(from_values(chunk) if chunk else None)
 
     def merge_positions(self, positions: list[dict[str, Any]]) -> dict[str, Any]:
         mine: dict[int, int] = {}
@@ -298,17 +361,19 @@ class PartitionsDriver(SourceDriver):
                 d.open(clock)
 
     def poll(self, clock: Any) -> SourceEvent:
-        bundle: list[Any] = []
+        bundles: list[Any] = []
         for _k, d in self.parts:
             if d.done:
                 continue
             event = d.poll(clock)
             if event.bundle:
-                bundle.extend(event.bundle)
+                bundles.append(event.bundle)
         if self.parts:
             self.watermark = max(self.watermark, min(d.watermark for _k, d in self.parts))
             self.done = all(d.done for _k, d in self.parts)
-        return SourceEvent(bundle or None)
+        if len(bundles) <= 1:
+            return SourceEvent(bundles[0] if bundles else None)
+        return SourceEvent([wv for b in bundles for wv in windowed(b)])
 
     def idle_hint(self) -> float | None:
         return 0.002
