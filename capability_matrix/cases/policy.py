@@ -201,8 +201,8 @@ def _sides(p: td.Pipeline, left: list[tuple[str, Any, float]], right: list[tuple
     return lc, rc
 
 
-_LEFT = [("a", "l1", 1), ("a", "l2", 2), ("b", "l3", 3), ("a", "l4", 12)]
-_RIGHT = [("a", "r1", 4), ("c", "r2", 5)]
+_LEFT: list[tuple[str, Any, float]] = [("a", "l1", 1), ("a", "l2", 2), ("b", "l3", 3), ("a", "l4", 12)]
+_RIGHT: list[tuple[str, Any, float]] = [("a", "r1", 4), ("c", "r2", 5)]
 
 
 @case("windowed_join.inner", "Windowed join", observe=_FULL, expected=[
