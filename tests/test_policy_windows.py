@@ -476,3 +476,20 @@ def test_a_trigger_on_policy_windows_is_refused_naming_the_step() -> None:
 def test_an_evictor_that_is_not_one_of_the_three_is_refused() -> None:
     with pytest.raises(TypeError, match="WindowInto evictor must be a CountEvictor, TimeEvictor or DeltaEvictor, got 3"):
         td.WindowInto(window.FixedWindows(10), evictor=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "element, message",
+    [
+        (7, "step 'Group': GroupByKey and CombinePerKey need (key, value) pairs; got 7."),
+        ((["a"], 1), "step 'Group': the key ['a'] is not hashable (list); keys must be hashable values"),
+    ],
+    ids=["not-a-pair", "unhashable-key"],
+)
+def test_bad_elements_for_count_windows_fail_the_step(element: Any, message: str) -> None:
+    p = td.Pipeline(runner="direct")
+    _ = p | TestStream().add_elements([element]) | td.WindowInto(window.CountWindows(2)) | "Group" >> td.GroupByKey()
+    with pytest.raises(td.PipelineExecutionError) as info:
+        p.run().wait_until_finish()
+    assert info.value.step == "Group"
+    assert str(info.value).startswith(message)
