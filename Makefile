@@ -21,6 +21,10 @@ run: $(STAMP)
 	@echo "== stock prices per minute (examples/stock_prices.py) on the direct runner"
 	$(PY) -m tidal run examples/stock_prices.py --runner direct
 	@echo
+	@echo "== Flink's stock-market example (examples/stock_market.py): warnings from delta windows on a 5% move, counted and joined"
+	@echo "   with tweet mentions per 30 s, their correlation; on every runner, with the results shown equal"
+	RAY_AUTH_MODE=disabled $(PY) examples/stock_market.py
+	@echo
 	@echo "== a Parquet folder averaged per station and minute, written back to Parquet (examples/parquet_windows.py) on the micro-batch runner"
 	$(PY) -m tidal run examples/parquet_windows.py --runner microbatch
 	@echo

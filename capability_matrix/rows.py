@@ -116,6 +116,22 @@ GROUPS: tuple[Group, ...] = (
                 "fileio.MatchContinuously and ReadContinuously: files read as they appear under a glob (text, CSV, "
                 "JSON lines, Parquet), stamped with their modification time or a column",
             ),
+            (
+                "Count windows",
+                "Flink's count windows: CountWindows(size, every) per key, tumbling or sliding, counted in "
+                "processing order, a partial last window at the end of the input",
+            ),
+            (
+                "Delta (data-driven) windows",
+                "Flink's delta windows: DeltaWindows(threshold, distance_fn) closes a key's window when a value "
+                "moves more than the threshold from the window's first",
+            ),
+            (
+                "Evictors",
+                "Flink's CountEvictor, TimeEvictor and DeltaEvictor in WindowInto, before or after the grouping "
+                "function, with triggers, accumulation and combines",
+            ),
+            ("Windowed join", "WindowedJoin: inner, left, right and full outer joins of two keyed PCollections per window"),
             ("Bad input rejected with a clear error", "mistakes are refused with an error that names the step and says what to do"),
             (
                 "Exactly-once after failure",

@@ -18,6 +18,7 @@ from tidal.model import typehints
 from tidal.model.typehints import IOTypeHints
 from tidal.model.pipeline import PipelineError
 from tidal.model.ptransform import PrimitiveTransform
+from tidal.model.policy import CountEvictor, DeltaEvictor, Evictor, PolicyWindowFn, TimeEvictor
 from tidal.model.pvalue import AsSideInput, DoOutputsTuple, PBegin, PCollection
 from tidal.model.strategy import WindowingStrategy
 from tidal.model.time import DurationLike, duration_to_micros
@@ -422,6 +423,15 @@ class WindowInto(PrimitiveTransform):
     whose trigger finished (closed, not yet expired) in
     ``dropped_due_to_closed_window`` (see :mod:`tidal.model.metrics`).
 
+    ``evictor`` (a :class:`~tidal.window.CountEvictor`, ``TimeEvictor`` or
+    ``DeltaEvictor``) removes elements from a window's buffer when it fires,
+    before the grouping function or after it (``evict_after=True``). A
+    CombinePerKey under an evictor cannot be lifted (combined before the
+    shuffle): it buffers the elements and combines what the evictor keeps.
+    Policy windows (:class:`~tidal.window.CountWindows`,
+    :class:`~tidal.window.DeltaWindows`) close by count or by a value's
+    move, per key, in processing order (see :mod:`tidal.model.policy`).
+
     >>> import tidal as td
     >>> from tidal import window
     >>> with td.Pipeline() as p:
@@ -430,6 +440,15 @@ class WindowInto(PrimitiveTransform):
     ...                 | td.WindowInto(window.FixedWindows(60))
     ...                 | td.CombinePerKey(sum))
     ...     td.testing.assert_that(counts, td.testing.equal_to([("k", 2), ("k", 1)]))
+
+    An evictor that keeps the last two elements of each window, before the sum:
+
+    >>> with td.Pipeline() as p:
+    ...     last_two = (p | td.Create([1, 2, 3, 61])
+    ...                   | td.Map(lambda t: window.TimestampedValue(("k", t), t))
+    ...                   | td.WindowInto(window.FixedWindows(60), evictor=window.CountEvictor(2))
+    ...                   | td.CombinePerKey(sum))
+    ...     td.testing.assert_that(last_two, td.testing.equal_to([("k", 5), ("k", 61)]))
     """
 
     def __init__(
@@ -439,12 +458,16 @@ class WindowInto(PrimitiveTransform):
         accumulation_mode: AccumulationMode | None = None,
         timestamp_combiner: TimestampCombiner | None = None,
         allowed_lateness: DurationLike = 0,
+        evictor: Evictor | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(windowfn, WindowFn):
             raise TypeError(f"WindowInto needs a WindowFn, got {windowfn!r}")
         if trigger is not None and not isinstance(trigger, Trigger):
             raise TypeError(f"WindowInto trigger must be a Trigger, got {trigger!r}")
+        if evictor is not None and type(evictor) not in (CountEvictor, TimeEvictor, DeltaEvictor):
+            raise TypeError(f"WindowInto evictor must be a CountEvictor, TimeEvictor or DeltaEvictor, got {evictor!r}")
+        self.evictor = evictor
         self.windowfn = windowfn
         self.trigger = trigger
         self.accumulation_mode = accumulation_mode
@@ -463,6 +486,7 @@ class WindowInto(PrimitiveTransform):
             accumulation_mode=self.accumulation_mode or AccumulationMode.DISCARDING,
             timestamp_combiner=self.timestamp_combiner or TimestampCombiner.OUTPUT_AT_EOW,
             allowed_lateness_us=self.allowed_lateness_us,
+            evictor=self.evictor,
         )
 
     def validate_input(self, pcoll: Any, label: str) -> None:
@@ -477,7 +501,25 @@ class WindowInto(PrimitiveTransform):
                 f"step {label!r}: the trigger {self.trigger!r} needs an accumulation mode; pass "
                 "accumulation_mode=AccumulationMode.DISCARDING or ACCUMULATING to WindowInto"
             )
+        if self.evictor is not None and self.windowfn.is_merging():
+            raise PipelineError(
+                f"step {label!r}: an evictor ({self.evictor!r}) cannot be used with the merging WindowFn "
+                f"{self.windowfn!r}: a merged window has no single order of its elements to evict by; "
+                "use a non-merging WindowFn (FixedWindows, SlidingWindows, CountWindows, ...)"
+            )
+        if isinstance(self.windowfn, PolicyWindowFn) and (
+            (self.trigger is not None and not is_default_trigger(self.trigger))
+            or self.accumulation_mode is not None
+            or self.allowed_lateness_us
+        ):
+            raise PipelineError(
+                f"step {label!r}: {self.windowfn!r} fires each window once, when its policy closes it; "
+                "it takes no trigger, accumulation_mode or allowed_lateness (an evictor and a "
+                "timestamp_combiner apply)"
+            )
         check_picklable(self.windowfn, "the WindowFn", label)
+        if self.evictor is not None:
+            check_picklable(self.evictor, "the evictor", label)
 
     def expand(self, pcoll: PCollection[Any]) -> PCollection[Any]:
         return pcoll.pipeline._new_output("out", self.windowing(), pcoll.is_bounded)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 
+from tidal.model.policy import Evictor
 from tidal.model.trigger import AccumulationMode, DefaultTrigger, Trigger, is_default_trigger
 from tidal.model.window import GlobalWindows, TimestampCombiner, WindowFn
 
@@ -12,13 +13,15 @@ __all__ = ["WindowingStrategy", "DEFAULT_WINDOWING"]
 
 @attrs.frozen
 class WindowingStrategy:
-    """WindowFn, trigger, accumulation mode, timestamp combiner and allowed lateness."""
+    """WindowFn, trigger, accumulation mode, timestamp combiner, allowed lateness and evictor."""
 
     windowfn: WindowFn = attrs.field(factory=GlobalWindows)
     trigger: Trigger = attrs.field(factory=DefaultTrigger)
     accumulation_mode: AccumulationMode = AccumulationMode.DISCARDING
     timestamp_combiner: TimestampCombiner = TimestampCombiner.OUTPUT_AT_EOW
     allowed_lateness_us: int = 0
+    #: Removes elements from a window's buffer when it fires (see tidal.model.policy).
+    evictor: Evictor | None = None
 
     @property
     def is_global_default(self) -> bool:
@@ -38,6 +41,8 @@ class WindowingStrategy:
             parts.append(self.timestamp_combiner.name)
         if self.allowed_lateness_us:
             parts.append(f"allowed_lateness={self.allowed_lateness_us / 1e6:g}s")
+        if self.evictor is not None:
+            parts.append(f"evictor={self.evictor!r}")
         return ", ".join(parts)
 
 

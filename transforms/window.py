@@ -6,6 +6,16 @@ Duration(60)
 """
 
 from tidal.model.time import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, Timestamp
+from tidal.model.policy import (
+    CountEvictor,
+    CountWindows,
+    DeltaEvictor,
+    DeltaWindows,
+    Evictor,
+    PolicyWindow,
+    PolicyWindowFn,
+    TimeEvictor,
+)
 from tidal.model.window import (
     AssignContext,
     BoundedWindow,
@@ -23,6 +33,8 @@ from tidal.model.window import (
 )
 
 __all__ = [
+    "CountEvictor", "CountWindows", "DeltaEvictor", "DeltaWindows", "Evictor", "PolicyWindow", "PolicyWindowFn",
+    "TimeEvictor",
     "AssignContext", "BoundedWindow", "Duration", "FixedWindows", "GlobalWindow", "GlobalWindows",
     "IntervalWindow", "MAX_TIMESTAMP", "MIN_TIMESTAMP", "MergeContext", "NonMergingWindowFn",
     "Sessions", "SlidingWindows", "Timestamp", "TimestampCombiner", "TimestampedValue", "WindowFn",

@@ -33,6 +33,7 @@ from tidal.model.window import FixedWindows, GlobalWindows, Sessions, WindowFn
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError, describe_element
 from tidal.runners.core.invoker import DoFnInvoker, SideInputResolver
 from tidal.runners.core.keygroups import KeyedSnapshot, KeyGroups, split_by_group
+from tidal.runners.core.policy import PolicyWindowReducer, make_reducer
 from tidal.runners.core.reduce import CombineReduceFn, GroupReduceFn, KeyedWindowReducer
 from tidal.runners.core.sources import windowed
 
@@ -396,7 +397,8 @@ class FlattenOperator(Operator):
 class _KeyedReduceOperator(Operator):
     """Shared by GroupByKey and CombinePerKey: a KeyedWindowReducer behind a keyed exchange."""
 
-    reducer: KeyedWindowReducer
+    #: Event-time windows, or policy windows (count, delta): see tidal.runners.core.policy.make_reducer.
+    reducer: KeyedWindowReducer | PolicyWindowReducer
 
     def _count_dropped(self, n: int) -> None:
         c = self.metrics.counters
@@ -429,9 +431,14 @@ class _KeyedReduceOperator(Operator):
         return self.reducer.is_empty()
 
     def snapshot(self) -> Any:
+        if isinstance(self.reducer, PolicyWindowReducer):
+            return self.reducer.keyed_snapshot(self.key_groups.grouper())
         return _split_reducer_snapshot(self.reducer.snapshot(), self.key_groups.grouper())
 
     def restore(self, snapshot: Any) -> None:
+        if isinstance(self.reducer, PolicyWindowReducer):
+            self.reducer.restore(PolicyWindowReducer.join_keyed(snapshot))
+            return
         self.reducer.restore(_join_reducer_snapshot(snapshot))
 
     def rescale_snapshot(self, snapshots: list[Any], owned: list[bool], key_groups: range) -> Any:
@@ -452,9 +459,7 @@ class _KeyedReduceOperator(Operator):
 class GroupByKeyOperator(_KeyedReduceOperator):
     def __init__(self, label: str, transform: GroupByKey, windowing: WindowingStrategy) -> None:
         super().__init__(label)
-        self.reducer = KeyedWindowReducer(
-            label, windowing, GroupReduceFn(), self._count_dropped, self._count_dropped_closed
-        )
+        self.reducer = make_reducer(label, windowing, GroupReduceFn(), self._count_dropped, self._count_dropped_closed)
 
 
 class CombinePerKeyOperator(_KeyedReduceOperator):
@@ -462,7 +467,7 @@ class CombinePerKeyOperator(_KeyedReduceOperator):
         super().__init__(label)
         self.fn: CombineFn = pickle.loads(cloudpickle.dumps(transform.fn))
         self.lifted = lifted
-        self.reducer = KeyedWindowReducer(
+        self.reducer = make_reducer(
             label, windowing, CombineReduceFn(self.fn, lifted, label), self._count_dropped, self._count_dropped_closed
         )
 

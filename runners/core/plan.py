@@ -23,8 +23,8 @@ from tidal.model.pipeline import AppliedTransform, PipelineGraph
 from tidal.model.primitives import CombinePerKey, Flatten, GroupByKey, ParDo, WindowInto
 from tidal.model.pvalue import PCollection
 from tidal.model.strategy import WindowingStrategy
-from tidal.model.window import TimestampCombiner
 from tidal.runners.core.invoker import DoFnSignature
+from tidal.runners.core.policy import lift_blocker
 
 __all__ = ["Stage", "ExecutionPlan", "build_plan", "can_lift", "is_stateful_pardo"]
 
@@ -40,6 +40,8 @@ class Stage:
     input_kind: str
     #: CombinePerKey nodes whose partial combine runs at the end of this stage.
     precombines: list[AppliedTransform] = attrs.field(factory=list)
+    #: Why the stage's root, a CombinePerKey, is not lifted (when lifting is on): said in ``describe``.
+    not_lifted: str | None = None
 
     @property
     def root(self) -> AppliedTransform:
@@ -48,7 +50,8 @@ class Stage:
     def describe(self) -> str:
         parts = [_short(n.full_label) for n in self.nodes]
         parts += [f"[partial {_short(n.full_label)}]" for n in self.precombines]
-        return f"stage {self.id}: " + " -> ".join(parts)
+        note = f" (not lifted: {self.not_lifted})" if self.not_lifted else ""
+        return f"stage {self.id}: " + " -> ".join(parts) + note
 
 
 def _short(label: str) -> str:
@@ -74,12 +77,17 @@ def is_stateful_pardo(node: AppliedTransform) -> bool:
 
 
 def can_lift(windowing: WindowingStrategy) -> bool:
-    """Partial combining is exact for non-merging windows under the default trigger."""
-    return (
-        not windowing.windowfn.is_merging()
-        and windowing.has_default_trigger
-        and windowing.timestamp_combiner is TimestampCombiner.OUTPUT_AT_EOW
-    )
+    """Partial combining is exact for non-merging event-time windows under the default trigger, without an evictor.
+
+    :func:`~tidal.runners.core.policy.lift_blocker` says why not.
+    """
+    return lift_blocker(windowing) is None
+
+
+def _is_policy_or_evicting(windowing: WindowingStrategy) -> bool:
+    from tidal.model.policy import PolicyWindowFn
+
+    return windowing.evictor is not None or isinstance(windowing.windowfn, PolicyWindowFn)
 
 
 def build_plan(graph: PipelineGraph, lift_combiners: bool = True) -> ExecutionPlan:
@@ -114,7 +122,10 @@ def build_plan(graph: PipelineGraph, lift_combiners: bool = True) -> ExecutionPl
             producer[pc] = node
         if isinstance(t, CombinePerKey) and lift_combiners and node.inputs:
             src = node.inputs[0]
-            if can_lift(src.windowing) and src in producer:
+            blocker = lift_blocker(src.windowing)
+            if blocker is None and src in producer:
                 lifted.add(node)
                 stage_of[producer[src]].precombines.append(node)
+            elif blocker is not None and _is_policy_or_evicting(src.windowing):
+                stage.not_lifted = blocker
     return ExecutionPlan(graph, stages, stage_of, lifted)

@@ -168,8 +168,11 @@ class KeyedWindowReducer:
         reduce_fn: ReduceFn,
         on_dropped: Callable[[int], None] | None = None,
         on_dropped_closed: Callable[[int], None] | None = None,
+        timestamped_values: bool = False,
     ) -> None:
         self.label = label
+        #: Add each value as ``(value, timestamp µs)`` (an evicting reduce fn needs the timestamps).
+        self.timestamped_values = timestamped_values
         self.strategy = strategy
         self.reduce_fn = reduce_fn
         self.windowfn = strategy.windowfn
@@ -205,6 +208,8 @@ class KeyedWindowReducer:
     # -- input ------------------------------------------------------------------
     def process(self, bundle: list[Any]) -> list[Any]:
         """Add a bundle of (key, value) windowed values; return the panes that fire."""
+        if self.timestamped_values:
+            bundle = self._with_timestamps(bundle)
         if self.merging:
             touched = self._process_merging(bundle)
         else:
@@ -219,6 +224,17 @@ class KeyedWindowReducer:
             if trigger.should_fire(st.tstate, ctx):
                 self._fire(key, window, st, ctx, out)
             self._schedule_deadline(key, window, st)
+        return out
+
+    def _with_timestamps(self, bundle: list[Any]) -> list[Any]:
+        out = []
+        kv: Any = None
+        try:
+            for kv, t, ws, p in bundle:
+                key, value = kv
+                out.append(((key, (value, t)), t, ws, p))
+        except (TypeError, ValueError) as exc:
+            raise self._bad_element(kv) from exc
         return out
 
     def _bad_element(self, value: Any) -> PipelineExecutionError:
@@ -748,6 +764,8 @@ class KeyedWindowReducer:
             ts = st.hold
         try:
             result = self.reduce_fn.output(st.contents, self.accumulating)
+        except PipelineExecutionError:
+            raise  # it names its step and element already
         except Exception as exc:
             raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, key) from exc
         out.append(((key, result), ts, (window,), pane))
@@ -893,6 +911,8 @@ class KeyedWindowReducer:
                             act.discard(window)
                             if not act:
                                 del active[key]
+        except PipelineExecutionError:
+            raise  # it names its step and element already
         except Exception as exc:
             raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, key) from exc
 

@@ -96,6 +96,7 @@ def find_arrow_combines(graph: PipelineGraph) -> list[ArrowCombinePlan]:
             aggregate is None
             or type(w.windowfn) not in (GlobalWindows, FixedWindows, SlidingWindows)
             or not w.has_default_trigger
+            or w.evictor is not None
             or w.allowed_lateness_us != 0
             or w.timestamp_combiner is not TimestampCombiner.OUTPUT_AT_EOW
         ):
