@@ -115,6 +115,8 @@ class RunningResult(PipelineResult):
 
     def _finished(self) -> JobFinishedError:
         state = "" if not self._state.is_terminal else f" ({self._state.name})"
+        if self._error is not None:
+            state = f" ({self._state.name}: {type(self._error).__name__}: {self._error})"
         return JobFinishedError(
             f"the job has finished{state}: its state is no longer held; read what it last checkpointed with "
             "tidal.state.read_checkpoint(CHECKPOINT_DIR)"
