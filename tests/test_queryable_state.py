@@ -136,6 +136,45 @@ def test_query_state_reads_what_the_state_holds_while_a_paced_stream_runs(runner
         result.query_state("Count", "count", "k0")
 
 
+class SlowUpdate(td.DoFn):
+    """Per key: a dict in value state, set to "busy" for a while in the middle of every element."""
+
+    LAST = td.ReadModifyWriteStateSpec("last")
+
+    def process(self, kv: Any, last: Any = td.DoFn.StateParam(LAST)) -> Iterable[Any]:
+        before = last.read() or {"n": 0}
+        last.write("busy")
+        time.sleep(0.01)
+        last.write({"n": before["n"] + 1, "v": kv[1]})
+        yield kv
+
+
+def test_a_query_never_sees_a_cell_half_way_through_an_element(runner_name: str, tmp_path: Path) -> None:
+    stop = tmp_path / "stop"
+    p = td.Pipeline(runner=make_runner(runner_name))
+    _ = p | td.Read(td.GeneratorSource(functools.partial(paced, str(stop)))) | "Slow" >> td.ParDo(SlowUpdate())
+    result = p.run()
+    reads = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            reads.append(result.query_state("Slow", "last", "k0"))
+            if reads[-1] == {"n": HALF // KEYS, "v": HALF - KEYS}:
+                break
+        else:
+            raise AssertionError(f"k0 never reached its state at the pause (last reads {reads[-3:]})")
+        # A copy: changing what a query returned changes nothing in the job.
+        copy = result.query_state("Slow", "last", "k0")
+        copy["n"] = -1
+        assert result.query_state("Slow", "last", "k0") == {"n": HALF // KEYS, "v": HALF - KEYS}
+    finally:
+        stop.touch()
+    result.wait_until_finish(60)
+    assert "busy" not in reads
+    ns = [r["n"] for r in reads if r is not None]
+    assert len(set(ns)) > 1 and ns == sorted(ns)
+
+
 def test_query_state_of_a_windowed_step_names_the_window(tmp_path: Path) -> None:
     stop = tmp_path / "stop"
 
