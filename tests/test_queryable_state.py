@@ -16,6 +16,7 @@ import tidal as td
 from tidal import window
 from tidal.__main__ import main
 from tidal.capability_matrix.sinks import RecordTo, read_records
+from tidal.runners.core.keygroups import DEFAULT_MAX_PARALLELISM, key_group_of, owner_of
 from tidal.runners.core.queryable import JobFinishedError, QueryServer, StateQueryError
 from tidal.runners.microbatch.runner import MicroBatchRunner
 from tidal.state import describe_checkpoint, read_checkpoint
@@ -42,7 +43,8 @@ def make_runner(name: str, folder: Path | None = None) -> Any:
     if name == "ray":
         from tidal.runners.ray.runner import RayRunner
 
-        return RayRunner(parallelism=2, checkpoint_dir=folder, checkpoint_interval=0.3 if folder else None)
+        # Three instances of the keyed stage: k0 is owned by instance 1, k1 and k2 by instance 0.
+        return RayRunner(parallelism=3, checkpoint_dir=folder, checkpoint_interval=0.3 if folder else None)
     return name
 
 
@@ -95,6 +97,11 @@ def query_until(result: td.PipelineResult, key: str, wanted: int, seconds: float
 
 
 # -- while the job runs -----------------------------------------------------------------
+def test_the_keys_live_on_different_ray_workers() -> None:
+    """So that the queries below reach more than one worker on Ray."""
+    assert [owner_of(key_group_of(f"k{k}", DEFAULT_MAX_PARALLELISM), 3, DEFAULT_MAX_PARALLELISM) for k in range(KEYS)] == [1, 0, 0]
+
+
 def test_query_state_reads_what_the_state_holds_while_a_paced_stream_runs(runner_name: str, tmp_path: Path) -> None:
     stop = tmp_path / "stop"
     p = td.Pipeline(runner=make_runner(runner_name))
