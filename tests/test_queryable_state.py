@@ -379,3 +379,19 @@ def test_the_state_command_writes_csv(tmp_path: Path, capsys: pytest.CaptureFixt
         '"Count","a","GlobalWindow",,,"seen","[1, 3]"',
         '"Count","b","GlobalWindow",,,"seen","[2]"',
     ]
+
+
+def test_the_state_command_checks_parts_before_reading_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "log"
+    p = td.Pipeline(runner=MicroBatchRunner(commit_log=log, max_batch_size=2))
+    _ = p | td.Create([("a", 1), ("b", 2), ("a", 3)]) | "Count" >> td.ParDo(CountAndKeep())
+    p.run()
+    older, newest = sorted(int(name[4:]) for name in os.listdir(log / "commits"))
+    part = log / "commits" / f"chk-{newest:06d}" / "state.pkl"
+    part.write_bytes(part.read_bytes()[:-1] + b"!")  # damaged on disk: never unpickled
+    assert main(["state", str(log)]) == 0
+    captured = capsys.readouterr()
+    assert f"skipping checkpoint {newest} in {log / 'commits'}: its part 'state.pkl' is damaged" in captured.err
+    assert captured.out.startswith(f"micro-batch commit of batch {older} in {log}")
+    assert main(["state", str(log), "--checkpoint", str(newest)]) == 2
+    assert f"checkpoint {newest} in {log / 'commits'} cannot be restored: its part 'state.pkl' is damaged" in capsys.readouterr().err
