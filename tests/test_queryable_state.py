@@ -395,3 +395,11 @@ def test_the_state_command_checks_parts_before_reading_them(tmp_path: Path, caps
     assert captured.out.startswith(f"micro-batch commit of batch {older} in {log}")
     assert main(["state", str(log), "--checkpoint", str(newest)]) == 2
     assert f"checkpoint {newest} in {log / 'commits'} cannot be restored: its part 'state.pkl' is damaged" in capsys.readouterr().err
+
+
+def test_the_help_lists_the_state_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "    state " in capsys.readouterr().out
+    assert main(["state", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: " in out and "CHECKPOINT_DIR" in out and "python -m tidal state ckpt --step" in out
