@@ -403,3 +403,10 @@ def test_the_help_lists_the_state_command(capsys: pytest.CaptureFixture[str]) ->
     assert main(["state", "--help"]) == 0
     out = capsys.readouterr().out
     assert "usage: " in out and "CHECKPOINT_DIR" in out and "python -m tidal state ckpt --step" in out
+
+
+def test_a_result_without_a_running_job_says_it_has_no_state() -> None:
+    from tidal.__main__ import CapturedResult
+
+    with pytest.raises(StateQueryError, match="CapturedResult has no running job whose state could be read"):
+        CapturedResult().query_state("Count", "count", "k0")
