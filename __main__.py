@@ -13,6 +13,8 @@ Commands:
   runners and writes the capability matrix (see ``tidal.capability_matrix``).
 * ``port FILE... [--write]`` rewrites a Beam program's imports for tidal and
   lists every name it uses that tidal lacks (see ``tidal.porting``).
+* ``state CHECKPOINT_DIR [--step S] [--out FILE]`` lists a stopped job's
+  keyed state, or writes a step's state as a table (see ``tidal.state``).
 
 Arguments that tidal does not know are passed on to the script; everything
 after ``--`` always is.
@@ -37,6 +39,7 @@ from tidal.model.result import PipelineResult, PipelineState
 from tidal.runners.core.checkpoint import CheckpointError, CheckpointStore
 from tidal.runners import registry
 from tidal.runners.runner import Runner
+from tidal.state import add_state_parser
 
 if TYPE_CHECKING:
     from tidal.model.pipeline import Pipeline
@@ -50,6 +53,7 @@ examples:
   python -m tidal graph examples/stock_prices.py > stock_prices.dot
   python -m tidal graph examples/wordcount.py --format mermaid --out wordcount.mmd
   python -m tidal port beam_wordcount.py > wordcount.py       # a Beam program, ported
+  python -m tidal state ckpt --step Count --out state.parquet # a stopped job's keyed state
 
 'python -m tidal COMMAND --help' tells more about each command.
 """
@@ -447,7 +451,7 @@ def _add_graph_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 #: Each adds one subcommand; its parser's ``func(args) -> int`` runs it.
 SUBCOMMANDS: list[Callable[[Any], argparse.ArgumentParser]] = [
-    _add_run_parser, _add_graph_parser, add_bench_parser, add_matrix_parser, _add_port_parser,
+    _add_run_parser, _add_graph_parser, add_bench_parser, add_matrix_parser, _add_port_parser, add_state_parser,
 ]
 
 

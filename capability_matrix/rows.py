@@ -140,6 +140,12 @@ GROUPS: tuple[Group, ...] = (
                 "what a run without failure gives, and the restart did not re-read the whole input",
             ),
             (
+                "Queryable state",
+                "result.query_state reads a key's state in a stateful DoFn while the job runs (a copy, answered "
+                "between bundles; on Ray by the worker that owns the key); unknown names are refused with the "
+                "names there are, and a finished job says it finished",
+            ),
+            (
                 "Beam source compatibility",
                 "an Apache Beam program ported by replacing every apache_beam with tidal runs and writes exactly "
                 "the lines Apache Beam's DirectRunner writes for the same input",

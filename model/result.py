@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import enum
+from typing import Any
 
 from tidal.model.metrics import MetricResults
 
@@ -42,3 +43,13 @@ class PipelineResult(abc.ABC):
     @abc.abstractmethod
     def cancel(self) -> PipelineState:
         """Stop the run; returns the resulting state."""
+
+    def query_state(self, step: str, state_name: str, key: Any, window: Any = None, timeout: float = 30.0) -> Any:
+        """A copy of ``key``'s state ``state_name`` in step ``step`` of the running job.
+
+        The runners' results answer it (see ``tidal.runners.result.RunningResult.query_state``);
+        a result without a job running in this process has no state to read and says so.
+        """
+        from tidal.runners.core.queryable import StateQueryError
+
+        raise StateQueryError(f"{type(self).__name__} has no running job whose state could be read")

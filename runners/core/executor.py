@@ -31,6 +31,7 @@ from tidal.runners.core.operators import (
     PrecombineOperator,
 )
 from tidal.runners.core.plan import ExecutionPlan
+from tidal.runners.core.queryable import QueryServer, StateQueryError, check_query, read_cell
 from tidal.runners.core.sources import SourceDriver, make_source_driver
 
 __all__ = ["LocalExecutor", "Clock", "WallClock", "ManualClock", "FINAL_CHECKPOINT"]
@@ -152,6 +153,8 @@ class LocalExecutor:
         #: Publish transactional sinks' output when the run ends (runners that take
         #: checkpoints publish it when a checkpoint completes instead).
         self.commit_on_close = commit_on_close
+        #: State queries from other threads, answered between bundles (see runners/core/queryable.py).
+        self.queries = QueryServer()
         self._build()
 
     # -- wiring ---------------------------------------------------------------
@@ -309,6 +312,7 @@ class LocalExecutor:
     def run(self, cancelled: Callable[[], bool] = lambda: False) -> None:
         """Open the operators, drain the sources, fire everything, close the operators."""
         opened: list[Operator] = []
+        self.queries.reopen()
         try:
             for op in self.ops:
                 op.open()
@@ -320,6 +324,7 @@ class LocalExecutor:
             if self.commit_on_close and not cancelled():
                 self.commit_final()
         finally:
+            self.queries.close("the job has finished: its state is no longer held")
             errors: list[BaseException] = []
             for op in opened:
                 try:
@@ -337,6 +342,7 @@ class LocalExecutor:
         while active and not cancelled():
             progressed = self.poll_sources(active)
             self.propagate()
+            self.queries.serve()
             if not progressed:
                 self._wait_for_work(active)
         if cancelled():
@@ -557,6 +563,28 @@ class LocalExecutor:
 
     def metrics(self) -> list[MetricsContainer]:
         return [op.metrics for op in self.ops] + [d.metrics for d, _, _ in self.sources]
+
+    # -- queryable state ----------------------------------------------------------
+    def read_state(self, step: str, state_name: str, key: Any, window: Any = None) -> Any:
+        """A copy of one state cell of step ``step`` (call it on the thread that runs the operators)."""
+        spec, window = check_query(self.plan, step, state_name, window)
+        for op in self.ops:
+            if op.label == step:
+                return read_cell(op.store, key, window, spec)  # type: ignore[attr-defined]
+        raise StateQueryError(f"step {step!r} does not run in this executor (another worker holds it)")
+
+    def query_state(self, step: str, state_name: str, key: Any, window: Any = None, timeout: float = 30.0) -> Any:
+        """:meth:`read_state` from any thread: the running loop answers it between bundles."""
+        check_query(self.plan, step, state_name, window)  # a bad name is refused here, without waiting
+        answer = self.queries.submit(lambda: self.read_state(step, state_name, key, window))
+        try:
+            return answer.result(timeout)
+        except TimeoutError:
+            answer.cancel()
+            raise StateQueryError(
+                f"the state query of step {step!r} got no answer in {timeout:g} s (the job is busy in one bundle, "
+                "or has not started reading yet)"
+            ) from None
 
     def iter_operators(self) -> Iterator[Operator]:
         return iter(self.ops)

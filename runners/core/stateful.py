@@ -4,7 +4,9 @@ State lives in a :class:`~tidal.runners.core.state.KeyedStateStore`; timers
 fire in timestamp order when the input watermark passes them (event time) or
 when processing time reaches them (REAL_TIME). A window's state and timers
 are garbage-collected once the watermark passes its end plus the allowed
-lateness; elements arriving for an expired window are dropped as late.
+lateness; elements arriving for an expired window are dropped as late. At
+the end of the input (the watermark at the end of time) the state is kept,
+so that a finished job's final checkpoint holds what it last held.
 
 As in Beam Java (``SimpleDoFnRunner``), an event-time timer may not be set
 later than its window's expiry (``max_timestamp() + allowed lateness``): the
@@ -200,10 +202,15 @@ class StatefulParDoOperator(ParDoOperator):
     def _collect_garbage(self) -> None:
         wm = self.input_watermark
         heap = self._gc_heap
+        # At the end of the input every window expires at once and nothing can read its state
+        # again: the cells stay, so the final checkpoint holds the state as the input left it
+        # (``python -m tidal state`` reads what a finished job held). Timers still go.
+        ended = wm >= MAX_TIMESTAMP_US
         while heap and heap[0][0] < wm:
             _, _, key, window = heapq.heappop(heap)
             self._gc_known.discard((key, window))
-            self.store.clear_window(key, window)
+            if not ended:
+                self.store.clear_window(key, window)
             for k in [k for k in self.timers if k[0] == key and k[1] == window]:
                 del self.timers[k]
 

@@ -252,7 +252,9 @@ class MicroBatchExecutor(LocalExecutor):
             self.commit(self._restored)
         self.propagate()
         while active and not cancelled():
-            if not self.run_batch(active):
+            ran = self.run_batch(active)
+            self.queries.serve()
+            if not ran:
                 self._wait_for_work(active)
         if cancelled():
             return
@@ -355,6 +357,7 @@ class MicroBatchExecutor(LocalExecutor):
                     reading.remove(d)
             if not reading or (replay is None and time.perf_counter() >= deadline):
                 break
+            self.queries.serve()  # between polls no operator is processing: the batch waits one lookup
             if not got_data:
                 hints = [h for h in (d.idle_hint() for d in reading) if h is not None]
                 time.sleep(min(hints, default=0.001))

@@ -50,8 +50,9 @@ from tidal.model.teststream import TestStream
 from tidal.runners.core.checkpoint import CheckpointStore, CheckpointWarning, CompletedCheckpoint
 from tidal.runners.core.errors import PipelineExecutionError
 from tidal.runners.core.executor import LocalExecutor, edge_id_of, partial_edge_id
-from tidal.runners.core.keygroups import DEFAULT_MAX_PARALLELISM, check_max_parallelism
+from tidal.runners.core.keygroups import DEFAULT_MAX_PARALLELISM, check_max_parallelism, key_group_of, owner_of
 from tidal.runners.core.plan import ExecutionPlan, build_plan, is_stateful_pardo
+from tidal.runners.core.queryable import JobFinishedError, StateQueryError, check_query
 from tidal.runners.core.sources import AssignedSplits
 from tidal.runners.ray.alignment import DEFAULT_ALIGNMENT_BUFFER_BYTES
 from tidal.runners.ray.exchange import Edge
@@ -154,6 +155,43 @@ class RayPipelineResult(RunningResult):
         self.parallelism: dict[int, int] = {}
         self._savepoint_requests: queue.SimpleQueue[tuple[threading.Event, list[str]]] = queue.SimpleQueue()
         self._stop_lock = threading.Lock()
+        #: The attempt whose workers are loaded (None while starting or restarting): it answers state queries.
+        self._job: _Job | None = None
+
+    def _query_state(self, step: str, state_name: str, key: Any, window: Any, timeout: float) -> Any:
+        """Ask the worker that owns ``key`` (its key group) in the stage of ``step``."""
+        import ray
+        import ray.exceptions
+
+        deadline = time.monotonic() + timeout
+        job = self._job
+        while job is None and not self.state.is_terminal and time.monotonic() < deadline:
+            time.sleep(0.01)  # the workers are loading (the job starts, or restarts after a failure)
+            job = self._job
+        if job is None:
+            if self.state.is_terminal:
+                raise JobFinishedError("the job's workers are gone")
+            raise StateQueryError(
+                f"the job had no running workers for {timeout:g} s (it is starting, or restarting after a failure)"
+            )
+        plan = job.plan
+        _spec, window = check_query(plan, step, state_name, window)
+        node = next(n for n in plan.graph.primitives if n.full_label == step)
+        workers = job.workers[plan.stage_of[node].id]
+        m = self._runner.max_parallelism
+        owner = workers[owner_of(key_group_of(key, m), len(workers), m)]
+        ref = owner.query_state.remote(step, state_name, key, window)
+        try:
+            return ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
+        except ray.exceptions.GetTimeoutError:
+            raise StateQueryError(f"the state query of step {step!r} got no answer in {timeout:g} s") from None
+        except Exception as exc:
+            error = _unwrap(exc)
+            if isinstance(error, StateQueryError):
+                raise error from None
+            if self.state.is_terminal or self._job is not job:
+                raise JobFinishedError("the job's workers are gone") from None
+            raise StateQueryError(f"the worker of step {step!r} could not answer the state query: {error}") from error
 
     def _stop_workers(self) -> None:
         from tidal.runners.ray.pool import get_pool
@@ -646,6 +684,8 @@ class _Job:
         with self.result._stop_lock:
             if self.result._actors is self.actors:
                 self.result._actors = []
+        if self.result._job is self:
+            self.result._job = None
         if not self.actors:
             return
         pool = get_pool()
@@ -736,6 +776,7 @@ class _Job:
                 break
         cid = self.restore.id if self.restore is not None else None
         self.result.restored_from = cid
+        self.result._job = self  # its workers are loaded: they answer state queries
         if self.recovering is not None:
             failure, noticed = self.recovering
             self.result.recoveries.append(Recovery(failure, cid, time.perf_counter() - noticed))

@@ -25,7 +25,8 @@ The snapshot is pickled at once and written to the checkpoint store on a
 background thread, so the stream stops only for the pickling. Control calls
 (``trigger``, ``notify_complete``, ``take_output``) run on their own thread
 and reach the stream thread through a queue, so they are heard while a
-source loop runs.
+source loop runs. A state query (``query_state``) is a stream call: a keyed
+stage's worker answers it between two bundles.
 
 What user code prints (``print``, writes to ``sys.stdout`` / ``sys.stderr``)
 while the worker runs its stage is captured and handed to the driver, which
@@ -54,6 +55,7 @@ from tidal.model.time import MAX_TIMESTAMP_US
 from tidal.runners.core.checkpoint import CheckpointStore
 from tidal.runners.core.executor import LocalExecutor, ManualClock, WallClock
 from tidal.runners.core.gcpolicy import throughput_gc
+from tidal.runners.core.queryable import JobFinishedError
 from tidal.runners.ray.alignment import AlignmentBuffer, spill_folder
 from tidal.runners.ray.exchange import pack_bundle, route_keyed, unpack_bundle
 
@@ -452,6 +454,19 @@ class StageWorker:
     def barrier(self, edge_id: str, sender: int, checkpoint_id: int) -> bool:
         self._task().barrier(edge_id, sender, checkpoint_id)
         return True
+
+    @_captured
+    def query_state(self, step: str, state_name: str, key: Any, window: Any) -> Any:
+        """A copy of one state cell of ``step`` (a stateful DoFn of this worker's keyed stage).
+
+        An actor call like ``push``: it runs between two bundles on the stream
+        thread, so it waits at most for the calls already queued (a bounded
+        number per sender) and holds the stream up for one lookup.
+        """
+        task = self.task
+        if task is None:
+            raise JobFinishedError("the job has finished: its state is no longer held")
+        return task.executor.read_state(step, state_name, key, window)
 
     @_captured
     def run_sources(self) -> bool:
