@@ -61,6 +61,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     peers.add_argument("--no-peers", action="store_true", help="skip the other engines even when they are installed")
     peers.add_argument("--peer-parallelism", type=_positive_int, default=2, help="the other engines' parallelism (default 2)")
+    peers.add_argument(
+        "--peer-variants", type=_csv, default=None,
+        help="comma-separated idioms to run, e.g. sql,structured (default: every idiom of each engine)",
+    )
     studies = parser.add_argument_group("further studies (run after the workloads, with the same runners)")
     studies.add_argument("--key-scaling", action="store_true", help="throughput of yahoo and a keyed windowed sum as the keys grow")
     studies.add_argument(
@@ -146,6 +150,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         use_peers=not args.no_peers,
         peers=tuple(args.peers) if args.peers else None,
         peer_parallelism=args.peer_parallelism,
+        peer_variants=tuple(args.peer_variants) if args.peer_variants else None,
         key_scaling=key_scaling,
         latency_sweep=latency_sweep,
     )

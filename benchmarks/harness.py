@@ -106,6 +106,8 @@ class BenchConfig:
     use_peers: bool = False
     peers: tuple[str, ...] | None = None
     peer_parallelism: int = 2
+    #: The idioms to run of each engine (None: all of them); an engine without one of these runs none.
+    peer_variants: tuple[str, ...] | None = None
     peer_timeout: float = 3600.0
     #: The further studies, run after the workloads with the same runners (None: not run).
     key_scaling: Any = None  # tidal.benchmarks.keyscaling.KeyScalingConfig
@@ -478,7 +480,7 @@ def run_harness(config: BenchConfig) -> dict[str, Any]:
     peer_workloads = [w for w in config.workloads if w in PEER_WORKLOADS]
     present_peers, missing_peers = detect_peers(config.peers) if config.use_peers and peer_workloads else ({}, {})
     peer_runs = {
-        name: len(peer_workloads) * len(sizes) * len(PEERS[name].variants) * repeats for name in present_peers
+        name: len(peer_workloads) * len(sizes) * len(_variants_of(name, config)) * repeats for name in present_peers
     }
     bar = progress_bar(
         len(config.workloads) * len(sessions) * per_runner + len(beam_workloads) * repeats + sum(peer_runs.values()), config.quiet
@@ -609,6 +611,12 @@ def run_harness(config: BenchConfig) -> dict[str, Any]:
     }
 
 
+def _variants_of(name: str, config: BenchConfig) -> tuple[str, ...]:
+    """The idioms of engine ``name`` that ``config`` asks for, in the engine's order."""
+    variants = PEERS[name].variants
+    return variants if config.peer_variants is None else tuple(v for v in variants if v in config.peer_variants)
+
+
 def _measure_peer(
     name: str, python: Any, workloads: list[str], sizes: tuple[int, ...], config: BenchConfig, equality: dict[str, Any], bar: Any, runs: int
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -623,7 +631,10 @@ def _measure_peer(
             ticked[0] = done
             bar.set_postfix_str(f"{peer.title}: {done}/{runs} runs")
 
-    request = PeerRequest(workloads=tuple(workloads), sizes=sizes, repeats=config.repeats, parallelism=config.peer_parallelism)
+    request = PeerRequest(
+        workloads=tuple(workloads), sizes=sizes, repeats=config.repeats, parallelism=config.peer_parallelism,
+        variants=_variants_of(name, config),
+    )
     report = run_peer(name, python, request, config.peer_timeout, on_progress=progress, folder=os.path.join(config.out, "peers", name))
     bar.update(max(0, runs - ticked[0]))
     info = {

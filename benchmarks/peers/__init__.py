@@ -85,9 +85,11 @@ PEERS: dict[str, Peer] = {
         venv=".venv-spark",
         requirements=("pyspark==4.3.0", "pandas<3"),
         env_var="TIDAL_SPARK_PYTHON",
-        variants=("dataframe", "rdd"),
+        variants=("dataframe", "structured", "rdd"),
         variant_titles={
             "dataframe": "DataFrames: native operators (window, session_window, joins, aggregates)",
+            "structured": "Structured Streaming: the same operators as streaming queries over a folder of Parquet files, "
+            "event-time watermarks, update mode, collected by foreachBatch",
             "rdd": "RDDs with Python lambdas (map, filter, reduceByKey, groupByKey)",
         },
         system={

@@ -1,4 +1,4 @@
-"""The workloads on Apache Spark (PySpark), in two idioms: DataFrames (native operators) and RDDs with Python lambdas.
+"""The workloads on Apache Spark (PySpark), in three idioms: DataFrames and Structured Streaming (native operators), and RDDs with Python lambdas.
 
 Runs in the Spark virtualenv (``make bench-peers``), in a local Spark of
 ``parallelism`` cores, through :mod:`tidal.benchmarks.peers.worker`. Each job
@@ -20,9 +20,11 @@ from tidal.benchmarks.nexmark.generator import Bid
 from tidal.benchmarks.nexmark.queries import hottest, is_bid, to_euro
 from tidal.benchmarks.peers.inputs import NEXMARK_COLUMNS, nexmark_event, seconds
 
-__all__ = ["start", "warm_up", "version", "JOBS", "SparkSession"]
+__all__ = ["start", "warm_up", "version", "prepare", "JOBS", "SparkSession"]
 
 _SESSION_GAP_MS = 2000
+#: The key of the event that closes a streaming sessions query's input (the workload's keys are 0..99).
+_END_KEY = -1
 _WINDOW_US = 10_000_000
 _SLIDE_US = 5_000_000
 
@@ -87,6 +89,13 @@ def _col(df: Any, name: str) -> list[Any]:
 _NEXMARK_SCHEMA = ", ".join(
     f"{name} {'bigint' if kind == 'int' else 'double' if kind == 'float' else 'string'}" for name, kind in NEXMARK_COLUMNS
 )
+
+
+def _nexmark_arrow() -> Any:
+    import pyarrow as pa
+
+    kinds = {"int": pa.int64(), "float": pa.float64()}
+    return pa.schema([(name, kinds.get(kind, pa.string())) for name, kind in NEXMARK_COLUMNS])
 
 
 def _events(s: SparkSession, tables: dict[str, Any]) -> Any:
@@ -159,6 +168,148 @@ def yahoo_df(s: SparkSession, tables: dict[str, Any]) -> Any:
         views.join(F.broadcast(ads), "ad_id").groupBy(F.window("ts", "10 seconds"), "campaign").count()
         .select(F.unix_micros("window.start").alias("start_us"), "campaign", "count").toPandas()
     )
+
+
+# -- Structured Streaming ------------------------------------------------------------------
+# The same queries as streaming queries: a file source over a folder of Parquet files (written
+# by ``prepare``, outside the timed region: a producer's work, not the engine's), an event-time
+# watermark where windows are involved, and a ``foreachBatch`` sink that collects each
+# micro-batch's rows to the driver. ``Trigger.AvailableNow`` reads what the folder holds and
+# stops. Aggregations run in update mode: in append mode a window is emitted only once a later
+# micro-batch's watermark passes it, and a bounded input has no later micro-batch. Nexmark q5
+# (a count per window, then the maximum per window) needs two stateful aggregations chained in one
+# query, which Structured Streaming does not support, so it has no streaming version here.
+
+
+class _Collected:
+    """What a query's ``foreachBatch`` sink received: each micro-batch's rows, in order."""
+
+    def __init__(self) -> None:
+        self.frames: list[Any] = []
+
+    def __call__(self, batch: Any, batch_id: int) -> None:
+        self.frames.append(batch.toPandas())
+
+    def rows(self, group: list[str] | None) -> Any:
+        """All rows; with ``group``, only the last row of each group (update mode re-emits a changed group)."""
+        import pandas as pd
+
+        frame = pd.concat(self.frames, ignore_index=True) if self.frames else pd.DataFrame()
+        if group and len(frame):
+            frame = frame.drop_duplicates(subset=group, keep="last").reset_index(drop=True)
+        return frame
+
+
+def prepare(session: SparkSession, variant: str, workload: str, tables: dict[str, Any]) -> dict[str, Any]:
+    """Before the timed runs: the streaming variant's input as Parquet folders (other variants need nothing)."""
+    if variant != "structured":
+        return tables
+    import os
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tempfile.mkdtemp(prefix="tidal-spark-stream-")
+    streams: dict[str, Any] = {}
+    for name in ("words", "pairs", "events"):  # the streamed tables (the ads table stays static)
+        columns = tables.get(name)
+        if columns is None:
+            continue
+        folder = f"{root}/{name}"
+        os.makedirs(folder)
+        schema = _nexmark_arrow() if name == "events" and workload in ("q0", "q1", "q2", "q5") else None
+        if schema is None:
+            table = pa.table(columns)
+        else:  # the wide Nexmark table: NaN stands for a field the event's kind lacks
+            table = pa.table([pa.array(columns[f.name], type=f.type, from_pandas=True) for f in schema], schema=schema)
+        pq.write_table(table, f"{folder}/part-0.parquet")
+        if workload == "sessions":
+            # Sessions run in append mode (the only mode Spark has for them), where a session is
+            # emitted by a micro-batch that starts after the watermark passed its end. Two more
+            # files, each a micro-batch of its own, hold an event of a key of its own a day after
+            # the last: the first moves the watermark past every session, as the end of a bounded
+            # input does in Beam, and the second's micro-batch emits them. The query drops that key.
+            last = max(columns["ts_ms"], default=0)
+            for i in (1, 2):
+                end = {"key": [_END_KEY], "value": [0], "ts_ms": [last + i * 86_400_000]}
+                pq.write_table(pa.table(end, schema=table.schema), f"{folder}/part-{i}.parquet")
+        streams[name] = (folder, session.spark.read.parquet(folder).schema)
+    return {**tables, "streams": streams}
+
+
+def _stream(s: SparkSession, tables: dict[str, Any], name: str) -> Any:
+    folder, schema = tables["streams"][name]
+    return s.spark.readStream.schema(schema).option("maxFilesPerTrigger", 1).parquet(folder)
+
+
+def _run_stream(df: Any, mode: str, group: list[str] | None = None) -> Any:
+    """Run ``df`` as a streaming query over what its folders hold; the rows it emitted."""
+    collected = _Collected()
+    query = df.writeStream.outputMode(mode).foreachBatch(collected).trigger(availableNow=True).start()
+    query.awaitTermination()
+    if query.exception() is not None:
+        raise RuntimeError(f"the streaming query failed: {query.exception()}")
+    return collected.rows(group)
+
+
+def _stamped(s: SparkSession, tables: dict[str, Any], name: str) -> Any:
+    return _ts(_stream(s, tables, name)).withWatermark("ts", "0 seconds")
+
+
+def wordcount_ss(s: SparkSession, tables: dict[str, Any]) -> Any:
+    return _run_stream(_stream(s, tables, "words").groupBy("word").count(), "update", ["word"])
+
+
+def windowed_ss(s: SparkSession, tables: dict[str, Any]) -> Any:
+    from pyspark.sql import functions as F
+
+    counts = (
+        _stamped(s, tables, "pairs").groupBy(F.window("ts", "10 seconds"), "key").agg(F.sum("value").alias("total"))
+        .select(F.unix_micros("window.start").alias("start_us"), "key", "total")
+    )
+    return _run_stream(counts, "update", ["start_us", "key"])
+
+
+def sessions_ss(s: SparkSession, tables: dict[str, Any]) -> Any:
+    from pyspark.sql import functions as F
+
+    sessions = (
+        _stamped(s, tables, "pairs")
+        .groupBy(F.session_window("ts", f"{_SESSION_GAP_MS - 1} milliseconds"), "key").agg(F.collect_list("value").alias("values"))
+        .select("key", F.unix_micros("session_window.start").alias("start_us"), F.unix_micros("session_window.end").alias("end_us"), "values")
+    )
+    rows = _run_stream(sessions, "append")
+    # The closing key is dropped here: in the query, a filter on a grouping key would be pushed
+    # below the watermark, which would then never see the closing events.
+    return rows[rows["key"] != _END_KEY] if len(rows) else rows
+
+
+def q0_ss(s: SparkSession, tables: dict[str, Any]) -> Any:
+    return _run_stream(_stream(s, tables, "events").select("*"), "append")
+
+
+def q1_ss(s: SparkSession, tables: dict[str, Any]) -> Any:
+    from pyspark.sql import functions as F
+
+    bids = _stream(s, tables, "events").where("kind = 2")
+    return _run_stream(bids.select("auction", "bidder", F.expr("price * 89 div 100").alias("euro"), "date_time"), "append")
+
+
+def q2_ss(s: SparkSession, tables: dict[str, Any]) -> Any:
+    return _run_stream(_stream(s, tables, "events").where("kind = 2 AND auction % 123 = 0").select("auction", "price"), "append")
+
+
+def yahoo_ss(s: SparkSession, tables: dict[str, Any]) -> Any:
+    from pyspark.sql import functions as F
+
+    views = _stamped(s, tables, "events").where("event_type = 'view'").select("ad_id", "ts")
+    ads = s.frame(tables["ads"])  # the static side of a stream-static join
+    counts = (
+        views.join(F.broadcast(ads), "ad_id").groupBy(F.window("ts", "10 seconds"), "campaign").count()
+        .select(F.unix_micros("window.start").alias("start_us"), "campaign", "count")
+    )
+    return _run_stream(counts, "update", ["start_us", "campaign"])
 
 
 # -- RDDs with Python lambdas --------------------------------------------------------------
@@ -287,6 +438,10 @@ JOBS: dict[tuple[str, str], tuple[Callable[[SparkSession, dict[str, Any]], Any],
     **{(w, "dataframe"): (job, CONVERT[w]) for w, job in {
         "wordcount": wordcount_df, "windowed": windowed_df, "sessions": sessions_df, "q0": q0_df, "q1": q1_df, "q2": q2_df,
         "q5": q5_df, "yahoo": yahoo_df,
+    }.items()},
+    **{(w, "structured"): (job, CONVERT[w]) for w, job in {
+        "wordcount": wordcount_ss, "windowed": windowed_ss, "sessions": sessions_ss, "q0": q0_ss, "q1": q1_ss, "q2": q2_ss,
+        "yahoo": yahoo_ss,
     }.items()},
     **{(w, "rdd"): (job, _same) for w, job in {
         "wordcount": wordcount_rdd, "windowed": windowed_rdd, "sessions": sessions_rdd, "q0": q0_rdd, "q1": q1_rdd, "q2": q2_rdd,
