@@ -307,6 +307,14 @@ def test_user_error_names_step_and_element_and_removes_actors() -> None:
     assert _only_idle_pool_workers() == 0
 
 
+def test_an_unhashable_key_crossing_the_exchange_is_reported_by_the_grouping_step() -> None:
+    """A bundle holding an unhashable key is routed element by element, and the grouping step names it."""
+    with pytest.raises(td.PipelineExecutionError) as info:
+        with td.Pipeline(runner=RayRunner(parallelism=2)) as p:
+            p | td.Create([("a", 1), (["b"], 2), ("c", 3)]) | td.Map(lambda kv: kv) | "GroupLists" >> td.GroupByKey()
+    assert "step 'GroupLists': the key ['b'] is not hashable (list)" in str(info.value)
+
+
 def test_a_successful_job_gives_its_workers_back_empty_and_the_next_job_reuses_them() -> None:
     from tidal.runners.ray.pool import get_pool
 

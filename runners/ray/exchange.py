@@ -54,6 +54,20 @@ def route_keyed(bundle: list[Any], n: int, max_parallelism: int = DEFAULT_MAX_PA
         parts[0] = bundle
         return parts
     m = max_parallelism
+    try:
+        keys = [wv[0][0] for wv in bundle]
+        # Each distinct key hashed once, then one dict lookup per element.
+        dest_of = {key: (stable_hash(key) % m) * n // m for key in set(keys)}
+    except (TypeError, IndexError, KeyError):
+        return _route_each(bundle, parts, n, m)  # a non-pair or an unhashable key: element by element
+    appends = [part.append for part in parts]
+    for wv, key in zip(bundle, keys):
+        appends[dest_of[key]](wv)
+    return parts
+
+
+def _route_each(bundle: list[Any], parts: list[list[Any]], n: int, m: int) -> list[list[Any]]:
+    """:func:`route_keyed` for a bundle that holds a non-pair element or an unhashable key."""
     cache: dict[Any, int] = {}
     for wv in bundle:
         try:
