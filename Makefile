@@ -34,6 +34,9 @@ run: $(STAMP)
 	@echo "== one windowed pipeline on every runner (examples/every_runner.py)"
 	RAY_AUTH_MODE=disabled $(PY) examples/every_runner.py
 	@echo
+	@echo "== a running job's per-user counters read from outside it, then from its last commit (examples/queryable_state.py)"
+	$(PY) examples/queryable_state.py
+	@echo
 	@echo "== a Redis stream consumed as it arrives, per-window means written back exactly once (examples/redis_stream.py)"
 	$(PY) examples/redis_stream.py
 	@echo
