@@ -36,6 +36,7 @@ from tidal.model.userstate import (
 from tidal.model.window import TimestampedValue
 from tidal.model.windowed_value import WindowedValue
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError
+from tidal.runners.core.queryable import JobFinishedError, StateQueryError
 from tidal import io
 from tidal.io import (
     GeneratorSource,
@@ -91,4 +92,5 @@ __all__ = [
     "TimeDomain", "TimerSpec", "Timestamp", "TimestampedValue", "UnboundedSource", "UserCodeError",
     "Values", "WindowInto", "WindowedValue", "WithKeys", "combiners", "on_timer", "ptransform_fn",
     "pvalue", "testing", "trigger", "window", "coders", "metrics", "transforms", "typehints",
+    "StateQueryError", "JobFinishedError",
 ]

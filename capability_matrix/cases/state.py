@@ -8,7 +8,6 @@ from typing import Any, Iterable, Iterator
 
 import tidal as td
 from tidal.capability_matrix.case import CaseContext, CaseFailure, ExpectedError, case
-from tidal.runners.core.queryable import JobFinishedError, StateQueryError
 
 ROW = "Queryable state"
 _KEYS = 3
@@ -75,7 +74,7 @@ def _drive_running(p: td.Pipeline, ctx: CaseContext) -> Any:
         while True:
             try:
                 counts.append(result.query_state("Count", "count", "k0"))
-            except JobFinishedError:
+            except td.JobFinishedError:
                 break
             time.sleep(0.005)
         if counts != sorted(counts):
@@ -88,7 +87,7 @@ def _drive_running(p: td.Pipeline, ctx: CaseContext) -> Any:
         raise CaseFailure("the stream did not finish after its source ended")
     try:
         result.query_state("Count", "count", "k0")
-    except JobFinishedError:
+    except td.JobFinishedError:
         return result
     raise CaseFailure("query_state of a finished job did not say that it finished")
 
@@ -113,7 +112,7 @@ def _drive_bad_name(p: td.Pipeline, ctx: CaseContext) -> Any:
 
 
 @case("queryable_state.unknown_state_name", ROW, drive=_drive_bad_name,
-      error=ExpectedError(StateQueryError, "step 'Count' has no state named 'total'", also=("its states are: 'count', 'seen'",)))
+      error=ExpectedError(td.StateQueryError, "step 'Count' has no state named 'total'", also=("its states are: 'count', 'seen'",)))
 def unknown_state_name(p: td.Pipeline, ctx: CaseContext) -> Any:
     """A query of a state name the step does not declare is refused with the names it has."""
     return _stream(p, ctx)
