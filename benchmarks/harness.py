@@ -633,7 +633,7 @@ def _measure_peer(
 
     request = PeerRequest(
         workloads=tuple(workloads), sizes=sizes, repeats=config.repeats, parallelism=config.peer_parallelism,
-        variants=_variants_of(name, config),
+        variants=None if config.peer_variants is None else _variants_of(name, config),
     )
     report = run_peer(name, python, request, config.peer_timeout, on_progress=progress, folder=os.path.join(config.out, "peers", name))
     bar.update(max(0, runs - ticked[0]))

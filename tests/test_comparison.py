@@ -315,6 +315,23 @@ def test_each_installed_engine_gives_the_direct_runners_sessions(engine: str, tm
     ]
 
 
+@pytest.mark.slow
+def test_spark_structured_streaming_gives_the_direct_runners_results(tmp_path: Path) -> None:
+    """Every workload Structured Streaming can express, as a streaming query, equals the direct runner; q5 says why not."""
+    present, _ = detect_peers(["spark"])
+    if "spark" not in present:
+        pytest.skip(f"{PEERS['spark'].title} is not installed: `{INSTALL_COMMAND}` installs the other engines")
+    workloads = ("wordcount", "windowed", "q1", "q5", "yahoo")
+    config = {**TINY, "sizes": (3_000,), "use_peers": True, "out": str(tmp_path)}
+    report = run_harness(BenchConfig(workloads=workloads, runners=("direct",), peers=("spark",), peer_variants=("structured",), **config))  # type: ignore[arg-type]
+    assert report["peers"]["spark"]["error"] is None, report["peers"]["spark"].get("log")
+    got = {r["workload"]: (r.get("error"), r["same_result"]) for r in report["peer_results"]}
+    assert got == {
+        "wordcount": (None, True), "windowed": (None, True), "q1": (None, True), "yahoo": (None, True),
+        "q5": ("no structured version of q5 for spark", None),
+    }
+
+
 # -- the command line ---------------------------------------------------------------------------
 def test_the_studies_run_alone_and_write_their_charts(tmp_path: Path, capsys: pytest.CaptureFixture[str], knob_spy: list[Any]) -> None:
     parser = argparse.ArgumentParser(prog="tidal")
@@ -422,19 +439,3 @@ def test_the_bench_command_writes_the_report_page(tmp_path: Path, knob_spy: list
     page = (tmp_path / "report.html").read_text()
     assert '<table id="systems">' in page and '<table id="matrix">' in page and page.count("<svg") == 3
 
-
-@pytest.mark.slow
-def test_spark_structured_streaming_gives_the_direct_runners_results(tmp_path: Path) -> None:
-    """Every workload Structured Streaming can express, as a streaming query, equals the direct runner; q5 says why not."""
-    present, _ = detect_peers(["spark"])
-    if "spark" not in present:
-        pytest.skip(f"{PEERS['spark'].title} is not installed: `{INSTALL_COMMAND}` installs the other engines")
-    workloads = ("wordcount", "windowed", "q1", "q5", "yahoo")
-    config = {**TINY, "sizes": (3_000,), "use_peers": True, "out": str(tmp_path)}
-    report = run_harness(BenchConfig(workloads=workloads, runners=("direct",), peers=("spark",), peer_variants=("structured",), **config))  # type: ignore[arg-type]
-    assert report["peers"]["spark"]["error"] is None, report["peers"]["spark"].get("log")
-    got = {r["workload"]: (r.get("error"), r["same_result"]) for r in report["peer_results"]}
-    assert got == {
-        "wordcount": (None, True), "windowed": (None, True), "q1": (None, True), "yahoo": (None, True),
-        "q5": ("no structured version of q5 for spark", None),
-    }
