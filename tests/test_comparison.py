@@ -438,4 +438,3 @@ def test_the_bench_command_writes_the_report_page(tmp_path: Path, knob_spy: list
     assert args.func(args) == 0
     page = (tmp_path / "report.html").read_text()
     assert '<table id="systems">' in page and '<table id="matrix">' in page and page.count("<svg") == 3
-
