@@ -66,14 +66,15 @@ class CommitLog:
     commit has one before it to fall back to.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], retain: int = 2) -> None:
+    def __init__(self, directory: str | os.PathLike[str], retain: int = 2, key: str | bytes | None = None) -> None:
         self.directory = Path(directory)
         self.offsets_dir = self.directory / "offsets"
         try:
             self.offsets_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CheckpointError(f"the commit log folder {self.directory} cannot be created: {exc.strerror or exc}") from exc
-        self.commits = CheckpointStore(self.directory / "commits", retain=max(2, retain))
+        #: ``key`` (else ``$TIDAL_CHECKPOINT_KEY``) signs each commit's manifest; see the checkpoint module.
+        self.commits = CheckpointStore(self.directory / "commits", retain=max(2, retain), key=key)
 
     def check_writable(self) -> None:
         """Raise :class:`~tidal.runners.core.checkpoint.CheckpointError`, naming the folder, unless it can be written."""

@@ -30,6 +30,7 @@ import os
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from tidal.model.options import StateOptions
 from tidal.model.primitives import Read
 from tidal.model.result import PipelineResult
 from tidal.model.teststream import TestStream
@@ -122,7 +123,8 @@ class MicroBatchRunner(Runner):
         graph = pipeline.graph()
         plan = build_plan(graph, lift_combiners=self.lift_combiners)
         clock = ManualClock(0) if any(isinstance(n.transform, TestStream) for n in graph.primitives) else None
-        log = CommitLog(self.commit_log) if self.commit_log is not None else None
+        key = pipeline.options.view_as(StateOptions).checkpoint_key
+        log = CommitLog(self.commit_log, key=key) if self.commit_log is not None else None
         if log is not None:
             log.check_writable()
         executor = MicroBatchExecutor(

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Hashable
 import attrs
 import cloudpickle
 
+from tidal.model.options import StateOptions
 from tidal.model.primitives import BoundedSource, Impulse, ParDo, Read, UnboundedSource
 from tidal.model.pvalue import pickling_graph
 from tidal.model.result import PipelineResult
@@ -370,7 +371,8 @@ class RayRunner(Runner):
         return pieces
 
     def run_pipeline(self, pipeline: "Pipeline") -> PipelineResult:
-        store = self._store()  # a folder that cannot be used is refused before Ray starts
+        key = pipeline.options.view_as(StateOptions).checkpoint_key
+        store = self._store(key)  # a folder that cannot be used is refused before Ray starts
         if store is not None:
             store.check_writable()
         self._ensure_ray()
@@ -387,7 +389,7 @@ class RayRunner(Runner):
             raise result._error
         return result
 
-    def _store(self) -> CheckpointStore | None:
+    def _store(self, key: str | None = None) -> CheckpointStore | None:
         if not self.checkpointing:
             self._store_location = None
             return None
@@ -397,7 +399,7 @@ class RayRunner(Runner):
         if location is None:
             location = tempfile.mkdtemp(prefix="tidal-checkpoints-")
         self._store_location = location
-        return CheckpointStore(location, retain=self.retain_checkpoints)
+        return CheckpointStore(location, retain=self.retain_checkpoints, key=key)
 
     def _first_checkpoint(self, store: CheckpointStore | None) -> CompletedCheckpoint | None:
         if store is None:
@@ -408,7 +410,7 @@ class RayRunner(Runner):
                 raise PipelineExecutionError(
                     "checkpoint", f"restore_from={self.restore_from!r} is not a checkpoint folder (chk-<number>)"
                 )
-            source = CheckpointStore(os.path.dirname(os.path.normpath(self.restore_from)))
+            source = CheckpointStore(os.path.dirname(os.path.normpath(self.restore_from)), key=store.key)
             return source.get(int(match.group(1)))
         return store.latest() if self.resume else None
 
@@ -711,6 +713,8 @@ class _Job:
             "store": cp.store_location,
             "checkpoint": cp.id,
             "parts": {j: part_name(stage.id, j) for j in parts},
+            # The verified manifest's checksums: a worker unpickles only bytes that match them.
+            "sha256": {part_name(stage.id, j): cp.checksums[part_name(stage.id, j)] for j in parts},
             "old_count": old,
         }
 

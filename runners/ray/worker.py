@@ -165,7 +165,8 @@ class StageTask:
     def _restore(self, restore: dict[str, Any]) -> None:
         store = CheckpointStore(restore["store"])
         cid = restore["checkpoint"]
-        parts = {j: cloudpickle.loads(store.read_part(cid, name)) for j, name in restore["parts"].items()}
+        sums = restore["sha256"]
+        parts = {j: cloudpickle.loads(store.read_part(cid, name, sums[name])) for j, name in restore["parts"].items()}
         if restore["old_count"] == self.count:
             snap = parts[self.index]["executor"]
         else:  # a restore at another parallelism: key groups, splits and the rest handed out again
