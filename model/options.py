@@ -398,6 +398,10 @@ class StateOptions(PipelineOptions):
         )
         parser.add_argument("--state_dir", default=None, help="the folder of the disk state backend (default: a temporary folder)")
         parser.add_argument(
+            "--state_cache_entries", type=int, default=100_000,
+            help="how many (key, window) entries each keyed step of the disk backend keeps in memory",
+        )
+        parser.add_argument(
             "--checkpoint_key", default=None,
             help="a secret that signs checkpoint manifests (HMAC-SHA256); default: $TIDAL_CHECKPOINT_KEY",
         )

@@ -32,6 +32,7 @@ from tidal.runners.core.operators import (
 )
 from tidal.runners.core.plan import ExecutionPlan
 from tidal.runners.core.sources import SourceDriver, make_source_driver
+from tidal.runners.core.statebackend import StateBackend, open_backend
 
 __all__ = ["LocalExecutor", "Clock", "WallClock", "ManualClock", "FINAL_CHECKPOINT"]
 
@@ -152,6 +153,8 @@ class LocalExecutor:
         #: Publish transactional sinks' output when the run ends (runners that take
         #: checkpoints publish it when a checkpoint completes instead).
         self.commit_on_close = commit_on_close
+        #: Where the keyed operators keep their state (the plan's choice; one store per executor).
+        self.state_backend: StateBackend = open_backend(plan.state_backend)
         self._build()
 
     # -- wiring ---------------------------------------------------------------
@@ -213,6 +216,8 @@ class LocalExecutor:
             self._out_wm[remote] = MIN_TIMESTAMP_US
         for op in self.ops:
             op.key_groups = self.key_groups
+            if self.state_backend.kind != "memory":
+                op.use_state_backend(self.state_backend)
         # Keep operators in topological order: a precombine must come before its combine.
         self.ops.sort(key=lambda op: self._topo_index(op))
 

@@ -34,6 +34,7 @@ from tidal.runners.core.errors import PipelineExecutionError, UserCodeError, des
 from tidal.runners.core.invoker import DoFnInvoker, SideInputResolver
 from tidal.runners.core.keygroups import KeyedSnapshot, KeyGroups, split_by_group
 from tidal.runners.core.reduce import CombineReduceFn, GroupReduceFn, KeyedWindowReducer
+from tidal.runners.core.statebackend import StateBackend
 
 __all__ = [
     "Operator",
@@ -119,6 +120,9 @@ class Operator:
 
     def restore(self, snapshot: Any) -> None:
         """Restore the state ``snapshot`` returned."""
+
+    def use_state_backend(self, backend: StateBackend) -> None:
+        """Keep keyed state in tables of ``backend`` (the executor calls it before anything runs)."""
 
     def rescale_snapshot(self, snapshots: list[Any], owned: list[bool], key_groups: range) -> Any:
         """This operator's snapshot for one instance at a new parallelism, from old instances' snapshots.
@@ -424,6 +428,9 @@ class _KeyedReduceOperator(Operator):
 
     def is_idle(self) -> bool:
         return self.reducer.is_empty()
+
+    def use_state_backend(self, backend: StateBackend) -> None:
+        self.reducer.states = backend.table(f"{self.label}/windows")
 
     def snapshot(self) -> Any:
         return _split_reducer_snapshot(self.reducer.snapshot(), self.key_groups.grouper())

@@ -25,6 +25,7 @@ from tidal.model.pvalue import PCollection
 from tidal.model.strategy import WindowingStrategy
 from tidal.model.window import TimestampCombiner
 from tidal.runners.core.invoker import DoFnSignature
+from tidal.runners.core.statebackend import StateBackendSpec
 
 __all__ = ["Stage", "ExecutionPlan", "build_plan", "can_lift", "is_stateful_pardo"]
 
@@ -63,6 +64,8 @@ class ExecutionPlan:
     stages: list[Stage]
     stage_of: dict[AppliedTransform, Stage]
     lifted: set[AppliedTransform]
+    #: Where keyed state lives (None: in memory); see :mod:`tidal.runners.core.statebackend`.
+    state_backend: StateBackendSpec | None = None
 
     def describe(self) -> str:
         return "\n".join(s.describe() for s in self.stages)
@@ -82,8 +85,11 @@ def can_lift(windowing: WindowingStrategy) -> bool:
     )
 
 
-def build_plan(graph: PipelineGraph, lift_combiners: bool = True) -> ExecutionPlan:
-    """Cut ``graph`` into fused stages (application order is already topological)."""
+def build_plan(graph: PipelineGraph, lift_combiners: bool = True, state_backend: StateBackendSpec | None = None) -> ExecutionPlan:
+    """Cut ``graph`` into fused stages (application order is already topological).
+
+    ``state_backend``: where the executors keep keyed state (None: in memory).
+    """
     stages: list[Stage] = []
     stage_of: dict[AppliedTransform, Stage] = {}
     producer: dict[PCollection[Any], AppliedTransform] = {}
@@ -117,4 +123,4 @@ def build_plan(graph: PipelineGraph, lift_combiners: bool = True) -> ExecutionPl
             if can_lift(src.windowing) and src in producer:
                 lifted.add(node)
                 stage_of[producer[src]].precombines.append(node)
-    return ExecutionPlan(graph, stages, stage_of, lifted)
+    return ExecutionPlan(graph, stages, stage_of, lifted, state_backend)

@@ -23,7 +23,7 @@ import collections
 import heapq
 import itertools
 import operator
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, MutableMapping
 
 from tidal.model.combinefn import CombineFn
 from tidal.model.strategy import WindowingStrategy
@@ -181,7 +181,7 @@ class KeyedWindowReducer:
         self.combiner = strategy.timestamp_combiner
         self.on_dropped = on_dropped
         self.on_dropped_closed = on_dropped_closed
-        self.states: dict[tuple[Any, Any], _WindowState] = {}
+        self.states: MutableMapping[tuple[Any, Any], _WindowState] = {}
         self.active: dict[Any, set[Any]] = {}
         # Default trigger with end-of-window timestamps: merging can wait for the watermark.
         self._bulk = self.merging and self.default_trigger and self.combiner is TimestampCombiner.OUTPUT_AT_EOW
@@ -219,6 +219,12 @@ class KeyedWindowReducer:
             if trigger.should_fire(st.tstate, ctx):
                 self._fire(key, window, st, ctx, out)
             self._schedule_deadline(key, window, st)
+        if touched and type(self.states) is not dict:
+            # A table that spills may have written a touched state to disk before it fired:
+            # the fired state is the newest, so it goes back.
+            for kw, st in touched.items():
+                if kw in self.states:
+                    self.states[kw] = st
         return out
 
     def _bad_element(self, value: Any) -> PipelineExecutionError:
@@ -944,7 +950,12 @@ class KeyedWindowReducer:
         import copy
 
         snap = copy.deepcopy(snap)
-        self.states = {k: _state_from_tuple(t) for k, t in snap["states"].items()}
+        if type(self.states) is dict:
+            self.states = {k: _state_from_tuple(t) for k, t in snap["states"].items()}
+        else:  # a table of the disk backend: filled in place
+            self.states.clear()
+            for k, t in snap["states"].items():
+                self.states[k] = _state_from_tuple(t)
         self.active = snap["active"]
         self._timers = snap["timers"]
         self._window_keys = snap["window_keys"]

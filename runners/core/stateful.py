@@ -30,6 +30,7 @@ from tidal.runners.core.errors import PipelineExecutionError, UserCodeError
 from tidal.runners.core.keygroups import KeyedSnapshot, split_by_group
 from tidal.runners.core.operators import _LATE_DROPS, ParDoOperator
 from tidal.runners.core.state import KeyedStateStore
+from tidal.runners.core.statebackend import StateBackend
 
 __all__ = ["StatefulParDoOperator", "BoundTimer"]
 
@@ -75,6 +76,9 @@ class StatefulParDoOperator(ParDoOperator):
                 raise PipelineExecutionError(
                     label, f"timer {name!r} has no callback: decorate a method with @on_timer(spec)"
                 )
+
+    def use_state_backend(self, backend: StateBackend) -> None:
+        self.store = KeyedStateStore(backend.table(f"{self.label}/state"))
 
     def _bind(self, label: str, param: DoFnParam, key: Any, window: Any) -> Any:
         if param.kind == "StateParam":

@@ -54,6 +54,7 @@ from tidal.runners.core.executor import LocalExecutor, edge_id_of, partial_edge_
 from tidal.runners.core.keygroups import DEFAULT_MAX_PARALLELISM, check_max_parallelism
 from tidal.runners.core.plan import ExecutionPlan, build_plan, is_stateful_pardo
 from tidal.runners.core.sources import AssignedSplits
+from tidal.runners.core.statebackend import StateBackendSpec
 from tidal.runners.ray.alignment import DEFAULT_ALIGNMENT_BUFFER_BYTES
 from tidal.runners.ray.exchange import Edge
 from tidal.runners.result import RunningResult
@@ -417,7 +418,7 @@ class RayRunner(Runner):
     def _execute(self, pipeline: "Pipeline", result: RayPipelineResult, store: CheckpointStore | None) -> None:
         from tidal.runners.ray.pool import alive_nodes
 
-        plan = build_plan(pipeline.graph())
+        plan = build_plan(pipeline.graph(), state_backend=StateBackendSpec.from_options(pipeline.options))
         pieces = self._source_pieces(plan)
         restore = self._first_checkpoint(store)
         withdraw = _withdraw_point(store, restore, self.resume or self.restore_from is not None)
