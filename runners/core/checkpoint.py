@@ -16,6 +16,15 @@ installed, so the workers of a cluster can share it.
 
 Savepoints are checkpoints taken on request; retention never removes them.
 
+**Incremental checkpoints.** A part may hold only what changed since an
+earlier checkpoint (see :mod:`tidal.runners.core.incremental`); it then
+starts with a small header naming the checkpoints it builds on
+(:func:`encode_part`), and the manifest lists them as the part's ``needs``.
+Retention keeps every checkpoint a retained one needs, :meth:`~CheckpointStore.verify`
+checks them too (a checkpoint whose chain is damaged is skipped like a
+damaged one), and :meth:`CompletedCheckpoint.read_state` reads a part's
+chain and folds it into the full state.
+
 **A checkpoint is code.** Parts are pickles, and unpickling runs whatever
 code the pickle names, so restoring a checkpoint that someone else could
 write runs their code in your job. The manifest's SHA-256 sums catch damage,
@@ -45,7 +54,9 @@ import hmac
 import json
 import os
 import re
+import pickle
 import shutil
+import struct
 import tempfile
 import time
 import uuid
@@ -63,6 +74,9 @@ __all__ = [
     "CheckpointSignatureError",
     "checkpoint_key",
     "KEY_ENV",
+    "encode_part",
+    "decode_part",
+    "load_chain",
 ]
 
 _DIR = re.compile(r"^chk-(\d+)$")
@@ -103,6 +117,54 @@ def checkpoint_key(key: str | bytes | None = None) -> bytes | None:
     if not key:
         raise CheckpointError("the checkpoint key is empty; give a secret, or no key to leave checkpoints unsigned")
     return key
+
+
+#: How a part that builds on earlier checkpoints begins (a pickle never does).
+_INCREMENTAL = b"TIDAL-INCREMENTAL\n"
+
+
+def encode_part(payload: bytes, needs: "list[int] | tuple[int, ...]" = ()) -> bytes:
+    """A part's bytes: ``payload``, after a header naming the checkpoints it ``needs`` (if any).
+
+    >>> decode_part(encode_part(b"delta", [3, 4]))
+    ([3, 4], b'delta')
+    >>> encode_part(b"full") == b"full"
+    True
+    """
+    if not needs:
+        return payload
+    header = json.dumps({"needs": [int(n) for n in needs]}).encode()
+    return _INCREMENTAL + struct.pack(">I", len(header)) + header + payload
+
+
+def decode_part(data: bytes) -> tuple[list[int], bytes]:
+    """The checkpoints a part needs, and its payload (see :func:`encode_part`)."""
+    if not data.startswith(_INCREMENTAL):
+        return [], data
+    start = len(_INCREMENTAL)
+    (n,) = struct.unpack_from(">I", data, start)
+    header = json.loads(data[start + 4 : start + 4 + n])
+    return [int(x) for x in header["needs"]], data[start + 4 + n :]
+
+
+def load_chain(store: "CheckpointStore", part: str, chain: "list[tuple[int, str]]") -> Any:
+    """The full state of ``part`` from its chain ``[(checkpoint id, sha256), ...]``, oldest first.
+
+    Each piece is checked against its verified checksum before it is unpickled; deltas are
+    folded into the full snapshot before them (:func:`~tidal.runners.core.incremental.collapse`).
+    Parts are either executor snapshots or dicts holding one under ``"executor"`` (Ray's).
+    """
+    from tidal.runners.core.incremental import collapse
+
+    pieces = []
+    for checkpoint_id, sha256 in chain:
+        _needs, payload = decode_part(store.read_part(checkpoint_id, part, sha256))
+        pieces.append(pickle.loads(payload))
+    if len(pieces) == 1:
+        return pieces[0]  # a full piece: nothing to fold in
+    if all(isinstance(p, dict) and "executor" in p for p in pieces):
+        return dict(pieces[-1], executor=collapse([p["executor"] for p in pieces]))
+    return collapse(pieces)
 
 
 def _signature(key: bytes, manifest: dict[str, Any]) -> str:
@@ -224,6 +286,14 @@ class _FsspecFS:
         return self.url
 
 
+def _needed(manifest: dict[str, Any]) -> set[int]:
+    """The earlier checkpoints the parts of ``manifest`` build on."""
+    parts = manifest.get("parts")
+    if not isinstance(parts, dict):
+        return set()
+    return {n for entry in parts.values() if isinstance(entry, dict) for n in entry.get("needs", ()) if isinstance(n, int)}
+
+
 def _reason(exc: OSError) -> str:
     """An OSError as a short reason ("Not a directory"), without the path it repeats."""
     return exc.strerror or str(exc)
@@ -240,10 +310,27 @@ class CompletedCheckpoint:
     _store: "CheckpointStore" = attrs.field(repr=False)
     #: Each part's SHA-256 as the (verified) manifest lists it.
     checksums: dict[str, str] = attrs.field(factory=dict, repr=False)
+    #: For each incremental part, the earlier checkpoints it builds on (oldest first).
+    needs: dict[str, tuple[int, ...]] = attrs.field(factory=dict, repr=False)
 
     def read(self, part: str) -> bytes:
-        """The bytes of one part, checked against the manifest's checksum as they are read."""
+        """The bytes of one part as it was written (an incremental one holds only changes), checked as read."""
         return self._store.read_part(self.id, part, self.checksums.get(part))
+
+    def chain(self, part: str) -> list[tuple[int, str]]:
+        """The pieces that restore ``part``: (checkpoint id, SHA-256) of each, oldest first, this one last."""
+        pieces = []
+        for earlier in self.needs.get(part, ()):
+            pieces.append((earlier, self._store.get(earlier).checksums[part]))
+        pieces.append((self.id, self.checksums[part]))
+        return pieces
+
+    def read_state(self, part: str) -> Any:
+        """The full state ``part`` restores, unpickled: its chain of incremental pieces folded into one.
+
+        Every piece was verified (checksums, and the signature with a key) before it is unpickled.
+        """
+        return load_chain(self._store, part, self.chain(part))
 
     @property
     def final(self) -> bool:
@@ -308,6 +395,9 @@ class CheckpointStore:
         for part in parts:
             data = self._fs.read(f"{self._dir(checkpoint_id)}/{part}")
             entries[part] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            needs, _ = decode_part(data)
+            if needs:
+                entries[part]["needs"] = needs
         manifest = {
             "id": checkpoint_id,
             "parts": entries,
@@ -322,14 +412,17 @@ class CheckpointStore:
 
     def _expire(self, newest: int) -> None:
         kept = 0
+        needed: set[int] = set()
         for cid in sorted(self.ids(), reverse=True):
             if cid > newest:
                 continue
             manifest = self._manifest(cid)
-            if manifest is not None and manifest.get("savepoint"):
+            if manifest is not None and (manifest.get("savepoint") or kept < self.retain):
+                kept += not manifest.get("savepoint")
+                needed |= _needed(manifest)
                 continue
-            if manifest is not None and kept < self.retain:
-                kept += 1
+            if cid in needed and manifest is not None:
+                needed |= _needed(manifest)  # an incremental checkpoint a retained one builds on
                 continue
             self._fs.remove_tree(self._dir(cid))
 
@@ -392,6 +485,8 @@ class CheckpointStore:
             if signed is not None:
                 return signed, True
         problem = self._part_problem(checkpoint_id, manifest)
+        if problem is None and manifest is not None:
+            return self._chain_problem(checkpoint_id, manifest)
         return problem, False
 
     def _part_problem(self, checkpoint_id: int, manifest: dict[str, Any] | None) -> str | None:
@@ -407,6 +502,21 @@ class CheckpointStore:
             if len(data) != entry.get("size") or hashlib.sha256(data).hexdigest() != entry.get("sha256"):
                 return f"its part {part!r} is damaged (size or checksum differs from the manifest)"
         return None
+
+    def _chain_problem(self, checkpoint_id: int, manifest: dict[str, Any]) -> tuple[str | None, bool]:
+        """Why an incremental checkpoint's earlier pieces cannot be restored (and whether by signature)."""
+        for part, entry in sorted(manifest["parts"].items()):
+            for earlier in entry.get("needs", ()):
+                if not isinstance(earlier, int) or earlier >= checkpoint_id:
+                    return "its manifest is damaged", False
+                problem, signature = self._problem(earlier)
+                if problem is None:
+                    earlier_manifest = self._manifest(earlier)
+                    if earlier_manifest is None or part not in earlier_manifest.get("parts", {}):
+                        problem = f"it has no part {part!r}"
+                if problem is not None:
+                    return f"its part {part!r} builds on checkpoint {earlier}, which cannot be restored ({problem})", signature
+        return None, False
 
     def latest(self) -> CompletedCheckpoint | None:
         """The newest restorable checkpoint; damaged or partial ones are skipped with a warning.
@@ -445,6 +555,7 @@ class CheckpointStore:
             bool(manifest.get("savepoint")),
             self,
             {name: str(entry.get("sha256")) for name, entry in parts.items()},
+            {name: tuple(entry["needs"]) for name, entry in parts.items() if entry.get("needs")},
         )
 
     def is_empty(self) -> bool:

@@ -655,18 +655,26 @@ def _split_reducer_snapshot(snap: dict[str, Any], group: Any) -> KeyedSnapshot:
     items.extend((kw[0], ("state", kw, st)) for kw, st in snap["states"].items())
     items.extend((key, ("active", key, windows)) for key, windows in snap["active"].items())
     items.extend((entry[2], ("deadline", entry)) for entry in snap["deadlines"])
+    gone = snap.get("gone")
     groups_of_window: dict[Any, set[int]] = {}
     for window, keys in snap["window_keys"].items():
         for key in keys:
             g = group(key)
             groups_of_window.setdefault(window, set()).add(g)
-            items.append((key, ("key", window, key)))
+            if gone is None:
+                items.append((key, ("key", window, key)))
+    if gone is not None:
+        # Incremental: the window's keys are saved with the states that changed (see incremental.py).
+        items.extend((kw[0], ("key", kw[1], kw[0])) for kw in snap["states"])
+        items.extend((kw[0], ("gone", kw)) for kw in gone)
     groups = split_by_group(items, group)
     for entry in snap["timers"]:
         for g in groups_of_window.get(entry[3], ()):
-            groups[g].append(("timer", entry))
+            groups.setdefault(g, []).append(("timer", entry))
     common = {k: snap[k] for k in ("input_watermark", "output_watermark", "processing_time", "dropped")}
     common["dropped_closed"] = snap.get("dropped_closed", 0)
+    if gone is not None:
+        common["delta"] = True
     return KeyedSnapshot(common, groups)
 
 

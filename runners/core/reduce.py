@@ -31,6 +31,7 @@ from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US, Timestamp
 from tidal.model.trigger import AccumulationMode, PaneInfo, PaneInfoTiming, is_default_trigger
 from tidal.model.window import IntervalWindow, MergeContext, Sessions, TimestampCombiner
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError, describe_element
+from tidal.runners.core.statebackend import table_snapshot
 from tidal.runners.core.triggers import TriggerContext, compile_trigger
 
 __all__ = ["ReduceFn", "GroupReduceFn", "CombineReduceFn", "KeyedWindowReducer"]
@@ -933,8 +934,12 @@ class KeyedWindowReducer:
     def snapshot(self) -> dict[str, Any]:
         """A picklable copy of all state (windows, panes, triggers, timers, watermarks)."""
         self._flush_deferred()
+        # An incremental checkpoint of a disk table: only the states read or written since the
+        # last one, and the (key, window) pairs deleted since ("gone"; None in a full snapshot).
+        states, gone = table_snapshot(self.states)
         return {
-            "states": {k: _state_tuple(s) for k, s in self.states.items()},
+            "states": {k: _state_tuple(s) for k, s in states},
+            "gone": gone,
             "active": {k: set(v) for k, v in self.active.items()},
             "timers": list(self._timers),
             "window_keys": {w: dict(ks) for w, ks in self._window_keys.items()},

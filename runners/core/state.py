@@ -28,6 +28,7 @@ from tidal.model.userstate import (
     SetStateSpec,
     StateSpec,
 )
+from tidal.runners.core.statebackend import table_snapshot
 
 __all__ = ["KeyedStateStore", "ReadModifyWriteState", "BagState", "SetState", "CombiningValueState"]
 
@@ -80,6 +81,15 @@ class KeyedStateStore:
         if type(self._data) is dict:
             return copy.deepcopy(self._data)
         return {kw: copy.deepcopy(cells) for kw, cells in self._data.items()}
+
+    def delta_snapshot(self) -> tuple[dict[tuple[Any, Any], dict[str, Any]], list[tuple[Any, Any]] | None]:
+        """The cells for a checkpoint and the (key, window) pairs deleted since the last one.
+
+        All cells and None, unless the table takes part in an incremental checkpoint
+        (see :func:`~tidal.runners.core.statebackend.table_snapshot`).
+        """
+        items, gone = table_snapshot(self._data)
+        return {kw: copy.deepcopy(cells) for kw, cells in items}, gone
 
     def restore(self, snapshot: dict[tuple[Any, Any], dict[str, Any]]) -> None:
         if type(self._data) is dict:

@@ -64,6 +64,7 @@ __all__ = [
     "DiskBackend",
     "SpilledTable",
     "open_backend",
+    "table_snapshot",
     "encode_key",
     "decode_key",
     "BACKENDS",
@@ -152,6 +153,10 @@ class DiskBackend(StateBackend):
             raise OSError(f"the state_dir {base} cannot be used for the disk state backend: {exc.strerror or exc}") from exc
         self.cache_entries = cache_entries
         self._tables = 0
+        self.tables: list[SpilledTable] = []
+        #: While an executor snapshots for a checkpoint: its id, and whether only changes are wanted.
+        self.snapshot_id: int | None = None
+        self.delta = False
         # No writemap: pages are written with write(), so the process's memory holds only what it reads.
         self.env = lmdb.open(
             self.path, map_size=1 << 40, max_dbs=4096, sync=False, metasync=False, lock=False, readahead=False
@@ -160,7 +165,28 @@ class DiskBackend(StateBackend):
 
     def table(self, name: str) -> MutableMapping[Any, Any]:
         self._tables += 1
-        return SpilledTable(self, f"{self._tables}:{name}"[:400], self.cache_entries)
+        table = SpilledTable(self, f"{self._tables}:{name}"[:400], self.cache_entries)
+        self.tables.append(table)
+        return table
+
+    def begin_snapshot(self, checkpoint_id: int, delta: bool) -> None:
+        """The operators' next snapshots are for ``checkpoint_id``: only what changed when ``delta``."""
+        self.snapshot_id = checkpoint_id
+        self.delta = delta
+
+    def end_snapshot(self) -> None:
+        self.snapshot_id = None
+        self.delta = False
+
+    def committed(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` completed: every table's next delta is relative to it."""
+        for table in self.tables:
+            table.committed(checkpoint_id)
+
+    def forget_changes(self) -> None:
+        """The state was restored: the next snapshot is a full one."""
+        for table in self.tables:
+            table.forget_changes()
 
     def close(self) -> None:
         """Close the store and remove its folder (the state is gone; checkpoints hold what recovery needs)."""
@@ -172,6 +198,19 @@ def _remove_store(env: Any, path: str) -> None:
         env.close()
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def table_snapshot(table: MutableMapping[Any, Any]) -> tuple[list[tuple[Any, Any]], list[Any] | None]:
+    """A table's entries for a snapshot, and the keys deleted since the last one (None: a full snapshot).
+
+    A table of the disk backend taking part in an incremental checkpoint gives only the
+    entries read or written since the last committed checkpoint; every other table gives all.
+    """
+    if isinstance(table, SpilledTable):
+        backend = table._backend
+        if backend.snapshot_id is not None:
+            return table.snapshot_changes(backend.snapshot_id, backend.delta)
+    return list(table.items()), None
 
 
 def open_backend(spec: StateBackendSpec | None) -> StateBackend:
@@ -202,9 +241,17 @@ class SpilledTable(MutableMapping[Any, Any]):
         self._cache: collections.OrderedDict[Any, list[Any]] = collections.OrderedDict()
         self._size = 0
         self._on_disk = 0  # entries whose disk copy is the only one or a stale one
+        #: Keys read or written since the last snapshot, and those of snapshots not yet committed
+        #: (checkpoint id, keys): an incremental snapshot holds what changed since the committed one.
+        self._touched: set[Any] = set()
+        self._pending: list[tuple[int, set[Any]]] = []
 
     # -- the mapping ---------------------------------------------------------------
     def __getitem__(self, key: Any) -> Any:
+        self._touched.add(key)  # a value read may be changed in place
+        return self._lookup(key)
+
+    def _lookup(self, key: Any) -> Any:
         entry = self._cache.get(key)
         if entry is not None:
             self._cache.move_to_end(key)
@@ -234,6 +281,7 @@ class SpilledTable(MutableMapping[Any, Any]):
             return txn.get(encode_key(key)) is not None
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        self._touched.add(key)
         entry = self._cache.get(key)
         if entry is not None:
             entry[0] = value
@@ -249,6 +297,7 @@ class SpilledTable(MutableMapping[Any, Any]):
         self._evict()
 
     def __delitem__(self, key: Any) -> None:
+        self._touched.add(key)
         entry = self._cache.pop(key, None)
         if entry is not None:
             self._size -= 1
@@ -310,6 +359,36 @@ class SpilledTable(MutableMapping[Any, Any]):
                 txn.drop(self._db, delete=False)
         self._size = 0
         self._on_disk = 0
+
+    # -- incremental snapshots -------------------------------------------------------
+    def snapshot_changes(self, checkpoint_id: int, delta: bool) -> tuple[list[tuple[Any, Any]], list[Any] | None]:
+        """The entries for checkpoint ``checkpoint_id``: all of them (``delta`` false; gone is None), or
+        those read or written since the last committed snapshot, with the keys deleted since (gone)."""
+        keys = self._touched
+        self._pending.append((checkpoint_id, keys))
+        self._touched = set()
+        if not delta:
+            return list(self.items()), None
+        changed: set[Any] = set()
+        for _, pending in self._pending:
+            changed |= pending
+        items: list[tuple[Any, Any]] = []
+        gone: list[Any] = []
+        for key in changed:
+            try:
+                items.append((key, self._lookup(key)))
+            except KeyError:
+                gone.append(key)
+        return items, gone
+
+    def committed(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` completed: later deltas are relative to it."""
+        self._pending = [(cid, keys) for cid, keys in self._pending if cid > checkpoint_id]
+
+    def forget_changes(self) -> None:
+        """The table was restored: the next snapshot is a full one, and nothing before counts."""
+        self._touched = set()
+        self._pending = []
 
     # -- spilling ------------------------------------------------------------------
     def _evict(self) -> None:

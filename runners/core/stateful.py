@@ -234,15 +234,22 @@ class StatefulParDoOperator(ParDoOperator):
     def snapshot(self) -> Any:
         # Every piece of state belongs to a key: split by key group, so a restore at another
         # parallelism hands each group to its new owner (see runners/core/keygroups.py).
+        # Garbage collection is not saved: restore() schedules it again for every (key, window) that
+        # holds state, a timer or a waiting element, so an incremental snapshot (only the cells
+        # that changed, and the ones deleted: "gone") stays as small as the change.
+        cells, gone = self.store.delta_snapshot()
         items: list[tuple[Any, Any]] = []
-        items.extend((kw[0], ("cells", kw, cells)) for kw, cells in self.store.snapshot().items())
+        items.extend((kw[0], ("cells", kw, value)) for kw, value in cells.items())
+        items.extend((kw[0], ("gone", kw)) for kw in gone or ())
         items.extend((k[0], ("timer", k, ts)) for k, ts in self.timers.items())
         items.extend((e[2], ("event", e)) for e in self._event_heap)
         items.extend((e[2], ("proc", e)) for e in self._proc_heap)
-        items.extend((e[2], ("gc", e)) for e in self._gc_heap)
         items.extend((_key_of(wv), ("pending", wv)) for wv in self.pending)
         side = super().snapshot()["side_data"]
-        return KeyedSnapshot({"side_data": side}, split_by_group(items, self.key_groups.grouper()))
+        common: dict[str, Any] = {"side_data": side}
+        if gone is not None:
+            common["delta"] = True
+        return KeyedSnapshot(common, split_by_group(items, self.key_groups.grouper()))
 
     def restore(self, snapshot: Any) -> None:
         cells: dict[tuple[Any, Any], dict[str, Any]] = {}
@@ -274,9 +281,15 @@ class StatefulParDoOperator(ParDoOperator):
         }
         self._event_heap = rebuilt["event"]
         self._proc_heap = rebuilt["proc"]
-        self._gc_heap = rebuilt["gc"]
+        self._gc_heap = rebuilt["gc"]  # snapshots of earlier versions held these
         self._gc_known = {(e[2], e[3]) for e in self._gc_heap}
         self._seq = seq
+        for key, window in cells:
+            self._register_gc((key,), (window,))
+        for key, window, _name in timers:
+            self._register_gc((key,), (window,))
+        for wv in pending:
+            self._register_gc(wv[0], wv[2])
 
     def rescale_snapshot(self, snapshots: list[Any], owned: list[bool], key_groups: range) -> Any:
         groups: dict[int, list[Any]] = {}

@@ -714,8 +714,9 @@ class _Job:
             "store": cp.store_location,
             "checkpoint": cp.id,
             "parts": {j: part_name(stage.id, j) for j in parts},
-            # The verified manifest's checksums: a worker unpickles only bytes that match them.
-            "sha256": {part_name(stage.id, j): cp.checksums[part_name(stage.id, j)] for j in parts},
+            # Each part's pieces (an incremental part builds on earlier checkpoints) with the verified
+            # manifests' checksums: a worker unpickles only bytes that match them.
+            "chains": {part_name(stage.id, j): cp.chain(part_name(stage.id, j)) for j in parts},
             "old_count": old,
         }
 
