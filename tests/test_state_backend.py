@@ -346,3 +346,25 @@ def test_a_pane_fired_after_its_state_was_spilled_mid_bundle_does_not_fire_again
             | td.ParDo(RecordPane())
         )
         assert_that(panes, equal_to([(k, [i], "EARLY", 0, True, False) for i, k in enumerate("abcde")]))
+
+
+def test_global_window_state_is_collected_at_its_expiry_without_an_entry_per_key(tmp_path: Path) -> None:
+    from tidal.model.strategy import WindowingStrategy
+    from tidal.model.time import MAX_TIMESTAMP_US
+    from tidal.model.trigger import PANE_INFO_UNKNOWN
+    from tidal.runners.core.stateful import StatefulParDoOperator
+
+    gw = GlobalWindow()
+    for backend in (MemoryBackend(), DiskBackend(str(tmp_path), cache_entries=2)):
+        op = StatefulParDoOperator("Count", td.ParDo(RunningCount()), WindowingStrategy(), [])
+        op.use_state_backend(backend)
+        op.add_receiver("out", lambda bundle: None)
+        op.open()
+        op.process([((f"k{i}", 1), 0, (gw,), PANE_INFO_UNKNOWN) for i in range(50)])
+        assert len(op.store) == 50
+        assert op._gc_heap == [] and op._gc_known == set()  # memory does not grow with the keys for GC
+        op.advance(gw.max_timestamp().micros, [], 0)  # the end of the window: not yet expired
+        assert len(op.store) == 50
+        op.advance(MAX_TIMESTAMP_US, [], 0)
+        assert len(op.store) == 0
+        op.close()

@@ -62,6 +62,11 @@ class KeyedStateStore:
         """Drop every cell of (key, window): garbage collection at window expiry."""
         self._data.pop((key, window), None)
 
+    def clear_all(self, window: Any) -> None:
+        """Drop the cells of every key in ``window`` (the global window's garbage collection)."""
+        for kw in [kw for kw in self._data if kw[1] == window]:
+            del self._data[kw]
+
     def windows(self) -> set[tuple[Any, Any]]:
         return set(self._data)
 

@@ -25,7 +25,7 @@ from tidal.model.strategy import WindowingStrategy
 from tidal.model.time import MAX_TIMESTAMP_US, Timestamp, TimestampLike, to_micros
 from tidal.model.trigger import PANE_INFO_UNKNOWN
 from tidal.model.userstate import TimeDomain, TimerSpec
-from tidal.model.window import WindowFn
+from tidal.model.window import GLOBAL_WINDOW, WindowFn
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError
 from tidal.runners.core.keygroups import KeyedSnapshot, split_by_group
 from tidal.runners.core.operators import _LATE_DROPS, ParDoOperator
@@ -70,6 +70,8 @@ class StatefulParDoOperator(ParDoOperator):
         self._proc_heap: list[tuple[int, int, Any, Any, str]] = []
         self._gc_heap: list[tuple[int, int, Any, Any]] = []
         self._gc_known: set[tuple[Any, Any]] = set()
+        #: Some key has state, a timer or input in the global window (collected together at its expiry).
+        self._global_state = False
         self._seq = itertools.count()
         for name in self.signature.timer_specs:
             if name not in self.signature.timer_callbacks:
@@ -132,6 +134,10 @@ class StatefulParDoOperator(ParDoOperator):
         except (TypeError, IndexError, KeyError):
             return  # the invoker reports the bad element with the step name
         for w in windows:
+            if w is GLOBAL_WINDOW:
+                # Every key's global window expires at once: one flag, not an entry per key.
+                self._global_state = True
+                continue
             kw = (key, w)
             if kw not in self._gc_known:
                 self._gc_known.add(kw)
@@ -203,6 +209,11 @@ class StatefulParDoOperator(ParDoOperator):
 
     def _collect_garbage(self) -> None:
         wm = self.input_watermark
+        if self._global_state and min(GLOBAL_WINDOW._end_us - 1 + self.lateness, MAX_TIMESTAMP_US) < wm:
+            self._global_state = False
+            self.store.clear_all(GLOBAL_WINDOW)
+            for k in [k for k in self.timers if k[1] is GLOBAL_WINDOW]:
+                del self.timers[k]
         heap = self._gc_heap
         while heap and heap[0][0] < wm:
             _, _, key, window = heapq.heappop(heap)
@@ -283,6 +294,7 @@ class StatefulParDoOperator(ParDoOperator):
         self._proc_heap = rebuilt["proc"]
         self._gc_heap = rebuilt["gc"]  # snapshots of earlier versions held these
         self._gc_known = {(e[2], e[3]) for e in self._gc_heap}
+        self._global_state = False
         self._seq = seq
         for key, window in cells:
             self._register_gc((key,), (window,))
