@@ -50,6 +50,7 @@ class DirectRunner(Runner):
     #: Known limitations, by capability-matrix row or case id (see tidal.capability_matrix.limitations).
     declared_limitations: dict[str, str] = {
         "Exactly-once after failure": "no checkpoints: a failed run is rerun from the start",
+        "Incremental checkpoints": "no checkpoints: a failed run is rerun from the start",
     }
 
     def __init__(self, strict: bool = True, bundle_size: int = 100_000, lift_combiners: bool = True) -> None:
