@@ -72,6 +72,7 @@ __all__ = [
 
 #: The names ``state_backend`` accepts.
 BACKENDS = ("memory", "disk")
+_NOTHING = object()
 #: How many live (key, window) entries each table of the disk backend keeps in memory by default.
 DEFAULT_CACHE_ENTRIES = 100_000
 
@@ -245,10 +246,16 @@ class SpilledTable(MutableMapping[Any, Any]):
         #: (checkpoint id, keys): an incremental snapshot holds what changed since the committed one.
         self._touched: set[Any] = set()
         self._pending: list[tuple[int, set[Any]]] = []
+        #: Changes are tracked from the first snapshot on (that one is full): a job that takes no
+        #: checkpoints never holds a set of every key it touched.
+        self._tracking = False
+        #: The key the last read did not find (on disk either), until the next write.
+        self._missed: Any = _NOTHING
 
     # -- the mapping ---------------------------------------------------------------
     def __getitem__(self, key: Any) -> Any:
-        self._touched.add(key)  # a value read may be changed in place
+        if self._tracking:
+            self._touched.add(key)  # a value read may be changed in place
         return self._lookup(key)
 
     def _lookup(self, key: Any) -> Any:
@@ -264,6 +271,7 @@ class SpilledTable(MutableMapping[Any, Any]):
                 self._cache[key] = [value, True]
                 self._evict()
                 return value
+            self._missed = key  # a write of it usually follows: it need not look on disk again
         raise KeyError(key)
 
     def get(self, key: Any, default: Any = None) -> Any:
@@ -281,14 +289,16 @@ class SpilledTable(MutableMapping[Any, Any]):
             return txn.get(encode_key(key)) is not None
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._touched.add(key)
+        if self._tracking:
+            self._touched.add(key)
         entry = self._cache.get(key)
         if entry is not None:
             entry[0] = value
             self._cache.move_to_end(key)
             return
         on_disk = False
-        if self._on_disk:
+        missed, self._missed = self._missed, _NOTHING
+        if self._on_disk and not (missed is not _NOTHING and missed == key):
             with self._env.begin(db=self._db) as txn:
                 on_disk = txn.get(encode_key(key)) is not None
         if not on_disk:
@@ -297,7 +307,8 @@ class SpilledTable(MutableMapping[Any, Any]):
         self._evict()
 
     def __delitem__(self, key: Any) -> None:
-        self._touched.add(key)
+        if self._tracking:
+            self._touched.add(key)
         entry = self._cache.pop(key, None)
         if entry is not None:
             self._size -= 1
@@ -353,6 +364,9 @@ class SpilledTable(MutableMapping[Any, Any]):
             yield value
 
     def clear(self) -> None:
+        if self._tracking:
+            self._touched.update(key for key, _ in self.items())
+        self._missed = _NOTHING
         self._cache.clear()
         if self._on_disk:
             with self._env.begin(write=True) as txn:
@@ -367,6 +381,7 @@ class SpilledTable(MutableMapping[Any, Any]):
         keys = self._touched
         self._pending.append((checkpoint_id, keys))
         self._touched = set()
+        self._tracking = True
         if not delta:
             return list(self.items()), None
         changed: set[Any] = set()
@@ -395,6 +410,7 @@ class SpilledTable(MutableMapping[Any, Any]):
         cache = self._cache
         if len(cache) <= self._capacity:
             return
+        self._missed = _NOTHING
         with self._env.begin(write=True, db=self._db) as txn:
             put = txn.put
             for _ in range(min(self._batch, len(cache))):
@@ -419,6 +435,7 @@ class SpilledTable(MutableMapping[Any, Any]):
 _INT = struct.Struct(">q")
 _LEN = struct.Struct(">I")
 _WINDOW = struct.Struct(">qq")
+_GLOBAL = GlobalWindow()
 
 
 def encode_key(key: Any) -> bytes:
@@ -428,6 +445,14 @@ def encode_key(key: Any) -> bytes:
     >>> decode_key(encode_key(("user-1", IntervalWindow.from_micros(0, 10)))) == ("user-1", IntervalWindow.from_micros(0, 10))
     True
     """
+    if type(key) is tuple and len(key) == 2 and type(key[0]) is str:
+        # The common (str key, window) pair, without the general recursion.
+        data = key[0].encode("utf-8", "surrogatepass")
+        w = key[1]
+        if w is _GLOBAL:
+            return b"(\x00\x00\x00\x02s" + _LEN.pack(len(data)) + data + b"G"
+        if type(w) is IntervalWindow:
+            return b"(\x00\x00\x00\x02s" + _LEN.pack(len(data)) + data + b"W" + _WINDOW.pack(w[0], w[1])
     out = bytearray()
     _encode(key, out)
     return bytes(out)
