@@ -180,7 +180,7 @@ def _snapshots(cp: CompletedCheckpoint) -> list[dict[str, Any]]:
     """The executor snapshots the checkpoint's parts hold (one per worker; one for a commit)."""
     out = []
     for part in cp.parts:
-        obj = cloudpickle.loads(cp.read(part))  # the bytes matched the manifest's checksum
+        obj = cp.read_state(part)  # its pieces verified (checksums, a signature) before unpickling
         out.append(obj["executor"] if isinstance(obj, dict) and "executor" in obj else obj)
     return out
 

@@ -150,6 +150,16 @@ GROUPS: tuple[Group, ...] = (
                 "an Apache Beam program ported by replacing every apache_beam with tidal runs and writes exactly "
                 "the lines Apache Beam's DirectRunner writes for the same input",
             ),
+            (
+                "State larger than memory",
+                "state_backend=disk: keyed state (stateful DoFn cells, window buffers and accumulators) in an "
+                "embedded store on disk behind a small in-memory cache, with the same results as in memory",
+            ),
+            (
+                "Incremental checkpoints",
+                "on the disk backend a checkpoint holds only the keys that changed and names the earlier ones it "
+                "needs; a restore after a crash folds that chain back and the output is exactly once",
+            ),
             ("Runner overhead (measured)", "small standard pipelines, timed; the cell shows the measured durations"),
         ],
     ),

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 __all__ = [
     "PipelineOptions",
     "StandardOptions",
+    "StateOptions",
     "SetupOptions",
     "DirectOptions",
     "TypeOptions",
@@ -373,6 +374,36 @@ class StandardOptions(PipelineOptions):
         parser.add_argument(
             "--no_wait_until_finish", default=False, action="store_true",
             help="the with-statement starts the pipeline without waiting for it to finish",
+        )
+
+
+class StateOptions(PipelineOptions):
+    """Where keyed state lives and how checkpoints are protected.
+
+    ``--state_backend`` is ``memory`` (the default: Python objects) or ``disk``
+    (an embedded store in ``--state_dir``, for state larger than memory).
+    ``--checkpoint_key`` signs every checkpoint manifest with HMAC-SHA256 and
+    refuses to restore one whose signature is missing or wrong (the
+    environment variable ``TIDAL_CHECKPOINT_KEY`` does the same).
+
+    >>> StateOptions(["--state_backend=disk", "--state_dir=/tmp/s"]).state_backend
+    'disk'
+    """
+
+    @classmethod
+    def _add_argparse_args(cls, parser: _BeamArgumentParser) -> None:
+        parser.add_argument(
+            "--state_backend", default="memory", choices=["memory", "disk"],
+            help="where keyed state lives: memory (the default) or disk (an embedded store in --state_dir)",
+        )
+        parser.add_argument("--state_dir", default=None, help="the folder of the disk state backend (default: a temporary folder)")
+        parser.add_argument(
+            "--state_cache_entries", type=int, default=100_000,
+            help="how many (key, window) entries each keyed step of the disk backend keeps in memory",
+        )
+        parser.add_argument(
+            "--checkpoint_key", default=None,
+            help="a secret that signs checkpoint manifests (HMAC-SHA256); default: $TIDAL_CHECKPOINT_KEY",
         )
 
 

@@ -11,11 +11,12 @@ from tidal.model.options import (
     PipelineOptions,
     SetupOptions,
     StandardOptions,
+    StateOptions,
     StreamingOptions,
     TypeOptions,
 )
 
 __all__ = [
-    "DebugOptions", "DirectOptions", "PipelineOptions", "SetupOptions", "StandardOptions",
+    "DebugOptions", "DirectOptions", "PipelineOptions", "SetupOptions", "StandardOptions", "StateOptions",
     "StreamingOptions", "TypeOptions",
 ]

@@ -152,8 +152,8 @@ def _published(out: Path) -> dict[str, list[str]]:
     return {branch: sorted(td.io.read_text(str(out / f"{branch}-*"))) for branch in BRANCHES}
 
 
-def _run_in_process(out: Path, log: Path | None, source: str = "bounded", **kwargs: Any) -> Any:
-    p = td.Pipeline(runner=_runner(log))
+def _run_in_process(out: Path, log: Path | None, source: str = "bounded", options: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    p = td.Pipeline(runner=_runner(log), options=options)
     _build(p, out, source, **kwargs)
     result = p.run()
     result.wait_until_finish()
@@ -219,13 +219,17 @@ def _main(spec: dict[str, Any]) -> None:
         _arm_phase_kill(kill[1], kill[2])
     elif kill is not None:
         _, kill_step, kill_at = kill
-    result = _run_in_process(Path(spec["out"]), Path(spec["log"]), spec["source"], kill_step=kill_step, kill_at=kill_at)
+    result = _run_in_process(
+        Path(spec["out"]), Path(spec["log"]), spec["source"], spec.get("options"), kill_step=kill_step, kill_at=kill_at
+    )
     print(json.dumps([[b.index, b.records, b.replayed] for b in result.batches]))
 
 
-def _run_job(out: Path, log: Path, source: str, kill: list[Any] | None) -> tuple[int, list[Any], str]:
+def _run_job(
+    out: Path, log: Path, source: str, kill: list[Any] | None, options: dict[str, Any] | None = None
+) -> tuple[int, list[Any], str]:
     """Run the job in a new process; its exit code, its batches (when it finished) and its stderr."""
-    spec = {"out": str(out), "log": str(log), "source": source, "kill": kill}
+    spec = {"out": str(out), "log": str(log), "source": source, "kill": kill, "options": options}
     proc = subprocess.run([sys.executable, __file__, json.dumps(spec)], capture_output=True, text=True, timeout=120)
     batches = json.loads(proc.stdout) if proc.returncode == 0 else []
     return proc.returncode, batches, proc.stderr
@@ -269,6 +273,32 @@ def test_a_job_killed_at_random_points_publishes_exactly_the_output_of_a_run_wit
     history = []
     for attempt, kill in enumerate([*kills, None]):
         code, batches, stderr = _run_job(tmp_path / "out", tmp_path / "log", source, kill)
+        history.append((kill, code))
+        if attempt == 0:
+            assert code == -signal.SIGKILL, f"the first run was not killed at {kill}: {stderr[-2000:]}"
+        if code == 0:
+            break
+        assert code == -signal.SIGKILL, f"the run after {history} failed: {stderr[-2000:]}"
+    assert history[-1][1] == 0, history
+    published = _published(tmp_path / "out")
+    for branch in BRANCHES:
+        assert collections.Counter(published[branch]) == collections.Counter(reference[branch]), (branch, history)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_job_on_the_disk_state_backend_killed_at_random_points_publishes_exactly_once(
+    tmp_path: Path, reference: dict[str, list[str]], seed: int
+) -> None:
+    # A cache of two entries per step: almost all keyed state lives on disk between batches.
+    options = {"state_backend": "disk", "state_dir": str(tmp_path / "state"), "state_cache_entries": 2}
+    rng = random.Random(100 + seed)
+    source = ("generator", "bounded")[seed % 2]
+    kills = [_random_kill(rng) for _ in range(rng.randint(1, 2))]
+    if kills[0][0] == "phase":
+        kills[0][2] %= 10
+    history = []
+    for attempt, kill in enumerate([*kills, None]):
+        code, batches, stderr = _run_job(tmp_path / "out", tmp_path / "log", source, kill, options)
         history.append((kill, code))
         if attempt == 0:
             assert code == -signal.SIGKILL, f"the first run was not killed at {kill}: {stderr[-2000:]}"

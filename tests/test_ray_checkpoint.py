@@ -13,6 +13,7 @@ first checkpoint, where the restart is from the start.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -150,12 +151,14 @@ def wait_for_checkpoints(result: Any, k: int, timeout: float = 60.0) -> list[int
     return list(result.checkpoints)
 
 
-def run_with_kill(build: Any, tmp: Path, seed: int, runner: RayRunner | None = None, k: int = 2) -> tuple[Any, float, int]:
+def run_with_kill(
+    build: Any, tmp: Path, seed: int, runner: RayRunner | None = None, k: int = 2, options: dict[str, Any] | None = None
+) -> tuple[Any, float, int]:
     """Run ``build`` on Ray with checkpoints; once ``k`` have completed, kill one of its workers
     (seeded random choice, after a seeded random extra moment). Returns the result, the moment of
     the kill and the newest checkpoint completed before it."""
     runner = runner or RayRunner(parallelism=2, checkpoint_dir=str(tmp / "ck"), checkpoint_interval=0.25, bundle_size=200)
-    p = td.Pipeline(runner=runner)
+    p = td.Pipeline(runner=runner, options=options)
     build(p, str(tmp / "out" / "out"), str(tmp / "reads"))
     rng = random.Random(seed)
     result = p.run()
@@ -196,6 +199,20 @@ def test_keyed_state_exactly_once_when_a_worker_is_killed(tmp_path: Path, seed: 
     assert_restored(result, newest)
     assert_resumed_at_an_offset(reads_since(tmp_path / "reads", killed_at), range(N))
     assert published(tmp_path / "out") == EXPECTED_NUMBERS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("build, expected", [(window_sums, EXPECTED_SUMS), (numbering, EXPECTED_NUMBERS)], ids=["windowed", "stateful"])
+def test_exactly_once_on_the_disk_state_backend_with_incremental_checkpoints(tmp_path: Path, build: Any, expected: Counter[str]) -> None:
+    # A small cache puts most state on disk; after the first (full) checkpoint each one holds
+    # only the keys that changed, and the restore folds the chain back together.
+    options = {"state_backend": "disk", "state_dir": str(tmp_path / "state"), "state_cache_entries": 4}
+    result, killed_at, newest = run_with_kill(build, tmp_path, 7, k=3, options=options)
+    assert_restored(result, newest)
+    assert_resumed_at_an_offset(reads_since(tmp_path / "reads", killed_at), range(N))
+    assert published(tmp_path / "out") == expected
+    manifests = [json.loads(m.read_bytes()) for m in (tmp_path / "ck").glob("chk-*/MANIFEST.json")]
+    assert any(entry.get("needs") for m in manifests for entry in m["parts"].values()), "no checkpoint was incremental"
 
 
 def test_a_worker_killed_before_the_first_checkpoint_restarts_from_the_start(tmp_path: Path) -> None:

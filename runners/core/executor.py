@@ -20,6 +20,7 @@ from tidal.model.primitives import CombinePerKey, Flatten, GroupByKey, Impulse, 
 from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US
 from tidal.runners.core.errors import PipelineExecutionError
 from tidal.runners.core.gcpolicy import throughput_gc
+from tidal.runners.core.incremental import MAX_CHAIN
 from tidal.runners.core.keygroups import DEFAULT_MAX_PARALLELISM, KeyGroups, key_group_range, overlapping
 from tidal.runners.core.operators import (
     AssignWindowsOperator,
@@ -33,6 +34,7 @@ from tidal.runners.core.operators import (
 from tidal.runners.core.plan import ExecutionPlan
 from tidal.runners.core.queryable import QueryServer, StateQueryError, check_query, read_cell
 from tidal.runners.core.sources import SourceDriver, make_source_driver
+from tidal.runners.core.statebackend import DiskBackend, StateBackend, open_backend
 
 __all__ = ["LocalExecutor", "Clock", "WallClock", "ManualClock", "FINAL_CHECKPOINT"]
 
@@ -155,6 +157,12 @@ class LocalExecutor:
         self.commit_on_close = commit_on_close
         #: State queries from other threads, answered between bundles (see runners/core/queryable.py).
         self.queries = QueryServer()
+        #: Where the keyed operators keep their state (the plan's choice; one store per executor).
+        self.state_backend: StateBackend = open_backend(plan.state_backend)
+        #: The committed checkpoints the keyed tables' next incremental snapshot builds on (None: none).
+        self._chain: list[int] | None = None
+        #: Snapshots taken and not yet committed: checkpoint id -> its chain (the ids it needs, and itself).
+        self._snapshot_chains: dict[int, list[int]] = {}
         self._build()
 
     # -- wiring ---------------------------------------------------------------
@@ -220,6 +228,8 @@ class LocalExecutor:
             self._out_wm[remote] = MIN_TIMESTAMP_US
         for op in self.ops:
             op.key_groups = self.key_groups
+            if self.state_backend.kind != "memory":
+                op.use_state_backend(self.state_backend)
         # Keep operators in topological order: a precombine must come before its combine.
         self.ops.sort(key=lambda op: self._topo_index(op))
 
@@ -426,12 +436,27 @@ class LocalExecutor:
             for op in self.ops:
                 if isinstance(op, ParDoOperator):
                     op.prepare_commit(checkpoint_id)
+        backend = self.state_backend
+        incremental = checkpoint_id is not None and isinstance(backend, DiskBackend)
+        # Incremental (see incremental.py): only what changed since the last committed checkpoint,
+        # which with the ones it needs makes this snapshot's chain; full ones start a chain.
+        delta = incremental and self._chain is not None and len(self._chain) < MAX_CHAIN
+        needs = list(self._chain or ()) if delta else []
         ops = []
-        for op in self.ops:
-            base = (op.input_watermark, list(op.side_watermarks), op.processing_time, self._out_wm[op])
-            uncommitted = dict(op.uncommitted) if isinstance(op, ParDoOperator) else {}
-            ops.append((op.label, base, op.snapshot(), uncommitted))
+        disk = backend if incremental and isinstance(backend, DiskBackend) else None
+        if disk is not None and checkpoint_id is not None:
+            disk.begin_snapshot(checkpoint_id, delta)
+            self._snapshot_chains[checkpoint_id] = [*needs, checkpoint_id]
+        try:
+            for op in self.ops:
+                base = (op.input_watermark, list(op.side_watermarks), op.processing_time, self._out_wm[op])
+                uncommitted = dict(op.uncommitted) if isinstance(op, ParDoOperator) else {}
+                ops.append((op.label, base, op.snapshot(), uncommitted))
+        finally:
+            if disk is not None:
+                disk.end_snapshot()
         return {
+            "needs": needs,
             "ops": ops,
             "sources": {d.label: {"offset": d.offset, "watermark": d.watermark, "done": d.done} for d, _, _ in self.sources},
             "remote": {edge: list(r.sender_watermarks) for edge, r in self.remote_inputs.items()},
@@ -474,6 +499,12 @@ class LocalExecutor:
             remote.sender_watermarks = list(watermarks)
             self._out_wm[remote] = remote.watermark
         self.clock.advance_to(snap["clock"])
+        # The restored state is the base now, but not as a chain this executor wrote: the next
+        # checkpoint is a full one.
+        self._chain = None
+        self._snapshot_chains = {}
+        if isinstance(self.state_backend, DiskBackend):
+            self.state_backend.forget_changes()
         if commit:
             self.commit(FINAL_CHECKPOINT)
 
@@ -553,6 +584,12 @@ class LocalExecutor:
         for op in self.ops:
             if isinstance(op, ParDoOperator) and op.uncommitted:
                 op.commit(up_to)
+        chain = self._snapshot_chains.pop(up_to, None)
+        if chain is not None:  # the next incremental snapshot builds on checkpoint up_to
+            self._chain = chain
+            self._snapshot_chains = {cid: c for cid, c in self._snapshot_chains.items() if cid > up_to}
+            if isinstance(self.state_backend, DiskBackend):
+                self.state_backend.committed(up_to)
 
     def commit_final(self) -> None:
         """The end of the input: stage and publish the sinks' remaining output."""

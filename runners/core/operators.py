@@ -36,6 +36,7 @@ from tidal.runners.core.keygroups import KeyedSnapshot, KeyGroups, split_by_grou
 from tidal.runners.core.policy import PolicyWindowReducer, make_reducer
 from tidal.runners.core.reduce import CombineReduceFn, GroupReduceFn, KeyedWindowReducer
 from tidal.runners.core.sources import windowed
+from tidal.runners.core.statebackend import StateBackend
 
 __all__ = [
     "Operator",
@@ -121,6 +122,9 @@ class Operator:
 
     def restore(self, snapshot: Any) -> None:
         """Restore the state ``snapshot`` returned."""
+
+    def use_state_backend(self, backend: StateBackend) -> None:
+        """Keep keyed state in tables of ``backend`` (the executor calls it before anything runs)."""
 
     def rescale_snapshot(self, snapshots: list[Any], owned: list[bool], key_groups: range) -> Any:
         """This operator's snapshot for one instance at a new parallelism, from old instances' snapshots.
@@ -430,6 +434,11 @@ class _KeyedReduceOperator(Operator):
     def is_idle(self) -> bool:
         return self.reducer.is_empty()
 
+    def use_state_backend(self, backend: StateBackend) -> None:
+        # Count and delta windows (PolicyWindowReducer) keep their per-key buffers in memory.
+        if isinstance(self.reducer, KeyedWindowReducer):
+            self.reducer.states = backend.table(f"{self.label}/windows")
+
     def snapshot(self) -> Any:
         if isinstance(self.reducer, PolicyWindowReducer):
             return self.reducer.keyed_snapshot(self.key_groups.grouper())
@@ -656,18 +665,26 @@ def _split_reducer_snapshot(snap: dict[str, Any], group: Any) -> KeyedSnapshot:
     items.extend((kw[0], ("state", kw, st)) for kw, st in snap["states"].items())
     items.extend((key, ("active", key, windows)) for key, windows in snap["active"].items())
     items.extend((entry[2], ("deadline", entry)) for entry in snap["deadlines"])
+    gone = snap.get("gone")
     groups_of_window: dict[Any, set[int]] = {}
     for window, keys in snap["window_keys"].items():
         for key in keys:
             g = group(key)
             groups_of_window.setdefault(window, set()).add(g)
-            items.append((key, ("key", window, key)))
+            if gone is None:
+                items.append((key, ("key", window, key)))
+    if gone is not None:
+        # Incremental: the window's keys are saved with the states that changed (see incremental.py).
+        items.extend((kw[0], ("key", kw[1], kw[0])) for kw in snap["states"])
+        items.extend((kw[0], ("gone", kw)) for kw in gone)
     groups = split_by_group(items, group)
     for entry in snap["timers"]:
         for g in groups_of_window.get(entry[3], ()):
-            groups[g].append(("timer", entry))
+            groups.setdefault(g, []).append(("timer", entry))
     common = {k: snap[k] for k in ("input_watermark", "output_watermark", "processing_time", "dropped")}
     common["dropped_closed"] = snap.get("dropped_closed", 0)
+    if gone is not None:
+        common["delta"] = True
     return KeyedSnapshot(common, groups)
 
 

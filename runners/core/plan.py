@@ -25,6 +25,7 @@ from tidal.model.pvalue import PCollection
 from tidal.model.strategy import WindowingStrategy
 from tidal.runners.core.invoker import DoFnSignature
 from tidal.runners.core.policy import lift_blocker
+from tidal.runners.core.statebackend import StateBackendSpec
 
 __all__ = ["Stage", "ExecutionPlan", "build_plan", "can_lift", "is_stateful_pardo"]
 
@@ -66,6 +67,8 @@ class ExecutionPlan:
     stages: list[Stage]
     stage_of: dict[AppliedTransform, Stage]
     lifted: set[AppliedTransform]
+    #: Where keyed state lives (None: in memory); see :mod:`tidal.runners.core.statebackend`.
+    state_backend: StateBackendSpec | None = None
 
     def describe(self) -> str:
         return "\n".join(s.describe() for s in self.stages)
@@ -90,8 +93,11 @@ def _is_policy_or_evicting(windowing: WindowingStrategy) -> bool:
     return windowing.evictor is not None or isinstance(windowing.windowfn, PolicyWindowFn)
 
 
-def build_plan(graph: PipelineGraph, lift_combiners: bool = True) -> ExecutionPlan:
-    """Cut ``graph`` into fused stages (application order is already topological)."""
+def build_plan(graph: PipelineGraph, lift_combiners: bool = True, state_backend: StateBackendSpec | None = None) -> ExecutionPlan:
+    """Cut ``graph`` into fused stages (application order is already topological).
+
+    ``state_backend``: where the executors keep keyed state (None: in memory).
+    """
     stages: list[Stage] = []
     stage_of: dict[AppliedTransform, Stage] = {}
     producer: dict[PCollection[Any], AppliedTransform] = {}
@@ -128,4 +134,4 @@ def build_plan(graph: PipelineGraph, lift_combiners: bool = True) -> ExecutionPl
                 stage_of[producer[src]].precombines.append(node)
             elif blocker is not None and _is_policy_or_evicting(src.windowing):
                 stage.not_lifted = blocker
-    return ExecutionPlan(graph, stages, stage_of, lifted)
+    return ExecutionPlan(graph, stages, stage_of, lifted, state_backend)

@@ -23,7 +23,7 @@ import collections
 import heapq
 import itertools
 import operator
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, MutableMapping
 
 from tidal.model.combinefn import CombineFn
 from tidal.model.strategy import WindowingStrategy
@@ -31,6 +31,7 @@ from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US, Timestamp
 from tidal.model.trigger import AccumulationMode, PaneInfo, PaneInfoTiming, is_default_trigger
 from tidal.model.window import IntervalWindow, MergeContext, Sessions, TimestampCombiner
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError, describe_element
+from tidal.runners.core.statebackend import table_snapshot
 from tidal.runners.core.triggers import TriggerContext, compile_trigger
 
 __all__ = ["ReduceFn", "GroupReduceFn", "CombineReduceFn", "KeyedWindowReducer"]
@@ -184,7 +185,7 @@ class KeyedWindowReducer:
         self.combiner = strategy.timestamp_combiner
         self.on_dropped = on_dropped
         self.on_dropped_closed = on_dropped_closed
-        self.states: dict[tuple[Any, Any], _WindowState] = {}
+        self.states: MutableMapping[tuple[Any, Any], _WindowState] = {}
         self.active: dict[Any, set[Any]] = {}
         # Default trigger with end-of-window timestamps: merging can wait for the watermark.
         self._bulk = self.merging and self.default_trigger and self.combiner is TimestampCombiner.OUTPUT_AT_EOW
@@ -224,6 +225,12 @@ class KeyedWindowReducer:
             if trigger.should_fire(st.tstate, ctx):
                 self._fire(key, window, st, ctx, out)
             self._schedule_deadline(key, window, st)
+        if touched and type(self.states) is not dict:
+            # A table that spills may have written a touched state to disk before it fired:
+            # the fired state is the newest, so it goes back.
+            for kw, st in touched.items():
+                if kw in self.states:
+                    self.states[kw] = st
         return out
 
     def _with_timestamps(self, bundle: list[Any]) -> list[Any]:
@@ -947,8 +954,12 @@ class KeyedWindowReducer:
     def snapshot(self) -> dict[str, Any]:
         """A picklable copy of all state (windows, panes, triggers, timers, watermarks)."""
         self._flush_deferred()
+        # An incremental checkpoint of a disk table: only the states read or written since the
+        # last one, and the (key, window) pairs deleted since ("gone"; None in a full snapshot).
+        states, gone = table_snapshot(self.states)
         return {
-            "states": {k: _state_tuple(s) for k, s in self.states.items()},
+            "states": {k: _state_tuple(s) for k, s in states},
+            "gone": gone,
             "active": {k: set(v) for k, v in self.active.items()},
             "timers": list(self._timers),
             "window_keys": {w: dict(ks) for w, ks in self._window_keys.items()},
@@ -964,7 +975,12 @@ class KeyedWindowReducer:
         import copy
 
         snap = copy.deepcopy(snap)
-        self.states = {k: _state_from_tuple(t) for k, t in snap["states"].items()}
+        if type(self.states) is dict:
+            self.states = {k: _state_from_tuple(t) for k, t in snap["states"].items()}
+        else:  # a table of the disk backend: filled in place
+            self.states.clear()
+            for k, t in snap["states"].items():
+                self.states[k] = _state_from_tuple(t)
         self.active = snap["active"]
         self._timers = snap["timers"]
         self._window_keys = snap["window_keys"]

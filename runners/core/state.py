@@ -1,7 +1,9 @@
 """Keyed state: the per-(key, window) store behind stateful DoFns, with snapshot/restore.
 
 Operators never keep user state anywhere else, so a checkpoint is
-``store.snapshot()`` and recovery is ``store.restore(snapshot)``.
+``store.snapshot()`` and recovery is ``store.restore(snapshot)``. The cells
+live in a *table* from :mod:`tidal.runners.core.statebackend`: a dict (the
+memory backend, the default) or a table spilled to disk.
 
 >>> from tidal.model.userstate import BagStateSpec
 >>> store = KeyedStateStore()
@@ -17,7 +19,7 @@ Operators never keep user state anywhere else, so a checkpoint is
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable
+from typing import Any, Iterable, MutableMapping
 
 from tidal.model.userstate import (
     BagStateSpec,
@@ -26,6 +28,7 @@ from tidal.model.userstate import (
     SetStateSpec,
     StateSpec,
 )
+from tidal.runners.core.statebackend import table_snapshot
 
 __all__ = ["KeyedStateStore", "ReadModifyWriteState", "BagState", "SetState", "CombiningValueState"]
 
@@ -33,10 +36,10 @@ _ABSENT = object()
 
 
 class KeyedStateStore:
-    """State cells keyed by (key, window, state name)."""
+    """State cells keyed by (key, window, state name), in ``table`` (a dict when not given)."""
 
-    def __init__(self) -> None:
-        self._data: dict[tuple[Any, Any], dict[str, Any]] = {}
+    def __init__(self, table: MutableMapping[tuple[Any, Any], dict[str, Any]] | None = None) -> None:
+        self._data: MutableMapping[tuple[Any, Any], dict[str, Any]] = {} if table is None else table
 
     def get(self, key: Any, window: Any, name: str, default: Any = None) -> Any:
         cells = self._data.get((key, window))
@@ -59,6 +62,11 @@ class KeyedStateStore:
         """Drop every cell of (key, window): garbage collection at window expiry."""
         self._data.pop((key, window), None)
 
+    def clear_all(self, window: Any) -> None:
+        """Drop the cells of every key in ``window`` (the global window's garbage collection)."""
+        for kw in [kw for kw in self._data if kw[1] == window]:
+            del self._data[kw]
+
     def windows(self) -> set[tuple[Any, Any]]:
         return set(self._data)
 
@@ -75,10 +83,26 @@ class KeyedStateStore:
         raise TypeError(f"unknown state spec {spec!r}")
 
     def snapshot(self) -> dict[tuple[Any, Any], dict[str, Any]]:
-        return copy.deepcopy(self._data)
+        if type(self._data) is dict:
+            return copy.deepcopy(self._data)
+        return {kw: copy.deepcopy(cells) for kw, cells in self._data.items()}
+
+    def delta_snapshot(self) -> tuple[dict[tuple[Any, Any], dict[str, Any]], list[tuple[Any, Any]] | None]:
+        """The cells for a checkpoint and the (key, window) pairs deleted since the last one.
+
+        All cells and None, unless the table takes part in an incremental checkpoint
+        (see :func:`~tidal.runners.core.statebackend.table_snapshot`).
+        """
+        items, gone = table_snapshot(self._data)
+        return {kw: copy.deepcopy(cells) for kw, cells in items}, gone
 
     def restore(self, snapshot: dict[tuple[Any, Any], dict[str, Any]]) -> None:
-        self._data = copy.deepcopy(snapshot)
+        if type(self._data) is dict:
+            self._data = copy.deepcopy(snapshot)
+            return
+        self._data.clear()
+        for kw, cells in snapshot.items():
+            self._data[kw] = copy.deepcopy(cells)
 
     def __len__(self) -> int:
         return len(self._data)

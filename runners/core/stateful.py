@@ -27,11 +27,12 @@ from tidal.model.strategy import WindowingStrategy
 from tidal.model.time import MAX_TIMESTAMP_US, Timestamp, TimestampLike, to_micros
 from tidal.model.trigger import PANE_INFO_UNKNOWN
 from tidal.model.userstate import TimeDomain, TimerSpec
-from tidal.model.window import WindowFn
+from tidal.model.window import GLOBAL_WINDOW, WindowFn
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError
 from tidal.runners.core.keygroups import KeyedSnapshot, split_by_group
 from tidal.runners.core.operators import _LATE_DROPS, ParDoOperator
 from tidal.runners.core.state import KeyedStateStore
+from tidal.runners.core.statebackend import StateBackend
 
 __all__ = ["StatefulParDoOperator", "BoundTimer"]
 
@@ -71,12 +72,17 @@ class StatefulParDoOperator(ParDoOperator):
         self._proc_heap: list[tuple[int, int, Any, Any, str]] = []
         self._gc_heap: list[tuple[int, int, Any, Any]] = []
         self._gc_known: set[tuple[Any, Any]] = set()
+        #: Some key has state, a timer or input in the global window (collected together at its expiry).
+        self._global_state = False
         self._seq = itertools.count()
         for name in self.signature.timer_specs:
             if name not in self.signature.timer_callbacks:
                 raise PipelineExecutionError(
                     label, f"timer {name!r} has no callback: decorate a method with @on_timer(spec)"
                 )
+
+    def use_state_backend(self, backend: StateBackend) -> None:
+        self.store = KeyedStateStore(backend.table(f"{self.label}/state"))
 
     def _bind(self, label: str, param: DoFnParam, key: Any, window: Any) -> Any:
         if param.kind == "StateParam":
@@ -130,6 +136,10 @@ class StatefulParDoOperator(ParDoOperator):
         except (TypeError, IndexError, KeyError):
             return  # the invoker reports the bad element with the step name
         for w in windows:
+            if w is GLOBAL_WINDOW:
+                # Every key's global window expires at once: one flag, not an entry per key.
+                self._global_state = True
+                continue
             kw = (key, w)
             if kw not in self._gc_known:
                 self._gc_known.add(kw)
@@ -201,11 +211,17 @@ class StatefulParDoOperator(ParDoOperator):
 
     def _collect_garbage(self) -> None:
         wm = self.input_watermark
-        heap = self._gc_heap
         # At the end of the input every window expires at once and nothing can read its state
         # again: the cells stay, so the final checkpoint holds the state as the input left it
         # (``python -m tidal state`` reads what a finished job held). Timers still go.
         ended = wm >= MAX_TIMESTAMP_US
+        if self._global_state and min(GLOBAL_WINDOW._end_us - 1 + self.lateness, MAX_TIMESTAMP_US) < wm:
+            self._global_state = False
+            if not ended:
+                self.store.clear_all(GLOBAL_WINDOW)
+            for k in [k for k in self.timers if k[1] is GLOBAL_WINDOW]:
+                del self.timers[k]
+        heap = self._gc_heap
         while heap and heap[0][0] < wm:
             _, _, key, window = heapq.heappop(heap)
             self._gc_known.discard((key, window))
@@ -237,15 +253,22 @@ class StatefulParDoOperator(ParDoOperator):
     def snapshot(self) -> Any:
         # Every piece of state belongs to a key: split by key group, so a restore at another
         # parallelism hands each group to its new owner (see runners/core/keygroups.py).
+        # Garbage collection is not saved: restore() schedules it again for every (key, window) that
+        # holds state, a timer or a waiting element, so an incremental snapshot (only the cells
+        # that changed, and the ones deleted: "gone") stays as small as the change.
+        cells, gone = self.store.delta_snapshot()
         items: list[tuple[Any, Any]] = []
-        items.extend((kw[0], ("cells", kw, cells)) for kw, cells in self.store.snapshot().items())
+        items.extend((kw[0], ("cells", kw, value)) for kw, value in cells.items())
+        items.extend((kw[0], ("gone", kw)) for kw in gone or ())
         items.extend((k[0], ("timer", k, ts)) for k, ts in self.timers.items())
         items.extend((e[2], ("event", e)) for e in self._event_heap)
         items.extend((e[2], ("proc", e)) for e in self._proc_heap)
-        items.extend((e[2], ("gc", e)) for e in self._gc_heap)
         items.extend((_key_of(wv), ("pending", wv)) for wv in self.pending)
         side = super().snapshot()["side_data"]
-        return KeyedSnapshot({"side_data": side}, split_by_group(items, self.key_groups.grouper()))
+        common: dict[str, Any] = {"side_data": side}
+        if gone is not None:
+            common["delta"] = True
+        return KeyedSnapshot(common, split_by_group(items, self.key_groups.grouper()))
 
     def restore(self, snapshot: Any) -> None:
         cells: dict[tuple[Any, Any], dict[str, Any]] = {}
@@ -277,9 +300,16 @@ class StatefulParDoOperator(ParDoOperator):
         }
         self._event_heap = rebuilt["event"]
         self._proc_heap = rebuilt["proc"]
-        self._gc_heap = rebuilt["gc"]
+        self._gc_heap = rebuilt["gc"]  # snapshots of earlier versions held these
         self._gc_known = {(e[2], e[3]) for e in self._gc_heap}
+        self._global_state = False
         self._seq = seq
+        for key, window in cells:
+            self._register_gc((key,), (window,))
+        for key, window, _name in timers:
+            self._register_gc((key,), (window,))
+        for wv in pending:
+            self._register_gc(wv[0], wv[2])
 
     def rescale_snapshot(self, snapshots: list[Any], owned: list[bool], key_groups: range) -> Any:
         groups: dict[int, list[Any]] = {}

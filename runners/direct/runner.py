@@ -18,6 +18,7 @@ from tidal.model.teststream import TestStream
 from tidal.model.result import PipelineResult
 from tidal.runners.core.executor import LocalExecutor, ManualClock
 from tidal.runners.core.plan import build_plan
+from tidal.runners.core.statebackend import StateBackendSpec
 from tidal.runners.result import RunningResult
 from tidal.runners.runner import Runner
 
@@ -49,6 +50,7 @@ class DirectRunner(Runner):
     #: Known limitations, by capability-matrix row or case id (see tidal.capability_matrix.limitations).
     declared_limitations: dict[str, str] = {
         "Exactly-once after failure": "no checkpoints: a failed run is rerun from the start",
+        "Incremental checkpoints": "no checkpoints: a failed run is rerun from the start",
     }
 
     def __init__(self, strict: bool = True, bundle_size: int = 100_000, lift_combiners: bool = True) -> None:
@@ -60,7 +62,7 @@ class DirectRunner(Runner):
 
     def run_pipeline(self, pipeline: "Pipeline") -> PipelineResult:
         graph = pipeline.graph()
-        plan = build_plan(graph, lift_combiners=self.lift_combiners)
+        plan = build_plan(graph, lift_combiners=self.lift_combiners, state_backend=StateBackendSpec.from_options(pipeline.options))
         clock = ManualClock(0) if _has_test_stream(graph) else None
         executor = LocalExecutor(plan, bundle_size=self.bundle_size, strict=self.strict, clock=clock)
         result = DirectPipelineResult(executor)

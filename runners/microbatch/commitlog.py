@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import tempfile
 from pathlib import Path
@@ -50,7 +49,7 @@ from typing import Any
 
 import cloudpickle
 
-from tidal.runners.core.checkpoint import CheckpointError, CheckpointStore
+from tidal.runners.core.checkpoint import CheckpointError, CheckpointStore, encode_part
 
 __all__ = ["CommitLog"]
 
@@ -66,14 +65,15 @@ class CommitLog:
     commit has one before it to fall back to.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], retain: int = 2) -> None:
+    def __init__(self, directory: str | os.PathLike[str], retain: int = 2, key: str | bytes | None = None) -> None:
         self.directory = Path(directory)
         self.offsets_dir = self.directory / "offsets"
         try:
             self.offsets_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CheckpointError(f"the commit log folder {self.directory} cannot be created: {exc.strerror or exc}") from exc
-        self.commits = CheckpointStore(self.directory / "commits", retain=max(2, retain))
+        #: ``key`` (else ``$TIDAL_CHECKPOINT_KEY``) signs each commit's manifest; see the checkpoint module.
+        self.commits = CheckpointStore(self.directory / "commits", retain=max(2, retain), key=key)
 
     def check_writable(self) -> None:
         """Raise :class:`~tidal.runners.core.checkpoint.CheckpointError`, naming the folder, unless it can be written."""
@@ -121,7 +121,7 @@ class CommitLog:
     # -- commits: written after a batch ran ---------------------------------------------
     def commit(self, index: int, state: Any, meta: dict[str, Any]) -> None:
         """Commit batch ``index`` with ``state`` (the state after it); older records expire."""
-        self.commits.write_part(index, STATE_PART, cloudpickle.dumps(state))
+        self.commits.write_part(index, STATE_PART, encode_part(cloudpickle.dumps(state), state.get("needs", []) if isinstance(state, dict) else []))
         self.commits.complete(index, [STATE_PART], meta=dict(meta, batch=index))
         kept = self.commits.ids()
         oldest = min(kept) if kept else index
@@ -142,7 +142,7 @@ class CommitLog:
         checkpoint = self.commits.latest()
         if checkpoint is None:
             return None
-        return checkpoint.id, checkpoint.meta, pickle.loads(checkpoint.read(STATE_PART))
+        return checkpoint.id, checkpoint.meta, checkpoint.read_state(STATE_PART)
 
     def __repr__(self) -> str:
         return f"CommitLog({str(self.directory)!r})"

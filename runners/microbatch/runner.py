@@ -30,12 +30,14 @@ import os
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from tidal.model.options import StateOptions
 from tidal.model.primitives import Read
 from tidal.model.result import PipelineResult
 from tidal.model.teststream import TestStream
 from tidal.runners.core.checkpoint import CheckpointWarning
 from tidal.runners.core.executor import ManualClock
 from tidal.runners.core.plan import build_plan
+from tidal.runners.core.statebackend import StateBackendSpec
 from tidal.runners.microbatch.commitlog import CommitLog
 from tidal.runners.microbatch.executor import BatchInfo, MicroBatchExecutor
 from tidal.runners.result import RunningResult
@@ -120,9 +122,10 @@ class MicroBatchRunner(Runner):
 
     def run_pipeline(self, pipeline: "Pipeline") -> PipelineResult:
         graph = pipeline.graph()
-        plan = build_plan(graph, lift_combiners=self.lift_combiners)
+        plan = build_plan(graph, lift_combiners=self.lift_combiners, state_backend=StateBackendSpec.from_options(pipeline.options))
         clock = ManualClock(0) if any(isinstance(n.transform, TestStream) for n in graph.primitives) else None
-        log = CommitLog(self.commit_log) if self.commit_log is not None else None
+        key = pipeline.options.view_as(StateOptions).checkpoint_key
+        log = CommitLog(self.commit_log, key=key) if self.commit_log is not None else None
         if log is not None:
             log.check_writable()
         executor = MicroBatchExecutor(

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Hashable
 import attrs
 import cloudpickle
 
+from tidal.model.options import StateOptions
 from tidal.model.primitives import BoundedSource, Impulse, ParDo, Read, UnboundedSource
 from tidal.model.pvalue import pickling_graph
 from tidal.model.result import PipelineResult
@@ -54,6 +55,7 @@ from tidal.runners.core.keygroups import DEFAULT_MAX_PARALLELISM, check_max_para
 from tidal.runners.core.plan import ExecutionPlan, build_plan, is_stateful_pardo
 from tidal.runners.core.queryable import JobFinishedError, StateQueryError, check_query
 from tidal.runners.core.sources import AssignedSplits
+from tidal.runners.core.statebackend import StateBackendSpec
 from tidal.runners.ray.alignment import DEFAULT_ALIGNMENT_BUFFER_BYTES
 from tidal.runners.ray.exchange import Edge
 from tidal.runners.result import RunningResult
@@ -408,7 +410,8 @@ class RayRunner(Runner):
         return pieces
 
     def run_pipeline(self, pipeline: "Pipeline") -> PipelineResult:
-        store = self._store()  # a folder that cannot be used is refused before Ray starts
+        key = pipeline.options.view_as(StateOptions).checkpoint_key
+        store = self._store(key)  # a folder that cannot be used is refused before Ray starts
         if store is not None:
             store.check_writable()
         self._ensure_ray()
@@ -425,7 +428,7 @@ class RayRunner(Runner):
             raise result._error
         return result
 
-    def _store(self) -> CheckpointStore | None:
+    def _store(self, key: str | None = None) -> CheckpointStore | None:
         if not self.checkpointing:
             self._store_location = None
             return None
@@ -435,7 +438,7 @@ class RayRunner(Runner):
         if location is None:
             location = tempfile.mkdtemp(prefix="tidal-checkpoints-")
         self._store_location = location
-        return CheckpointStore(location, retain=self.retain_checkpoints)
+        return CheckpointStore(location, retain=self.retain_checkpoints, key=key)
 
     def _first_checkpoint(self, store: CheckpointStore | None) -> CompletedCheckpoint | None:
         if store is None:
@@ -446,14 +449,14 @@ class RayRunner(Runner):
                 raise PipelineExecutionError(
                     "checkpoint", f"restore_from={self.restore_from!r} is not a checkpoint folder (chk-<number>)"
                 )
-            source = CheckpointStore(os.path.dirname(os.path.normpath(self.restore_from)))
+            source = CheckpointStore(os.path.dirname(os.path.normpath(self.restore_from)), key=store.key)
             return source.get(int(match.group(1)))
         return store.latest() if self.resume else None
 
     def _execute(self, pipeline: "Pipeline", result: RayPipelineResult, store: CheckpointStore | None) -> None:
         from tidal.runners.ray.pool import alive_nodes
 
-        plan = build_plan(pipeline.graph())
+        plan = build_plan(pipeline.graph(), state_backend=StateBackendSpec.from_options(pipeline.options))
         pieces = self._source_pieces(plan)
         restore = self._first_checkpoint(store)
         withdraw = _withdraw_point(store, restore, self.resume or self.restore_from is not None)
@@ -751,6 +754,9 @@ class _Job:
             "store": cp.store_location,
             "checkpoint": cp.id,
             "parts": {j: part_name(stage.id, j) for j in parts},
+            # Each part's pieces (an incremental part builds on earlier checkpoints) with the verified
+            # manifests' checksums: a worker unpickles only bytes that match them.
+            "chains": {part_name(stage.id, j): cp.chain(part_name(stage.id, j)) for j in parts},
             "old_count": old,
         }
 

@@ -52,7 +52,7 @@ import ray
 
 from tidal.model.metrics import MetricsContainer
 from tidal.model.time import MAX_TIMESTAMP_US
-from tidal.runners.core.checkpoint import CheckpointStore
+from tidal.runners.core.checkpoint import CheckpointStore, encode_part, load_chain
 from tidal.runners.core.executor import LocalExecutor, ManualClock, WallClock
 from tidal.runners.core.gcpolicy import throughput_gc
 from tidal.runners.core.queryable import JobFinishedError
@@ -167,7 +167,8 @@ class StageTask:
     def _restore(self, restore: dict[str, Any]) -> None:
         store = CheckpointStore(restore["store"])
         cid = restore["checkpoint"]
-        parts = {j: cloudpickle.loads(store.read_part(cid, name)) for j, name in restore["parts"].items()}
+        chains = restore["chains"]
+        parts = {j: load_chain(store, name, chains[name]) for j, name in restore["parts"].items()}
         if restore["old_count"] == self.count:
             snap = parts[self.index]["executor"]
         else:  # a restore at another parallelism: key groups, splits and the rest handed out again
@@ -311,7 +312,7 @@ class StageTask:
         self.last_checkpoint = checkpoint_id
         with throughput_gc():
             snap = self.executor.snapshot(checkpoint_id)
-            data = cloudpickle.dumps({"checkpoint": checkpoint_id, "executor": snap}, protocol=5)
+            data = encode_part(cloudpickle.dumps({"checkpoint": checkpoint_id, "executor": snap}, protocol=5), snap["needs"])
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="tidal-checkpoint")
         for written in [f for f in self._writes if f.done()]:

@@ -1,0 +1,569 @@
+"""Keyed state backends: where the operators keep per-(key, window) state.
+
+Every keyed operator (a stateful DoFn's :class:`~tidal.runners.core.state.KeyedStateStore`,
+the window buffers and accumulators of GroupByKey and CombinePerKey in
+:class:`~tidal.runners.core.reduce.KeyedWindowReducer`) keeps its state in
+*tables*: mutable mappings from a ``(key, window)`` pair to that pair's state.
+A backend hands out the tables:
+
+``memory`` (the default)
+    Plain Python dicts. Fastest; all state must fit in memory.
+
+``disk``
+    An embedded `LMDB <https://lmdb.readthedocs.io>`_ store in a folder of
+    its own under ``state_dir`` (one store per executor, so one per Ray
+    worker, on that worker's node), with a bounded in-memory cache of live
+    objects in front (:class:`SpilledTable`). State can grow past memory.
+
+Choose it per pipeline with the options ``state_backend`` and ``state_dir``:
+``Pipeline(options={"state_backend": "disk", "state_dir": DIR})`` or the
+flags ``--state_backend=disk --state_dir=DIR``. The folder is scratch space:
+it is removed when the job's executor goes away, and recovery comes from
+checkpoints, which hold the state itself.
+
+Serialization is explicit: a table key is encoded by :func:`encode_key`, a
+compact, deterministic encoding of ints, strings, bytes, floats, tuples and
+tidal's windows (other keys fall back to pickle, which must then give equal
+keys equal bytes); a value is written with ``marshal`` when it is made only
+of plain Python values, and with pickle otherwise. Values are only encoded
+when the cache evicts them and decoded when a missed key is read back, never
+per access.
+
+>>> import tempfile
+>>> backend = open_backend(StateBackendSpec("disk", tempfile.mkdtemp(), cache_entries=2))
+>>> table = backend.table("counts")
+>>> for k in ["a", "b", "c", "d"]:
+...     table[(k, None)] = {"n": 1}
+>>> table[("a", None)]["n"] += 1     # "a" was evicted to disk; it is read back and stays live
+>>> len(table), table[("a", None)], sorted(k for k, _ in table)
+(4, {'n': 2}, ['a', 'b', 'c', 'd'])
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import marshal
+import os
+import pickle
+import shutil
+import struct
+import tempfile
+import uuid
+import weakref
+from typing import Any, Iterator, MutableMapping
+
+import attrs
+
+from tidal.model.window import GlobalWindow, IntervalWindow
+
+__all__ = [
+    "StateBackendSpec",
+    "StateBackend",
+    "MemoryBackend",
+    "DiskBackend",
+    "SpilledTable",
+    "open_backend",
+    "table_snapshot",
+    "encode_key",
+    "decode_key",
+    "BACKENDS",
+]
+
+#: The names ``state_backend`` accepts.
+BACKENDS = ("memory", "disk")
+_NOTHING = object()
+#: How many live (key, window) entries each table of the disk backend keeps in memory by default.
+DEFAULT_CACHE_ENTRIES = 100_000
+
+
+@attrs.frozen
+class StateBackendSpec:
+    """Which backend a job's keyed state uses (picklable: it travels with the plan to Ray workers).
+
+    >>> StateBackendSpec.from_options({"state_backend": "disk", "state_dir": "/tmp/s"}).kind
+    'disk'
+    >>> StateBackendSpec.from_options({"state_backend": "ssd"})
+    Traceback (most recent call last):
+    ...
+    ValueError: the pipeline option state_backend must be one of memory, disk; got 'ssd'
+    """
+
+    kind: str = "memory"
+    directory: str | None = None
+    cache_entries: int = DEFAULT_CACHE_ENTRIES
+
+    def __attrs_post_init__(self) -> None:
+        if self.kind not in BACKENDS:
+            raise ValueError(f"the pipeline option state_backend must be one of {', '.join(BACKENDS)}; got {self.kind!r}")
+        if self.cache_entries < 1:
+            raise ValueError(f"the state cache must hold at least one entry, got {self.cache_entries}")
+
+    @classmethod
+    def from_options(cls, options: Any) -> "StateBackendSpec":
+        """The spec the options ``state_backend``/``state_dir`` (and ``state_cache_entries``) name.
+
+        ``options`` is a :class:`~tidal.model.options.PipelineOptions` or a plain dict.
+        """
+        if isinstance(options, dict):
+            values = options
+        else:
+            from tidal.model.options import StateOptions
+
+            view = options.view_as(StateOptions)
+            values = {name: getattr(view, name) for name in ("state_backend", "state_dir", "state_cache_entries")}
+        kind = values.get("state_backend") or "memory"
+        directory = values.get("state_dir")
+        cache = values.get("state_cache_entries") or DEFAULT_CACHE_ENTRIES
+        return cls(str(kind), os.fspath(directory) if directory is not None else None, int(cache))
+
+
+class StateBackend(abc.ABC):
+    """Hands out the tables of one executor's keyed operators."""
+
+    #: ``memory`` or ``disk``.
+    kind: str
+
+    @abc.abstractmethod
+    def table(self, name: str) -> MutableMapping[Any, Any]:
+        """A new, empty table; ``name`` (the step's label and what it holds) names it on disk."""
+
+
+class MemoryBackend(StateBackend):
+    """Tables are dicts."""
+
+    kind = "memory"
+
+    def table(self, name: str) -> MutableMapping[Any, Any]:
+        return {}
+
+
+class DiskBackend(StateBackend):
+    """Tables in one LMDB environment in a fresh folder under ``directory`` (a temporary folder when None)."""
+
+    kind = "disk"
+
+    def __init__(self, directory: str | None = None, cache_entries: int = DEFAULT_CACHE_ENTRIES) -> None:
+        import lmdb
+
+        base = directory if directory is not None else tempfile.gettempdir()
+        try:
+            os.makedirs(base, exist_ok=True)
+            self.path = tempfile.mkdtemp(prefix=f"tidal-state-{os.getpid()}-", dir=base)
+        except OSError as exc:
+            raise OSError(f"the state_dir {base} cannot be used for the disk state backend: {exc.strerror or exc}") from exc
+        self.cache_entries = cache_entries
+        self._tables = 0
+        self.tables: list[SpilledTable] = []
+        #: While an executor snapshots for a checkpoint: its id, and whether only changes are wanted.
+        self.snapshot_id: int | None = None
+        self.delta = False
+        # No writemap: pages are written with write(), so the process's memory holds only what it reads.
+        self.env = lmdb.open(
+            self.path, map_size=1 << 40, max_dbs=4096, sync=False, metasync=False, lock=False, readahead=False
+        )
+        self._finalizer = weakref.finalize(self, _remove_store, self.env, self.path)
+
+    def table(self, name: str) -> MutableMapping[Any, Any]:
+        self._tables += 1
+        table = SpilledTable(self, f"{self._tables}:{name}"[:400], self.cache_entries)
+        self.tables.append(table)
+        return table
+
+    def begin_snapshot(self, checkpoint_id: int, delta: bool) -> None:
+        """The operators' next snapshots are for ``checkpoint_id``: only what changed when ``delta``."""
+        self.snapshot_id = checkpoint_id
+        self.delta = delta
+
+    def end_snapshot(self) -> None:
+        self.snapshot_id = None
+        self.delta = False
+
+    def committed(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` completed: every table's next delta is relative to it."""
+        for table in self.tables:
+            table.committed(checkpoint_id)
+
+    def forget_changes(self) -> None:
+        """The state was restored: the next snapshot is a full one."""
+        for table in self.tables:
+            table.forget_changes()
+
+    def close(self) -> None:
+        """Close the store and remove its folder (the state is gone; checkpoints hold what recovery needs)."""
+        self._finalizer()
+
+
+def _remove_store(env: Any, path: str) -> None:
+    try:
+        env.close()
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def table_snapshot(table: MutableMapping[Any, Any]) -> tuple[list[tuple[Any, Any]], list[Any] | None]:
+    """A table's entries for a snapshot, and the keys deleted since the last one (None: a full snapshot).
+
+    A table of the disk backend taking part in an incremental checkpoint gives only the
+    entries read or written since the last committed checkpoint; every other table gives all.
+    """
+    if isinstance(table, SpilledTable):
+        backend = table._backend
+        if backend.snapshot_id is not None:
+            return table.snapshot_changes(backend.snapshot_id, backend.delta)
+    return list(table.items()), None
+
+
+def open_backend(spec: StateBackendSpec | None) -> StateBackend:
+    """The backend ``spec`` describes (the memory backend when None)."""
+    if spec is None or spec.kind == "memory":
+        return MemoryBackend()
+    return DiskBackend(spec.directory, spec.cache_entries)
+
+
+class SpilledTable(MutableMapping[Any, Any]):
+    """A mapping whose least recently used entries live in an LMDB database.
+
+    The newest ``cache_entries`` entries are live Python objects; callers may
+    change them in place (append to a bag, update an accumulator), because an
+    entry is encoded only when it leaves the cache, whole, and written back
+    then. Each key lives either in the cache or on disk: reading a key back
+    moves it into the cache (its disk copy is overwritten at the next
+    eviction). Evictions go to disk in batches, one write transaction each.
+    """
+
+    def __init__(self, backend: DiskBackend, name: str, cache_entries: int) -> None:
+        self._backend = backend
+        self._env = backend.env
+        self._db = backend.env.open_db(name.encode())
+        self._capacity = cache_entries
+        self._batch = max(1, cache_entries // 8)
+        #: key -> [value, whether the disk holds a (possibly older) copy]
+        self._cache: collections.OrderedDict[Any, list[Any]] = collections.OrderedDict()
+        self._size = 0
+        self._on_disk = 0  # entries whose disk copy is the only one or a stale one
+        #: Keys read or written since the last snapshot, and those of snapshots not yet committed
+        #: (checkpoint id, keys): an incremental snapshot holds what changed since the committed one.
+        self._touched: set[Any] = set()
+        self._pending: list[tuple[int, set[Any]]] = []
+        #: Changes are tracked from the first snapshot on (that one is full): a job that takes no
+        #: checkpoints never holds a set of every key it touched.
+        self._tracking = False
+        #: The key the last read did not find (on disk either), until the next write.
+        self._missed: Any = _NOTHING
+
+    # -- the mapping ---------------------------------------------------------------
+    def __getitem__(self, key: Any) -> Any:
+        if self._tracking:
+            self._touched.add(key)  # a value read may be changed in place
+        return self._lookup(key)
+
+    def _lookup(self, key: Any) -> Any:
+        entry = self._cache.get(key)
+        if entry is not None:
+            self._cache.move_to_end(key)
+            return entry[0]
+        if self._on_disk:
+            with self._env.begin(db=self._db) as txn:
+                data = txn.get(encode_key(key))
+            if data is not None:
+                value = decode_value(data)
+                self._cache[key] = [value, True]
+                self._evict()
+                return value
+            self._missed = key  # a write of it usually follows: it need not look on disk again
+        raise KeyError(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        if key in self._cache:
+            return True
+        if not self._on_disk:
+            return False
+        with self._env.begin(db=self._db) as txn:
+            return txn.get(encode_key(key)) is not None
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if self._tracking:
+            self._touched.add(key)
+        entry = self._cache.get(key)
+        if entry is not None:
+            entry[0] = value
+            self._cache.move_to_end(key)
+            return
+        on_disk = False
+        missed, self._missed = self._missed, _NOTHING
+        if self._on_disk and not (missed is not _NOTHING and missed == key):
+            with self._env.begin(db=self._db) as txn:
+                on_disk = txn.get(encode_key(key)) is not None
+        if not on_disk:
+            self._size += 1
+        self._cache[key] = [value, on_disk]
+        self._evict()
+
+    def __delitem__(self, key: Any) -> None:
+        if self._tracking:
+            self._touched.add(key)
+        entry = self._cache.pop(key, None)
+        if entry is not None:
+            self._size -= 1
+            if entry[1]:
+                self._delete_on_disk(key)
+            return
+        if not self._on_disk or not self._delete_on_disk(key):
+            raise KeyError(key)
+        self._size -= 1
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        try:
+            value = self[key]
+        except KeyError:
+            if default:
+                return default[0]
+            raise
+        del self[key]
+        return value
+
+    def _delete_on_disk(self, key: Any) -> bool:
+        with self._env.begin(write=True, db=self._db) as txn:
+            found = bool(txn.delete(encode_key(key)))
+        if found:
+            self._on_disk -= 1
+        return found
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bool__(self) -> bool:
+        return self._size > 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for key, _ in self.items():
+            yield key
+
+    def items(self) -> Iterator[tuple[Any, Any]]:  # type: ignore[override]
+        """Every (key, value): the cached ones, then those only on disk (decoded as they are read)."""
+        cache = self._cache
+        for key, entry in list(cache.items()):
+            yield key, entry[0]
+        if not self._on_disk:
+            return
+        with self._env.begin(db=self._db) as txn:
+            for raw, data in txn.cursor():
+                key = decode_key(bytes(raw))
+                if key not in cache:
+                    yield key, decode_value(bytes(data))
+
+    def values(self) -> Iterator[Any]:  # type: ignore[override]
+        for _, value in self.items():
+            yield value
+
+    def clear(self) -> None:
+        if self._tracking:
+            self._touched.update(key for key, _ in self.items())
+        self._missed = _NOTHING
+        self._cache.clear()
+        if self._on_disk:
+            with self._env.begin(write=True) as txn:
+                txn.drop(self._db, delete=False)
+        self._size = 0
+        self._on_disk = 0
+
+    # -- incremental snapshots -------------------------------------------------------
+    def snapshot_changes(self, checkpoint_id: int, delta: bool) -> tuple[list[tuple[Any, Any]], list[Any] | None]:
+        """The entries for checkpoint ``checkpoint_id``: all of them (``delta`` false; gone is None), or
+        those read or written since the last committed snapshot, with the keys deleted since (gone)."""
+        keys = self._touched
+        self._pending.append((checkpoint_id, keys))
+        self._touched = set()
+        self._tracking = True
+        if not delta:
+            return list(self.items()), None
+        changed: set[Any] = set()
+        for _, pending in self._pending:
+            changed |= pending
+        items: list[tuple[Any, Any]] = []
+        gone: list[Any] = []
+        for key in changed:
+            try:
+                items.append((key, self._lookup(key)))
+            except KeyError:
+                gone.append(key)
+        return items, gone
+
+    def committed(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` completed: later deltas are relative to it."""
+        self._pending = [(cid, keys) for cid, keys in self._pending if cid > checkpoint_id]
+
+    def forget_changes(self) -> None:
+        """The table was restored: the next snapshot is a full one, and nothing before counts."""
+        self._touched = set()
+        self._pending = []
+
+    # -- spilling ------------------------------------------------------------------
+    def _evict(self) -> None:
+        cache = self._cache
+        if len(cache) <= self._capacity:
+            return
+        self._missed = _NOTHING
+        with self._env.begin(write=True, db=self._db) as txn:
+            put = txn.put
+            for _ in range(min(self._batch, len(cache))):
+                key, (value, on_disk) = cache.popitem(last=False)
+                put(encode_key(key), encode_value(value))
+                if not on_disk:
+                    self._on_disk += 1
+
+    @property
+    def cached(self) -> int:
+        """How many entries are live in memory now."""
+        return len(self._cache)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a disk state table cannot be pickled; snapshot its entries instead")
+
+    def __repr__(self) -> str:
+        return f"SpilledTable({self._size} entries, {len(self._cache)} in memory, {self._backend.path})"
+
+
+# -- serialization -------------------------------------------------------------------
+_INT = struct.Struct(">q")
+_LEN = struct.Struct(">I")
+_WINDOW = struct.Struct(">qq")
+_GLOBAL = GlobalWindow()
+
+
+def encode_key(key: Any) -> bytes:
+    """A deterministic encoding of a table key: equal keys of the supported types give equal bytes.
+
+    >>> from tidal.model.window import IntervalWindow
+    >>> decode_key(encode_key(("user-1", IntervalWindow.from_micros(0, 10)))) == ("user-1", IntervalWindow.from_micros(0, 10))
+    True
+    """
+    if type(key) is tuple and len(key) == 2 and type(key[0]) is str:
+        # The common (str key, window) pair, without the general recursion.
+        data = key[0].encode("utf-8", "surrogatepass")
+        w = key[1]
+        if w is _GLOBAL:
+            return b"(\x00\x00\x00\x02s" + _LEN.pack(len(data)) + data + b"G"
+        if type(w) is IntervalWindow:
+            return b"(\x00\x00\x00\x02s" + _LEN.pack(len(data)) + data + b"W" + _WINDOW.pack(w[0], w[1])
+    out = bytearray()
+    _encode(key, out)
+    return bytes(out)
+
+
+def _encode(obj: Any, out: bytearray) -> None:
+    t = type(obj)
+    if t is str:
+        data = obj.encode("utf-8", "surrogatepass")
+        out += b"s"
+        out += _LEN.pack(len(data))
+        out += data
+    elif t is int:
+        if -(1 << 63) <= obj < (1 << 63):
+            out += b"i"
+            out += _INT.pack(obj)
+        else:
+            data = str(obj).encode()
+            out += b"I"
+            out += _LEN.pack(len(data))
+            out += data
+    elif t is tuple:
+        out += b"("
+        out += _LEN.pack(len(obj))
+        for item in obj:
+            _encode(item, out)
+    elif t is IntervalWindow:
+        out += b"W"
+        out += _WINDOW.pack(obj[0], obj[1])
+    elif t is GlobalWindow:
+        out += b"G"
+    elif obj is None:
+        out += b"N"
+    elif t is bool:
+        out += b"T" if obj else b"F"
+    elif t is bytes:
+        out += b"b"
+        out += _LEN.pack(len(obj))
+        out += obj
+    elif t is float:
+        out += b"f"
+        out += struct.pack(">d", obj)
+    else:
+        data = pickle.dumps(obj, protocol=5)
+        out += b"P"
+        out += _LEN.pack(len(data))
+        out += data
+
+
+def decode_key(data: bytes) -> Any:
+    """The key :func:`encode_key` encoded."""
+    value, end = _decode(data, 0)
+    if end != len(data):
+        raise ValueError(f"a state key has {len(data) - end} bytes after its end")
+    return value
+
+
+def _decode(data: bytes, i: int) -> tuple[Any, int]:
+    tag = data[i : i + 1]
+    i += 1
+    if tag == b"s":
+        (n,) = _LEN.unpack_from(data, i)
+        i += 4
+        return data[i : i + n].decode("utf-8", "surrogatepass"), i + n
+    if tag == b"i":
+        return _INT.unpack_from(data, i)[0], i + 8
+    if tag == b"(":
+        (n,) = _LEN.unpack_from(data, i)
+        i += 4
+        items = []
+        for _ in range(n):
+            item, i = _decode(data, i)
+            items.append(item)
+        return tuple(items), i
+    if tag == b"W":
+        start, end = _WINDOW.unpack_from(data, i)
+        return IntervalWindow.from_micros(start, end), i + 16
+    if tag == b"G":
+        return GlobalWindow(), i
+    if tag == b"N":
+        return None, i
+    if tag in (b"T", b"F"):
+        return tag == b"T", i
+    if tag == b"f":
+        return struct.unpack_from(">d", data, i)[0], i + 8
+    if tag in (b"b", b"I", b"P"):
+        (n,) = _LEN.unpack_from(data, i)
+        i += 4
+        raw = data[i : i + n]
+        if tag == b"b":
+            return raw, i + n
+        if tag == b"I":
+            return int(raw), i + n
+        return pickle.loads(raw), i + n
+    raise ValueError(f"unknown tag {tag!r} in a state key")
+
+
+def encode_value(value: Any) -> bytes:
+    """A value as bytes: ``marshal`` for plain Python values (faster both ways), pickle for the rest.
+
+    >>> decode_value(encode_value({"count": 3, "seen": [1, 2]}))
+    {'count': 3, 'seen': [1, 2]}
+    """
+    try:
+        return b"M" + marshal.dumps(value)
+    except ValueError:  # an object marshal does not know (a window, a user class): pickle it
+        return b"P" + pickle.dumps(value, protocol=5)
+
+
+def decode_value(data: bytes) -> Any:
+    """The value :func:`encode_value` encoded."""
+    if data[:1] == b"M":
+        return marshal.loads(data[1:])
+    return pickle.loads(data[1:])
