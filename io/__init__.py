@@ -17,6 +17,13 @@ as their Beam namesakes do. The modules:
 
 The transactional sink contract every sink follows is documented in
 :mod:`tidal.io.textio`.
+
+Checkpoints (a Ray ``checkpoint_dir``, a micro-batch commit log) hold what
+sources and sinks staged as pickles: restoring one runs code from that
+location. Without a checkpoint key (``TIDAL_CHECKPOINT_KEY`` or the option
+``checkpoint_key``, which signs every manifest and refuses unsigned or forged
+ones before unpickling), a checkpoint location must be as trusted as the
+job's code.
 """
 
 from tidal.io.arrowio import ArrowBatchSource, ReadArrow
