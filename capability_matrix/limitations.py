@@ -14,7 +14,7 @@ Notes that explain a row without any failure (say, a latency caveat) go in
 >>> from tidal.capability_matrix.case import all_cases
 >>> limits = declared_limitations("direct")
 >>> sorted(limits)
-['Exactly-once after failure']
+['Exactly-once after failure', 'Incremental checkpoints']
 >>> case = next(c for c in all_cases() if c.row == "Exactly-once after failure")
 >>> limitation_for(case, limits).scope
 'row'
