@@ -164,14 +164,14 @@ class _SeesBundles(DoFn):
         yield (v, t.micros, w, p)
 
 
-def _wired_executor(build: Any, strict: bool = False) -> tuple[Any, list[Any]]:
+def _wired_executor(build: Any) -> tuple[Any, list[Any]]:
     """A direct executor of ``build``'s pipeline, with its operators' incoming bundles recorded."""
     from tidal.runners.core.executor import LocalExecutor
     from tidal.runners.core.plan import build_plan
 
     p = td.Pipeline()
     build(p)
-    ex = LocalExecutor(build_plan(p.graph()), strict=strict)
+    ex = LocalExecutor(build_plan(p.graph()))
     seen: list[Any] = []
     for op in ex.ops:
         original = op.process

@@ -23,19 +23,12 @@ import pickle
 import tempfile
 from typing import IO, Any, Iterator
 
-import cloudpickle
+from tidal.runners.ray.exchange import pack_bundle
 
 __all__ = ["AlignmentBuffer", "DEFAULT_ALIGNMENT_BUFFER_BYTES"]
 
 #: What a worker keeps in memory while aligning, unless the runner says otherwise.
 DEFAULT_ALIGNMENT_BUFFER_BYTES = 64 * 1024 * 1024
-
-
-def _dumps(call: tuple[Any, ...]) -> bytes:
-    try:
-        return pickle.dumps(call, protocol=5)
-    except Exception:  # elements pickle can only write by value (lambdas, local classes)
-        return cloudpickle.dumps(call, protocol=5)
 
 
 class AlignmentBuffer:
@@ -60,7 +53,7 @@ class AlignmentBuffer:
 
     def hold(self, call: tuple[Any, ...]) -> None:
         """Keep ``call`` (a method name and its arguments) until :meth:`release`."""
-        blob = _dumps(call)
+        blob = pack_bundle(call)  # pickle, or cloudpickle for what pickle writes only by value
         if self._in_memory + len(blob) <= self.max_bytes:
             self._entries.append(blob)
             self._in_memory += len(blob)

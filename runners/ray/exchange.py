@@ -19,7 +19,7 @@ from typing import Any
 
 import cloudpickle
 
-from tidal.runners.core.keygroups import DEFAULT_MAX_PARALLELISM, stable_hash
+from tidal.runners.core.keygroups import DEFAULT_MAX_PARALLELISM, key_group_of, owner_of, stable_hash
 
 __all__ = ["stable_hash", "route_keyed", "Edge", "pack_bundle", "unpack_bundle"]
 
@@ -57,7 +57,7 @@ def route_keyed(bundle: list[Any], n: int, max_parallelism: int = DEFAULT_MAX_PA
     try:
         keys = [wv[0][0] for wv in bundle]
         # Each distinct key hashed once, then one dict lookup per element.
-        dest_of = {key: (stable_hash(key) % m) * n // m for key in set(keys)}
+        dest_of = {key: owner_of(key_group_of(key, m), n, m) for key in set(keys)}
     except (TypeError, IndexError, KeyError):
         return _route_each(bundle, parts, n, m)  # a non-pair or an unhashable key: element by element
     appends = [part.append for part in parts]
@@ -80,9 +80,9 @@ def _route_each(bundle: list[Any], parts: list[list[Any]], n: int, m: int) -> li
         try:
             dest = cache[key]
         except KeyError:
-            dest = cache[key] = (stable_hash(key) % m) * n // m
+            dest = cache[key] = owner_of(key_group_of(key, m), n, m)
         except TypeError:  # unhashable key: route it anyway, the grouping step reports it
-            dest = (stable_hash(key) % m) * n // m
+            dest = owner_of(key_group_of(key, m), n, m)
         parts[dest].append(wv)
     return parts
 
