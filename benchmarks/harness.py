@@ -569,7 +569,10 @@ def run_harness(config: BenchConfig) -> dict[str, Any]:
         if config.latency_sweep is not None:
             from tidal.benchmarks.latency import run_latency_sweep
 
-            studies["latency_sweep"] = run_latency_sweep(attrs.evolve(config.latency_sweep, quiet=config.quiet), sessions)
+            sweep = attrs.evolve(config.latency_sweep, quiet=config.quiet)
+            if config.use_peers and not sweep.peers:  # the other engines stream too, when installed
+                sweep = attrs.evolve(sweep, peers=tuple(config.peers or PEERS), peer_parallelism=config.peer_parallelism)
+            studies["latency_sweep"] = run_latency_sweep(sweep, sessions)
     finally:
         bar.close()
         for session in sessions:

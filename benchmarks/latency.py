@@ -42,7 +42,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import attrs
 
+from tidal.benchmarks.collect import Collected
 from tidal.benchmarks.harness import RunnerSession, latencies, open_runner, percentile, progress_bar, result_digest, run_streaming
+from tidal.benchmarks.peers import PEERS, PeerRequest, detect_peers, run_peer
 from tidal.benchmarks.workloads import Workload, keyed_sum_workload, yahoo_workload
 from tidal.runners.registry import registered_runners
 from tidal.runners.runner import Runner
@@ -112,6 +114,26 @@ class SweepConfig:
     disorder_wall: float = 0.005
     timeout: float = 120.0
     quiet: bool = False
+    #: Other engines to stream too when installed (``flink``, ``spark``: :mod:`tidal.benchmarks.peers.streaming`), at this parallelism.
+    peers: tuple[str, ...] = ()
+    peer_parallelism: int = 2
+    peer_timeout: float = 1800.0
+
+
+def peer_knob(name: str) -> Knob:
+    """The latency knob of peer engine ``name`` (its module's ``STREAM_KNOB``), as a :class:`Knob` that makes no tidal runner.
+
+    >>> peer_knob("spark").name, peer_knob("flink").name
+    ('trigger_interval', 'buffer_timeout_ms')
+    """
+    import importlib
+
+    knob_name, values = importlib.import_module(f"tidal.benchmarks.peers.{name}").STREAM_KNOB
+
+    def make(value: Any) -> Runner:
+        raise TypeError(f"{name} is another engine: it streams in a process of its own, not as a tidal runner")
+
+    return Knob(knob_name, tuple(values), make, " s" if knob_name == "trigger_interval" else " ms")
 
 
 def _check(config: SweepConfig) -> None:
@@ -124,9 +146,12 @@ def _check(config: SweepConfig) -> None:
             f"duration and window_wall must be positive and disorder_wall not negative, not {config.duration}, "
             f"{config.window_wall} and {config.disorder_wall}"
         )
-    unknown = [r for r in config.knobs if r not in KNOBS]
+    unknown = [r for r in config.knobs if r not in KNOBS and r not in PEERS]
     if unknown:
-        raise ValueError(f"no knob known for runner(s) {unknown}; runners with a knob: {', '.join(KNOBS)}")
+        raise ValueError(f"no knob known for runner(s) {unknown}; runners with a knob: {', '.join([*KNOBS, *PEERS])}")
+    strangers = [p for p in config.peers if p not in PEERS]
+    if strangers:
+        raise ValueError(f"unknown engine(s) {strangers}; the other engines are {', '.join(PEERS)}")
 
 
 def run_latency_sweep(config: SweepConfig, sessions: Sequence[RunnerSession] | None = None) -> dict[str, Any]:
@@ -150,7 +175,14 @@ def run_latency_sweep(config: SweepConfig, sessions: Sequence[RunnerSession] | N
         if s.name not in KNOBS:
             skipped[s.name] = "no knob known for it"
     inputs: dict[float, tuple[Workload, list[Any], str]] = {}
-    bar = progress_bar(sum(len(config.knobs.get(s.name, KNOBS[s.name].values)) for s in swept) * len(rates), config.quiet)
+    present, missing = detect_peers(list(config.peers)) if config.peers else ({}, {})
+    skipped.update(missing)
+    peer_knobs = {name: peer_knob(name) for name in present}
+    bar = progress_bar(
+        sum(len(config.knobs.get(s.name, KNOBS[s.name].values)) for s in swept) * len(rates)
+        + sum(len(config.knobs.get(name, knob.values)) for name, knob in peer_knobs.items()) * len(rates),
+        config.quiet,
+    )
     points: list[dict[str, Any]] = []
     started = time.perf_counter()
     try:
@@ -165,23 +197,61 @@ def run_latency_sweep(config: SweepConfig, sessions: Sequence[RunnerSession] | N
                     bar.set_postfix_str(f"{session.name}, {knob.name}={value}, {rate:,.0f} events/s")
                     points.append(_point(workload, session.name, knob, value, rate, elements, expected, config))
                     bar.update()
+        for name, python in present.items():
+            points.extend(_peer_points(name, python, peer_knobs[name], rates, config, bar))
     finally:
         bar.close()
         for session in own:
             if session.stop is not None:
                 session.stop()
+    knobs = {**{s.name: KNOBS[s.name] for s in swept}, **peer_knobs}
     return {
         "config": {**attrs.asdict(config, filter=lambda a, v: a.name != "knobs"), "knobs": {
-            s.name: list(config.knobs.get(s.name, KNOBS[s.name].values)) for s in swept
+            name: list(config.knobs.get(name, knob.values)) for name, knob in knobs.items()
         }, "rates": rates},
-        "knob_names": {s.name: KNOBS[s.name].name for s in swept},
+        "knob_names": {name: knob.name for name, knob in knobs.items()},
         "workload": config.workload,
         "description": SWEEP_WORKLOADS[config.workload](1.0).description,
-        "runners": [s.name for s in swept],
+        "runners": list(knobs),
+        "peers": list(peer_knobs),
         "skipped_runners": skipped,
         "points": points,
         "total_seconds": time.perf_counter() - started,
     }
+
+
+def _peer_points(name: str, python: Any, knob: Knob, rates: list[float], config: SweepConfig, bar: Any) -> list[dict[str, Any]]:
+    """Stream the workload on the other engine ``name`` at every rate and knob value (in one process of its own); its points."""
+    specs = []
+    for value in config.knobs.get(name, knob.values):
+        for rate in rates:
+            specs.append({
+                "rate": rate, "value": value, "events": max(config.min_events, int(rate * config.duration)),
+                "events_per_second": rate * config.window_wall / _WINDOW, "out_of_orderness": config.disorder_wall * _WINDOW / config.window_wall,
+                "timeout": config.timeout,
+            })
+    bar.set_postfix_str(f"{name}: starting")
+    done = [0]
+
+    def progress(n: int) -> None:
+        if n > done[0]:
+            bar.update(n - done[0])
+            done[0] = n
+            bar.set_postfix_str(f"{name}: {n}/{len(specs)} points")
+
+    request = PeerRequest(workloads=(), sizes=(), repeats=1, parallelism=config.peer_parallelism, stream=tuple(specs), stream_workload=config.workload)
+    report = run_peer(name, python, request, config.peer_timeout, on_progress=progress)
+    bar.update(max(0, len(specs) - done[0]))
+    points: list[dict[str, Any]] = list(report.get("stream_points", []))
+    for point in points:
+        point.pop("traceback", None)
+        point["startup_s"] = report.get("startup_s")
+    for spec in specs[len(points):]:  # what the engine never got to
+        points.append({
+            "runner": name, "knob": knob.name, "value": spec["value"], "offered_events_per_s": spec["rate"], "events": spec["events"],
+            "error": report.get("error") or f"the {name} worker stopped before this point", "same_result": None,
+        })
+    return points
 
 
 def _input(config: SweepConfig, rate: float) -> tuple[Workload, list[Any], str]:
@@ -203,11 +273,27 @@ def _point(workload: Workload, runner: str, knob: Knob, value: Any, rate: float,
     except Exception as exc:
         point.update(error=f"{type(exc).__name__}: {exc}", same_result=None)
         return point
+    point.update(measure_point(workload, outputs, arrivals, elements, expected))
+    return point
+
+
+def measure_point(
+    workload: Workload, outputs: Sequence[Collected], arrivals: Sequence[tuple[int, float]], elements: Sequence[Any], expected: str | None = None
+) -> dict[str, Any]:
+    """A point's measures from what a streamed run gave: sustained throughput, p50/p99 latency, same result.
+
+    ``arrivals`` pairs each input's event timestamp with the wall time it was
+    due; ``expected`` is the digest of the right result (computed in plain
+    Python from ``elements`` when not given).
+    """
+    if expected is None:
+        assert workload.expected is not None
+        expected = result_digest(workload.canonical(workload.expected(list(elements))))
     lat = latencies(workload, outputs, arrivals, elements)
     first_due = min(wall for _, wall in arrivals) if arrivals else None
     last_out = max((o.emitted_at for o in outputs), default=None)
     span = None if first_due is None or last_out is None else last_out - first_due
-    point.update(
+    return dict(
         error=None,
         same_result=result_digest(workload.canonical([o.value for o in outputs])) == expected,
         results=len(outputs),
@@ -216,7 +302,6 @@ def _point(workload: Workload, runner: str, knob: Knob, value: Any, rate: float,
         latency_p99_ms=None if not lat else percentile(lat, 99) * 1000.0,  # type: ignore[operator]
         latency_results=len(lat),
     )
-    return point
 
 
 def frontier(points: Sequence[dict[str, Any]], runner: str) -> list[dict[str, Any]]:
@@ -272,6 +357,13 @@ def sweep_notes(report: dict[str, Any]) -> list[str]:
     ]
     bad = [f"{p['runner']} {p['knob']}={p['value']} at {p['offered_events_per_s']:,.0f}/s" for p in report["points"] if p.get("error") or p.get("same_result") is False]
     notes.append("Every streamed result equals the one computed in plain Python." if not bad else f"FAILED or DIFFERENT: {', '.join(bad)}.")
+    if report.get("peers"):
+        notes.append(
+            f"Other engines ({', '.join(report['peers'])}) read the same events at the same rates from a loopback socket (their own "
+            "socket sources), in a process of their own at parallelism "
+            f"{cfg.get('peer_parallelism', 2)}; their rows come back through a socket sink (Flink) or foreachBatch (Spark) and are timed "
+            "on arrival; start-up is not counted (Spark's clock starts after its query's first micro-batch)."
+        )
     for name, why in report.get("skipped_runners", {}).items():
         notes.append(f"Not swept: {name} ({why}).")
     return notes

@@ -210,9 +210,31 @@ def comparison_columns(report: dict[str, Any], matrix: dict[str, Any] | None) ->
             "; " + ", ".join(f"{r['variant']} {max(r['fixed_cost_s'], 0.0) * 1000:,.0f} ms per job" for r in jobs if r.get("fixed_cost_s") is not None)
             if jobs else ""
         )
-        col["latency"] = "not measured: its jobs ran in batch here (the latency figures are streamed through tidal's paced source)"
+        col["latency"] = _peer_latency(report.get("latency_sweep"), name)
         columns.append(col)
     return workload, columns
+
+
+def _peer_latency(sweep: dict[str, Any] | None, name: str) -> str:
+    """Another engine's latency: its best point at the sweep's highest rate it kept up with, when the sweep streamed it.
+
+    >>> _peer_latency(None, "flink")
+    'not measured: the latency sweep did not stream it (its batch jobs read a bounded input at once)'
+    >>> pts = [{"runner": "flink", "offered_events_per_s": 4000.0, "latency_p50_ms": 60.0, "latency_p99_ms": 150.0,
+    ...         "sustained_events_per_s": 3900.0, "knob": "buffer_timeout_ms", "value": 10, "error": None}]
+    >>> _peer_latency({"points": pts}, "flink")
+    'paced socket stream: p50 60.0 ms, p99 150.0 ms at 3,900 events/s sustained (buffer_timeout_ms=10)'
+    """
+    from tidal.benchmarks.latency import frontier
+
+    best = frontier(sweep["points"], name) if sweep is not None else []
+    if not best:
+        return "not measured: the latency sweep did not stream it (its batch jobs read a bounded input at once)"
+    top = best[-1]
+    return (
+        f"paced socket stream: p50 {top['latency_p50_ms']:,.1f} ms, p99 {top['latency_p99_ms']:,.1f} ms at "
+        f"{top['sustained_events_per_s']:,.0f} events/s sustained ({top['knob']}={top['value']})"
+    )
 
 
 _COMPARISON_ROWS = (

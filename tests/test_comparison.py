@@ -233,10 +233,24 @@ def _fake_peer(monkeypatch: pytest.MonkeyPatch, answer: Any) -> list[PeerRequest
         requests.append(request)
         if on_progress is not None:
             on_progress(1)
-        return {"engine": name, "version": "apache-flink 0.0-test", "startup_s": 1.5, "session_s": 1.0, "runs": answer(request), "error": None}
+        report = {"engine": name, "version": "apache-flink 0.0-test", "startup_s": 1.5, "session_s": 1.0, "runs": answer(request), "error": None}
+        if request.stream:  # the latency sweep's points: a pretend engine with 40 ms + 1 ms per knob unit at p99
+            report["stream_points"] = [
+                {"runner": name, "knob": "buffer_timeout_ms", "value": spec["value"], "offered_events_per_s": spec["rate"],
+                 "events": spec["events"], "error": None, "same_result": True, "results": 3, "sustained_events_per_s": spec["rate"] * 0.9,
+                 "latency_p50_ms": 20.0 + spec["value"], "latency_p99_ms": 40.0 + spec["value"], "latency_results": 3}
+                for spec in request.stream
+            ]
+        return report
 
-    monkeypatch.setattr(harness, "detect_peers", lambda names=None: ({"flink": Path("/fake/python")}, {"spark": "not installed (test)"}))
+    def detect(names: Any = None) -> tuple[dict[str, Path], dict[str, str]]:
+        found = ({"flink": Path("/fake/python")}, {"spark": "not installed (test)"})
+        return found if names is None else ({k: v for k, v in found[0].items() if k in names}, {k: v for k, v in found[1].items() if k in names})
+
+    monkeypatch.setattr(harness, "detect_peers", detect)
     monkeypatch.setattr(harness, "run_peer", run)
+    monkeypatch.setattr(latency, "detect_peers", detect)
+    monkeypatch.setattr(latency, "run_peer", run)
     return requests
 
 
@@ -337,7 +351,7 @@ def test_the_studies_run_alone_and_write_their_charts(tmp_path: Path, capsys: py
     parser = argparse.ArgumentParser(prog="tidal")
     add_bench_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["bench", "--workloads", "none", "--runners", "direct", "--keys", "2,50", "--key-sizes", "100,300",
-                              "--repeats", "1", "--rates", "3000", "--sweep-seconds", "0.3", "--out", str(tmp_path), "-q"])
+                              "--repeats", "1", "--rates", "3000", "--sweep-seconds", "0.3", "--no-peers", "--out", str(tmp_path), "-q"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "== Key scaling" in out and "== Latency against throughput" in out
@@ -381,7 +395,8 @@ def test_the_system_comparison_has_a_column_per_engine_with_what_it_is_and_what_
     assert direct["latency"].startswith(f"p50 {yahoo_direct['latency_p50_ms']:,.1f} ms") and "; sweep: p99 " in direct["latency"]
     assert flink["state"] == PEERS["flink"].system["state"] and flink["startup"].startswith("1.5 s once")
     assert flink["throughput"] == "sql: 100 events/s; datastream: 100 events/s (200 events, session start-up excluded)"
-    assert flink["latency"].startswith("not measured")
+    # The sweep streamed the pretend Flink at each of its knob values: its best (lowest p99) point at the highest rate.
+    assert flink["latency"] == "paced socket stream: p50 20.0 ms, p99 40.0 ms at 2,700 events/s sustained (buffer_timeout_ms=0)"
 
 
 def test_the_page_is_self_contained(full_report: dict[str, Any]) -> None:
@@ -438,3 +453,93 @@ def test_the_bench_command_writes_the_report_page(tmp_path: Path, knob_spy: list
     assert args.func(args) == 0
     page = (tmp_path / "report.html").read_text()
     assert '<table id="systems">' in page and '<table id="matrix">' in page and page.count("<svg") == 3
+
+
+# -- the other engines on a paced stream ------------------------------------------------------------
+def test_the_sweep_streams_the_other_engines_it_finds_and_names_those_it_does_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    requests = _fake_peer(monkeypatch, lambda r: [])
+    config = SweepConfig(runners=("direct",), rates=(3000.0, 6000.0), knobs={"direct": (1000,), "flink": (0, 100)}, duration=0.3,
+                         min_events=600, quiet=True, peers=("flink", "spark"), peer_parallelism=3)
+    report = run_latency_sweep(config)
+    (request,) = requests
+    assert request.parallelism == 3 and request.stream_workload == "yahoo" and request.workloads == ()
+    # Each point is specified as the tidal runners' points are: the same events, event-time rate and disorder at each offered rate.
+    assert [(s["value"], s["rate"], s["events"], s["events_per_second"], s["out_of_orderness"]) for s in request.stream] == [
+        (0, 3000.0, 900, 75.0, 0.2), (0, 6000.0, 1800, 150.0, 0.2), (100, 3000.0, 900, 75.0, 0.2), (100, 6000.0, 1800, 150.0, 0.2),
+    ]
+    assert [(p["runner"], p["value"], p["offered_events_per_s"]) for p in report["points"]] == [
+        ("direct", 1000, 3000.0), ("direct", 1000, 6000.0),
+        ("flink", 0, 3000.0), ("flink", 0, 6000.0), ("flink", 100, 3000.0), ("flink", 100, 6000.0),
+    ]
+    assert report["runners"] == ["direct", "flink"] and report["knob_names"] == {"direct": "bundle_size", "flink": "buffer_timeout_ms"}
+    assert report["config"]["knobs"] == {"direct": [1000], "flink": [0, 100]}
+    assert report["skipped_runners"] == {"spark": "not installed (test)"}
+    notes = latency.sweep_notes(report)
+    assert "Not swept: spark (not installed (test))." in notes
+    assert any(n.startswith("Other engines (flink) read the same events at the same rates from a loopback socket") for n in notes)
+    with pytest.raises(ValueError, match=r"unknown engine\(s\) \['storm'\]; the other engines are flink, spark"):
+        run_latency_sweep(SweepConfig(peers=("storm",)))
+
+
+def _plain_python_engine(drop_last: bool) -> Any:
+    """An engine written in plain Python for the socket protocol: it reads the lines, counts views per (window, campaign) and
+    writes a window's counts once an event 10 s of event time past its end arrived (or at the end of the input)."""
+    import socket as socketlib
+
+    def job(server: Any, info: dict[str, Any]) -> list[tuple[Any, float]]:
+        campaign = dict(info["ads"])
+        counts: dict[float, dict[int, int]] = {}
+        rows: list[tuple[Any, float]] = []
+
+        def close(upto: float) -> None:
+            for w in sorted(w for w in counts if w + 10.0 <= upto):
+                now = time.time()
+                rows.extend(((w, c, n), now) for c, n in sorted(counts.pop(w).items()))
+
+        with socketlib.create_connection(("127.0.0.1", server.port)) as conn:
+            server.go()
+            pending = b""
+            while chunk := conn.recv(1 << 16):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    fields = line.decode().split(",")
+                    if fields[4] != "view":
+                        continue
+                    t = int(fields[5]) / 1000
+                    w = t - t % 10.0
+                    by_campaign = counts.setdefault(w, {})
+                    key = campaign[int(fields[2])]
+                    by_campaign[key] = by_campaign.get(key, 0) + 1
+                    close(t - 10.0 - info["out_of_orderness"])
+        close(float("inf"))
+        return rows[:-1] if drop_last else rows
+
+    return job
+
+
+def test_a_paced_socket_stream_is_measured_as_the_runners_streams_are() -> None:
+    from tidal.benchmarks.peers.streaming import stream_point
+
+    point = stream_point("yahoo", 100.0, 2000, 0.2, 4000.0, _plain_python_engine(drop_last=False), wait=True)
+    assert point["error"] is None and point["same_result"] is True
+    assert point["results"] == point["latency_results"] > 0
+    assert 0 < point["latency_p50_ms"] <= point["latency_p99_ms"]
+    # The lines go out no faster than offered: the last result cannot come before the last line was due.
+    assert point["sustained_events_per_s"] <= 4000.0 * 2000 / 1999
+    assert stream_point("yahoo", 100.0, 2000, 0.2, 4000.0, _plain_python_engine(drop_last=True))["same_result"] is False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", list(PEERS))
+def test_each_installed_engine_streams_the_yahoo_query_with_the_direct_runners_counts(engine: str) -> None:
+    present, _ = detect_peers([engine])
+    if engine not in present:
+        pytest.skip(f"{PEERS[engine].title} is not installed: `{INSTALL_COMMAND}` installs the other engines")
+    knob = latency.peer_knob(engine)
+    config = SweepConfig(runners=(), rates=(3000.0,), knobs={engine: knob.values[1:2]}, duration=1.0, quiet=True, peers=(engine,))
+    report = run_latency_sweep(config, sessions=[])  # the engine alone
+    (point,) = report["points"]
+    assert (point["runner"], point["knob"], point["value"]) == (engine, knob.name, knob.values[1])
+    assert point["error"] is None and point["same_result"] is True, point
+    assert 0 < point["latency_p50_ms"] <= point["latency_p99_ms"] and point["latency_results"] == point["results"] > 0

@@ -143,6 +143,9 @@ class PeerRequest:
     repeats: int = 3
     parallelism: int = 2
     variants: tuple[str, ...] | None = None  # None: every variant of the engine
+    #: Points of the latency sweep to stream (rate, knob value, events, events_per_second, out_of_orderness, timeout each).
+    stream: tuple[dict[str, Any], ...] = ()
+    stream_workload: str = "yahoo"
 
 
 def run_peer(
@@ -210,7 +213,8 @@ def _runs_done(result_path: str) -> int:
             report = json.load(f)
     except (OSError, ValueError):
         return 0
-    return sum(len(r.get("seconds", ())) or (1 if r.get("error") else 0) for r in report.get("runs", ()))
+    runs = sum(len(r.get("seconds", ())) or (1 if r.get("error") else 0) for r in report.get("runs", ()))
+    return runs + len(report.get("stream_points", ()))
 
 
 def _tail(path: str, chars: int = 3000) -> str:

@@ -26,6 +26,7 @@ millisecond shorter and an end one millisecond later give Beam's sessions.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, Callable, Iterable
 
 from tidal.benchmarks.peers.inputs import NEXMARK_COLUMNS, nexmark_event, seconds
@@ -388,3 +389,76 @@ JOBS: dict[tuple[str, str], tuple[Callable[[FlinkSession, dict[str, Any]], Any],
         "q0": q0_datastream, "q1": q1_datastream, "q2": q2_datastream, "q5": q5_datastream, "yahoo": yahoo_datastream,
     }.items()},
 }
+
+
+# -- a paced stream (the latency sweep, :mod:`tidal.benchmarks.peers.streaming`) -------------------
+#: The knob the latency sweep turns: how long a network buffer may wait to fill before it is sent.
+STREAM_KNOB = ("buffer_timeout_ms", (0, 10, 100))
+
+
+def stream_yahoo(s: FlinkSession, server: Any, info: dict[str, Any], buffer_timeout_ms: Any) -> list[tuple[Any, float]]:
+    """The Yahoo query in Flink SQL between sockets: Flink's socket source reads ``server``'s lines, its socket sink writes the rows back.
+
+    The job has no Python function: the lines are parsed by SQL, the rows
+    leave through Flink's socket sink into a :class:`~.streaming.LineCollector`
+    of this process, which notes when each arrived. Flink SQL keeps the
+    event-time attribute through a window aggregation but not through a
+    regular join, so the views are counted per ad and window first (emitted
+    when the watermark passes the window), then joined with the ads and
+    summed per campaign: an updating result, of which each (window,
+    campaign)'s last row is its count.
+    """
+    from pyflink.common import Types
+    from pyflink.common.serialization import RowFieldExtractorSchema
+    from pyflink.datastream import RuntimeExecutionMode, StreamExecutionEnvironment
+    from pyflink.datastream.functions import SinkFunction, SourceFunction
+    from pyflink.java_gateway import get_gateway
+    from pyflink.table import Schema, StreamTableEnvironment
+
+    from tidal.benchmarks.peers.streaming import LineCollector
+
+    env = StreamExecutionEnvironment.get_execution_environment()
+    env.set_parallelism(s.parallelism)
+    env.set_runtime_mode(RuntimeExecutionMode.STREAMING)
+    env.set_buffer_timeout(int(buffer_timeout_ms))
+    env.get_config().set_auto_watermark_interval(10)
+    t_env = StreamTableEnvironment.create(env)
+    s._configure(t_env)
+    legacy = get_gateway().jvm.org.apache.flink.streaming.api.functions
+    lines = env.add_source(SourceFunction(legacy.source.legacy.SocketTextStreamFunction("127.0.0.1", server.port, "\n", 0)), "paced lines", Types.STRING())
+    delay_ms = max(0, round(info["out_of_orderness"] * 1000))
+    schema = (
+        Schema.new_builder().column("f0", "STRING")
+        .column_by_expression("ad_id", "CAST(SPLIT_INDEX(f0, ',', 2) AS BIGINT)")
+        .column_by_expression("event_type", "SPLIT_INDEX(f0, ',', 4)")
+        .column_by_expression("ts", "TO_TIMESTAMP_LTZ(CAST(SPLIT_INDEX(f0, ',', 5) AS BIGINT), 3)")
+        .watermark("ts", f"ts - INTERVAL '{delay_ms / 1000:.3f}' SECOND")
+        .build()
+    )
+    events = t_env.from_data_stream(lines, schema)
+    ads = t_env.from_elements(info["ads"], ["ad", "campaign"])
+    per_ad = t_env.sql_query(
+        "SELECT UNIX_TIMESTAMP(DATE_FORMAT(window_start, 'yyyy-MM-dd HH:mm:ss')) AS ws, ad_id, COUNT(*) AS c "
+        f"FROM TABLE(TUMBLE(TABLE {events}, DESCRIPTOR(ts), INTERVAL '10' SECOND)) "
+        "WHERE event_type = 'view' GROUP BY window_start, window_end, ad_id"
+    )
+    counts = t_env.sql_query(
+        "SELECT CAST(CONCAT(CAST(ws AS STRING), ',', CAST(campaign AS STRING), ',', CAST(SUM(c) AS STRING), U&'\\000A') AS BYTES) "
+        f"FROM {per_ad} JOIN {ads} ON ad_id = ad GROUP BY ws, campaign"
+    )
+    with LineCollector() as collector:
+        sink = legacy.sink.legacy.SocketClientSink("127.0.0.1", collector.port, RowFieldExtractorSchema(0)._j_serialization_schema, 0, True)
+        t_env.to_changelog_stream(counts).add_sink(SinkFunction(sink)).set_parallelism(1)
+        env.execute("yahoo on a paced stream")
+        received = collector.lines()
+    last: dict[tuple[float, int], tuple[Any, float]] = {}
+    for line, arrived in received:  # a key's rows come in order (-U old, +U new): its last row is its count
+        ws, campaign, count = line.split(",")
+        window = float(ws)
+        last[window, int(campaign)] = ((window, int(campaign), int(count)), arrived)
+    return list(last.values())
+
+
+STREAMS = {"yahoo": stream_yahoo}
+#: Flink reads as soon as its source task runs.
+STREAM_WAIT = False

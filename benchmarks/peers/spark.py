@@ -448,3 +448,73 @@ JOBS: dict[tuple[str, str], tuple[Callable[[SparkSession, dict[str, Any]], Any],
         "q5": q5_rdd, "yahoo": yahoo_rdd,
     }.items()},
 }
+
+
+# -- a paced stream (the latency sweep, :mod:`tidal.benchmarks.peers.streaming`) -------------------
+#: The knob the latency sweep turns: the micro-batch trigger interval, seconds (0: the next batch as soon as one ends).
+STREAM_KNOB = ("trigger_interval", (0.0, 0.5, 2.0))
+
+
+def stream_yahoo(s: SparkSession, server: Any, info: dict[str, Any], trigger_interval: Any) -> list[tuple[Any, float]]:
+    """The Yahoo query as a Structured Streaming query over the lines of ``server`` (Spark's socket source).
+
+    The lines are parsed by Spark's own functions, the views joined with the
+    static ads table, counted per campaign in 10 s windows under a watermark
+    as late as the input's disorder, in update mode: each micro-batch's
+    ``foreachBatch`` brings the windows it changed to this process, and each
+    (window, campaign)'s last row is its count. The clock starts once the
+    first micro-batch (the server's preamble) has run. Spark's socket source never
+    ends, so the query is stopped once the counts add up to the views sent.
+    """
+    import threading
+    import time
+
+    from pyspark.sql import functions as F
+
+    parts = F.split(F.col("value"), ",")
+    lines = s.spark.readStream.format("socket").option("host", "127.0.0.1").option("port", server.port).load()
+    delay_ms = max(0, round(info["out_of_orderness"] * 1000))
+    views = (
+        lines.select(parts[2].cast("long").alias("ad_id"), parts[4].alias("event_type"), F.timestamp_millis(parts[5].cast("long")).alias("ts"))
+        .withWatermark("ts", f"{delay_ms} milliseconds").where("event_type = 'view'")
+    )
+    ads = s.frame({"ad_id": [a for a, _ in info["ads"]], "campaign": [c for _, c in info["ads"]]})
+    counts = (
+        views.join(F.broadcast(ads), "ad_id").groupBy(F.window("ts", "10 seconds"), "campaign").count()
+        .select(F.unix_micros("window.start").alias("start_us"), "campaign", "count")
+    )
+    last: dict[tuple[float, int], tuple[Any, float]] = {}
+    total = [0]
+    done = threading.Event()
+
+    def collect(batch: Any, batch_id: int) -> None:
+        rows = batch.collect()
+        now = time.time()
+        server.go()  # the query runs: the paced lines may start
+        for start_us, campaign, count in rows:
+            key = (seconds(start_us), int(campaign))
+            previous = last.get(key)
+            total[0] += int(count) - (previous[0][2] if previous else 0)
+            last[key] = ((key[0], key[1], int(count)), now)
+        if total[0] >= info["views"]:
+            done.set()
+
+    writer = counts.writeStream.outputMode("update").foreachBatch(collect)
+    if float(trigger_interval) > 0:
+        writer = writer.trigger(processingTime=f"{round(float(trigger_interval) * 1000)} milliseconds")
+    query = writer.start()
+    try:
+        deadline = time.monotonic() + info.get("timeout", 300.0)
+        while not done.wait(0.05):
+            if query.exception() is not None:
+                raise RuntimeError(f"the streaming query failed: {query.exception()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the counts reached {total[0]} of {info['views']} views")
+    finally:
+        query.stop()
+    return list(last.values())
+
+
+STREAMS = {"yahoo": stream_yahoo}
+#: The query is set up by its first micro-batch: pace the lines once it ran.
+STREAM_WAIT = True

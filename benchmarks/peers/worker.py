@@ -17,7 +17,8 @@ so what finished survives a crash:
 
 ``{"engine", "version", "startup_s", "parallelism", "runs": [{"workload",
 "variant", "events", "seconds": [...], "digests": [...], "results",
-"error"}], "error"}``
+"error"}], "error"}``; with ``stream`` in the request, also ``"stream_points"``:
+the latency sweep's points (see :mod:`.streaming`).
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def run_request(request: dict[str, Any]) -> dict[str, Any]:
     _write(result_path, report)
     sizes = sorted(set(request["sizes"]))
     try:
+        if request.get("stream"):
+            _stream(engine, session, request, report, result_path)
         for wname in request["workloads"]:
             workload = WORKLOADS[wname]
             full = workload.make_input(sizes[-1], 0.0)
@@ -112,6 +115,34 @@ def run_request(request: dict[str, Any]) -> dict[str, Any]:
             pass
     _write(result_path, report)
     return report
+
+
+def _stream(engine: Any, session: Any, request: dict[str, Any], report: dict[str, Any], result_path: str) -> None:
+    """The request's points of the latency sweep: the workload streamed from a paced socket at each rate and knob value."""
+    from tidal.benchmarks.peers.streaming import stream_point
+
+    workload = request["stream_workload"]
+    job = getattr(engine, "STREAMS", {}).get(workload)
+    knob = getattr(engine, "STREAM_KNOB", ("knob", ()))[0]
+    points = report.setdefault("stream_points", [])
+    for spec in request["stream"]:
+        point: dict[str, Any] = {
+            "runner": report["engine"], "knob": knob, "value": spec["value"], "offered_events_per_s": spec["rate"], "events": spec["events"],
+        }
+        points.append(point)
+        if job is None:
+            point.update(error=f"no paced-stream version of {workload} for {report['engine']}", same_result=None)
+        else:
+            try:
+                gc.collect()
+                point.update(stream_point(
+                    workload, spec["events_per_second"], spec["events"], spec["out_of_orderness"], spec["rate"],
+                    lambda server, info: job(session, server, {**info, "timeout": spec.get("timeout", 300.0)}, spec["value"]),
+                    getattr(engine, "STREAM_WAIT", False),
+                ))
+            except Exception as exc:
+                point.update(error=f"{type(exc).__name__}: {str(exc)[:2000]}", same_result=None, traceback=traceback.format_exc()[-3000:])
+        _write(result_path, report)
 
 
 def main(argv: list[str] | None = None) -> int:
