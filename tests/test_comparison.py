@@ -543,3 +543,21 @@ def test_each_installed_engine_streams_the_yahoo_query_with_the_direct_runners_c
     assert (point["runner"], point["knob"], point["value"]) == (engine, knob.name, knob.values[1])
     assert point["error"] is None and point["same_result"] is True, point
     assert 0 < point["latency_p50_ms"] <= point["latency_p99_ms"] and point["latency_results"] == point["results"] > 0
+
+
+def test_paced_lines_arrive_whole_and_in_order_and_a_rounded_down_count_still_sends_the_due_line() -> None:
+    """At the due time of line i, the count of lines due can round below i + 1: the sender must send line i then, not an
+    empty write (an engine's parser reads an empty line as an event without a time)."""
+    import socket as socketlib
+
+    from tidal.benchmarks.peers.streaming import PacedLines, lines_due
+
+    assert 0.29999999999999993 / 0.1 < 3 and lines_due(3, 0.29999999999999993, 0.1, 10) == 4
+    assert [lines_due(i, 0.25, 0.1, 10) for i in (0, 1, 2, 3)] == [3, 3, 3, 4]
+    lines = [f"{i},x" for i in range(5_000)]
+    server = PacedLines(lines, rate=50_000.0)
+    with socketlib.create_connection(("127.0.0.1", server.port)) as client:
+        data = b"".join(iter(lambda: client.recv(1 << 16), b""))
+    server.join(10.0)
+    assert data.decode().split("\n") == [*lines, ""] and len(server.due) == len(lines) and server.error is None
+    assert server.due == sorted(server.due)

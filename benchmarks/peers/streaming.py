@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 
 from tidal.benchmarks.collect import Collected
 
-__all__ = ["PacedLines", "LineCollector", "event_line", "stream_point", "LINE_FIELDS"]
+__all__ = ["PacedLines", "LineCollector", "lines_due", "event_line", "stream_point", "LINE_FIELDS"]
 
 #: The fields of a line, in order (``ts_ms`` is the event time in milliseconds).
 LINE_FIELDS = ("user_id", "page_id", "ad_id", "ad_type", "event_type", "ts_ms", "ip_address")
@@ -42,6 +42,20 @@ def event_line(event: Any) -> str:
     """One Yahoo event as a line of :data:`LINE_FIELDS`."""
     ts_ms = round(event.event_time * 1000)
     return f"{event.user_id},{event.page_id},{event.ad_id},{event.ad_type},{event.event_type},{ts_ms},{event.ip_address}"
+
+
+def lines_due(i: int, elapsed: float, interval: float, n: int) -> int:
+    """Where the lines to send now end: every one due ``elapsed`` seconds in (one per ``interval``), and line ``i`` at least.
+
+    Once the sender slept until line ``i`` was due, the count can still round
+    to below it (``0.3 / 0.1`` is 2.9999999999999996): it must then send line
+    ``i`` rather than an empty write, which would reach the engine as an
+    empty line.
+
+    >>> lines_due(0, 0.0, 0.1, 10), lines_due(2, 0.55, 0.1, 10), lines_due(3, 0.29999999999999993, 0.1, 10), lines_due(8, 5.0, 0.1, 10)
+    (1, 6, 4, 10)
+    """
+    return max(i + 1, min(n, int(elapsed / interval) + 1))
 
 
 class PacedLines:
@@ -114,7 +128,7 @@ class PacedLines:
                     if due_i > now:
                         time.sleep(due_i - now)
                         now = time.perf_counter()
-                    j = min(n, int((now - start) / interval) + 1)  # every line due by now
+                    j = lines_due(i, now - start, interval, n)
                     self.due.extend(wall0 + start + k * interval for k in range(i, j))
                     conn.sendall(("\n".join(lines[i:j]) + "\n").encode())
                     i = j

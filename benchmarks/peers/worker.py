@@ -117,6 +117,14 @@ def run_request(request: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
+def _describe(exc: BaseException) -> str:
+    """An error in a line or two: its first line and, for a Java exception, the root cause (the last "Caused by")."""
+    text = str(exc)
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    causes = [line.strip() for line in text.splitlines() if line.strip().startswith("Caused by:")]
+    return f"{type(exc).__name__}: {first[:500]}" + (f" ({causes[-1][:500]})" if causes else "")
+
+
 def _stream(engine: Any, session: Any, request: dict[str, Any], report: dict[str, Any], result_path: str) -> None:
     """The request's points of the latency sweep: the workload streamed from a paced socket at each rate and knob value."""
     from tidal.benchmarks.peers.streaming import stream_point
@@ -141,7 +149,7 @@ def _stream(engine: Any, session: Any, request: dict[str, Any], report: dict[str
                     getattr(engine, "STREAM_WAIT", False),
                 ))
             except Exception as exc:
-                point.update(error=f"{type(exc).__name__}: {str(exc)[:2000]}", same_result=None, traceback=traceback.format_exc()[-3000:])
+                point.update(error=_describe(exc), same_result=None, traceback=traceback.format_exc()[-3000:])
         _write(result_path, report)
 
 
