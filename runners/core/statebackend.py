@@ -77,6 +77,8 @@ BACKENDS = ("memory", "disk")
 _NOTHING = object()
 #: How many live (key, window) entries each table of the disk backend keeps in memory by default.
 DEFAULT_CACHE_ENTRIES = 100_000
+#: Entries read or written after which the disk backend closes and reopens its store (see DiskBackend._reopen).
+REOPEN_AFTER_ACCESSES = 50_000
 
 
 @attrs.frozen
@@ -164,28 +166,61 @@ class DiskBackend(StateBackend):
         #: While an executor snapshots for a checkpoint: its id, and whether only changes are wanted.
         self.snapshot_id: int | None = None
         self.delta = False
-        # No writemap: pages are written with write(), so the process's memory holds only what it reads.
-        self.env = lmdb.open(
-            self.path, map_size=1 << 40, max_dbs=4096, sync=False, metasync=False, lock=False, readahead=False
-        )
-        self._finalizer = weakref.finalize(self, _remove_store, self.env, self.path)
+        self.heaps: list[SpilledHeap] = []
+        self._lmdb = lmdb
+        self.env = self._open()
+        self._holder = [self.env]  # the finalizer closes the environment open at the time
+        self._finalizer = weakref.finalize(self, _remove_store, self._holder, self.path)
         #: The read transaction the tables share until the next write (LMDB without locks must not
         #: have a reader open while it writes).
         self._reader: Any = None
+        #: Entries read or written since the store was last opened, and the iterations under way.
+        self._accesses = 0
+        self._iterating = 0
+
+    def _open(self) -> Any:
+        # No writemap: pages are written with write(), so the process's memory holds only what it reads.
+        return self._lmdb.open(
+            self.path, map_size=1 << 40, max_dbs=4096, sync=False, metasync=False, lock=False, readahead=False
+        )
 
     def reader(self) -> Any:
         """The shared read transaction (one per write batch, instead of one per read)."""
+        self._accesses += 1
         txn = self._reader
         if txn is None:
+            if self._accesses > REOPEN_AFTER_ACCESSES and not self._iterating:
+                self._reopen()
             txn = self._reader = self.env.begin()
         return txn
 
-    def writer(self, db: Any = None) -> Any:
-        """A write transaction (on ``db`` by default); it ends the shared read transaction first."""
+    def writer(self, owner: "SpilledTable | SpilledHeap | None" = None, entries: int = 1) -> Any:
+        """A write transaction (on ``owner``'s database by default) for about ``entries`` entries.
+
+        It ends the shared read transaction first.
+        """
         if self._reader is not None:
             self._reader.abort()
             self._reader = None
-        return self.env.begin(write=True, db=db)
+        self._accesses += entries
+        if self._accesses > REOPEN_AFTER_ACCESSES and not self._iterating:
+            self._reopen()
+        return self.env.begin(write=True, db=None if owner is None else owner._db)
+
+    def _reopen(self) -> None:
+        """Close the store and open it again, so that the pages its reads mapped leave the process's memory.
+
+        LMDB reads through a memory map: every page a read or a write touched stays
+        resident in this process (and counts in its RSS) until it is unmapped, so a
+        store read all over would hold its whole file in memory.
+        """
+        self._accesses = 0
+        self.env.close()
+        self.env = self._holder[0] = self._open()
+        for t in self.tables:
+            t._reopened(self.env)
+        for h in self.heaps:
+            h._reopened(self.env)
 
     def table(self, name: str) -> MutableMapping[Any, Any]:
         self._tables += 1
@@ -195,7 +230,9 @@ class DiskBackend(StateBackend):
 
     def heap(self, name: str) -> Any:
         self._tables += 1
-        return SpilledHeap(self, f"{self._tables}:{name}"[:400], self.cache_entries)
+        heap = SpilledHeap(self, f"{self._tables}:{name}"[:400], self.cache_entries)
+        self.heaps.append(heap)
+        return heap
 
     def begin_snapshot(self, checkpoint_id: int, delta: bool) -> None:
         """The operators' next snapshots are for ``checkpoint_id``: only what changed when ``delta``."""
@@ -221,9 +258,9 @@ class DiskBackend(StateBackend):
         self._finalizer()
 
 
-def _remove_store(env: Any, path: str) -> None:
+def _remove_store(holder: list[Any], path: str) -> None:
     try:
-        env.close()
+        holder[0].close()
     finally:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -264,8 +301,9 @@ class SpilledTable(MutableMapping[Any, Any]):
 
     def __init__(self, backend: DiskBackend, name: str, cache_entries: int) -> None:
         self._backend = backend
+        self._name = name.encode()
         self._env = backend.env
-        self._db = backend.env.open_db(name.encode())
+        self._db = backend.env.open_db(self._name)
         self._capacity = cache_entries
         self._batch = max(1, cache_entries // 8)
         #: key -> live value, least recently used first.
@@ -413,11 +451,15 @@ class SpilledTable(MutableMapping[Any, Any]):
         if not self._on_disk:
             return
         gone = self._gone
-        with self._env.begin(db=self._db) as txn:
-            for raw, data in txn.cursor():
-                key = decode_key(bytes(raw))
-                if key not in cache and key not in gone:
-                    yield key, decode_value(bytes(data))
+        self._backend._iterating += 1  # the store is not reopened under the cursor
+        try:
+            with self._env.begin(db=self._db) as txn:
+                for raw, data in txn.cursor():
+                    key = decode_key(bytes(raw))
+                    if key not in cache and key not in gone:
+                        yield key, decode_value(bytes(data))
+        finally:
+            self._backend._iterating -= 1
 
     def values(self) -> Iterator[Any]:  # type: ignore[override]
         for _, value in self.items():
@@ -478,7 +520,7 @@ class SpilledTable(MutableMapping[Any, Any]):
         cache = self._cache
         stale = self._stale
         popitem = cache.popitem
-        with self._backend.writer(self._db) as txn:
+        with self._backend.writer(self, n + len(self._gone)) as txn:
             if self._gone:
                 delete = txn.delete
                 for raw in self._gone.values():
@@ -497,6 +539,10 @@ class SpilledTable(MutableMapping[Any, Any]):
     def cached(self) -> int:
         """How many entries are live in memory now."""
         return len(self._cache)
+
+    def _reopened(self, env: Any) -> None:
+        self._env = env
+        self._db = env.open_db(self._name)
 
     def __reduce__(self) -> Any:
         raise TypeError("a disk state table cannot be pickled; snapshot its entries instead")
@@ -530,8 +576,9 @@ class SpilledHeap:
 
     def __init__(self, backend: DiskBackend, name: str, cache_entries: int) -> None:
         self._backend = backend
+        self._name = name.encode()
         self._env = backend.env
-        self._db = backend.env.open_db(name.encode())
+        self._db = backend.env.open_db(self._name)
         self._capacity = max(2, cache_entries)
         self._mem: list[tuple[Any, ...]] = []
         self._disk = 0
@@ -599,7 +646,7 @@ class SpilledHeap:
         keep = self._capacity // 2
         self._mem = entries[:keep]  # sorted: a valid heap
         out = entries[keep:]
-        with self._backend.writer(self._db) as txn:
+        with self._backend.writer(self, len(out)) as txn:
             put = txn.put
             for entry in out:
                 put(*_encode_entry(entry))
@@ -609,7 +656,7 @@ class SpilledHeap:
 
     def _load(self, n: int) -> None:
         mem = self._mem
-        with self._backend.writer(self._db) as txn:
+        with self._backend.writer(self, n) as txn:
             cursor = txn.cursor()
             ok = cursor.first()
             while ok and n > 0:
@@ -619,6 +666,10 @@ class SpilledHeap:
                 n -= 1
                 self._disk -= 1
             self._disk_head = _decode_entry(cursor.key(), cursor.value()) if ok else None
+
+    def _reopened(self, env: Any) -> None:
+        self._env = env
+        self._db = env.open_db(self._name)
 
     def __reduce__(self) -> Any:
         raise TypeError("a disk timer heap cannot be pickled; snapshot its entries instead")
