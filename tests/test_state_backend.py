@@ -105,16 +105,16 @@ def test_a_deleted_entry_that_was_on_disk_does_not_come_back(tmp_path: Path) -> 
 
 
 def test_a_key_deleted_and_written_again_before_the_next_batch_is_counted_once(tmp_path: Path) -> None:
-    t = table(tmp_path, cache=8)
-    for i in range(10):
-        t[i] = i  # 0 and 1 are on disk now (a batch of one)
-    del t[0]  # its disk copy is dropped with the next batch
-    assert 0 not in t and len(t) == 9
+    t = table(tmp_path, cache=16)  # spills in batches of 2
+    for i in range(20):
+        t[i] = i  # 0..3 are on disk now
+    assert t.pop(0) == 0  # its disk copy is dropped with the next batch; until then it is gone
+    assert t.get(0) is None and 0 not in t and len(t) == 19 and 0 not in dict(t.items())
     t[0] = "again"  # before that batch: the old copy is now a stale copy of a live key
-    assert len(t) == 10 and t[0] == "again"
-    for i in range(10, 30):
+    assert len(t) == 20 and t[0] == "again"
+    for i in range(20, 40):
         t[i] = i
-    assert len(t) == 29 + 1 and dict(t.items())[0] == "again" and sorted(t) == list(range(30))
+    assert len(t) == 40 and dict(t.items())[0] == "again" and sorted(t) == list(range(40))
 
 
 def test_popping_a_spilled_entry_does_not_pull_it_into_the_cache(tmp_path: Path) -> None:

@@ -390,6 +390,7 @@ class SpilledTable(MutableMapping[Any, Any]):
             del self._gone[key]
             self._stale.add(key)
             self._on_disk += 1
+            self._size += 1
         elif self._disk_has(key):
             self._stale.add(key)
         else:
