@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tidal import trigger, window
@@ -236,6 +236,8 @@ def test_disk_reducer_panes_equal_memory_reducer_panes_call_by_call(
     ),
     cache=st.integers(min_value=1, max_value=5),
 )
+# Spilled: 5 and 6 on disk, 1 in memory; 10 joins 1 in memory: after 1, the next is 5, from disk.
+@example(ops=[("push", 5, 0), ("push", 6, 0), ("push", 1, 0), ("push", 10, 0), ("pop", 0, 0), ("pop", 0, 0), ("all", 0, 0)], cache=2)
 def test_a_spilled_heap_pops_as_heapq_does(tmp_path_factory: pytest.TempPathFactory, ops: list[Any], cache: int) -> None:
     heap = DiskBackend(str(tmp_path_factory.mktemp("heap")), cache_entries=cache).heap("timers")
     ref: list[Any] = []
