@@ -13,7 +13,11 @@ A backend hands out the tables:
     An embedded `LMDB <https://lmdb.readthedocs.io>`_ store in a folder of
     its own under ``state_dir`` (one store per executor, so one per Ray
     worker, on that worker's node), with a bounded in-memory cache of live
-    objects in front (:class:`SpilledTable`). State can grow past memory.
+    objects in front (:class:`SpilledTable`), and timer queues whose later
+    entries live on disk (:class:`SpilledHeap`). State can grow past memory:
+    reads share one read transaction until the next write batch, and the
+    store is reopened every ``REOPEN_AFTER_ACCESSES`` entries so that the
+    pages LMDB mapped do not stay in the process's resident memory.
 
 Choose it per pipeline with the options ``state_backend`` and ``state_dir``:
 ``Pipeline(options={"state_backend": "disk", "state_dir": DIR})`` or the
