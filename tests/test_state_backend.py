@@ -104,6 +104,90 @@ def test_a_deleted_entry_that_was_on_disk_does_not_come_back(tmp_path: Path) -> 
     assert dict(t.items()) == {"b": 2, "c": 3, "d": 4}
 
 
+def test_a_key_deleted_and_written_again_before_the_next_batch_is_counted_once(tmp_path: Path) -> None:
+    t = table(tmp_path, cache=16)  # spills in batches of 2
+    for i in range(20):
+        t[i] = i  # 0..3 are on disk now
+    assert t.pop(0) == 0  # its disk copy is dropped with the next batch; until then it is gone
+    assert t.get(0) is None and 0 not in t and len(t) == 19 and 0 not in dict(t.items())
+    t[0] = "again"  # before that batch: the old copy is now a stale copy of a live key
+    assert len(t) == 20 and t[0] == "again"
+    for i in range(20, 40):
+        t[i] = i
+    assert len(t) == 40 and dict(t.items())[0] == "again" and sorted(t) == list(range(40))
+
+
+def test_popping_a_spilled_entry_does_not_pull_it_into_the_cache(tmp_path: Path) -> None:
+    t = table(tmp_path, cache=4)
+    for i in range(20):
+        t[i] = [i]
+    cached = list(t._cache)
+    assert t.pop(0) == [0] and list(t._cache) == cached  # read from disk, nothing evicted for it
+    assert 0 not in t and len(t) == 19 and t.pop(0, None) is None
+
+
+class CountingEnv:
+    """An LMDB environment that counts the transactions begun on it."""
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+        self.reads = 0
+        self.writes = 0
+
+    def begin(self, write: bool = False, **kwargs: Any) -> Any:
+        if write:
+            self.writes += 1
+        else:
+            self.reads += 1
+        return self.env.begin(write=write, **kwargs)
+
+
+def test_reads_share_one_transaction_until_the_next_write(tmp_path: Path) -> None:
+    t = table(tmp_path, cache=100)
+    for i in range(200):
+        t[i] = i  # about half of them spill, in batches of 12
+    backend = t._keep  # type: ignore[attr-defined]
+    backend.writer().abort()  # from here on, count every transaction
+    env = backend.env = CountingEnv(backend.env)
+    for i in range(1000, 1050):
+        assert t.get(i) is None and i not in t  # misses: each looks on disk, once
+    assert env.reads == 1 and env.writes == 0
+    for i in range(2000, 2100):
+        t[i] = i  # new keys: each looks on disk, and the cache spills in batches (writes)
+    # A write ends the shared read transaction; the next lookup begins one again.
+    assert env.writes >= 4 and env.reads == env.writes + 1
+
+
+def test_the_store_is_reopened_after_many_accesses_and_keeps_every_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # LMDB's mapped pages stay resident until unmapped: the backend closes and reopens its store
+    # every REOPEN_AFTER_ACCESSES reads and writes, under tables and heaps that stay usable.
+    monkeypatch.setattr(statebackend, "REOPEN_AFTER_ACCESSES", 10)
+    reopened = []
+    original = DiskBackend._reopen
+
+    def counting(self: DiskBackend) -> None:
+        reopened.append(self.env)
+        original(self)
+
+    monkeypatch.setattr(DiskBackend, "_reopen", counting)
+    backend = DiskBackend(str(tmp_path), cache_entries=3)
+    t, heap, plain = backend.table("t"), backend.heap("h"), {}
+    for i in range(300):
+        k = (f"k{i * 7 % 40}", W(0, 10))
+        if i % 5 == 4:
+            assert t.pop(k, None) == plain.pop(k, None)
+        else:
+            t[k] = plain[k] = [i, t.get(k, [None])[0]]
+        heap.push((i * 13 % 50, 0, i, k))
+        if i % 3 == 0:
+            heap.pop()
+    assert len(reopened) > 10
+    assert dict(t.items()) == plain and len(t) == len(plain)
+    assert len(list(heap)) == len(heap) == 200
+    backend.close()
+    assert not Path(backend.path).exists()
+
+
 def test_clear_empties_memory_and_disk(tmp_path: Path) -> None:
     t = table(tmp_path, cache=1)
     for i in range(5):

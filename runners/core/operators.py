@@ -10,6 +10,7 @@ bundles and watermarks between operators.
 
 from __future__ import annotations
 
+import functools
 import pickle
 from typing import Any, Callable
 
@@ -437,7 +438,8 @@ class _KeyedReduceOperator(Operator):
     def use_state_backend(self, backend: StateBackend) -> None:
         # Count and delta windows (PolicyWindowReducer) keep their per-key buffers in memory.
         if isinstance(self.reducer, KeyedWindowReducer):
-            self.reducer.states = backend.table(f"{self.label}/windows")
+            self.reducer.use_state_backend(backend)
+            self.reducer.emit_pieces = functools.partial(self.emit, "out")
 
     def snapshot(self) -> Any:
         if isinstance(self.reducer, PolicyWindowReducer):

@@ -31,12 +31,14 @@ from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US, Timestamp
 from tidal.model.trigger import AccumulationMode, PaneInfo, PaneInfoTiming, is_default_trigger
 from tidal.model.window import IntervalWindow, MergeContext, Sessions, TimestampCombiner
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError, describe_element
-from tidal.runners.core.statebackend import table_snapshot
+from tidal.runners.core.statebackend import DiskBackend, StateBackend, table_snapshot
 from tidal.runners.core.triggers import TriggerContext, compile_trigger
 
 __all__ = ["ReduceFn", "GroupReduceFn", "CombineReduceFn", "KeyedWindowReducer"]
 
 _EOW, _GC = 0, 1
+#: Panes a reducer on the disk backend hands on at a time while it fires many windows at once.
+_PANES_PER_PIECE = 10_000
 _NO_CONTENTS = object()
 
 
@@ -186,7 +188,7 @@ class KeyedWindowReducer:
         self.on_dropped = on_dropped
         self.on_dropped_closed = on_dropped_closed
         self.states: MutableMapping[tuple[Any, Any], _WindowState] = {}
-        self.active: dict[Any, set[Any]] = {}
+        self.active: MutableMapping[Any, set[Any]] = {}
         # Default trigger with end-of-window timestamps: merging can wait for the watermark.
         self._bulk = self.merging and self.default_trigger and self.combiner is TimestampCombiner.OUTPUT_AT_EOW
         self._deferred: dict[Any, tuple[list[Any], list[Any]]] = {}
@@ -196,8 +198,13 @@ class KeyedWindowReducer:
         #: Panes of such sessions, waiting for the timers they fire among:
         #: (max timestamp, _GC, seq, window, key, contents), ordered as timers are.
         self._unstored: list[tuple[int, int, int, Any, Any, Any]] = []
-        self._timers: list[tuple[int, int, int, Any]] = []
-        self._window_keys: dict[Any, dict[Any, None]] = {}
+        self._timers: Any = []  # a heapq list, or a SpilledHeap on the disk backend
+        self._window_keys: MutableMapping[Any, dict[Any, None]] = {}
+        #: How many keys' values may wait in ``_deferred`` (bounded on the disk backend).
+        self._deferred_limit = 1 << 62
+        #: Where fired panes go in pieces while a reducer on the disk backend fires more windows
+        #: at once than should be held in memory (None: ``advance`` returns them all).
+        self.emit_pieces: Callable[[list[Any]], None] | None = None
         self._deadlines: list[tuple[int, int, Any, Any]] = []
         self._seq = itertools.count()
         self.input_watermark = MIN_TIMESTAMP_US
@@ -340,7 +347,7 @@ class KeyedWindowReducer:
                         cols[1].append(w)
             except (TypeError, ValueError) as exc:
                 self._raise_for(kv, exc)
-            return self._flush_deferred() if late_seen else {}
+            return self._flush_deferred() if late_seen or len(deferred) > self._deferred_limit else {}
         per_key: collections.defaultdict[Any, list[tuple[Any, int, Any]]] = collections.defaultdict(list)
         kv = None
         try:
@@ -691,13 +698,30 @@ class KeyedWindowReducer:
             keys = self._window_keys[window] = {}
             max_ts = window._end_us - 1
             seq = next(self._seq)
+            timers = self._timers
+            push = heapq.heappush if type(timers) is list else type(timers).push
             # As in Beam, a window the watermark has already passed gets no end-of-window
             # timer (so no ON_TIME pane), only its expiry.
             if self.lateness and max_ts >= self.input_watermark:
-                heapq.heappush(self._timers, (max_ts, _EOW, seq, window))
+                push(timers, (max_ts, _EOW, seq, window))
             # Without lateness the end of window and its expiry coincide: one timer does both.
-            heapq.heappush(self._timers, (min(max_ts + self.lateness, MAX_TIMESTAMP_US), _GC, seq, window))
+            push(timers, (min(max_ts + self.lateness, MAX_TIMESTAMP_US), _GC, seq, window))
         keys[key] = None
+
+    def use_state_backend(self, backend: StateBackend) -> None:
+        """Keep the window states in ``backend``'s tables; on disk, also what grows with keys and windows.
+
+        On the disk backend the merging windows of each key, the keys of each window
+        and the timers spill too, values waiting for the watermark (``_deferred``) are
+        added to their windows once as many keys wait as the cache holds, and a firing
+        of many windows hands its panes on in pieces (:attr:`emit_pieces`).
+        """
+        self.states = backend.table(f"{self.label}/windows")
+        if isinstance(backend, DiskBackend):
+            self.active = backend.table(f"{self.label}/active")
+            self._window_keys = backend.table(f"{self.label}/window_keys")
+            self._timers = backend.heap(f"{self.label}/timers")
+            self._deferred_limit = backend.cache_entries
 
     def _add_hold(self, st: _WindowState, window: Any, t: int) -> None:
         max_ts = window._end_us - 1
@@ -822,14 +846,21 @@ class KeyedWindowReducer:
         should_fire = self.trigger.should_fire
         if self.default_trigger and not self.lateness:
             due = self._due_timers()
+            if type(due) is not list:
+                self._fire_only_panes_in_pieces(due, out)
+                return
             if self._unstored:
                 due += self._unstored
                 due.sort()  # (timestamp, kind, seq) are unique: timer order
                 self._unstored = []
             self._fire_only_panes(due, out)
             return
+        pop = heapq.heappop if type(heap) is list else type(heap).pop
         while heap and heap[0][0] < wm:
-            _, kind, _, window = heapq.heappop(heap)
+            _, kind, _, window = pop(heap)
+            if self.emit_pieces is not None and len(out) >= _PANES_PER_PIECE:
+                self.emit_pieces(out[:])
+                out.clear()
             keys = self._window_keys.get(window)
             if not keys:
                 self._window_keys.pop(window, None)
@@ -865,6 +896,8 @@ class KeyedWindowReducer:
         """
         heap = self._timers
         wm = self.input_watermark
+        if type(heap) is not list:
+            return heap.pop_due(wm)  # type: ignore[no-any-return]  # off disk as they are fired
         if wm >= MAX_TIMESTAMP_US and len(heap) > 1:
             heap.sort()
             n = bisect.bisect_left(heap, (wm,))
@@ -875,6 +908,22 @@ class KeyedWindowReducer:
         while heap and heap[0][0] < wm:
             due.append(heapq.heappop(heap))
         return due
+
+    def _fire_only_panes_in_pieces(self, due: Iterable[Any], out: list[Any]) -> None:
+        """:meth:`_fire_only_panes` for timers coming off disk: a piece at a time, each piece's panes handed on."""
+        if self._unstored:
+            self._unstored.sort()
+            due = heapq.merge(due, self._unstored)  # both in timer order
+            self._unstored = []
+        it = iter(due)
+        while True:
+            piece = list(itertools.islice(it, _PANES_PER_PIECE))
+            if not piece:
+                return
+            self._fire_only_panes(piece, out)
+            if self.emit_pieces is not None and len(out) >= _PANES_PER_PIECE:
+                self.emit_pieces(out[:])
+                out.clear()
 
     def _fire_only_panes(self, due: list[Any], out: list[Any]) -> None:
         """Default trigger, no allowed lateness: each window fires once, on time, and expires.
@@ -913,11 +962,13 @@ class KeyedWindowReducer:
                     append(((key, output(st.contents, False)), max_ts if eow or st.hold is None else st.hold, in_window, only))
                 if merging:
                     for key in keys:
-                        act = active.get(key)
+                        # Taken out and put back only while it holds other windows: a spilled
+                        # table then never reads back an entry only to delete it.
+                        act = active.pop(key, None)
                         if act is not None:
                             act.discard(window)
-                            if not act:
-                                del active[key]
+                            if act:
+                                active[key] = act
         except PipelineExecutionError:
             raise  # it names its step and element already
         except Exception as exc:
@@ -981,9 +1032,18 @@ class KeyedWindowReducer:
             self.states.clear()
             for k, t in snap["states"].items():
                 self.states[k] = _state_from_tuple(t)
-        self.active = snap["active"]
-        self._timers = snap["timers"]
-        self._window_keys = snap["window_keys"]
+        if type(self._timers) is list:
+            self.active = snap["active"]
+            self._timers = snap["timers"]
+            self._window_keys = snap["window_keys"]
+        else:  # the disk backend's tables and timer heap: filled in place
+            for table, entries in ((self.active, snap["active"]), (self._window_keys, snap["window_keys"])):
+                table.clear()
+                for k, v in entries.items():
+                    table[k] = v
+            self._timers.clear()
+            for timer in snap["timers"]:
+                self._timers.push(timer)
         self._deadlines = snap["deadlines"]
         seqs = [t[2] for t in self._timers] + [d[1] for d in self._deadlines]
         self._seq = itertools.count(max(seqs, default=0) + 1)

@@ -13,7 +13,11 @@ A backend hands out the tables:
     An embedded `LMDB <https://lmdb.readthedocs.io>`_ store in a folder of
     its own under ``state_dir`` (one store per executor, so one per Ray
     worker, on that worker's node), with a bounded in-memory cache of live
-    objects in front (:class:`SpilledTable`). State can grow past memory.
+    objects in front (:class:`SpilledTable`), and timer queues whose later
+    entries live on disk (:class:`SpilledHeap`). State can grow past memory:
+    reads share one read transaction until the next write batch, and the
+    store is reopened every ``REOPEN_AFTER_ACCESSES`` entries so that the
+    pages LMDB mapped do not stay in the process's resident memory.
 
 Choose it per pipeline with the options ``state_backend`` and ``state_dir``:
 ``Pipeline(options={"state_backend": "disk", "state_dir": DIR})`` or the
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import heapq
 import marshal
 import os
 import pickle
@@ -63,6 +68,7 @@ __all__ = [
     "MemoryBackend",
     "DiskBackend",
     "SpilledTable",
+    "SpilledHeap",
     "open_backend",
     "table_snapshot",
     "encode_key",
@@ -75,6 +81,8 @@ BACKENDS = ("memory", "disk")
 _NOTHING = object()
 #: How many live (key, window) entries each table of the disk backend keeps in memory by default.
 DEFAULT_CACHE_ENTRIES = 100_000
+#: Entries read or written after which the disk backend closes and reopens its store (see DiskBackend._reopen).
+REOPEN_AFTER_ACCESSES = 50_000
 
 
 @attrs.frozen
@@ -128,6 +136,10 @@ class StateBackend(abc.ABC):
     def table(self, name: str) -> MutableMapping[Any, Any]:
         """A new, empty table; ``name`` (the step's label and what it holds) names it on disk."""
 
+    def heap(self, name: str) -> Any:
+        """A new, empty priority queue of timer tuples: a list used with :mod:`heapq`, or a :class:`SpilledHeap`."""
+        return []
+
 
 class MemoryBackend(StateBackend):
     """Tables are dicts."""
@@ -158,17 +170,73 @@ class DiskBackend(StateBackend):
         #: While an executor snapshots for a checkpoint: its id, and whether only changes are wanted.
         self.snapshot_id: int | None = None
         self.delta = False
+        self.heaps: list[SpilledHeap] = []
+        self._lmdb = lmdb
+        self.env = self._open()
+        self._holder = [self.env]  # the finalizer closes the environment open at the time
+        self._finalizer = weakref.finalize(self, _remove_store, self._holder, self.path)
+        #: The read transaction the tables share until the next write (LMDB without locks must not
+        #: have a reader open while it writes).
+        self._reader: Any = None
+        #: Entries read or written since the store was last opened, and the iterations under way.
+        self._accesses = 0
+        self._iterating = 0
+
+    def _open(self) -> Any:
         # No writemap: pages are written with write(), so the process's memory holds only what it reads.
-        self.env = lmdb.open(
+        return self._lmdb.open(
             self.path, map_size=1 << 40, max_dbs=4096, sync=False, metasync=False, lock=False, readahead=False
         )
-        self._finalizer = weakref.finalize(self, _remove_store, self.env, self.path)
+
+    def reader(self) -> Any:
+        """The shared read transaction (one per write batch, instead of one per read)."""
+        self._accesses += 1
+        txn = self._reader
+        if txn is None:
+            if self._accesses > REOPEN_AFTER_ACCESSES and not self._iterating:
+                self._reopen()
+            txn = self._reader = self.env.begin()
+        return txn
+
+    def writer(self, owner: "SpilledTable | SpilledHeap | None" = None, entries: int = 1) -> Any:
+        """A write transaction (on ``owner``'s database by default) for about ``entries`` entries.
+
+        It ends the shared read transaction first.
+        """
+        if self._reader is not None:
+            self._reader.abort()
+            self._reader = None
+        self._accesses += entries
+        if self._accesses > REOPEN_AFTER_ACCESSES and not self._iterating:
+            self._reopen()
+        return self.env.begin(write=True, db=None if owner is None else owner._db)
+
+    def _reopen(self) -> None:
+        """Close the store and open it again, so that the pages its reads mapped leave the process's memory.
+
+        LMDB reads through a memory map: every page a read or a write touched stays
+        resident in this process (and counts in its RSS) until it is unmapped, so a
+        store read all over would hold its whole file in memory.
+        """
+        self._accesses = 0
+        self.env.close()
+        self.env = self._holder[0] = self._open()
+        for t in self.tables:
+            t._reopened(self.env)
+        for h in self.heaps:
+            h._reopened(self.env)
 
     def table(self, name: str) -> MutableMapping[Any, Any]:
         self._tables += 1
         table = SpilledTable(self, f"{self._tables}:{name}"[:400], self.cache_entries)
         self.tables.append(table)
         return table
+
+    def heap(self, name: str) -> Any:
+        self._tables += 1
+        heap = SpilledHeap(self, f"{self._tables}:{name}"[:400], self.cache_entries)
+        self.heaps.append(heap)
+        return heap
 
     def begin_snapshot(self, checkpoint_id: int, delta: bool) -> None:
         """The operators' next snapshots are for ``checkpoint_id``: only what changed when ``delta``."""
@@ -194,9 +262,9 @@ class DiskBackend(StateBackend):
         self._finalizer()
 
 
-def _remove_store(env: Any, path: str) -> None:
+def _remove_store(holder: list[Any], path: str) -> None:
     try:
-        env.close()
+        holder[0].close()
     finally:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -229,19 +297,27 @@ class SpilledTable(MutableMapping[Any, Any]):
     entry is encoded only when it leaves the cache, whole, and written back
     then. Each key lives either in the cache or on disk: reading a key back
     moves it into the cache (its disk copy is overwritten at the next
-    eviction). Evictions go to disk in batches, one write transaction each.
+    eviction). Evictions go to disk in batches, one write transaction each;
+    a deleted key's disk copy is dropped in the next batch (until then the
+    key is remembered as gone), and reads share one read transaction per
+    batch (:meth:`DiskBackend.reader`).
     """
 
     def __init__(self, backend: DiskBackend, name: str, cache_entries: int) -> None:
         self._backend = backend
+        self._name = name.encode()
         self._env = backend.env
-        self._db = backend.env.open_db(name.encode())
+        self._db = backend.env.open_db(self._name)
         self._capacity = cache_entries
         self._batch = max(1, cache_entries // 8)
-        #: key -> [value, whether the disk holds a (possibly older) copy]
-        self._cache: collections.OrderedDict[Any, list[Any]] = collections.OrderedDict()
+        #: key -> live value, least recently used first.
+        self._cache: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+        #: Cached keys whose disk copy (an older one) exists: the next eviction overwrites it.
+        self._stale: set[Any] = set()
+        #: Deleted keys whose disk copy is still there (key -> encoded key), until the next write batch drops it.
+        self._gone: dict[Any, bytes] = {}
         self._size = 0
-        self._on_disk = 0  # entries whose disk copy is the only one or a stale one
+        self._on_disk = 0  # live entries with a disk copy (the only one, or a stale one)
         #: Keys read or written since the last snapshot, and those of snapshots not yet committed
         #: (checkpoint id, keys): an incremental snapshot holds what changed since the committed one.
         self._touched: set[Any] = set()
@@ -253,88 +329,114 @@ class SpilledTable(MutableMapping[Any, Any]):
         self._missed: Any = _NOTHING
 
     # -- the mapping ---------------------------------------------------------------
+    # Hot path, written for speed on purpose: a hit is one OrderedDict lookup and move; a miss
+    # looks on disk only when something was spilled, and not again for the key it just missed.
     def __getitem__(self, key: Any) -> Any:
-        if self._tracking:
-            self._touched.add(key)  # a value read may be changed in place
-        return self._lookup(key)
-
-    def _lookup(self, key: Any) -> Any:
-        entry = self._cache.get(key)
-        if entry is not None:
-            self._cache.move_to_end(key)
-            return entry[0]
-        if self._on_disk:
-            with self._env.begin(db=self._db) as txn:
-                data = txn.get(encode_key(key))
-            if data is not None:
-                value = decode_value(data)
-                self._cache[key] = [value, True]
-                self._evict()
-                return value
-            self._missed = key  # a write of it usually follows: it need not look on disk again
-        raise KeyError(key)
+        value = self.get(key, _NOTHING)
+        if value is _NOTHING:
+            raise KeyError(key)
+        return value
 
     def get(self, key: Any, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
+        if self._tracking:
+            self._touched.add(key)  # a value read may be changed in place
+        cache = self._cache
+        value = cache.get(key, _NOTHING)
+        if value is not _NOTHING:
+            cache.move_to_end(key)
+            return value
+        value = self._read_back(key)
+        return default if value is _NOTHING else value
+
+    def _lookup(self, key: Any) -> Any:
+        """The value of ``key`` (KeyError when absent), without tracking it as touched."""
+        value = self._cache.get(key, _NOTHING)
+        if value is not _NOTHING:
+            self._cache.move_to_end(key)
+            return value
+        value = self._read_back(key)
+        if value is _NOTHING:
+            raise KeyError(key)
+        return value
+
+    def _read_back(self, key: Any) -> Any:
+        """A key not in the cache: its disk copy, now live in the cache (or _NOTHING)."""
+        if not self._on_disk or key in self._gone or (self._missed is not _NOTHING and self._missed == key):
+            return _NOTHING
+        data = self._backend.reader().get(encode_key(key), db=self._db)
+        if data is None:
+            self._missed = key  # a write of it usually follows: it need not look on disk again
+            return _NOTHING
+        value = decode_value(data)
+        self._cache[key] = value
+        self._stale.add(key)
+        self._evict()
+        return value
+
+    def _disk_has(self, key: Any) -> bool:
+        if not self._on_disk or key in self._gone or (self._missed is not _NOTHING and self._missed == key):
+            return False
+        return self._backend.reader().get(encode_key(key), db=self._db) is not None
 
     def __contains__(self, key: object) -> bool:
-        if key in self._cache:
-            return True
-        if not self._on_disk:
-            return False
-        with self._env.begin(db=self._db) as txn:
-            return txn.get(encode_key(key)) is not None
+        return key in self._cache or self._disk_has(key)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if self._tracking:
             self._touched.add(key)
-        entry = self._cache.get(key)
-        if entry is not None:
-            entry[0] = value
-            self._cache.move_to_end(key)
+        cache = self._cache
+        if key in cache:
+            cache[key] = value
+            cache.move_to_end(key)
             return
-        on_disk = False
-        missed, self._missed = self._missed, _NOTHING
-        if self._on_disk and not (missed is not _NOTHING and missed == key):
-            with self._env.begin(db=self._db) as txn:
-                on_disk = txn.get(encode_key(key)) is not None
-        if not on_disk:
+        if key in self._gone:
+            # Deleted, its disk copy not yet dropped: the copy is now a stale one of a live key.
+            del self._gone[key]
+            self._stale.add(key)
+            self._on_disk += 1
             self._size += 1
-        self._cache[key] = [value, on_disk]
+        elif self._disk_has(key):
+            self._stale.add(key)
+        else:
+            self._size += 1
+            self._missed = _NOTHING
+            cache[key] = value
+            self._evict()
+            return
+        cache[key] = value
         self._evict()
 
     def __delitem__(self, key: Any) -> None:
-        if self._tracking:
-            self._touched.add(key)
-        entry = self._cache.pop(key, None)
-        if entry is not None:
-            self._size -= 1
-            if entry[1]:
-                self._delete_on_disk(key)
-            return
-        if not self._on_disk or not self._delete_on_disk(key):
+        if self.pop(key, _NOTHING) is _NOTHING:
             raise KeyError(key)
-        self._size -= 1
 
     def pop(self, key: Any, *default: Any) -> Any:
-        try:
-            value = self[key]
-        except KeyError:
-            if default:
-                return default[0]
-            raise
-        del self[key]
-        return value
+        """Remove ``key`` and return its value; a spilled value is read without entering the cache."""
+        if self._tracking:
+            self._touched.add(key)
+        value = self._cache.pop(key, _NOTHING)
+        if value is not _NOTHING:
+            self._size -= 1
+            if key in self._stale:
+                self._stale.discard(key)
+                self._forget_on_disk(key, encode_key(key))
+            return value
+        if self._on_disk and key not in self._gone and not (self._missed is not _NOTHING and self._missed == key):
+            raw = encode_key(key)
+            data = self._backend.reader().get(raw, db=self._db)
+            if data is not None:
+                self._size -= 1
+                self._forget_on_disk(key, raw)
+                return decode_value(data)
+        if default:
+            return default[0]
+        raise KeyError(key)
 
-    def _delete_on_disk(self, key: Any) -> bool:
-        with self._env.begin(write=True, db=self._db) as txn:
-            found = bool(txn.delete(encode_key(key)))
-        if found:
-            self._on_disk -= 1
-        return found
+    def _forget_on_disk(self, key: Any, raw: bytes) -> None:
+        self._on_disk -= 1
+        self._gone[key] = raw
+        if len(self._gone) >= self._batch:
+            self._write_batch(0)
 
     def __len__(self) -> int:
         return self._size
@@ -349,15 +451,20 @@ class SpilledTable(MutableMapping[Any, Any]):
     def items(self) -> Iterator[tuple[Any, Any]]:  # type: ignore[override]
         """Every (key, value): the cached ones, then those only on disk (decoded as they are read)."""
         cache = self._cache
-        for key, entry in list(cache.items()):
-            yield key, entry[0]
+        for key, value in list(cache.items()):
+            yield key, value
         if not self._on_disk:
             return
-        with self._env.begin(db=self._db) as txn:
-            for raw, data in txn.cursor():
-                key = decode_key(bytes(raw))
-                if key not in cache:
-                    yield key, decode_value(bytes(data))
+        gone = self._gone
+        self._backend._iterating += 1  # the store is not reopened under the cursor
+        try:
+            with self._env.begin(db=self._db) as txn:
+                for raw, data in txn.cursor():
+                    key = decode_key(bytes(raw))
+                    if key not in cache and key not in gone:
+                        yield key, decode_value(bytes(data))
+        finally:
+            self._backend._iterating -= 1
 
     def values(self) -> Iterator[Any]:  # type: ignore[override]
         for _, value in self.items():
@@ -368,9 +475,11 @@ class SpilledTable(MutableMapping[Any, Any]):
             self._touched.update(key for key, _ in self.items())
         self._missed = _NOTHING
         self._cache.clear()
-        if self._on_disk:
-            with self._env.begin(write=True) as txn:
+        self._stale.clear()
+        if self._on_disk or self._gone:
+            with self._backend.writer() as txn:
                 txn.drop(self._db, delete=False)
+        self._gone.clear()
         self._size = 0
         self._on_disk = 0
 
@@ -407,16 +516,28 @@ class SpilledTable(MutableMapping[Any, Any]):
 
     # -- spilling ------------------------------------------------------------------
     def _evict(self) -> None:
-        cache = self._cache
-        if len(cache) <= self._capacity:
-            return
+        if len(self._cache) > self._capacity:
+            self._write_batch(min(self._batch, len(self._cache)))
+
+    def _write_batch(self, n: int) -> None:
+        """One write transaction: drop the disk copies of deleted keys, write the ``n`` oldest cached entries."""
         self._missed = _NOTHING
-        with self._env.begin(write=True, db=self._db) as txn:
+        cache = self._cache
+        stale = self._stale
+        popitem = cache.popitem
+        with self._backend.writer(self, n + len(self._gone)) as txn:
+            if self._gone:
+                delete = txn.delete
+                for raw in self._gone.values():
+                    delete(raw)
+                self._gone.clear()
             put = txn.put
-            for _ in range(min(self._batch, len(cache))):
-                key, (value, on_disk) = cache.popitem(last=False)
+            for _ in range(n):
+                key, value = popitem(last=False)
                 put(encode_key(key), encode_value(value))
-                if not on_disk:
+                if key in stale:
+                    stale.discard(key)
+                else:
                     self._on_disk += 1
 
     @property
@@ -424,11 +545,155 @@ class SpilledTable(MutableMapping[Any, Any]):
         """How many entries are live in memory now."""
         return len(self._cache)
 
+    def _reopened(self, env: Any) -> None:
+        self._env = env
+        self._db = env.open_db(self._name)
+
     def __reduce__(self) -> Any:
         raise TypeError("a disk state table cannot be pickled; snapshot its entries instead")
 
     def __repr__(self) -> str:
         return f"SpilledTable({self._size} entries, {len(self._cache)} in memory, {self._backend.path})"
+
+
+class SpilledHeap:
+    """A priority queue of tuples ``(timestamp µs, kind, seq, payload...)`` whose later part lives in LMDB.
+
+    ``(timestamp, kind, seq)`` is unique per entry and orders the queue. At
+    most about ``cache_entries`` of the earliest entries are Python objects
+    in an in-memory heap; when it grows past that, its later half is written
+    to disk (keys that sort as the entries do), and when the earliest entry
+    is on disk a batch of the earliest disk entries comes back. The payload
+    is encoded with :func:`encode_key` (windows, keys and plain values).
+
+    >>> import tempfile
+    >>> backend = DiskBackend(tempfile.mkdtemp(), cache_entries=2)
+    >>> heap = backend.heap("timers")
+    >>> for t in [5, 1, 4, 2, 3]:
+    ...     heap.push((t, 1, t, "w%d" % t))
+    >>> len(heap), heap.cached, heap[0]
+    (5, 1, (1, 1, 1, 'w1'))
+    >>> [entry[0] for entry in heap.pop_due(4)], len(heap)
+    ([1, 2, 3], 2)
+    >>> list(heap)
+    [(4, 1, 4, 'w4'), (5, 1, 5, 'w5')]
+    """
+
+    def __init__(self, backend: DiskBackend, name: str, cache_entries: int) -> None:
+        self._backend = backend
+        self._name = name.encode()
+        self._env = backend.env
+        self._db = backend.env.open_db(self._name)
+        self._capacity = max(2, cache_entries)
+        self._mem: list[tuple[Any, ...]] = []
+        self._disk = 0
+        #: The earliest entry on disk (None when the disk holds none).
+        self._disk_head: tuple[Any, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self._mem) + self._disk
+
+    def __bool__(self) -> bool:
+        return bool(self._mem) or self._disk > 0
+
+    @property
+    def cached(self) -> int:
+        """How many entries are live in memory now."""
+        return len(self._mem)
+
+    def push(self, entry: tuple[Any, ...]) -> None:
+        heapq.heappush(self._mem, entry)
+        if len(self._mem) > self._capacity:
+            self._spill()
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        """``heap[0]``: the earliest entry (as with a heapq list)."""
+        if index != 0:
+            raise IndexError("a spilled heap gives only its earliest entry, heap[0]")
+        self._bring_head()
+        return self._mem[0]
+
+    def pop(self) -> tuple[Any, ...]:
+        """Remove and return the earliest entry."""
+        self._bring_head()
+        return heapq.heappop(self._mem)
+
+    def pop_due(self, before: int) -> Iterator[tuple[Any, ...]]:
+        """Pop the entries with a timestamp before ``before``, earliest first, as they are iterated."""
+        while self and self[0][0] < before:
+            yield self.pop()
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        """Every entry, earliest first (a sorted list is a valid heap)."""
+        on_disk: list[tuple[Any, ...]] = []
+        if self._disk:
+            with self._env.begin(db=self._db) as txn:
+                on_disk = [_decode_entry(bytes(k), bytes(v)) for k, v in txn.cursor()]
+        return heapq.merge(sorted(self._mem), on_disk)
+
+    def clear(self) -> None:
+        self._mem = []
+        if self._disk:
+            with self._backend.writer() as txn:
+                txn.drop(self._db, delete=False)
+        self._disk = 0
+        self._disk_head = None
+
+    def _bring_head(self) -> None:
+        head = self._disk_head
+        if head is not None and (not self._mem or head < self._mem[0]):
+            self._load(max(1, self._capacity // 2))
+        if not self._mem:
+            raise IndexError("the heap is empty")
+
+    def _spill(self) -> None:
+        entries = sorted(self._mem)
+        keep = self._capacity // 2
+        self._mem = entries[:keep]  # sorted: a valid heap
+        out = entries[keep:]
+        with self._backend.writer(self, len(out)) as txn:
+            put = txn.put
+            for entry in out:
+                put(*_encode_entry(entry))
+        self._disk += len(out)
+        if self._disk_head is None or out[0] < self._disk_head:
+            self._disk_head = out[0]
+
+    def _load(self, n: int) -> None:
+        mem = self._mem
+        with self._backend.writer(self, n) as txn:
+            cursor = txn.cursor()
+            ok = cursor.first()
+            while ok and n > 0:
+                heapq.heappush(mem, _decode_entry(cursor.key(), cursor.value()))
+                cursor.delete()  # and moves to the next entry, if there is one
+                ok = bool(cursor.key())
+                n -= 1
+                self._disk -= 1
+            self._disk_head = _decode_entry(cursor.key(), cursor.value()) if ok else None
+
+    def _reopened(self, env: Any) -> None:
+        self._env = env
+        self._db = env.open_db(self._name)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a disk timer heap cannot be pickled; snapshot its entries instead")
+
+    def __repr__(self) -> str:
+        return f"SpilledHeap({len(self)} entries, {len(self._mem)} in memory, {self._backend.path})"
+
+
+_ENTRY = struct.Struct(">QBQ")
+
+
+def _encode_entry(entry: tuple[Any, ...]) -> tuple[bytes, bytes]:
+    # Offset by 2**63 so that the bytes sort as the signed timestamps do.
+    return _ENTRY.pack(entry[0] + (1 << 63), entry[1], entry[2]), encode_key(entry[3:])
+
+
+def _decode_entry(key: bytes, value: bytes) -> tuple[Any, ...]:
+    ts, kind, seq = _ENTRY.unpack(key)
+    return (ts - (1 << 63), kind, seq, *decode_key(value))
 
 
 # -- serialization -------------------------------------------------------------------
@@ -445,6 +710,8 @@ def encode_key(key: Any) -> bytes:
     >>> decode_key(encode_key(("user-1", IntervalWindow.from_micros(0, 10)))) == ("user-1", IntervalWindow.from_micros(0, 10))
     True
     """
+    if type(key) is IntervalWindow:
+        return b"W" + _WINDOW.pack(key[0], key[1])
     if type(key) is tuple and len(key) == 2 and type(key[0]) is str:
         # The common (str key, window) pair, without the general recursion.
         data = key[0].encode("utf-8", "surrogatepass")

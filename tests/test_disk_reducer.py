@@ -1,0 +1,271 @@
+"""The windowing reducer on the disk backend: its indexes spill, its output and restores stay exact.
+
+On the disk backend a :class:`KeyedWindowReducer` keeps in memory only a cache's
+worth of what grows with keys and windows: window states, each key's merging
+windows (``active``), each window's keys (``_window_keys``), the timers (a
+:class:`SpilledHeap`) and the values waiting for the watermark (``_deferred``),
+and a firing of many windows hands its panes on in pieces. These tests drive
+reducers directly, with expected panes computed by plain Python, and compare
+the disk backend's panes with the memory backend's call by call.
+"""
+
+from __future__ import annotations
+
+import heapq
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from tidal import trigger, window
+from tidal.model.combinefn import CombineFn
+from tidal.model.strategy import WindowingStrategy
+from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US
+from tidal.model.trigger import AccumulationMode, PaneInfo, PaneInfoTiming
+from tidal.model.window import GlobalWindow, IntervalWindow
+from tidal.runners.core import reduce as reduce_module
+from tidal.runners.core.reduce import CombineReduceFn, GroupReduceFn, KeyedWindowReducer, ReduceFn
+from tidal.runners.core.statebackend import DiskBackend, MemoryBackend, SpilledHeap, SpilledTable
+
+US = 1_000_000
+W = IntervalWindow.from_micros
+ONLY = PaneInfo(True, True, PaneInfoTiming.ON_TIME, 0, 0)
+
+
+class SumFn(CombineFn):
+    def create_accumulator(self) -> int:
+        return 0
+
+    def add_input(self, acc: int, x: int) -> int:
+        return acc + x
+
+    def merge_accumulators(self, accs: Any) -> int:
+        return sum(accs)
+
+    def extract_output(self, acc: int) -> int:
+        return acc
+
+
+def _reducer(backend: Any, strategy: WindowingStrategy, reduce_fn: ReduceFn | None = None) -> tuple[KeyedWindowReducer, list[Any]]:
+    """A reducer on ``backend``; the list collects the panes it hands on in pieces."""
+    reducer = KeyedWindowReducer("Sessions", strategy, reduce_fn or CombineReduceFn(SumFn(), False, "sum"))
+    reducer.use_state_backend(backend)
+    pieces: list[Any] = []
+    reducer.emit_pieces = pieces.append
+    return reducer, pieces
+
+
+def _two_events_per_key(first: int, last: int) -> Iterator[list[Any]]:
+    """Bundles of 50 keys: ``key-i`` gets a 1 at ``i`` s and at ``i + 1`` s (one session [i, i + 6) with Sessions(5))."""
+    gw = GlobalWindow()
+    sessions = window.Sessions(5)
+    bundle: list[Any] = []
+    for i in range(first, last):
+        for t in (i, i + 1):
+            bundle.append(((f"key-{i:05d}", 1), t * US, sessions._assign_us(t * US, None, gw), None))
+        if len(bundle) == 100:
+            yield bundle
+            bundle = []
+    if bundle:
+        yield bundle
+
+
+def _expected(first: int, last: int) -> list[Any]:
+    return [((f"key-{i:05d}", 2), (i + 6) * US - 1, (W(i * US, (i + 6) * US),), ONLY) for i in range(first, last)]
+
+
+def _bounded(reducer: KeyedWindowReducer, cache: int) -> None:
+    assert isinstance(reducer.states, SpilledTable) and reducer.states.cached <= cache
+    assert isinstance(reducer.active, SpilledTable) and reducer.active.cached <= cache
+    assert isinstance(reducer._window_keys, SpilledTable) and reducer._window_keys.cached <= cache
+    assert isinstance(reducer._timers, SpilledHeap) and reducer._timers.cached <= cache
+    assert len(reducer._deferred) <= cache and len(reducer._unstored) <= cache
+
+
+def test_a_sessions_reducer_on_disk_keeps_its_indexes_bounded_and_its_output_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reduce_module, "_PANES_PER_PIECE", 100)
+    reducer, pieces = _reducer(DiskBackend(str(tmp_path), cache_entries=8), WindowingStrategy(window.Sessions(5)))
+    for bundle in _two_events_per_key(0, 2000):
+        assert reducer.process(bundle) == []
+        _bounded(reducer, 8)
+    assert len(reducer.states) == len(reducer.active) == len(reducer._window_keys) == len(reducer._timers) == 2000
+    last = reducer.advance(MAX_TIMESTAMP_US)
+    # The final watermark fires all 2,000 sessions: handed on 100 at a time, not held at once.
+    assert [len(p) for p in pieces] == [100] * 20 and last == []
+    assert sorted(p for piece in pieces for p in piece) == _expected(0, 2000)
+    _bounded(reducer, 8)
+    assert len(reducer.states) == len(reducer.active) == len(reducer._window_keys) == len(reducer._timers) == 0
+    assert reducer.is_empty()
+
+
+def test_the_memory_backend_keeps_plain_indexes_and_returns_every_pane(tmp_path: Path) -> None:
+    reducer, pieces = _reducer(MemoryBackend(), WindowingStrategy(window.Sessions(5)))
+    for bundle in _two_events_per_key(0, 300):
+        reducer.process(bundle)
+    assert type(reducer._timers) is list and type(reducer.active) is dict and len(reducer._deferred) == 300
+    assert sorted(reducer.advance(MAX_TIMESTAMP_US)) == _expected(0, 300) and pieces == []
+
+
+def test_evicted_index_entries_come_back_after_restore(tmp_path: Path) -> None:
+    # Allowed lateness: the general timer path (end-of-window and expiry timers), with states stored.
+    strategy = WindowingStrategy(window.Sessions(5), allowed_lateness_us=3 * US)
+    first, pieces = _reducer(DiskBackend(str(tmp_path / "a"), cache_entries=4), strategy)
+    out: list[Any] = []
+    for bundle in _two_events_per_key(0, 300):
+        out += first.process(bundle)
+    out += first.advance(100 * US)  # sessions ending by 100 s (keys 0..94) fire on time; 3 s lateness
+    snap = first.snapshot()
+    assert len(first._timers) > 4 and first._timers.cached <= 4
+    second, more = _reducer(DiskBackend(str(tmp_path / "b"), cache_entries=4), strategy)
+    second.restore(snap)
+    _bounded(second, 4)
+    assert sorted(second._timers) == sorted(first._timers)
+    assert dict(second._window_keys.items()) == dict(first._window_keys.items())
+    assert dict(second.active.items()) == dict(first.active.items())
+    for bundle in _two_events_per_key(300, 400):
+        out += second.process(bundle)
+    out += second.advance(MAX_TIMESTAMP_US)
+    panes = sorted(p for piece in pieces + more for p in piece) + out
+    # By 100 s the sessions of keys 0..94 ended (ON_TIME panes); those of keys 0..91 also expired
+    # (end + 3 s lateness), so theirs was the last pane. Keys 92..94 get no more input: no more panes.
+    on_time = [
+        ((k, v), ts, ws, PaneInfo(True, i <= 91, PaneInfoTiming.ON_TIME, 0, 0))
+        for i, ((k, v), ts, ws, _) in enumerate(_expected(0, 95))
+    ]
+    assert sorted(panes) == sorted(on_time + _expected(95, 400))
+
+
+# -- property: the disk backend's panes equal the memory backend's, call by call ----------------
+steps = st.lists(
+    st.tuples(
+        st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(min_value=0, max_value=60)), max_size=14),
+        st.integers(min_value=0, max_value=30),  # how far the watermark moves after the bundle (s)
+    ),
+    min_size=1,
+    max_size=6,
+)
+WINDOWFNS = {"sessions": window.Sessions(5), "fixed": window.FixedWindows(10), "sliding": window.SlidingWindows(10, 5)}
+TRIGGERS = {
+    "default": lambda: {},
+    "late": lambda: {"allowed_lateness_us": 20 * US},
+    "early": lambda: {
+        "trigger": trigger.AfterWatermark(early=trigger.AfterCount(2), late=trigger.AfterCount(1)),
+        "accumulation_mode": AccumulationMode.ACCUMULATING,
+        "allowed_lateness_us": 10 * US,
+    },
+}
+
+
+def _calls(reducer: KeyedWindowReducer, pieces: list[Any], windowfn: Any, run: list[Any], restore_at: int, make: Any) -> list[Any]:
+    """Each process/advance call's panes (pieces handed on during the call included), sorted.
+
+    After step ``restore_at`` the reducer is replaced by a new one restored from its snapshot.
+    """
+    calls = []
+    wm, value = 0, 0
+    gw = GlobalWindow()
+
+    def taken(panes: list[Any]) -> list[Any]:
+        got = [p for piece in pieces for p in piece] + panes
+        pieces.clear()
+        return sorted(map(repr, got))
+
+    for n, (elements, move) in enumerate(run):
+        bundle = []
+        for key, t in elements:
+            value += 1
+            bundle.append(((key, value), t * US, windowfn._assign_us(t * US, (key, value), gw), None))
+        calls.append(taken(reducer.process(bundle)))
+        wm += move * US
+        calls.append(taken(reducer.advance(wm)))
+        if n == restore_at:
+            snap = reducer.snapshot()
+            reducer, new_pieces = make()
+            reducer.restore(snap)
+            pieces = new_pieces
+    calls.append(taken(reducer.advance(MAX_TIMESTAMP_US)))
+    return calls
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    run=steps,
+    windowing=st.sampled_from(sorted(WINDOWFNS)),
+    triggering=st.sampled_from(sorted(TRIGGERS)),
+    group=st.booleans(),
+    cache=st.integers(min_value=1, max_value=3),
+    restore_at=st.integers(min_value=-1, max_value=5),
+)
+def test_disk_reducer_panes_equal_memory_reducer_panes_call_by_call(
+    tmp_path_factory: pytest.TempPathFactory, run: list[Any], windowing: str, triggering: str, group: bool, cache: int, restore_at: int
+) -> None:
+    windowfn = WINDOWFNS[windowing]
+    strategy = WindowingStrategy(windowfn, **TRIGGERS[triggering]())
+
+    def make(backend: Any) -> Any:
+        return lambda: _reducer(backend() if callable(backend) else backend, strategy, GroupReduceFn() if group else None)
+
+    folder = tmp_path_factory.mktemp("disk")
+    previous = reduce_module._PANES_PER_PIECE
+    reduce_module._PANES_PER_PIECE = 2  # hand panes on in pieces as often as possible
+    try:
+        want = _calls(*make(MemoryBackend())(), windowfn, run, restore_at, make(MemoryBackend))
+        disk = make(lambda: DiskBackend(str(folder), cache_entries=cache))
+        got = _calls(*disk(), windowfn, run, restore_at, disk)
+    finally:
+        reduce_module._PANES_PER_PIECE = previous
+    assert got == want
+
+
+# -- the spilling timer heap ---------------------------------------------------------------------
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("push"), st.integers(-5, 40), st.integers(0, 1)),
+            st.tuples(st.just("pop"), st.just(0), st.just(0)),
+            st.tuples(st.just("due"), st.integers(-5, 45), st.just(0)),
+            st.tuples(st.just("peek"), st.just(0), st.just(0)),
+            st.tuples(st.just("all"), st.just(0), st.just(0)),
+        ),
+        max_size=80,
+    ),
+    cache=st.integers(min_value=1, max_value=5),
+)
+# Spilled: 5 and 6 on disk, 1 in memory; 10 joins 1 in memory: after 1, the next is 5, from disk.
+@example(ops=[("push", 5, 0), ("push", 6, 0), ("push", 1, 0), ("push", 10, 0), ("pop", 0, 0), ("pop", 0, 0), ("all", 0, 0)], cache=2)
+def test_a_spilled_heap_pops_as_heapq_does(tmp_path_factory: pytest.TempPathFactory, ops: list[Any], cache: int) -> None:
+    heap = DiskBackend(str(tmp_path_factory.mktemp("heap")), cache_entries=cache).heap("timers")
+    ref: list[Any] = []
+    for seq, (op, t, kind) in enumerate(ops):
+        if op == "push":
+            entry = (t, kind, seq, W(t * US, (t + 5) * US), f"key-{seq}")
+            heap.push(entry)
+            heapq.heappush(ref, entry)
+        elif op == "pop" and ref:
+            assert heap.pop() == heapq.heappop(ref)
+        elif op == "due":
+            want = []
+            while ref and ref[0][0] < t:
+                want.append(heapq.heappop(ref))
+            assert list(heap.pop_due(t)) == want
+        elif op == "peek" and ref:
+            assert heap[0] == ref[0]
+        elif op == "all":
+            assert list(heap) == sorted(ref)
+        assert len(heap) == len(ref) and heap.cached <= max(2, cache)
+    assert list(heap) == sorted(ref)
+
+
+def test_an_empty_spilled_heap_says_so(tmp_path: Path) -> None:
+    heap = DiskBackend(str(tmp_path), cache_entries=2).heap("timers")
+    assert not heap and list(heap.pop_due(MAX_TIMESTAMP_US)) == []
+    with pytest.raises(IndexError, match="the heap is empty"):
+        heap.pop()
+    heap.push((MIN_TIMESTAMP_US, 0, 0, "w"))
+    with pytest.raises(IndexError, match=r"only its earliest entry, heap\[0\]"):
+        heap[1]
