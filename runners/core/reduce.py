@@ -37,6 +37,9 @@ from tidal.runners.core.triggers import TriggerContext, compile_trigger
 __all__ = ["ReduceFn", "GroupReduceFn", "CombineReduceFn", "KeyedWindowReducer"]
 
 _EOW, _GC = 0, 1
+
+#: Whether reducers may take the lean path (see ``KeyedWindowReducer.lean``); tests switch it off to compare.
+LEAN_ENABLED = True
 _NO_CONTENTS = object()
 
 
@@ -198,6 +201,21 @@ class KeyedWindowReducer:
         self._unstored: list[tuple[int, int, int, Any, Any, Any]] = []
         self._timers: list[tuple[int, int, int, Any]] = []
         self._window_keys: dict[Any, dict[Any, None]] = {}
+        # Default trigger, no allowed lateness, non-merging windows, end-of-window timestamps:
+        # a window fires once, its only pane, when the watermark passes its end, so a
+        # (key, window) needs no state but its contents. ``_lean`` keeps them as
+        # window -> {key: contents}, one expiry timer per window in ``_timers``; used
+        # while ``states`` is an empty in-memory dict (a disk table, or states restored
+        # from a checkpoint, take the general path).
+        self.lean = (
+            LEAN_ENABLED
+            and self.default_trigger
+            and not self.lateness
+            and not self.merging
+            and self.combiner is TimestampCombiner.OUTPUT_AT_EOW
+            and not timestamped_values
+        )
+        self._lean: dict[Any, dict[Any, Any]] = {}
         self._deadlines: list[tuple[int, int, Any, Any]] = []
         self._seq = itertools.count()
         self.input_watermark = MIN_TIMESTAMP_US
@@ -211,6 +229,9 @@ class KeyedWindowReducer:
         """Add a bundle of (key, value) windowed values; return the panes that fire."""
         if self.timestamped_values:
             bundle = self._with_timestamps(bundle)
+        if self.lean and not self.states and type(self.states) is dict:
+            self._process_lean(bundle)
+            return []  # nothing fires before the watermark passes a window's end
         if self.merging:
             touched = self._process_merging(bundle)
         else:
@@ -300,6 +321,52 @@ class KeyedWindowReducer:
         except Exception as exc:
             raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, kv) from exc
         return touched
+
+    def _process_lean(self, bundle: list[Any]) -> None:
+        # Hot loop of the lean path (see ``lean`` in __init__): written for speed on purpose.
+        lean = self._lean
+        get = lean.get
+        wm = self.input_watermark
+        reduce_add = self.reduce_fn.add
+        first = self.reduce_fn.first
+        missing = _NO_CONTENTS
+        kv: Any = None
+        try:
+            for kv, _t, ws, _p in bundle:
+                key, value = kv
+                for w in ws:
+                    panes = get(w)
+                    if panes is None:
+                        if w._end_us <= wm:  # expired: max timestamp behind the watermark, no lateness
+                            self._drop_late(1)
+                            continue
+                        panes = lean[w] = {}
+                        if w not in self._window_keys:
+                            heapq.heappush(self._timers, (min(w._end_us - 1, MAX_TIMESTAMP_US), _GC, next(self._seq), w))
+                    contents = panes.get(key, missing)
+                    panes[key] = first(value) if contents is missing else reduce_add(contents, value)
+        except (TypeError, ValueError) as exc:
+            self._raise_for(kv, exc)
+        except Exception as exc:
+            raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, kv) from exc
+
+    def _materialize_lean(self) -> None:
+        """Move the lean path's contents into window state (a snapshot keeps one form).
+
+        Each becomes the state the general path would hold: its contents, new input
+        (counted once: under the default trigger only its being there matters) and the
+        window's key registered with the timer already in ``_timers``.
+        """
+        if not self._lean:
+            return
+        lean, self._lean = self._lean, {}
+        for window, panes in lean.items():
+            keys = self._window_keys.setdefault(window, {})
+            for key, contents in panes.items():
+                st = _WindowState(contents)
+                st.new_count = 1
+                self.states[(key, window)] = st
+                keys[key] = None
 
     def _raise_for(self, kv: Any, exc: Exception) -> None:
         try:
@@ -887,6 +954,7 @@ class KeyedWindowReducer:
         """
         states = self.states
         window_keys = self._window_keys
+        lean = self._lean
         active = self.active
         merging = self.merging
         output = self.reduce_fn.output
@@ -902,6 +970,13 @@ class KeyedWindowReducer:
                     append(((key, output(timer[5], False)), timer[0], (window,), only))
                     continue
                 keys = window_keys.pop(window, None)
+                if lean:
+                    panes = lean.pop(window, None)
+                    if panes:
+                        in_window = (window,)
+                        max_ts = window._end_us - 1
+                        for key, contents in panes.items():
+                            append(((key, output(contents, False)), max_ts, in_window, only))
                 if not keys:
                     continue
                 max_ts = window._end_us - 1
@@ -935,10 +1010,10 @@ class KeyedWindowReducer:
 
     def pending_windows(self) -> int:
         self._flush_deferred()
-        return len(self.states)
+        return len(self.states) + sum(map(len, self._lean.values()))
 
     def is_empty(self) -> bool:
-        return not self.states and not self._deferred
+        return not self.states and not self._deferred and not self._lean
 
     def next_deadline(self) -> int | None:
         """The earliest processing time at which a trigger waits to fire."""
@@ -954,6 +1029,7 @@ class KeyedWindowReducer:
     def snapshot(self) -> dict[str, Any]:
         """A picklable copy of all state (windows, panes, triggers, timers, watermarks)."""
         self._flush_deferred()
+        self._materialize_lean()
         # An incremental checkpoint of a disk table: only the states read or written since the
         # last one, and the (key, window) pairs deleted since ("gone"; None in a full snapshot).
         states, gone = table_snapshot(self.states)
@@ -981,6 +1057,7 @@ class KeyedWindowReducer:
             self.states.clear()
             for k, t in snap["states"].items():
                 self.states[k] = _state_from_tuple(t)
+        self._lean = {}
         self.active = snap["active"]
         self._timers = snap["timers"]
         self._window_keys = snap["window_keys"]
