@@ -432,3 +432,35 @@ def test_fused_map_errors_name_the_step_that_raised_them() -> None:
         build(lambda i: window.TimestampedValue(i, i)).run().wait_until_finish()
     with pytest.raises(td.PipelineExecutionError, match=r"'Stamp'.*ZeroDivisionError"):
         build(lambda i: window.TimestampedValue(("k", 1 / 0), i)).run().wait_until_finish()
+
+
+@SETTINGS
+@given(
+    run=stream_steps,
+    windowing=st.sampled_from(["fixed", "sliding", "sessions"]),
+    lateness=st.sampled_from([0, 15]),
+    stamped=st.booleans(),
+)
+def test_a_map_that_assigns_the_windows_equals_the_steps_one_by_one(run: list[Any], windowing: str, lateness: int, stamped: bool) -> None:
+    """Map -> WindowInto -> GroupByKey: the fused Map assigns the windows, WindowInto passes bundles on."""
+    from tidal.runners.direct import DirectRunner
+    from tidal.testing import TestStream
+
+    def build(p: td.Pipeline, name: str) -> None:
+        stream = TestStream()
+        wm, value = 0, 0
+        for elements, move in run:
+            batch = []
+            for key, t in elements:
+                value += 1
+                batch.append((key, t, value) if stamped else window.TimestampedValue((key, t, value), t))
+            if batch:
+                stream.add_elements(batch)
+            wm += move
+            stream.advance_watermark_to(wm)
+        pcoll = p | stream.advance_watermark_to_infinity()
+        pcoll = pcoll | "Stamp" >> (td.Map(_stamp) if stamped else td.Map(lambda e: (e[0], e[2])))
+        _ = pcoll | td.WindowInto(WINDOWFNS[windowing], allowed_lateness=lateness) | td.GroupByKey() | td.ParDo(_Collect(name))
+
+    fused_out, steps_out = _fused_and_not(build, DirectRunner)
+    assert fused_out == steps_out

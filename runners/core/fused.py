@@ -41,7 +41,7 @@ from tidal.model.dofn import CallableDoFn
 from tidal.model.primitives import CombinePerKey, ParDo, WindowInto
 from tidal.model.time import MIN_TIMESTAMP_US
 from tidal.model.trigger import PANE_INFO_UNKNOWN
-from tidal.model.window import GLOBAL_WINDOWS_TUPLE, FixedWindows, GlobalWindows, SlidingWindows, TimestampedValue
+from tidal.model.window import GLOBAL_WINDOWS_TUPLE, FixedWindows, GlobalWindows, Sessions, SlidingWindows, TimestampedValue
 from tidal.runners.core.invoker import _SPECIAL_OUTPUTS
 from tidal.runners.core.operators import AssignWindowsOperator, ParDoOperator, PrecombineOperator
 from tidal.runners.core.sources import GlobalValues
@@ -87,23 +87,84 @@ def fuse_windowed_precombines(executor: "LocalExecutor") -> list[tuple[ParDoOper
         win_op = executor.op_of.get(win_node)
         if type(win_op) is not AssignWindowsOperator or type(win_op.windowfn) not in (FixedWindows, SlidingWindows):
             continue
-        map_pc = win_node.inputs[0]
-        map_node = map_pc.producer
-        if map_node is None or not isinstance(map_node.transform, ParDo) or consumers.get(map_pc) != [win_node]:
-            continue
-        map_op = executor.op_of.get(map_node)
-        if type(map_op) is not ParDoOperator or map_op.views or map_node.transform.output_tags:
+        map_op = _fusable_map(executor, win_node, consumers)
+        if map_op is None:
             continue
         invoker = map_op.invoker
         dofn = invoker.dofn
-        if type(dofn) is not CallableDoFn or dofn.kind != "map" or invoker.args or invoker.kwargs or invoker.signature.params:
-            continue
-        if type(invoker.input_windowfn) not in _INPUT_WINDOWFNS or map_pc is not map_node.main_output:
-            continue
-        invoker._kernel = _fused_kernel(map_op, dofn.fn, win_op.windowfn, pre)
+        invoker._kernel = _fused_kernel(map_op, dofn.fn, win_op.windowfn, pre)  # type: ignore[attr-defined]
         invoker._iterating_kernel = True
         fused.append((map_op, pre))
+    taken = {id(m) for m, _ in fused}
+    for win_node, win_op in executor.op_of.items():
+        if type(win_op) is not AssignWindowsOperator or type(win_op.windowfn) not in _ASSIGNING:
+            continue
+        map_op = _fusable_map(executor, win_node, consumers)
+        if map_op is None or id(map_op) in taken:
+            continue
+        map_op.invoker._kernel = _assigning_kernel(map_op, map_op.invoker.dofn.fn, win_op.windowfn)  # type: ignore[attr-defined]
+        map_op.invoker._iterating_kernel = True
+        win_op.assigned_upstream = True
+        fused.append((map_op, win_op))  # type: ignore[arg-type]
     return fused
+
+
+#: WindowFns whose windows depend on the timestamp alone: a fused Map assigns them.
+_ASSIGNING = (GlobalWindows, FixedWindows, SlidingWindows, Sessions)
+
+
+def _fusable_map(executor: "LocalExecutor", win_node: Any, consumers: dict[Any, list[Any]]) -> ParDoOperator | None:
+    """The Map whose only consumer is the WindowInto ``win_node``, when it is a plain function in this executor."""
+    map_pc = win_node.inputs[0]
+    map_node = map_pc.producer
+    if map_node is None or not isinstance(map_node.transform, ParDo) or consumers.get(map_pc) != [win_node]:
+        return None
+    map_op = executor.op_of.get(map_node)
+    if type(map_op) is not ParDoOperator or map_op.views or map_node.transform.output_tags:
+        return None
+    invoker = map_op.invoker
+    dofn = invoker.dofn
+    if type(dofn) is not CallableDoFn or dofn.kind != "map" or invoker.args or invoker.kwargs or invoker.signature.params:
+        return None
+    if type(invoker.input_windowfn) not in _INPUT_WINDOWFNS or map_pc is not map_node.main_output:
+        return None
+    return map_op
+
+
+def _assigning_kernel(op: ParDoOperator, fn: Callable[[Any], Any], windowfn: Any) -> Callable[[Any], None]:
+    """The Map's kernel that also assigns the WindowInto's windows (which then passes bundles on)."""
+    invoker = op.invoker
+    outputs, main_tag = invoker.outputs, invoker.main_tag
+    special = _SPECIAL_OUTPUTS
+    stamped = TimestampedValue
+    handle = invoker.handle_special
+    assign = windowfn._assign_us
+
+    def kernel(bundle: Any) -> None:
+        out = outputs[main_tag]
+        append = out.append
+        v: Any = None
+        try:
+            for v, t, w, p in bundle:
+                r = fn(v)
+                if r.__class__ in special:
+                    if r.__class__ is stamped:
+                        t = r.timestamp_us
+                        r = r.value
+                    else:  # a WindowedValue: its own windows, each assigned anew
+                        handle(r, t, w, p)
+                        r, t, w, p = out.pop()
+                        seen: dict[Any, None] = {}
+                        for iw in w:
+                            for nw in assign(t, r, iw):
+                                seen[nw] = None
+                        append((r, t, tuple(seen), p))
+                        continue
+                append((r, t, assign(t, r, w[0]), p))
+        except Exception as exc:
+            invoker._fail(fn, exc, v)
+
+    return kernel
 
 
 def _fused_kernel(

@@ -356,8 +356,13 @@ class AssignWindowsOperator(Operator):
         self.windowfn = transform.windowfn
         # These WindowFns put every element in exactly one window.
         self.single_window_input = type(input_windowfn) in (GlobalWindows, FixedWindows, Sessions)
+        #: The Map before this step assigns its windows (see tidal.runners.core.fused): bundles pass on.
+        self.assigned_upstream = False
 
     def process(self, bundle: list[Any], slot: int = 0) -> None:
+        if self.assigned_upstream:
+            self.emit("out", bundle)
+            return
         assign = self.windowfn._assign_us
         out: list[Any] = []
         append = out.append
