@@ -41,7 +41,7 @@ from tidal.model.dofn import CallableDoFn
 from tidal.model.primitives import CombinePerKey, ParDo, WindowInto
 from tidal.model.time import MIN_TIMESTAMP_US
 from tidal.model.trigger import PANE_INFO_UNKNOWN
-from tidal.model.window import GLOBAL_WINDOWS_TUPLE, FixedWindows, GlobalWindows, Sessions, SlidingWindows, TimestampedValue
+from tidal.model.window import GLOBAL_WINDOWS_TUPLE, FixedWindows, GlobalWindows, IntervalWindow, Sessions, SlidingWindows, TimestampedValue
 from tidal.runners.core.invoker import _SPECIAL_OUTPUTS
 from tidal.runners.core.operators import AssignWindowsOperator, ParDoOperator, PrecombineOperator
 from tidal.runners.core.sources import GlobalValues
@@ -139,12 +139,29 @@ def _assigning_kernel(op: ParDoOperator, fn: Callable[[Any], Any], windowfn: Any
     stamped = TimestampedValue
     handle = invoker.handle_special
     assign = windowfn._assign_us
+    # Sessions: the window [t, t + gap) built here (what Sessions._assign_us builds, without two calls).
+    gap = windowfn.gap_us if type(windowfn) is Sessions else None
+    new = tuple.__new__
+    interval = IntervalWindow
 
     def kernel(bundle: Any) -> None:
         out = outputs[main_tag]
         append = out.append
         v: Any = None
         try:
+            if gap is not None:
+                for v, t, w, p in bundle:
+                    r = fn(v)
+                    if r.__class__ is stamped:
+                        t = r.timestamp_us
+                        append((r.value, t, (new(interval, (t, t + gap)),), p))
+                    elif r.__class__ in special:
+                        handle(r, t, w, p)
+                        r, t, w, p = out.pop()
+                        append((r, t, tuple(dict.fromkeys(nw for iw in w for nw in assign(t, r, iw))), p))
+                    else:
+                        append((r, t, (new(interval, (t, t + gap)),), p))
+                return
             for v, t, w, p in bundle:
                 r = fn(v)
                 if r.__class__ in special:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import gc
 import heapq
 import itertools
 import operator
@@ -862,9 +863,18 @@ class KeyedWindowReducer:
             self.processing_time = processing_time
             self._fire_deadlines(out)
         if input_watermark is not None and input_watermark > self.input_watermark:
-            self._flush_deferred(input_watermark)
-            self.input_watermark = input_watermark
-            self._fire_timers(out)
+            # Merging the deferred values and firing build many acyclic objects (panes,
+            # windows, lists of values) at once: the cyclic collector would scan each of
+            # them over and over as it allocates; it runs after the firing instead.
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                self._flush_deferred(input_watermark)
+                self.input_watermark = input_watermark
+                self._fire_timers(out)
+            finally:
+                if collecting:
+                    gc.enable()
         self.output_watermark = max(self.output_watermark, self._compute_output_watermark())
         return out
 
