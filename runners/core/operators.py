@@ -428,7 +428,18 @@ class _KeyedReduceOperator(Operator):
             out = self.reducer.advance(self.input_watermark, self.processing_time)
         finally:
             set_current_container(previous)
-        self.emit("out", out)
+        self._emit_panes(out)
+
+    def _emit_panes(self, out: list[Any]) -> None:
+        """Emit fired panes in bundles of at most ``PANE_BUNDLE``: a watermark that fires a
+        million panes sends them on while each bundle's objects are still in the CPU's cache,
+        instead of walking the million from memory in every later step."""
+        n = PANE_BUNDLE
+        if len(out) <= n:
+            self.emit("out", out)
+            return
+        for i in range(0, len(out), n):
+            self.emit("out", out[i : i + n])
 
     def output_watermark(self) -> int:
         return self.reducer.output_watermark
@@ -686,6 +697,9 @@ class PrecombineOperator(Operator):
 
 
 _MISSING = object()
+
+#: The most panes a grouping step emits in one bundle (see _KeyedReduceOperator._emit_panes).
+PANE_BUNDLE = 8192
 
 
 def _union_groups(snapshots: list[KeyedSnapshot], key_groups: range) -> dict[int, list[Any]]:

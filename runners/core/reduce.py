@@ -389,12 +389,30 @@ class KeyedWindowReducer:
             # ``_deferred`` (as columns) and each key merges once per watermark
             # move instead of once per bundle.
             deferred = self._deferred
+            get = deferred.get
             late_seen = False
             kv: Any = None
             try:
+                if type(self.windowfn) is Sessions:
+                    # The sweep takes these windows as (start, end) tuples: IntervalWindows, whose
+                    # end is item 1 (a subscript, not the _end_us property).
+                    for kv, _t, ws, _p in bundle:
+                        key, value = kv
+                        cols = get(key)
+                        if cols is None:
+                            cols = deferred[key] = ([], [])
+                        for w in ws:
+                            if w[1] <= wm:
+                                if w[1] - 1 + lateness < wm:
+                                    self._drop_late(1)
+                                    continue
+                                late_seen = True
+                            cols[0].append(value)
+                            cols[1].append(w)
+                    bundle = ()  # type: ignore[assignment]
                 for kv, _t, ws, _p in bundle:
                     key, value = kv
-                    cols = deferred.get(key)
+                    cols = get(key)
                     if cols is None:
                         cols = deferred[key] = ([], [])
                     for w in ws:
@@ -556,6 +574,10 @@ class KeyedWindowReducer:
         g_start, g_end = g_window
         g_vals = [values[first]]
         groups = []
+        # Groups come in time order, so those the watermark closes come first; a GroupByKey's
+        # become panes as the sweep closes them (in the order, and with the sequence numbers,
+        # the loop below would give them).
+        unstore_now = as_list and closing_watermark is not None
         for idx in order[1:]:
             w = windows[idx]
             w_start, w_end = w
@@ -567,7 +589,12 @@ class KeyedWindowReducer:
                 elif g_window is not None and w != g_window:
                     g_window = None
             else:
-                groups.append((g_start, g_end, g_vals, g_window))
+                if unstore_now and g_end < closes_before:
+                    if g_window is None:
+                        g_window = IntervalWindow.from_micros(g_start, g_end)
+                    unstored.append((g_end - 1, _GC, next(seq), g_window, key, g_vals))
+                else:
+                    groups.append((g_start, g_end, g_vals, g_window))
                 g_start, g_end, g_vals, g_window = w_start, w_end, [values[idx]], w
         groups.append((g_start, g_end, g_vals, g_window))
         active = None
