@@ -464,3 +464,42 @@ def test_a_map_that_assigns_the_windows_equals_the_steps_one_by_one(run: list[An
 
     fused_out, steps_out = _fused_and_not(build, DirectRunner)
     assert fused_out == steps_out
+
+
+@SETTINGS
+@given(
+    words=st.lists(st.tuples(st.sampled_from(["a", "b", "c", 1, (2, 3)]), st.integers(-3, 3)), max_size=60),
+    bundle_size=st.sampled_from([1, 5, 1000]),
+    strict=st.booleans(),
+)
+def test_a_fused_global_sum_equals_the_steps_one_by_one(words: list[Any], bundle_size: int, strict: bool) -> None:
+    """Map -> lifted sum in the global window (word count): one key -> sum table in the Map's loop."""
+    from tidal.runners.direct import DirectRunner
+
+    def build(p: td.Pipeline, name: str) -> None:
+        _ = p | td.Create(words) | "Pair" >> td.Map(lambda kv: (kv[0], kv[1])) | "Sum" >> td.CombinePerKey(sum) | td.ParDo(_Collect(name))
+
+    fused_out, steps_out = _fused_and_not(build, lambda: DirectRunner(strict=strict, bundle_size=bundle_size))
+    assert fused_out == steps_out
+    sums: dict[Any, int] = {}
+    for k, v in words:
+        sums[k] = sums.get(k, 0) + v
+    only = (True, True, trigger.PaneInfoTiming.ON_TIME, 0, 0)
+    gw = GlobalWindow()
+    assert sorted(fused_out, key=repr) == sorted((((k, s), gw.max_timestamp_us, gw, only) for k, s in sums.items()), key=repr)
+
+
+def test_fused_global_sum_errors_name_the_step_that_raised_them() -> None:
+    from tidal.runners.direct import DirectRunner
+
+    def build(fn: Any) -> td.Pipeline:
+        p = td.Pipeline(runner=DirectRunner())
+        _ = p | td.Create([1, 2]) | "Pair" >> td.Map(fn) | "Sum" >> td.CombinePerKey(sum)
+        return p
+
+    with pytest.raises(td.PipelineExecutionError, match=r"step 'Sum/Precombine': CombinePerKey needs \(key, value\) pairs with hashable keys; got 1"):
+        build(lambda i: i).run().wait_until_finish()
+    with pytest.raises(td.PipelineExecutionError, match=r"'Pair'.*ZeroDivisionError"):
+        build(lambda i: ("k", 1 / 0)).run().wait_until_finish()
+    with pytest.raises(td.PipelineExecutionError, match=r"'Sum/Precombine'.*TypeError"):
+        build(lambda i: ("k", "x")).run().wait_until_finish()

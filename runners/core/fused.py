@@ -41,7 +41,7 @@ from tidal.model.dofn import CallableDoFn
 from tidal.model.primitives import CombinePerKey, ParDo, WindowInto
 from tidal.model.time import MIN_TIMESTAMP_US
 from tidal.model.trigger import PANE_INFO_UNKNOWN
-from tidal.model.window import GLOBAL_WINDOWS_TUPLE, FixedWindows, GlobalWindows, IntervalWindow, Sessions, SlidingWindows, TimestampedValue
+from tidal.model.window import GLOBAL_WINDOW, GLOBAL_WINDOWS_TUPLE, FixedWindows, GlobalWindows, IntervalWindow, Sessions, SlidingWindows, TimestampedValue
 from tidal.runners.core.invoker import _SPECIAL_OUTPUTS
 from tidal.runners.core.operators import AssignWindowsOperator, ParDoOperator, PrecombineOperator
 from tidal.runners.core.sources import GlobalValues
@@ -95,6 +95,18 @@ def fuse_windowed_precombines(executor: "LocalExecutor") -> list[tuple[ParDoOper
         invoker._kernel = _fused_kernel(map_op, dofn.fn, win_op.windowfn, pre)  # type: ignore[attr-defined]
         invoker._iterating_kernel = True
         fused.append((map_op, pre))
+    for combine, pre in executor._precombine_of.items():
+        # Map -> lifted sum in the global window (word count): the kernel sums per key.
+        if type(pre) is not PrecombineOperator or type(pre.fn) is not SumCombineFn:
+            continue
+        if not isinstance(combine.transform, CombinePerKey) or not executor._is_local(combine):
+            continue
+        map_op = _fusable_map(executor, combine, consumers)
+        if map_op is None or type(map_op.invoker.input_windowfn) is not GlobalWindows or any(m is map_op for m, _ in fused):
+            continue
+        map_op.invoker._kernel = _global_sum_kernel(map_op, map_op.invoker._kernel, map_op.invoker.dofn.fn, pre)  # type: ignore[attr-defined]
+        map_op.invoker._iterating_kernel = True
+        fused.append((map_op, pre))
     taken = {id(m) for m, _ in fused}
     for win_node, win_op in executor.op_of.items():
         if type(win_op) is not AssignWindowsOperator or type(win_op.windowfn) not in _ASSIGNING:
@@ -129,6 +141,50 @@ def _fusable_map(executor: "LocalExecutor", win_node: Any, consumers: dict[Any, 
     if type(invoker.input_windowfn) not in _INPUT_WINDOWFNS or map_pc is not map_node.main_output:
         return None
     return map_op
+
+
+def _global_sum_kernel(
+    op: ParDoOperator, general: Callable[[Any], None], fn: Callable[[Any], Any], pre: PrecombineOperator
+) -> Callable[[Any], None]:
+    """Map -> lifted sum over a source's plain values (in the global window): one flat key -> sum table.
+
+    Other bundles, outputs that are not plain pairs (a TimestampedValue, say) and input
+    once the watermark has passed the end of the global window go the general way.
+    """
+    invoker = op.invoker
+    outputs, main_tag = invoker.outputs, invoker.main_tag
+    special = _SPECIAL_OUTPUTS
+    handle = invoker.handle_special
+    table = pre.global_table
+    end = GLOBAL_WINDOW._end_us
+    t, ws, p = MIN_TIMESTAMP_US, GLOBAL_WINDOWS_TUPLE, PANE_INFO_UNKNOWN
+
+    def kernel(bundle: Any) -> None:
+        if type(bundle) is not GlobalValues or pre.input_watermark >= end:
+            general(bundle)
+            return
+        get = table.get
+        sample = op.strict  # strict: the first output must pickle, as the general path checks
+        kv: Any = None
+        try:
+            for v in bundle.values:
+                try:
+                    kv = fn(v)
+                except Exception as exc:
+                    invoker._fail(fn, exc, v)
+                if sample:
+                    sample = False
+                    op._encode_sample(kv, f"output to {main_tag!r}")
+                if kv.__class__ in special:
+                    handle(kv, t, ws, p)
+                    continue
+                key, value = kv
+                table[key] = get(key, 0) + value
+        except (TypeError, ValueError) as exc:
+            raise pre.input_error(kv, exc) from exc
+        pre.flush_if_full()
+
+    return kernel
 
 
 def _assigning_kernel(op: ParDoOperator, fn: Callable[[Any], Any], windowfn: Any) -> Callable[[Any], None]:

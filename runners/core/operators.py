@@ -29,7 +29,7 @@ from tidal.model.pvalue import AsSideInput
 from tidal.model.strategy import WindowingStrategy
 from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US
 from tidal.model.trigger import PANE_INFO_UNKNOWN
-from tidal.model.window import FixedWindows, GlobalWindows, IntervalWindow, Sessions, WindowFn
+from tidal.model.window import GLOBAL_WINDOW, GLOBAL_WINDOWS_TUPLE, FixedWindows, GlobalWindows, IntervalWindow, Sessions, WindowFn
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError, describe_element
 from tidal.runners.core.invoker import DoFnInvoker, SideInputResolver
 from tidal.runners.core.keygroups import KeyedSnapshot, KeyGroups, split_by_group
@@ -528,6 +528,8 @@ class PrecombineOperator(Operator):
         #: (see tidal.runners.core.fused); their windows are ``starts_size`` µs long.
         self.starts: dict[tuple[Any, int], Any] = {}
         self.starts_size = 0
+        #: Partial accumulators of the global window by key, which a fused kernel fills.
+        self.global_table: dict[Any, Any] = {}
 
     def open(self) -> None:
         self._run_user(self.fn.setup)
@@ -592,7 +594,7 @@ class PrecombineOperator(Operator):
         return self.starts
 
     def flush_if_full(self) -> None:
-        if len(self.table) + len(self.starts) >= self.max_keys:
+        if len(self.table) + len(self.starts) + len(self.global_table) >= self.max_keys:
             self.flush()
 
     def _fold_starts(self) -> None:
@@ -606,6 +608,10 @@ class PrecombineOperator(Operator):
             kw = (key, w)
             table[kw] = merge([table[kw], acc]) if kw in table else acc
         self.starts.clear()
+        for key, acc in self.global_table.items():
+            kw = (key, GLOBAL_WINDOW)
+            table[kw] = merge([table[kw], acc]) if kw in table else acc
+        self.global_table.clear()
 
     def _pass_late_through(self, bundle: list[Any]) -> list[Any]:
         """Send elements whose window the watermark has passed on at once, one accumulator each.
@@ -640,7 +646,7 @@ class PrecombineOperator(Operator):
         return on_time
 
     def flush(self) -> None:
-        if not self.table and not self.starts:
+        if not self.table and not self.starts and not self.global_table:
             return
         compact = self.fn.compact
         previous = set_current_container(self.metrics)
@@ -658,6 +664,11 @@ class PrecombineOperator(Operator):
                         ew = windows[start] = (start + size - 1, (IntervalWindow.from_micros(start, start + size),))
                     append(((key, compact(acc)), ew[0], ew[1], unknown))
                 self.starts.clear()
+            if self.global_table:
+                max_ts, in_global, unknown, append = GLOBAL_WINDOW._end_us - 1, GLOBAL_WINDOWS_TUPLE, PANE_INFO_UNKNOWN, out.append
+                for key, acc in self.global_table.items():
+                    append(((key, compact(acc)), max_ts, in_global, unknown))
+                self.global_table.clear()
         except Exception as exc:
             raise UserCodeError(self.label, compact, exc, key) from exc
         finally:
@@ -672,7 +683,7 @@ class PrecombineOperator(Operator):
             self.flush()
 
     def is_idle(self) -> bool:
-        return not self.table and not self.starts
+        return not self.table and not self.starts and not self.global_table
 
     def snapshot(self) -> Any:
         self._fold_starts()
@@ -691,6 +702,7 @@ class PrecombineOperator(Operator):
                     table[kw] = acc
         self.table = table
         self.starts.clear()
+        self.global_table.clear()
 
     def rescale_snapshot(self, snapshots: list[Any], owned: list[bool], key_groups: range) -> Any:
         return KeyedSnapshot(None, _union_groups(snapshots, key_groups))
