@@ -1,4 +1,4 @@
-"""Fused windowed pre-combining: ``Map`` -> ``WindowInto`` -> lifted ``CombinePerKey`` as one loop.
+"""Fused steps: ``Map`` -> ``WindowInto`` -> lifted ``CombinePerKey`` as one loop, and kin.
 
 The commonest windowed aggregation re-stamps each element in a ``Map`` (it
 returns a :class:`~tidal.model.window.TimestampedValue`), assigns fixed or
@@ -29,6 +29,16 @@ window already behind the watermark, a ``Map`` that returns a
 ``WindowInto`` and pre-combine operators, in the same bundle. Errors name
 the step that would have raised them unfused: the ``Map`` for its function,
 the pre-combiner for input that is not a ``(key, value)`` pair.
+
+Two more fusions of a ``Map`` with the step it alone feeds:
+
+* ``Map`` -> lifted ``sum`` in the global window (word count): over a source's
+  plain values the kernel sums into a flat ``key -> partial sum`` table of
+  the pre-combiner;
+* ``Map`` -> ``WindowInto`` over windows that depend on the timestamp alone
+  (global, fixed, sliding, sessions), before any other consumer (a
+  ``GroupByKey``, say): the kernel assigns the new windows itself and the
+  ``WindowInto`` step passes its bundles on.
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ from tidal.model.time import MIN_TIMESTAMP_US
 from tidal.model.trigger import PANE_INFO_UNKNOWN
 from tidal.model.window import GLOBAL_WINDOW, GLOBAL_WINDOWS_TUPLE, FixedWindows, GlobalWindows, IntervalWindow, Sessions, SlidingWindows, TimestampedValue
 from tidal.runners.core.invoker import _SPECIAL_OUTPUTS
-from tidal.runners.core.operators import AssignWindowsOperator, ParDoOperator, PrecombineOperator
+from tidal.runners.core.operators import AssignWindowsOperator, Operator, ParDoOperator, PrecombineOperator
 from tidal.runners.core.sources import GlobalValues
 
 if TYPE_CHECKING:
@@ -57,8 +67,8 @@ FUSION_ENABLED = True
 _INPUT_WINDOWFNS = (GlobalWindows, FixedWindows, SlidingWindows)
 
 
-def fuse_windowed_precombines(executor: "LocalExecutor") -> list[tuple[ParDoOperator, PrecombineOperator]]:
-    """Give each fusable ``Map`` the fused kernel; returns the (Map, pre-combiner) pairs fused.
+def fuse_windowed_precombines(executor: "LocalExecutor") -> list[tuple[ParDoOperator, Operator]]:
+    """Give each fusable ``Map`` a fused kernel; returns the (Map, pre-combiner or WindowInto) pairs fused.
 
     >>> import tidal as td
     >>> from tidal import window
@@ -71,7 +81,7 @@ def fuse_windowed_precombines(executor: "LocalExecutor") -> list[tuple[ParDoOper
     >>> [(m.label, pre.label) for m, pre in ex.fused]
     [('Stamp', 'Sum/Precombine')]
     """
-    fused: list[tuple[ParDoOperator, PrecombineOperator]] = []
+    fused: list[tuple[ParDoOperator, Operator]] = []
     if not FUSION_ENABLED:
         return fused
     consumers = executor._consumers()
@@ -91,8 +101,9 @@ def fuse_windowed_precombines(executor: "LocalExecutor") -> list[tuple[ParDoOper
         if map_op is None:
             continue
         invoker = map_op.invoker
-        dofn = invoker.dofn
-        invoker._kernel = _fused_kernel(map_op, dofn.fn, win_op.windowfn, pre)  # type: ignore[attr-defined]
+        dofn: Any = invoker.dofn
+        windowfn: Any = win_op.windowfn
+        invoker._kernel = _fused_kernel(map_op, dofn.fn, windowfn, pre)
         invoker._iterating_kernel = True
         fused.append((map_op, pre))
     for combine, pre in executor._precombine_of.items():
@@ -117,7 +128,7 @@ def fuse_windowed_precombines(executor: "LocalExecutor") -> list[tuple[ParDoOper
         map_op.invoker._kernel = _assigning_kernel(map_op, map_op.invoker.dofn.fn, win_op.windowfn)  # type: ignore[attr-defined]
         map_op.invoker._iterating_kernel = True
         win_op.assigned_upstream = True
-        fused.append((map_op, win_op))  # type: ignore[arg-type]
+        fused.append((map_op, win_op))
     return fused
 
 

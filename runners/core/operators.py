@@ -605,7 +605,7 @@ class PrecombineOperator(Operator):
             w = windows.get(start)
             if w is None:
                 w = windows[start] = IntervalWindow.from_micros(start, start + size)
-            kw = (key, w)
+            kw: tuple[Any, Any] = (key, w)
             table[kw] = merge([table[kw], acc]) if kw in table else acc
         self.starts.clear()
         for key, acc in self.global_table.items():
