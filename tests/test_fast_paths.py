@@ -503,3 +503,85 @@ def test_fused_global_sum_errors_name_the_step_that_raised_them() -> None:
         build(lambda i: ("k", 1 / 0)).run().wait_until_finish()
     with pytest.raises(td.PipelineExecutionError, match=r"'Sum/Precombine'.*TypeError"):
         build(lambda i: ("k", "x")).run().wait_until_finish()
+
+
+# -- a DoFn taking the window as its second argument (the general loop binds it by keyword) --------
+class _WindowSecond(DoFn):
+    def process(self, v: Any, w: Any = DoFn.WindowParam) -> Any:
+        yield (v, w)
+
+
+class _WindowKeywordOnly(DoFn):
+    def process(self, v: Any, *, w: Any = DoFn.WindowParam) -> Any:
+        yield (v, w)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers()), max_size=30), st.sampled_from(sorted(WINDOWFNS)))
+def test_the_window_kernel_equals_the_general_kernel(elements: list[Any], windowing: str) -> None:
+    from tidal.runners.core.invoker import DoFnInvoker
+
+    windowfn = WINDOWFNS[windowing]
+    bundle = [(v, t * US, windowfn._assign_us(t * US, v, GlobalWindow()), None) for t, v in elements]
+    fast = DoFnInvoker("fast", _WindowSecond(), (), {}, "out", (), windowfn)
+    general = DoFnInvoker("general", _WindowKeywordOnly(), (), {}, "out", (), windowfn)
+    assert fast._kernel == fast._window_kernel and general._kernel == general._general_kernel
+    fast.process_bundle(bundle)
+    general.process_bundle(bundle)
+    assert fast.outputs == general.outputs
+    assert len(fast.outputs["out"]) == sum(len(ws) for _v, _t, ws, _p in bundle)
+
+
+# -- panes in bundles, and the collector off while a watermark fires ----------------------------------
+def test_a_large_firing_is_emitted_in_bundles_of_pane_bundle_in_order(monkeypatch: Any) -> None:
+    from tidal.runners.core import operators
+
+    monkeypatch.setattr(operators, "PANE_BUNDLE", 3)
+
+    def build(p: td.Pipeline) -> None:
+        _ = p | td.Create([(k, k) for k in range(10)]) | td.GroupByKey() | "After" >> td.Map(lambda kv: kv)
+
+    ex, seen = _wired_executor(build)
+    ex.run()
+    bundles = [b for label, b in seen if label == "After"]
+    assert [len(b) for b in bundles] == [3, 3, 3, 1]
+    assert [wv[0] for b in bundles for wv in b] == [(k, [k]) for k in range(10)]
+
+
+class _FailingOutput(CombineFn):
+    def create_accumulator(self) -> int:
+        return 0
+
+    def add_input(self, acc: int, x: int) -> int:
+        return acc + x
+
+    def merge_accumulators(self, accs: Any) -> int:
+        return sum(accs)
+
+    def extract_output(self, acc: int) -> int:
+        import gc
+
+        assert not gc.isenabled()  # firing runs with the cyclic collector off
+        if acc > 100:
+            raise ValueError("too big")
+        return acc
+
+
+def test_firing_holds_the_cyclic_collector_off_and_restores_it() -> None:
+    import gc
+
+    strategy = WindowingStrategy(window.FixedWindows(10))
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        try:
+            reducer = KeyedWindowReducer("sum", strategy, CombineReduceFn(_FailingOutput(), False, "sum"))
+            reducer.process([(("a", 1), 0, window.FixedWindows(10)._assign_us(0, None, GlobalWindow()), None)])
+            assert [kv for kv, *_ in reducer.advance(MAX_TIMESTAMP_US)] == [("a", 1)]
+            assert gc.isenabled() is enabled
+            reducer = KeyedWindowReducer("sum", strategy, CombineReduceFn(_FailingOutput(), False, "sum"))
+            reducer.process([(("a", 101), 0, window.FixedWindows(10)._assign_us(0, None, GlobalWindow()), None)])
+            with pytest.raises(td.PipelineExecutionError, match="too big"):
+                reducer.advance(MAX_TIMESTAMP_US)
+            assert gc.isenabled() is enabled
+        finally:
+            gc.enable()
