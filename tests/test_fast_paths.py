@@ -42,6 +42,7 @@ WINDOWFNS = {
     "sessions": window.Sessions(5),
     "fixed": window.FixedWindows(10),
     "sliding": window.SlidingWindows(10, 5),
+    "fixed_offset": window.FixedWindows(10, offset=3),
 }
 
 
@@ -239,7 +240,7 @@ def test_other_consumers_of_a_source_get_windowed_tuples() -> None:
 
 # -- the lean reducer path: window -> {key: contents}, no window state -----------------------------
 @SETTINGS
-@given(run=steps, windowing=st.sampled_from(["fixed", "sliding"]), kind=st.sampled_from(["group", "sum"]))
+@given(run=steps, windowing=st.sampled_from(["fixed", "sliding", "fixed_offset"]), kind=st.sampled_from(["group", "sum"]))
 def test_lean_reducer_equals_window_state(run: list[Any], windowing: str, kind: str) -> None:
     windowfn = WINDOWFNS[windowing]
     fast = KeyedWindowReducer("gbk", WindowingStrategy(windowfn), _reduce_fn(kind))
@@ -352,7 +353,7 @@ def _fused_and_not(build: Any, runner: Any) -> tuple[list[Any], list[Any]]:
 @SETTINGS
 @given(
     run=stream_steps,
-    windowing=st.sampled_from(["fixed", "sliding"]),
+    windowing=st.sampled_from(["fixed", "sliding", "fixed_offset"]),
     lateness=st.sampled_from([0, 15]),
     stamped=st.booleans(),
     strict=st.booleans(),
@@ -385,15 +386,16 @@ def test_fused_windowed_sum_equals_the_steps_one_by_one_in_a_stream(
 @SETTINGS
 @given(
     elements=st.lists(st.tuples(st.sampled_from("abcd"), st.integers(min_value=0, max_value=100), st.integers(-5, 5)), max_size=60),
-    windowing=st.sampled_from(["fixed", "sliding"]),
+    windowing=st.sampled_from(["fixed", "sliding", "fixed_offset"]),
     bundle_size=st.sampled_from([1, 7, 1000]),
+    strict=st.booleans(),
 )
-def test_fused_windowed_sum_equals_the_steps_one_by_one_in_a_batch(elements: list[Any], windowing: str, bundle_size: int) -> None:
+def test_fused_windowed_sum_equals_the_steps_one_by_one_in_a_batch(elements: list[Any], windowing: str, bundle_size: int, strict: bool) -> None:
     from tidal.runners.direct import DirectRunner
 
     data = list(elements)
     build = lambda p, name: _windowed_sum(p, td.Create(data), WINDOWFNS[windowing], 0, True, name)  # noqa: E731
-    fused_out, steps_out = _fused_and_not(build, lambda: DirectRunner(bundle_size=bundle_size))
+    fused_out, steps_out = _fused_and_not(build, lambda: DirectRunner(strict=strict, bundle_size=bundle_size))
     assert fused_out == steps_out
     # And both are the per-(key, window) sums a plain loop finds.
     sums: dict[tuple[str, Any], int] = {}

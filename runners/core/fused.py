@@ -278,7 +278,46 @@ def _fused_kernel(
             invoker._fail(fn, exc, v)
         return results
 
+    def one_pass(values: list[Any]) -> None:
+        """Fixed windows over a source's plain values: the function's call in the same loop."""
+        general = outputs[main_tag].append
+        wm = pre.input_watermark
+        get = table.get
+        t0, ws0, p0 = MIN_TIMESTAMP_US, GLOBAL_WINDOWS_TUPLE, PANE_INFO_UNKNOWN
+        kv: Any = None
+        try:
+            for v in values:
+                try:
+                    r = fn(v)
+                except Exception as exc:
+                    invoker._fail(fn, exc, v)
+                if r.__class__ is stamped:
+                    t = r.timestamp_us
+                    kv = r.value
+                    start = t - (t - offset) % size
+                    if start + size <= wm:
+                        general((kv, t, assign_in(t, kv, ws0[0]), p0))
+                        continue
+                elif r.__class__ in special:
+                    handle(r, t0, ws0, p0)
+                    continue
+                else:
+                    kv = r
+                    start = t0 - (t0 - offset) % size
+                    if start + size <= wm:
+                        general((kv, t0, ws0, p0))
+                        continue
+                key, value = kv
+                kw = (key, start)
+                table[kw] = get(kw, 0) + value
+        except (TypeError, ValueError) as exc:
+            raise pre.input_error(kv, exc) from exc
+        pre.flush_if_full()
+
     def kernel(bundle: Any) -> None:
+        if type(bundle) is GlobalValues and not sliding and not op.strict:
+            one_pass(bundle.values)
+            return
         if type(bundle) is GlobalValues:
             results = call_all(bundle.values)
             stamps: Any = itertools.repeat((MIN_TIMESTAMP_US, GLOBAL_WINDOWS_TUPLE, PANE_INFO_UNKNOWN))
