@@ -157,22 +157,53 @@ def _fusable_map(executor: "LocalExecutor", win_node: Any, consumers: dict[Any, 
 def _global_sum_kernel(
     op: ParDoOperator, general: Callable[[Any], None], fn: Callable[[Any], Any], pre: PrecombineOperator
 ) -> Callable[[Any], None]:
-    """Map -> lifted sum over a source's plain values (in the global window): one flat key -> sum table.
+    """Map -> lifted sum in the global window: one flat key -> sum table.
 
-    Other bundles, outputs that are not plain pairs (a TimestampedValue, say) and input
-    once the watermark has passed the end of the global window go the general way.
+    Outputs that are not plain pairs (a TimestampedValue, say), elements in other windows
+    and input once the watermark has passed the end of the global window go the general way.
     """
     invoker = op.invoker
     outputs, main_tag = invoker.outputs, invoker.main_tag
     special = _SPECIAL_OUTPUTS
     handle = invoker.handle_special
     table = pre.global_table
+    in_global = GLOBAL_WINDOWS_TUPLE
+
+    def listed(bundle: list[Any]) -> None:
+        """Windowed values (strict mode builds a source's out): those in the global window go to the table."""
+        out = outputs[main_tag]
+        get = table.get
+        sample = op.strict
+        kv: Any = None
+        try:
+            for v, t, ws, p in bundle:
+                try:
+                    kv = fn(v)
+                except Exception as exc:
+                    invoker._fail(fn, exc, v)
+                if sample:
+                    sample = False
+                    op._encode_sample(kv, f"output to {main_tag!r}")
+                if kv.__class__ in special:
+                    handle(kv, t, ws, p)
+                    continue
+                if ws is not in_global and ws != in_global:
+                    out.append((kv, t, ws, p))  # windows of their own: the general way
+                    continue
+                key, value = kv
+                table[key] = get(key, 0) + value
+        except (TypeError, ValueError) as exc:
+            raise pre.input_error(kv, exc) from exc
+        pre.flush_if_full()
     end = GLOBAL_WINDOW._end_us
     t, ws, p = MIN_TIMESTAMP_US, GLOBAL_WINDOWS_TUPLE, PANE_INFO_UNKNOWN
 
     def kernel(bundle: Any) -> None:
-        if type(bundle) is not GlobalValues or pre.input_watermark >= end:
+        if pre.input_watermark >= end:
             general(bundle)
+            return
+        if type(bundle) is not GlobalValues:
+            listed(bundle)
             return
         get = table.get
         sample = op.strict  # strict: the first output must pickle, as the general path checks
