@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,6 +42,7 @@ WINDOWFNS = {
     "sessions": window.Sessions(5),
     "fixed": window.FixedWindows(10),
     "sliding": window.SlidingWindows(10, 5),
+    "fixed_offset": window.FixedWindows(10, offset=3),
 }
 
 
@@ -234,3 +236,354 @@ def test_other_consumers_of_a_source_get_windowed_tuples() -> None:
     assert any(t is GlobalValues for t in kinds.values())  # the Map
     gbk = [b for label, b in seen if label.startswith("GroupByKey")]
     assert gbk and all(type(b) is list and all(len(wv) == 4 for wv in b) for b in gbk)
+
+
+# -- the lean reducer path: window -> {key: contents}, no window state -----------------------------
+@SETTINGS
+@given(run=steps, windowing=st.sampled_from(["fixed", "sliding", "fixed_offset"]), kind=st.sampled_from(["group", "sum"]))
+def test_lean_reducer_equals_window_state(run: list[Any], windowing: str, kind: str) -> None:
+    windowfn = WINDOWFNS[windowing]
+    fast = KeyedWindowReducer("gbk", WindowingStrategy(windowfn), _reduce_fn(kind))
+    slow = KeyedWindowReducer("gbk", WindowingStrategy(windowfn), _reduce_fn(kind))
+    slow.lean = False
+    assert fast.lean
+    got, want = _run(fast, windowfn, run), _run(slow, windowfn, run)
+    # Exactly the same panes, every field, in the same order at every call.
+    assert [_exact(panes) for panes in got] == [_exact(panes) for panes in want]
+    assert fast.dropped == slow.dropped
+    assert fast.is_empty() and slow.is_empty()
+
+
+def _exact(panes: list[Any]) -> list[Any]:
+    return [(kv, ts, ws, (p.is_first, p.is_last, p.timing, p.index, p.nonspeculative_index)) for kv, ts, ws, p in panes]
+
+
+@SETTINGS
+@given(run=steps, cut=st.integers(min_value=0, max_value=5), kind=st.sampled_from(["group", "sum"]))
+def test_lean_reducer_snapshot_restores_into_the_same_panes(run: list[Any], cut: int, kind: str) -> None:
+    """A checkpoint taken mid-run (lean contents become window state) and restored gives the same panes."""
+    windowfn = WINDOWFNS["fixed"]
+    whole = KeyedWindowReducer("gbk", WindowingStrategy(windowfn), _reduce_fn(kind))
+    want = _run(whole, windowfn, run)
+    first = KeyedWindowReducer("gbk", WindowingStrategy(windowfn), _reduce_fn(kind))
+    head, tail = run[:cut], run[cut:]
+    got = _run_steps(first, windowfn, head, 0, 0)
+    resumed = KeyedWindowReducer("gbk", WindowingStrategy(windowfn), _reduce_fn(kind))
+    resumed.restore(first.snapshot())
+    wm = sum(move for _, move in head) * US
+    value = sum(len(elements) for elements, _ in head)
+    got += _run_steps(resumed, windowfn, tail, wm, value)
+    got.append(resumed.advance(MAX_TIMESTAMP_US))
+    assert [_canonical(panes) for panes in got] == [_canonical(panes) for panes in want]
+    assert first.dropped + resumed.dropped - first.dropped == whole.dropped
+
+
+def _run_steps(reducer: KeyedWindowReducer, windowfn: Any, run: list[Any], wm: int, value: int) -> list[list[Any]]:
+    outputs = []
+    gw = GlobalWindow()
+    for elements, move in run:
+        bundle = []
+        for key, t in elements:
+            value += 1
+            bundle.append(((key, value), t * US, windowfn._assign_us(t * US, (key, value), gw), None))
+        outputs.append(reducer.process(bundle))
+        wm += move * US
+        outputs.append(reducer.advance(wm))
+    return outputs
+
+
+# -- Map -> WindowInto -> lifted sum, fused into one loop (runners/core/fused.py) ---------------------
+_COLLECTED: dict[str, list[Any]] = {}
+
+
+class _Collect(DoFn):
+    """Appends (element, timestamp µs, window, pane fields) to ``_COLLECTED[run]`` in arrival order."""
+
+    def __init__(self, run: str) -> None:
+        self.run = run
+
+    def process(self, v: Any, t: Any = DoFn.TimestampParam, w: Any = DoFn.WindowParam, p: Any = DoFn.PaneInfoParam) -> Any:
+        _COLLECTED.setdefault(self.run, []).append((v, t.micros, w, (p.is_first, p.is_last, p.timing, p.index, p.nonspeculative_index)))
+        return ()
+
+
+def _stamp(e: tuple[str, int, int]) -> Any:
+    return window.TimestampedValue((e[0], e[2]), e[1])
+
+
+# Each step: elements (key, event time s), then a watermark move; elements behind the watermark are late.
+stream_steps = st.lists(
+    st.tuples(
+        st.lists(st.tuples(st.sampled_from("abc"), st.integers(min_value=0, max_value=80)), max_size=10),
+        st.integers(min_value=1, max_value=40),
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+def _windowed_sum(p: td.Pipeline, source: Any, windowfn: Any, lateness: int, stamped: bool, run: str) -> None:
+    """Lifted, so fusable: the default trigger (with allowed lateness, each late element fires a LATE pane)."""
+    pcoll = p | source
+    pcoll = pcoll | "Stamp" >> (td.Map(_stamp) if stamped else td.Map(lambda e: (e[0], e[2])))
+    _ = pcoll | td.WindowInto(windowfn, allowed_lateness=lateness) | "Sum" >> td.CombinePerKey(sum) | td.ParDo(_Collect(run))
+
+
+def _fused_and_not(build: Any, runner: Any) -> tuple[list[Any], list[Any]]:
+    from tidal.runners.core import fused
+    from tidal.runners.core.executor import LocalExecutor
+    from tidal.runners.core.plan import build_plan
+
+    out = []
+    for enabled in (True, False):
+        run = f"fused-{enabled}"
+        _COLLECTED.pop(run, None)
+        fused.FUSION_ENABLED = enabled
+        try:
+            p = td.Pipeline(runner=runner())
+            build(p, run)
+            assert bool(LocalExecutor(build_plan(p.graph())).fused) is enabled
+            p.run().wait_until_finish()
+        finally:
+            fused.FUSION_ENABLED = True
+        out.append(_COLLECTED.pop(run, []))
+    return out[0], out[1]
+
+
+@SETTINGS
+@given(
+    run=stream_steps,
+    windowing=st.sampled_from(["fixed", "sliding", "fixed_offset"]),
+    lateness=st.sampled_from([0, 15]),
+    stamped=st.booleans(),
+    strict=st.booleans(),
+)
+def test_fused_windowed_sum_equals_the_steps_one_by_one_in_a_stream(
+    run: list[Any], windowing: str, lateness: int, stamped: bool, strict: bool
+) -> None:
+    from tidal.runners.direct import DirectRunner
+    from tidal.testing import TestStream
+
+    def build(p: td.Pipeline, name: str) -> None:
+        stream = TestStream()
+        wm, value = 0, 0
+        for elements, move in run:
+            batch = []
+            for key, t in elements:
+                value += 1
+                # Unstamped: the stream stamps it, and the Map keeps the timestamp.
+                batch.append((key, t, value) if stamped else window.TimestampedValue((key, t, value), t))
+            if batch:
+                stream.add_elements(batch)
+            wm += move
+            stream.advance_watermark_to(wm)
+        _windowed_sum(p, stream.advance_watermark_to_infinity(), WINDOWFNS[windowing], lateness, stamped, name)
+
+    fused_out, steps_out = _fused_and_not(build, lambda: DirectRunner(strict=strict))
+    assert fused_out == steps_out
+
+
+@SETTINGS
+@given(
+    elements=st.lists(st.tuples(st.sampled_from("abcd"), st.integers(min_value=0, max_value=100), st.integers(-5, 5)), max_size=60),
+    windowing=st.sampled_from(["fixed", "sliding", "fixed_offset"]),
+    bundle_size=st.sampled_from([1, 7, 1000]),
+    strict=st.booleans(),
+)
+def test_fused_windowed_sum_equals_the_steps_one_by_one_in_a_batch(elements: list[Any], windowing: str, bundle_size: int, strict: bool) -> None:
+    from tidal.runners.direct import DirectRunner
+
+    data = list(elements)
+    build = lambda p, name: _windowed_sum(p, td.Create(data), WINDOWFNS[windowing], 0, True, name)  # noqa: E731
+    fused_out, steps_out = _fused_and_not(build, lambda: DirectRunner(strict=strict, bundle_size=bundle_size))
+    assert fused_out == steps_out
+    # And both are the per-(key, window) sums a plain loop finds.
+    sums: dict[tuple[str, Any], int] = {}
+    gw = GlobalWindow()
+    for k, t, v in data:
+        for w in WINDOWFNS[windowing]._assign_us(t * US, None, gw):
+            sums[(k, w)] = sums.get((k, w), 0) + v
+    only = (True, True, trigger.PaneInfoTiming.ON_TIME, 0, 0)
+    assert sorted(fused_out, key=repr) == sorted((((k, s), w.max_timestamp_us, w, only) for (k, w), s in sums.items()), key=repr)
+
+
+def test_fused_windowed_sum_by_hand() -> None:
+    from tidal.runners.direct import DirectRunner
+
+    data = [("a", 1, 1), ("b", 2, 10), ("a", 9, 2), ("a", 12, 4)]
+    _COLLECTED.pop("hand", None)
+    p = td.Pipeline(runner=DirectRunner())
+    _windowed_sum(p, td.Create(data), window.FixedWindows(10), 0, True, "hand")
+    p.run().wait_until_finish()
+    only = (True, True, trigger.PaneInfoTiming.ON_TIME, 0, 0)
+    w0, w1 = window.IntervalWindow(0, 10), window.IntervalWindow(10, 20)
+    assert sorted(_COLLECTED.pop("hand"), key=repr) == sorted(
+        [(("a", 3), 9_999_999, w0, only), (("b", 10), 9_999_999, w0, only), (("a", 4), 19_999_999, w1, only)], key=repr
+    )
+
+
+def test_fused_map_errors_name_the_step_that_raised_them() -> None:
+    from tidal.runners.direct import DirectRunner
+
+    def build(fn: Any) -> td.Pipeline:
+        p = td.Pipeline(runner=DirectRunner())
+        _ = p | td.Create([1, 2]) | "Stamp" >> td.Map(fn) | td.WindowInto(window.FixedWindows(10)) | "Sum" >> td.CombinePerKey(sum)
+        return p
+
+    with pytest.raises(td.PipelineExecutionError, match=r"step 'Sum/Precombine': CombinePerKey needs \(key, value\) pairs with hashable keys; got 1"):
+        build(lambda i: window.TimestampedValue(i, i)).run().wait_until_finish()
+    with pytest.raises(td.PipelineExecutionError, match=r"'Stamp'.*ZeroDivisionError"):
+        build(lambda i: window.TimestampedValue(("k", 1 / 0), i)).run().wait_until_finish()
+
+
+@SETTINGS
+@given(
+    run=stream_steps,
+    windowing=st.sampled_from(["fixed", "sliding", "sessions"]),
+    lateness=st.sampled_from([0, 15]),
+    stamped=st.booleans(),
+)
+def test_a_map_that_assigns_the_windows_equals_the_steps_one_by_one(run: list[Any], windowing: str, lateness: int, stamped: bool) -> None:
+    """Map -> WindowInto -> GroupByKey: the fused Map assigns the windows, WindowInto passes bundles on."""
+    from tidal.runners.direct import DirectRunner
+    from tidal.testing import TestStream
+
+    def build(p: td.Pipeline, name: str) -> None:
+        stream = TestStream()
+        wm, value = 0, 0
+        for elements, move in run:
+            batch = []
+            for key, t in elements:
+                value += 1
+                batch.append((key, t, value) if stamped else window.TimestampedValue((key, t, value), t))
+            if batch:
+                stream.add_elements(batch)
+            wm += move
+            stream.advance_watermark_to(wm)
+        pcoll = p | stream.advance_watermark_to_infinity()
+        pcoll = pcoll | "Stamp" >> (td.Map(_stamp) if stamped else td.Map(lambda e: (e[0], e[2])))
+        _ = pcoll | td.WindowInto(WINDOWFNS[windowing], allowed_lateness=lateness) | td.GroupByKey() | td.ParDo(_Collect(name))
+
+    fused_out, steps_out = _fused_and_not(build, DirectRunner)
+    assert fused_out == steps_out
+
+
+@SETTINGS
+@given(
+    words=st.lists(st.tuples(st.sampled_from(["a", "b", "c", 1, (2, 3)]), st.integers(-3, 3)), max_size=60),
+    bundle_size=st.sampled_from([1, 5, 1000]),
+    strict=st.booleans(),
+)
+def test_a_fused_global_sum_equals_the_steps_one_by_one(words: list[Any], bundle_size: int, strict: bool) -> None:
+    """Map -> lifted sum in the global window (word count): one key -> sum table in the Map's loop."""
+    from tidal.runners.direct import DirectRunner
+
+    def build(p: td.Pipeline, name: str) -> None:
+        _ = p | td.Create(words) | "Pair" >> td.Map(lambda kv: (kv[0], kv[1])) | "Sum" >> td.CombinePerKey(sum) | td.ParDo(_Collect(name))
+
+    fused_out, steps_out = _fused_and_not(build, lambda: DirectRunner(strict=strict, bundle_size=bundle_size))
+    assert fused_out == steps_out
+    sums: dict[Any, int] = {}
+    for k, v in words:
+        sums[k] = sums.get(k, 0) + v
+    only = (True, True, trigger.PaneInfoTiming.ON_TIME, 0, 0)
+    gw = GlobalWindow()
+    assert sorted(fused_out, key=repr) == sorted((((k, s), gw.max_timestamp_us, gw, only) for k, s in sums.items()), key=repr)
+
+
+def test_fused_global_sum_errors_name_the_step_that_raised_them() -> None:
+    from tidal.runners.direct import DirectRunner
+
+    def build(fn: Any) -> td.Pipeline:
+        p = td.Pipeline(runner=DirectRunner())
+        _ = p | td.Create([1, 2]) | "Pair" >> td.Map(fn) | "Sum" >> td.CombinePerKey(sum)
+        return p
+
+    with pytest.raises(td.PipelineExecutionError, match=r"step 'Sum/Precombine': CombinePerKey needs \(key, value\) pairs with hashable keys; got 1"):
+        build(lambda i: i).run().wait_until_finish()
+    with pytest.raises(td.PipelineExecutionError, match=r"'Pair'.*ZeroDivisionError"):
+        build(lambda i: ("k", 1 / 0)).run().wait_until_finish()
+    with pytest.raises(td.PipelineExecutionError, match=r"'Sum/Precombine'.*TypeError"):
+        build(lambda i: ("k", "x")).run().wait_until_finish()
+
+
+# -- a DoFn taking the window as its second argument (the general loop binds it by keyword) --------
+class _WindowSecond(DoFn):
+    def process(self, v: Any, w: Any = DoFn.WindowParam) -> Any:
+        yield (v, w)
+
+
+class _WindowKeywordOnly(DoFn):
+    def process(self, v: Any, *, w: Any = DoFn.WindowParam) -> Any:
+        yield (v, w)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers()), max_size=30), st.sampled_from(sorted(WINDOWFNS)))
+def test_the_window_kernel_equals_the_general_kernel(elements: list[Any], windowing: str) -> None:
+    from tidal.runners.core.invoker import DoFnInvoker
+
+    windowfn = WINDOWFNS[windowing]
+    bundle = [(v, t * US, windowfn._assign_us(t * US, v, GlobalWindow()), None) for t, v in elements]
+    fast = DoFnInvoker("fast", _WindowSecond(), (), {}, "out", (), windowfn)
+    general = DoFnInvoker("general", _WindowKeywordOnly(), (), {}, "out", (), windowfn)
+    assert fast._kernel == fast._window_kernel and general._kernel == general._general_kernel
+    fast.process_bundle(bundle)
+    general.process_bundle(bundle)
+    assert fast.outputs == general.outputs
+    assert len(fast.outputs["out"]) == sum(len(ws) for _v, _t, ws, _p in bundle)
+
+
+# -- panes in bundles, and the collector off while a watermark fires ----------------------------------
+def test_a_large_firing_is_emitted_in_bundles_of_pane_bundle_in_order(monkeypatch: Any) -> None:
+    from tidal.runners.core import operators
+
+    monkeypatch.setattr(operators, "PANE_BUNDLE", 3)
+
+    def build(p: td.Pipeline) -> None:
+        _ = p | td.Create([(k, k) for k in range(10)]) | td.GroupByKey() | "After" >> td.Map(lambda kv: kv)
+
+    ex, seen = _wired_executor(build)
+    ex.run()
+    bundles = [b for label, b in seen if label == "After"]
+    assert [len(b) for b in bundles] == [3, 3, 3, 1]
+    assert [wv[0] for b in bundles for wv in b] == [(k, [k]) for k in range(10)]
+
+
+class _FailingOutput(CombineFn):
+    def create_accumulator(self) -> int:
+        return 0
+
+    def add_input(self, acc: int, x: int) -> int:
+        return acc + x
+
+    def merge_accumulators(self, accs: Any) -> int:
+        return sum(accs)
+
+    def extract_output(self, acc: int) -> int:
+        import gc
+
+        assert not gc.isenabled()  # firing runs with the cyclic collector off
+        if acc > 100:
+            raise ValueError("too big")
+        return acc
+
+
+def test_firing_holds_the_cyclic_collector_off_and_restores_it() -> None:
+    import gc
+
+    strategy = WindowingStrategy(window.FixedWindows(10))
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        try:
+            reducer = KeyedWindowReducer("sum", strategy, CombineReduceFn(_FailingOutput(), False, "sum"))
+            reducer.process([(("a", 1), 0, window.FixedWindows(10)._assign_us(0, None, GlobalWindow()), None)])
+            assert [kv for kv, *_ in reducer.advance(MAX_TIMESTAMP_US)] == [("a", 1)]
+            assert gc.isenabled() is enabled
+            reducer = KeyedWindowReducer("sum", strategy, CombineReduceFn(_FailingOutput(), False, "sum"))
+            reducer.process([(("a", 101), 0, window.FixedWindows(10)._assign_us(0, None, GlobalWindow()), None)])
+            with pytest.raises(td.PipelineExecutionError, match="too big"):
+                reducer.advance(MAX_TIMESTAMP_US)
+            assert gc.isenabled() is enabled
+        finally:
+            gc.enable()

@@ -19,6 +19,7 @@ from tidal.model.teststream import TestStream
 from tidal.model.primitives import CombinePerKey, Flatten, GroupByKey, Impulse, ParDo, Read, WindowInto
 from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US
 from tidal.runners.core.errors import PipelineExecutionError
+from tidal.runners.core.fused import fuse_windowed_precombines
 from tidal.runners.core.gcpolicy import throughput_gc
 from tidal.runners.core.incremental import MAX_CHAIN
 from tidal.runners.core.keygroups import DEFAULT_MAX_PARALLELISM, KeyGroups, key_group_range, overlapping
@@ -232,6 +233,8 @@ class LocalExecutor:
                 op.use_state_backend(self.state_backend)
         # Keep operators in topological order: a precombine must come before its combine.
         self.ops.sort(key=lambda op: self._topo_index(op))
+        #: (Map, pre-combiner) pairs run as one loop (see runners/core/fused.py).
+        self.fused = fuse_windowed_precombines(self)
 
     def _remote_input(self, edge_id: str) -> RemoteInput:
         remote = self.remote_inputs.get(edge_id)

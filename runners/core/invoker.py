@@ -238,7 +238,29 @@ class DoFnInvoker:
         sig = self.signature
         if not (self.args or self.kwargs or sig.params or self.has_side_inputs or sig.uses_window or sig.is_stateful):
             return self._element_kernel
+        if not (self.args or self.kwargs or self.has_side_inputs or sig.is_stateful) and self._window_is_second_argument():
+            return self._window_kernel
         return self._general_kernel
+
+    def _window_is_second_argument(self) -> bool:
+        """Whether the only DoFn parameter is the window, taken positionally right after the element."""
+        sig = self.signature
+        if len(sig.params) != 1 or sig.params[0][1].kind != "WindowParam":
+            return False
+        dofn = self.dofn
+        target = dofn.fn if isinstance(dofn, CallableDoFn) else dofn.process
+        if isinstance(dofn, CallableDoFn) and dofn.kind != "map" and dofn.kind != "flatmap" and dofn.kind != "filter":
+            return False  # the *_tuple kinds unpack the element into the arguments
+        try:
+            params = list(inspect.signature(target).parameters.values())
+        except (TypeError, ValueError):
+            return False
+        return (
+            len(params) >= 2
+            and params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+            and params[1].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+            and params[1].name == sig.params[0][0]
+        )
 
     def _fail(self, fn: Any, exc: Exception, element: Any) -> NoReturn:
         """Re-raise ``exc`` from user code as an error that names the step and element."""
@@ -364,6 +386,32 @@ class DoFnInvoker:
                         handle(r, t, ws, p)
                     else:
                         out.append((r, t, ws, p))
+        except Exception as exc:
+            self._fail(process, exc, v)
+
+    def _window_kernel(self, bundle: list[Any]) -> None:
+        """A DoFn whose process takes the element and its window (a sink that records windows, say).
+
+        The general loop's work for that signature, without binding a keyword per element:
+        the window goes as the second argument, once per window of the element.
+        """
+        process = self.dofn.process
+        out = self.outputs[self.main_tag]
+        special = _SPECIAL_OUTPUTS
+        handle = self.handle_special
+        v: Any = None
+        try:
+            for v, t, ws, p in bundle:
+                for w in ws:
+                    rs = process(v, w)
+                    if rs is None:
+                        continue
+                    wtuple = ws if len(ws) == 1 else (w,)
+                    for r in rs:
+                        if r.__class__ in special:
+                            handle(r, t, wtuple, p)
+                        else:
+                            out.append((r, t, wtuple, p))
         except Exception as exc:
             self._fail(process, exc, v)
 

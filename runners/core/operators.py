@@ -30,7 +30,7 @@ from tidal.model.pvalue import AsSideInput
 from tidal.model.strategy import WindowingStrategy
 from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US
 from tidal.model.trigger import PANE_INFO_UNKNOWN
-from tidal.model.window import FixedWindows, GlobalWindows, Sessions, WindowFn
+from tidal.model.window import GLOBAL_WINDOW, GLOBAL_WINDOWS_TUPLE, FixedWindows, GlobalWindows, IntervalWindow, Sessions, WindowFn
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError, describe_element
 from tidal.runners.core.invoker import DoFnInvoker, SideInputResolver
 from tidal.runners.core.keygroups import KeyedSnapshot, KeyGroups, split_by_group
@@ -357,8 +357,13 @@ class AssignWindowsOperator(Operator):
         self.windowfn = transform.windowfn
         # These WindowFns put every element in exactly one window.
         self.single_window_input = type(input_windowfn) in (GlobalWindows, FixedWindows, Sessions)
+        #: The Map before this step assigns its windows (see tidal.runners.core.fused): bundles pass on.
+        self.assigned_upstream = False
 
     def process(self, bundle: list[Any], slot: int = 0) -> None:
+        if self.assigned_upstream:
+            self.emit("out", bundle)
+            return
         assign = self.windowfn._assign_us
         out: list[Any] = []
         append = out.append
@@ -424,7 +429,18 @@ class _KeyedReduceOperator(Operator):
             out = self.reducer.advance(self.input_watermark, self.processing_time)
         finally:
             set_current_container(previous)
-        self.emit("out", out)
+        self._emit_panes(out)
+
+    def _emit_panes(self, out: list[Any]) -> None:
+        """Emit fired panes in bundles of at most ``PANE_BUNDLE``: a watermark that fires a
+        million panes sends them on while each bundle's objects are still in the CPU's cache,
+        instead of walking the million from memory in every later step."""
+        n = PANE_BUNDLE
+        if len(out) <= n:
+            self.emit("out", out)
+            return
+        for i in range(0, len(out), n):
+            self.emit("out", out[i : i + n])
 
     def output_watermark(self) -> int:
         return self.reducer.output_watermark
@@ -510,6 +526,12 @@ class PrecombineOperator(Operator):
         self.fn = pickle.loads(cloudpickle.dumps(fn))
         self.max_keys = max_keys
         self.table: dict[tuple[Any, Any], Any] = {}
+        #: Partial accumulators keyed by (key, window start) that a fused kernel fills
+        #: (see tidal.runners.core.fused); their windows are ``starts_size`` µs long.
+        self.starts: dict[tuple[Any, int], Any] = {}
+        self.starts_size = 0
+        #: Partial accumulators of the global window by key, which a fused kernel fills.
+        self.global_table: dict[Any, Any] = {}
 
     def open(self) -> None:
         self._run_user(self.fn.setup)
@@ -549,21 +571,49 @@ class PrecombineOperator(Operator):
                     acc = get(kw, missing)
                     table[kw] = add(create() if acc is missing else acc, value)
         except (TypeError, ValueError) as exc:
-            try:
-                key, _ = kv
-                hash(key)
-            except (TypeError, ValueError):
-                raise PipelineExecutionError(
-                    self.label,
-                    f"CombinePerKey needs (key, value) pairs with hashable keys; got {describe_element(kv)}",
-                ) from exc
-            raise UserCodeError(self.label, self.fn, exc, kv) from exc
+            raise self.input_error(kv, exc) from exc
         except Exception as exc:
             raise UserCodeError(self.label, self.fn, exc, kv) from exc
         finally:
             set_current_container(previous)
-        if len(table) >= self.max_keys:
+        self.flush_if_full()
+
+    def input_error(self, kv: Any, exc: Exception) -> PipelineExecutionError:
+        """The error for input ``kv`` whose adding raised ``exc``: a bad pair, or the CombineFn's own."""
+        try:
+            key, _ = kv
+            hash(key)
+        except (TypeError, ValueError):
+            return PipelineExecutionError(
+                self.label,
+                f"CombinePerKey needs (key, value) pairs with hashable keys; got {describe_element(kv)}",
+            )
+        return UserCodeError(self.label, self.fn, exc, kv)
+
+    def start_table(self, size_us: int) -> dict[tuple[Any, int], Any]:
+        """The (key, window start) table a fused kernel adds to, for windows ``size_us`` long."""
+        self.starts_size = size_us
+        return self.starts
+
+    def flush_if_full(self) -> None:
+        if len(self.table) + len(self.starts) + len(self.global_table) >= self.max_keys:
             self.flush()
+
+    def _fold_starts(self) -> None:
+        """Move the (key, window start) table into ``table`` (a snapshot keeps one form)."""
+        size, table, merge = self.starts_size, self.table, self.fn.merge_accumulators
+        windows: dict[int, IntervalWindow] = {}
+        for (key, start), acc in self.starts.items():
+            w = windows.get(start)
+            if w is None:
+                w = windows[start] = IntervalWindow.from_micros(start, start + size)
+            kw: tuple[Any, Any] = (key, w)
+            table[kw] = merge([table[kw], acc]) if kw in table else acc
+        self.starts.clear()
+        for key, acc in self.global_table.items():
+            kw = (key, GLOBAL_WINDOW)
+            table[kw] = merge([table[kw], acc]) if kw in table else acc
+        self.global_table.clear()
 
     def _pass_late_through(self, bundle: list[Any]) -> list[Any]:
         """Send elements whose window the watermark has passed on at once, one accumulator each.
@@ -598,7 +648,7 @@ class PrecombineOperator(Operator):
         return on_time
 
     def flush(self) -> None:
-        if not self.table:
+        if not self.table and not self.starts and not self.global_table:
             return
         compact = self.fn.compact
         previous = set_current_container(self.metrics)
@@ -607,6 +657,20 @@ class PrecombineOperator(Operator):
         try:
             for (key, w), acc in self.table.items():
                 out.append(((key, compact(acc)), w._end_us - 1, (w,), PANE_INFO_UNKNOWN))
+            if self.starts:
+                size, unknown, append = self.starts_size, PANE_INFO_UNKNOWN, out.append
+                windows: dict[int, tuple[int, tuple[IntervalWindow]]] = {}
+                for (key, start), acc in self.starts.items():
+                    ew = windows.get(start)
+                    if ew is None:
+                        ew = windows[start] = (start + size - 1, (IntervalWindow.from_micros(start, start + size),))
+                    append(((key, compact(acc)), ew[0], ew[1], unknown))
+                self.starts.clear()
+            if self.global_table:
+                max_ts, in_global, unknown, append = GLOBAL_WINDOW._end_us - 1, GLOBAL_WINDOWS_TUPLE, PANE_INFO_UNKNOWN, out.append
+                for key, acc in self.global_table.items():
+                    append(((key, compact(acc)), max_ts, in_global, unknown))
+                self.global_table.clear()
         except Exception as exc:
             raise UserCodeError(self.label, compact, exc, key) from exc
         finally:
@@ -621,9 +685,10 @@ class PrecombineOperator(Operator):
             self.flush()
 
     def is_idle(self) -> bool:
-        return not self.table
+        return not self.table and not self.starts and not self.global_table
 
     def snapshot(self) -> Any:
+        self._fold_starts()
         group = self.key_groups.grouper()
         return KeyedSnapshot(None, split_by_group(((kw[0], (kw, acc)) for kw, acc in self.table.items()), group))
 
@@ -638,12 +703,17 @@ class PrecombineOperator(Operator):
                 else:
                     table[kw] = acc
         self.table = table
+        self.starts.clear()
+        self.global_table.clear()
 
     def rescale_snapshot(self, snapshots: list[Any], owned: list[bool], key_groups: range) -> Any:
         return KeyedSnapshot(None, _union_groups(snapshots, key_groups))
 
 
 _MISSING = object()
+
+#: The most panes a grouping step emits in one bundle (see _KeyedReduceOperator._emit_panes).
+PANE_BUNDLE = 8192
 
 
 def _union_groups(snapshots: list[KeyedSnapshot], key_groups: range) -> dict[int, list[Any]]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import gc
 import heapq
 import itertools
 import operator
@@ -39,6 +40,9 @@ __all__ = ["ReduceFn", "GroupReduceFn", "CombineReduceFn", "KeyedWindowReducer"]
 _EOW, _GC = 0, 1
 #: Panes a reducer on the disk backend hands on at a time while it fires many windows at once.
 _PANES_PER_PIECE = 10_000
+
+#: Whether reducers may take the lean path (see ``KeyedWindowReducer.lean``); tests switch it off to compare.
+LEAN_ENABLED = True
 _NO_CONTENTS = object()
 
 
@@ -205,6 +209,21 @@ class KeyedWindowReducer:
         #: Where fired panes go in pieces while a reducer on the disk backend fires more windows
         #: at once than should be held in memory (None: ``advance`` returns them all).
         self.emit_pieces: Callable[[list[Any]], None] | None = None
+        # Default trigger, no allowed lateness, non-merging windows, end-of-window timestamps:
+        # a window fires once, its only pane, when the watermark passes its end, so a
+        # (key, window) needs no state but its contents. ``_lean`` keeps them as
+        # window -> {key: contents}, one expiry timer per window in ``_timers``; used
+        # while ``states`` is an empty in-memory dict (a disk table, or states restored
+        # from a checkpoint, take the general path).
+        self.lean = (
+            LEAN_ENABLED
+            and self.default_trigger
+            and not self.lateness
+            and not self.merging
+            and self.combiner is TimestampCombiner.OUTPUT_AT_EOW
+            and not timestamped_values
+        )
+        self._lean: dict[Any, dict[Any, Any]] = {}
         self._deadlines: list[tuple[int, int, Any, Any]] = []
         self._seq = itertools.count()
         self.input_watermark = MIN_TIMESTAMP_US
@@ -218,6 +237,9 @@ class KeyedWindowReducer:
         """Add a bundle of (key, value) windowed values; return the panes that fire."""
         if self.timestamped_values:
             bundle = self._with_timestamps(bundle)
+        if self.lean and not self.states and type(self.states) is dict:
+            self._process_lean(bundle)
+            return []  # nothing fires before the watermark passes a window's end
         if self.merging:
             touched = self._process_merging(bundle)
         else:
@@ -308,6 +330,52 @@ class KeyedWindowReducer:
             raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, kv) from exc
         return touched
 
+    def _process_lean(self, bundle: list[Any]) -> None:
+        # Hot loop of the lean path (see ``lean`` in __init__): written for speed on purpose.
+        lean = self._lean
+        get = lean.get
+        wm = self.input_watermark
+        reduce_add = self.reduce_fn.add
+        first = self.reduce_fn.first
+        missing = _NO_CONTENTS
+        kv: Any = None
+        try:
+            for kv, _t, ws, _p in bundle:
+                key, value = kv
+                for w in ws:
+                    panes = get(w)
+                    if panes is None:
+                        if w._end_us <= wm:  # expired: max timestamp behind the watermark, no lateness
+                            self._drop_late(1)
+                            continue
+                        panes = lean[w] = {}
+                        if w not in self._window_keys:
+                            heapq.heappush(self._timers, (min(w._end_us - 1, MAX_TIMESTAMP_US), _GC, next(self._seq), w))
+                    contents = panes.get(key, missing)
+                    panes[key] = first(value) if contents is missing else reduce_add(contents, value)
+        except (TypeError, ValueError) as exc:
+            self._raise_for(kv, exc)
+        except Exception as exc:
+            raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, kv) from exc
+
+    def _materialize_lean(self) -> None:
+        """Move the lean path's contents into window state (a snapshot keeps one form).
+
+        Each becomes the state the general path would hold: its contents, new input
+        (counted once: under the default trigger only its being there matters) and the
+        window's key registered with the timer already in ``_timers``.
+        """
+        if not self._lean:
+            return
+        lean, self._lean = self._lean, {}
+        for window, panes in lean.items():
+            keys = self._window_keys.setdefault(window, {})
+            for key, contents in panes.items():
+                st = _WindowState(contents)
+                st.new_count = 1
+                self.states[(key, window)] = st
+                keys[key] = None
+
     def _raise_for(self, kv: Any, exc: Exception) -> None:
         try:
             key, _ = kv
@@ -328,12 +396,30 @@ class KeyedWindowReducer:
             # ``_deferred`` (as columns) and each key merges once per watermark
             # move instead of once per bundle.
             deferred = self._deferred
+            get = deferred.get
             late_seen = False
             kv: Any = None
             try:
+                if type(self.windowfn) is Sessions:
+                    # The sweep takes these windows as (start, end) tuples: IntervalWindows, whose
+                    # end is item 1 (a subscript, not the _end_us property).
+                    for kv, _t, ws, _p in bundle:
+                        key, value = kv
+                        cols = get(key)
+                        if cols is None:
+                            cols = deferred[key] = ([], [])
+                        for w in ws:
+                            if w[1] <= wm:
+                                if w[1] - 1 + lateness < wm:
+                                    self._drop_late(1)
+                                    continue
+                                late_seen = True
+                            cols[0].append(value)
+                            cols[1].append(w)
+                    bundle = ()  # type: ignore[assignment]
                 for kv, _t, ws, _p in bundle:
                     key, value = kv
-                    cols = deferred.get(key)
+                    cols = get(key)
                     if cols is None:
                         cols = deferred[key] = ([], [])
                     for w in ws:
@@ -495,6 +581,10 @@ class KeyedWindowReducer:
         g_start, g_end = g_window
         g_vals = [values[first]]
         groups = []
+        # Groups come in time order, so those the watermark closes come first; a GroupByKey's
+        # become panes as the sweep closes them (in the order, and with the sequence numbers,
+        # the loop below would give them).
+        unstore_now = as_list and closing_watermark is not None
         for idx in order[1:]:
             w = windows[idx]
             w_start, w_end = w
@@ -506,7 +596,12 @@ class KeyedWindowReducer:
                 elif g_window is not None and w != g_window:
                     g_window = None
             else:
-                groups.append((g_start, g_end, g_vals, g_window))
+                if unstore_now and g_end < closes_before:
+                    if g_window is None:
+                        g_window = IntervalWindow.from_micros(g_start, g_end)
+                    unstored.append((g_end - 1, _GC, next(seq), g_window, key, g_vals))
+                else:
+                    groups.append((g_start, g_end, g_vals, g_window))
                 g_start, g_end, g_vals, g_window = w_start, w_end, [values[idx]], w
         groups.append((g_start, g_end, g_vals, g_window))
         active = None
@@ -819,9 +914,18 @@ class KeyedWindowReducer:
             self.processing_time = processing_time
             self._fire_deadlines(out)
         if input_watermark is not None and input_watermark > self.input_watermark:
-            self._flush_deferred(input_watermark)
-            self.input_watermark = input_watermark
-            self._fire_timers(out)
+            # Merging the deferred values and firing build many acyclic objects (panes,
+            # windows, lists of values) at once: the cyclic collector would scan each of
+            # them over and over as it allocates; it runs after the firing instead.
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                self._flush_deferred(input_watermark)
+                self.input_watermark = input_watermark
+                self._fire_timers(out)
+            finally:
+                if collecting:
+                    gc.enable()
         self.output_watermark = max(self.output_watermark, self._compute_output_watermark())
         return out
 
@@ -936,6 +1040,7 @@ class KeyedWindowReducer:
         """
         states = self.states
         window_keys = self._window_keys
+        lean = self._lean
         active = self.active
         merging = self.merging
         output = self.reduce_fn.output
@@ -951,6 +1056,13 @@ class KeyedWindowReducer:
                     append(((key, output(timer[5], False)), timer[0], (window,), only))
                     continue
                 keys = window_keys.pop(window, None)
+                if lean:
+                    panes = lean.pop(window, None)
+                    if panes:
+                        in_window = (window,)
+                        max_ts = window._end_us - 1
+                        for key, contents in panes.items():
+                            append(((key, output(contents, False)), max_ts, in_window, only))
                 if not keys:
                     continue
                 max_ts = window._end_us - 1
@@ -986,10 +1098,10 @@ class KeyedWindowReducer:
 
     def pending_windows(self) -> int:
         self._flush_deferred()
-        return len(self.states)
+        return len(self.states) + sum(map(len, self._lean.values()))
 
     def is_empty(self) -> bool:
-        return not self.states and not self._deferred
+        return not self.states and not self._deferred and not self._lean
 
     def next_deadline(self) -> int | None:
         """The earliest processing time at which a trigger waits to fire."""
@@ -1005,6 +1117,7 @@ class KeyedWindowReducer:
     def snapshot(self) -> dict[str, Any]:
         """A picklable copy of all state (windows, panes, triggers, timers, watermarks)."""
         self._flush_deferred()
+        self._materialize_lean()
         # An incremental checkpoint of a disk table: only the states read or written since the
         # last one, and the (key, window) pairs deleted since ("gone"; None in a full snapshot).
         states, gone = table_snapshot(self.states)
@@ -1032,6 +1145,7 @@ class KeyedWindowReducer:
             self.states.clear()
             for k, t in snap["states"].items():
                 self.states[k] = _state_from_tuple(t)
+        self._lean = {}
         if type(self._timers) is list:
             self.active = snap["active"]
             self._timers = snap["timers"]

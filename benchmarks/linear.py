@@ -1,0 +1,186 @@
+"""Does the cost grow linearly? Throughput at several input sizes, and the memory of a long stream.
+
+Two measurements:
+
+* **throughput by size**: each workload of :mod:`tidal.benchmarks.floor`
+  (word count, fixed windows, one session per element, merging sessions) at
+  each of ``--elements`` (default 100,000, 1,000,000 and 10,000,000) on the
+  runner of ``--runner``; every run's output is checked against the plain
+  loop's result (as ``floor`` does) before any figure is printed. The spread
+  is the largest median over the smallest, minus one: linear cost keeps it
+  within 20%.
+* **peak memory of a windowed stream**: the fixed-windows workload read from
+  an unbounded source whose watermark follows the event time (``--stream``
+  lengths, default 1,000,000 and 10,000,000 events), each length in a process
+  of its own, which reports its peak RSS (``ru_maxrss``). The windows fire and
+  are collected as the watermark passes them, so the peak must not grow with
+  the stream's length: the growth is the longest stream's peak over the
+  shortest's, minus one. (The peak is the child's ``VmHWM``: ``ru_maxrss``
+  would carry the parent's peak across exec.) Each child checks its output (the count and digest
+  of every (key, sum) and window, against a plain loop run in the parent) and
+  fails before reporting a figure when it differs.
+
+Run: ``python -m tidal.benchmarks.linear [--elements 100000,1000000,10000000]
+[--stream 1000000,10000000] [--repeats 1] [--workloads ...] [--runner direct-nonstrict]
+[--json PATH]``; ``--elements ''`` or ``--stream ''`` skips a part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Iterator
+
+import tidal as td
+from tidal import window
+from tidal.benchmarks import floor
+from tidal.benchmarks.verify import BenchmarkMismatch
+from tidal.io.unbounded import GeneratorSource
+
+__all__ = ["spread", "stream_events", "main"]
+
+
+def spread(rates: list[float]) -> float:
+    """The largest rate over the smallest, minus one (0.0 when they are equal).
+
+    >>> round(spread([1_000_000.0, 900_000.0, 950_000.0]), 3)
+    0.111
+    """
+    return max(rates) / min(rates) - 1.0
+
+
+def stream_events(n: int) -> Iterator[Any]:
+    """The fixed-windows workload's input as a stream: element ``i`` at event time ``i / 1000`` s."""
+    tv = window.TimestampedValue
+    for i in range(n):
+        yield tv(i, i / 1000)
+
+
+class _Events:
+    """A picklable factory of :func:`stream_events` for ``n`` events."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.__name__ = f"events_{n}"
+
+    def __call__(self) -> Iterator[Any]:
+        return stream_events(self.n)
+
+
+def _stream_child(n: int, expected: tuple[int, int]) -> dict[str, Any]:
+    """In its own process: the windowed stream of ``n`` events; its time and peak RSS."""
+    check = floor.DigestCheck(f"stream of {n:,} events", expected)
+    p = td.Pipeline(runner=floor.RUNNERS["direct-nonstrict"]())
+    _ = (
+        p
+        | td.Read(GeneratorSource(_Events(n)))
+        | td.Map(floor._stamp_fixed)
+        | td.WindowInto(window.FixedWindows(60))
+        | td.CombinePerKey(sum)
+        | check.sink()
+    )
+    start, cpu = time.perf_counter(), time.process_time()
+    p.run().wait_until_finish()
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    check.verify()  # raises BenchmarkMismatch: the child fails, the parent prints no figure
+    return {
+        "events": n,
+        "seconds": seconds,
+        "cpu_s": cpu_seconds,
+        "events_per_s": n / seconds,
+        "peak_rss_mib": _peak_rss_mib(),
+    }
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident set: VmHWM, which starts afresh at exec (Linux keeps
+    ``ru_maxrss`` across exec, so a child started by a big parent would report the parent's)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _stream_in_own_process(n: int) -> dict[str, Any]:
+    expected = floor.digest_of(floor._fixed_loop((i % floor.KEYS, round(i / 1000 * 1_000_000)) for i in range(n)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tidal.benchmarks.linear", "--child", json.dumps([n, list(expected)])],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise BenchmarkMismatch(f"stream of {n:,} events failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--elements", default="100000,1000000,10000000", help="comma-separated input sizes")
+    parser.add_argument("--stream", default="1000000,10000000", help="comma-separated stream lengths")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--workloads", default="wordcount,fixed,sessions,merged")
+    parser.add_argument("--runner", default="direct-nonstrict", choices=sorted(floor.RUNNERS))
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        n, expected = json.loads(args.child)
+        print(json.dumps(_stream_child(n, (expected[0], expected[1]))))
+        return 0
+    sizes = [int(s) for s in args.elements.split(",") if s]
+    lengths = [int(s) for s in args.stream.split(",") if s]
+    results: dict[str, Any] = {"throughput": [], "stream": []}
+    try:  # every run's output is checked before any figure is printed
+        for name in args.workloads.split(",") if sizes else ():
+            w = floor.WORKLOADS[name]
+            for n in sizes:
+                data = w.make(n)
+                _, expected = floor._timed_loop(w, data)
+                check = w.check(f"linear {name} {n}", expected)
+                del expected
+                runs = [floor._timed_run(w, data, floor.RUNNERS[args.runner](), check) for _ in range(args.repeats)]
+                del data
+                results["throughput"].append({
+                    "workload": name, "elements": n, "runner": args.runner,
+                    "median_elements_per_s": n / statistics.median(t for t, _ in runs),
+                    "median_elements_per_cpu_s": n / statistics.median(c for _, c in runs),
+                    "times_s": [t for t, _ in runs],
+                })
+        for n in lengths:
+            results["stream"].append(_stream_in_own_process(n))
+    except BenchmarkMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    by_workload: dict[str, list[dict[str, Any]]] = {}
+    for row in results["throughput"]:
+        by_workload.setdefault(row["workload"], []).append(row)
+    for name, rows in by_workload.items():
+        for row in rows:
+            print(f"{name:10s} {row['elements']:>11,} {row['runner']:17s} median {row['median_elements_per_s']:>11,.0f} elements/s"
+                  f"  {row['median_elements_per_cpu_s']:>11,.0f} per CPU-s")
+        print(f"{name:10s} spread over sizes: {spread([r['median_elements_per_s'] for r in rows]):.0%} (wall), "
+              f"{spread([r['median_elements_per_cpu_s'] for r in rows]):.0%} (CPU)")
+    for row in results["stream"]:
+        print(f"stream     {row['events']:>11,} events  {row['events_per_s']:>11,.0f} events/s  peak RSS {row['peak_rss_mib']:,.0f} MiB")
+    if len(results["stream"]) > 1:
+        peaks = [r["peak_rss_mib"] for r in results["stream"]]
+        growth = peaks[-1] / peaks[0] - 1.0
+        results["rss_growth"] = growth
+        print(f"stream     peak RSS growth from {results['stream'][0]['events']:,} to {results['stream'][-1]['events']:,} events: {growth:+.0%}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

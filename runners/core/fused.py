@@ -1,0 +1,414 @@
+"""Fused steps: ``Map`` -> ``WindowInto`` -> lifted ``CombinePerKey`` as one loop, and kin.
+
+The commonest windowed aggregation re-stamps each element in a ``Map`` (it
+returns a :class:`~tidal.model.window.TimestampedValue`), assigns fixed or
+sliding windows and sums per key. Run step by step, every element becomes a
+windowed-value tuple twice (after the ``Map`` and after ``WindowInto``),
+gets a window assigned twice (by the ``Map``'s input WindowFn for the new
+timestamp, then by the new WindowFn) and is added to the partial table
+under a ``(key, window)`` pair. Fused, the ``Map``'s kernel does it all in
+one loop over the bundle: it calls the function, computes the window start
+from the timestamp with integer arithmetic and adds the value to a flat
+``(key, window start) -> partial sum`` table of the
+:class:`~tidal.runners.core.operators.PrecombineOperator`, with no windowed
+value and no window object per element. The pre-combiner turns the table
+into the usual partial accumulators, one per (key, window), when it flushes,
+so the grouping step downstream sees exactly what the unfused steps send it.
+
+Fusion is chosen when the executor is built (:func:`fuse_windowed_precombines`)
+and only where nothing can tell the difference: the ``Map`` is a plain
+function (no side inputs, parameters or extra outputs, not stateful) over
+elements in the global, fixed or sliding windows; its output feeds only the
+``WindowInto``, whose output feeds only the lifted ``CombinePerKey``; the
+WindowFn is :class:`~tidal.model.window.FixedWindows` or
+:class:`~tidal.model.window.SlidingWindows`; the CombineFn is ``sum``
+(:class:`~tidal.model.combinefn.SumCombineFn`, no user code, so no metrics
+to attribute to another step). Elements the fast loop does not take — a
+window already behind the watermark, a ``Map`` that returns a
+``WindowedValue`` or ``TaggedOutput`` — go the general way, through the
+``WindowInto`` and pre-combine operators, in the same bundle. Errors name
+the step that would have raised them unfused: the ``Map`` for its function,
+the pre-combiner for input that is not a ``(key, value)`` pair.
+
+Two more fusions of a ``Map`` with the step it alone feeds:
+
+* ``Map`` -> lifted ``sum`` in the global window (word count): over a source's
+  plain values the kernel sums into a flat ``key -> partial sum`` table of
+  the pre-combiner;
+* ``Map`` -> ``WindowInto`` over windows that depend on the timestamp alone
+  (global, fixed, sliding, sessions), before any other consumer (a
+  ``GroupByKey``, say): the kernel assigns the new windows itself and the
+  ``WindowInto`` step passes its bundles on.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any, Callable
+
+from tidal.model.combinefn import SumCombineFn
+from tidal.model.dofn import CallableDoFn
+from tidal.model.primitives import CombinePerKey, ParDo, WindowInto
+from tidal.model.time import MIN_TIMESTAMP_US
+from tidal.model.trigger import PANE_INFO_UNKNOWN
+from tidal.model.window import GLOBAL_WINDOW, GLOBAL_WINDOWS_TUPLE, FixedWindows, GlobalWindows, IntervalWindow, Sessions, SlidingWindows, TimestampedValue
+from tidal.runners.core.invoker import _SPECIAL_OUTPUTS
+from tidal.runners.core.operators import AssignWindowsOperator, Operator, ParDoOperator, PrecombineOperator
+from tidal.runners.core.sources import GlobalValues
+
+if TYPE_CHECKING:
+    from tidal.runners.core.executor import LocalExecutor
+
+__all__ = ["fuse_windowed_precombines", "FUSION_ENABLED"]
+
+#: Whether executors fuse Map -> WindowInto -> lifted sum (tests switch it off to compare).
+FUSION_ENABLED = True
+
+_INPUT_WINDOWFNS = (GlobalWindows, FixedWindows, SlidingWindows)
+
+
+def fuse_windowed_precombines(executor: "LocalExecutor") -> list[tuple[ParDoOperator, Operator]]:
+    """Give each fusable ``Map`` a fused kernel; returns the (Map, pre-combiner or WindowInto) pairs fused.
+
+    >>> import tidal as td
+    >>> from tidal import window
+    >>> from tidal.runners.core.executor import LocalExecutor
+    >>> from tidal.runners.core.plan import build_plan
+    >>> p = td.Pipeline()
+    >>> _ = (p | td.Create([1, 2, 61]) | "Stamp" >> td.Map(lambda i: window.TimestampedValue(("k", i), i))
+    ...      | td.WindowInto(window.FixedWindows(60)) | "Sum" >> td.CombinePerKey(sum))
+    >>> ex = LocalExecutor(build_plan(p.graph()))
+    >>> [(m.label, pre.label) for m, pre in ex.fused]
+    [('Stamp', 'Sum/Precombine')]
+    """
+    fused: list[tuple[ParDoOperator, Operator]] = []
+    if not FUSION_ENABLED:
+        return fused
+    consumers = executor._consumers()
+    for combine, pre in executor._precombine_of.items():
+        if type(pre) is not PrecombineOperator or type(pre.fn) is not SumCombineFn:
+            continue
+        if not isinstance(combine.transform, CombinePerKey) or not executor._is_local(combine):
+            continue
+        win_pc = combine.inputs[0]
+        win_node = win_pc.producer
+        if win_node is None or not isinstance(win_node.transform, WindowInto) or consumers.get(win_pc) != [combine]:
+            continue
+        win_op = executor.op_of.get(win_node)
+        if type(win_op) is not AssignWindowsOperator or type(win_op.windowfn) not in (FixedWindows, SlidingWindows):
+            continue
+        map_op = _fusable_map(executor, win_node, consumers)
+        if map_op is None:
+            continue
+        invoker = map_op.invoker
+        dofn: Any = invoker.dofn
+        windowfn: Any = win_op.windowfn
+        invoker._kernel = _fused_kernel(map_op, dofn.fn, windowfn, pre)
+        invoker._iterating_kernel = True
+        fused.append((map_op, pre))
+    for combine, pre in executor._precombine_of.items():
+        # Map -> lifted sum in the global window (word count): the kernel sums per key.
+        if type(pre) is not PrecombineOperator or type(pre.fn) is not SumCombineFn:
+            continue
+        if not isinstance(combine.transform, CombinePerKey) or not executor._is_local(combine):
+            continue
+        map_op = _fusable_map(executor, combine, consumers)
+        if map_op is None or type(map_op.invoker.input_windowfn) is not GlobalWindows or any(m is map_op for m, _ in fused):
+            continue
+        map_op.invoker._kernel = _global_sum_kernel(map_op, map_op.invoker._kernel, map_op.invoker.dofn.fn, pre)  # type: ignore[attr-defined]
+        map_op.invoker._iterating_kernel = True
+        fused.append((map_op, pre))
+    taken = {id(m) for m, _ in fused}
+    for win_node, win_op in executor.op_of.items():
+        if type(win_op) is not AssignWindowsOperator or type(win_op.windowfn) not in _ASSIGNING:
+            continue
+        map_op = _fusable_map(executor, win_node, consumers)
+        if map_op is None or id(map_op) in taken:
+            continue
+        map_op.invoker._kernel = _assigning_kernel(map_op, map_op.invoker.dofn.fn, win_op.windowfn)  # type: ignore[attr-defined]
+        map_op.invoker._iterating_kernel = True
+        win_op.assigned_upstream = True
+        fused.append((map_op, win_op))
+    return fused
+
+
+#: WindowFns whose windows depend on the timestamp alone: a fused Map assigns them.
+_ASSIGNING = (GlobalWindows, FixedWindows, SlidingWindows, Sessions)
+
+
+def _fusable_map(executor: "LocalExecutor", win_node: Any, consumers: dict[Any, list[Any]]) -> ParDoOperator | None:
+    """The Map whose only consumer is the WindowInto ``win_node``, when it is a plain function in this executor."""
+    map_pc = win_node.inputs[0]
+    map_node = map_pc.producer
+    if map_node is None or not isinstance(map_node.transform, ParDo) or consumers.get(map_pc) != [win_node]:
+        return None
+    map_op = executor.op_of.get(map_node)
+    if type(map_op) is not ParDoOperator or map_op.views or map_node.transform.output_tags:
+        return None
+    invoker = map_op.invoker
+    dofn = invoker.dofn
+    if type(dofn) is not CallableDoFn or dofn.kind != "map" or invoker.args or invoker.kwargs or invoker.signature.params:
+        return None
+    if type(invoker.input_windowfn) not in _INPUT_WINDOWFNS or map_pc is not map_node.main_output:
+        return None
+    return map_op
+
+
+def _global_sum_kernel(
+    op: ParDoOperator, general: Callable[[Any], None], fn: Callable[[Any], Any], pre: PrecombineOperator
+) -> Callable[[Any], None]:
+    """Map -> lifted sum in the global window: one flat key -> sum table.
+
+    Outputs that are not plain pairs (a TimestampedValue, say), elements in other windows
+    and input once the watermark has passed the end of the global window go the general way.
+    """
+    invoker = op.invoker
+    outputs, main_tag = invoker.outputs, invoker.main_tag
+    special = _SPECIAL_OUTPUTS
+    handle = invoker.handle_special
+    table = pre.global_table
+    in_global = GLOBAL_WINDOWS_TUPLE
+
+    def listed(bundle: list[Any]) -> None:
+        """Windowed values (strict mode builds a source's out): those in the global window go to the table."""
+        out = outputs[main_tag]
+        get = table.get
+        sample = op.strict
+        kv: Any = None
+        try:
+            for v, t, ws, p in bundle:
+                try:
+                    kv = fn(v)
+                except Exception as exc:
+                    invoker._fail(fn, exc, v)
+                if sample:
+                    sample = False
+                    op._encode_sample(kv, f"output to {main_tag!r}")
+                if kv.__class__ in special:
+                    handle(kv, t, ws, p)
+                    continue
+                if ws is not in_global and ws != in_global:
+                    out.append((kv, t, ws, p))  # windows of their own: the general way
+                    continue
+                key, value = kv
+                table[key] = get(key, 0) + value
+        except (TypeError, ValueError) as exc:
+            raise pre.input_error(kv, exc) from exc
+        pre.flush_if_full()
+    end = GLOBAL_WINDOW._end_us
+    t, ws, p = MIN_TIMESTAMP_US, GLOBAL_WINDOWS_TUPLE, PANE_INFO_UNKNOWN
+
+    def kernel(bundle: Any) -> None:
+        if pre.input_watermark >= end:
+            general(bundle)
+            return
+        if type(bundle) is not GlobalValues:
+            listed(bundle)
+            return
+        get = table.get
+        sample = op.strict  # strict: the first output must pickle, as the general path checks
+        kv: Any = None
+        try:
+            for v in bundle.values:
+                try:
+                    kv = fn(v)
+                except Exception as exc:
+                    invoker._fail(fn, exc, v)
+                if sample:
+                    sample = False
+                    op._encode_sample(kv, f"output to {main_tag!r}")
+                if kv.__class__ in special:
+                    handle(kv, t, ws, p)
+                    continue
+                key, value = kv
+                table[key] = get(key, 0) + value
+        except (TypeError, ValueError) as exc:
+            raise pre.input_error(kv, exc) from exc
+        pre.flush_if_full()
+
+    return kernel
+
+
+def _assigning_kernel(op: ParDoOperator, fn: Callable[[Any], Any], windowfn: Any) -> Callable[[Any], None]:
+    """The Map's kernel that also assigns the WindowInto's windows (which then passes bundles on)."""
+    invoker = op.invoker
+    outputs, main_tag = invoker.outputs, invoker.main_tag
+    special = _SPECIAL_OUTPUTS
+    stamped = TimestampedValue
+    handle = invoker.handle_special
+    assign = windowfn._assign_us
+    # Sessions: the window [t, t + gap) built here (what Sessions._assign_us builds, without two calls).
+    gap = windowfn.gap_us if type(windowfn) is Sessions else None
+    new = tuple.__new__
+    interval = IntervalWindow
+
+    def kernel(bundle: Any) -> None:
+        out = outputs[main_tag]
+        append = out.append
+        v: Any = None
+        try:
+            if gap is not None:
+                for v, t, w, p in bundle:
+                    r = fn(v)
+                    if r.__class__ is stamped:
+                        t = r.timestamp_us
+                        append((r.value, t, (new(interval, (t, t + gap)),), p))
+                    elif r.__class__ in special:
+                        handle(r, t, w, p)
+                        r, t, w, p = out.pop()
+                        append((r, t, tuple(dict.fromkeys(nw for iw in w for nw in assign(t, r, iw))), p))
+                    else:
+                        append((r, t, (new(interval, (t, t + gap)),), p))
+                return
+            for v, t, w, p in bundle:
+                r = fn(v)
+                if r.__class__ in special:
+                    if r.__class__ is stamped:
+                        t = r.timestamp_us
+                        r = r.value
+                    else:  # a WindowedValue: its own windows, each assigned anew
+                        handle(r, t, w, p)
+                        r, t, w, p = out.pop()
+                        seen: dict[Any, None] = {}
+                        for iw in w:
+                            for nw in assign(t, r, iw):
+                                seen[nw] = None
+                        append((r, t, tuple(seen), p))
+                        continue
+                append((r, t, assign(t, r, w[0]), p))
+        except Exception as exc:
+            invoker._fail(fn, exc, v)
+
+    return kernel
+
+
+def _fused_kernel(
+    op: ParDoOperator, fn: Callable[[Any], Any], windowfn: FixedWindows | SlidingWindows, pre: PrecombineOperator
+) -> Callable[[Any], None]:
+    invoker = op.invoker
+    outputs, main_tag = invoker.outputs, invoker.main_tag
+    special = _SPECIAL_OUTPUTS
+    stamped = TimestampedValue
+    handle = invoker.handle_special
+    assign_in = invoker.input_windowfn._assign_us
+    size = windowfn.size_us
+    offset = windowfn.offset_us
+    sliding = type(windowfn) is SlidingWindows
+    period = windowfn.period_us if isinstance(windowfn, SlidingWindows) else size
+    table = pre.start_table(size)
+
+    def call_all(values: Any) -> list[Any]:
+        """Phase one: the user's function over the bundle (its errors name the Map)."""
+        results: list[Any] = []
+        append = results.append
+        v: Any = None
+        try:
+            for v in values:
+                append(fn(v))
+        except Exception as exc:
+            invoker._fail(fn, exc, v)
+        return results
+
+    def one_pass(values: list[Any]) -> None:
+        """Fixed windows over a source's plain values: the function's call in the same loop."""
+        general = outputs[main_tag].append
+        wm = pre.input_watermark
+        get = table.get
+        t0, ws0, p0 = MIN_TIMESTAMP_US, GLOBAL_WINDOWS_TUPLE, PANE_INFO_UNKNOWN
+        kv: Any = None
+        try:
+            for v in values:
+                try:
+                    r = fn(v)
+                except Exception as exc:
+                    invoker._fail(fn, exc, v)
+                if r.__class__ is stamped:
+                    t = r.timestamp_us
+                    kv = r.value
+                    start = t - (t - offset) % size
+                    if start + size <= wm:
+                        general((kv, t, assign_in(t, kv, ws0[0]), p0))
+                        continue
+                elif r.__class__ in special:
+                    handle(r, t0, ws0, p0)
+                    continue
+                else:
+                    kv = r
+                    start = t0 - (t0 - offset) % size
+                    if start + size <= wm:
+                        general((kv, t0, ws0, p0))
+                        continue
+                key, value = kv
+                kw = (key, start)
+                table[kw] = get(kw, 0) + value
+        except (TypeError, ValueError) as exc:
+            raise pre.input_error(kv, exc) from exc
+        pre.flush_if_full()
+
+    def kernel(bundle: Any) -> None:
+        if type(bundle) is GlobalValues and not sliding and not op.strict:
+            one_pass(bundle.values)
+            return
+        if type(bundle) is GlobalValues:
+            results = call_all(bundle.values)
+            stamps: Any = itertools.repeat((MIN_TIMESTAMP_US, GLOBAL_WINDOWS_TUPLE, PANE_INFO_UNKNOWN))
+        else:
+            results = call_all([wv[0] for wv in bundle])
+            stamps = [wv[1:] for wv in bundle]
+        if not results:
+            return
+        if op.strict:
+            r0 = results[0]
+            op._encode_sample(r0.value if r0.__class__ is stamped else r0, f"output to {main_tag!r}")
+        general = outputs[main_tag].append  # what the fast loop does not take goes step by step
+        wm = pre.input_watermark
+        get = table.get
+        kv: Any = None
+        try:
+            if not sliding:
+                for r, (t, ws, p) in zip(results, stamps):
+                    if r.__class__ is stamped:
+                        t = r.timestamp_us
+                        kv = r.value
+                        start = t - (t - offset) % size
+                        if start + size <= wm:
+                            general((kv, t, assign_in(t, kv, ws[0]), p))
+                            continue
+                    elif r.__class__ in special:
+                        handle(r, t, ws, p)
+                        continue
+                    else:
+                        kv = r
+                        start = t - (t - offset) % size
+                        if start + size <= wm:
+                            general((kv, t, ws, p))
+                            continue
+                    key, value = kv
+                    kw = (key, start)
+                    table[kw] = get(kw, 0) + value
+            else:
+                for r, (t, ws, p) in zip(results, stamps):
+                    if r.__class__ is stamped:
+                        t = r.timestamp_us
+                        kv = r.value
+                        ws = assign_in(t, kv, ws[0])
+                    elif r.__class__ in special:
+                        handle(r, t, ws, p)
+                        continue
+                    else:
+                        kv = r
+                    since = (t - offset) % period
+                    last = t - since
+                    count = -(-(size - since) // period)
+                    if last - (count - 1) * period + size <= wm:
+                        general((kv, t, ws, p))
+                        continue
+                    key, value = kv
+                    for start in range(last, last - count * period, -period):
+                        kw = (key, start)
+                        table[kw] = get(kw, 0) + value
+        except (TypeError, ValueError) as exc:
+            raise pre.input_error(kv, exc) from exc
+        pre.flush_if_full()
+
+    return kernel
