@@ -688,8 +688,8 @@ class _Job:
         self.inflight: tuple[int, bool, Any] | None = None
         self.last_done = time.monotonic()
         self.calls: list[Any] = []
-        #: The driver's step call in flight per worker (ref -> worker).
-        self._steps: dict[Any, Any] = {}
+        #: The first step's answer of a worker that took it as it loaded (worker id -> status).
+        self._statuses: dict[int, dict[str, Any]] = {}
         self._last_output = time.monotonic()
         self._output_calls: list[Any] = []
         self._unloaded = False
@@ -853,7 +853,8 @@ class _Job:
                 }
                 hosted[self.slot_of[(stage.id, i)]].append((splits, spec))
         for slot, worker in enumerate(self.actors):
-            job = {"slot": slot, "peers": self.actors, "max_in_flight": runner.max_in_flight}
+            # A job's only worker may start reading as it loads (no peer can get a call before its load).
+            job = {"slot": slot, "peers": self.actors, "max_in_flight": runner.max_in_flight, "step": len(self.actors) == 1}
             yield worker, job, hosted[slot]
 
     def _loaded(self, loads: list[Any], last: bool) -> bool:
@@ -867,7 +868,9 @@ class _Job:
         lost, fine, error = [], [], None
         for worker, ref in zip(self.actors, loads):
             try:
-                ray.get(ref)
+                status = ray.get(ref)
+                if status is not None:  # a job's only worker takes its first step as it loads
+                    self._statuses[id(worker)] = status
                 fine.append(worker)
             except Exception as exc:
                 if not _is_worker_loss(exc) or last:
@@ -894,78 +897,102 @@ class _Job:
         self.last_done = time.monotonic()
         hosts = {self.slot_of[(s.id, i)] for s in plan.stages if s.input_kind == "source" for i in range(self.counts[s.id])}
         sources = [self.actors[slot] for slot in sorted(hosts)]
-        self._stream(sources)
-        if result.cancelled:
-            return
-        self._settle()
-        if self.store is not None:
+        self._drive(sources)
+        if self.store is not None and not result.cancelled:
             self._final_checkpoint(sources)
-            self._settle()
+            self._drive(sources)
         if result.cancelled:
             return
         self._finish()
 
-    def _stream(self, sources: list[Any], idle_poll: float = 0.05) -> None:
-        """Step every worker until every source is done; meanwhile take checkpoints and print output.
+    def _drive(self, sources: list[Any], idle_poll: float = 0.05, busy_poll: float = 0.003) -> None:
+        """Step the workers until every source is done and every worker is quiet; meanwhile take
+        checkpoints and print what the workers print.
 
-        A worker whose sources are done and which is quiet is stepped every
-        ``idle_poll`` s only (a failure there still surfaces); the others
-        again as soon as their step returns, so queued peer calls run between.
+        While sources still read, a worker whose sources are done and which is
+        quiet is stepped every ``idle_poll`` s only (a failure there still
+        surfaces); one whose sources are done and that only waits for its peers
+        to process what it sent, every ``busy_poll`` s (its peers' calls move it
+        on, not the steps); the others again as soon as their step returns, so
+        the calls their peers queued run in between. The end: every worker answered that
+        its sources are done and every instance it hosts has seen the final
+        watermark (which comes after all data on every channel, so nothing
+        is left to arrive anywhere). A job that stalls never gets there, so the
+        other end is quiet: every worker answered two steps quiet with nothing
+        processed between them, and some moment lies within all those quiet
+        spells (after each first answer came, before each second step was
+        sent), so at that moment no call was in flight anywhere. A job's only
+        worker needs one quiet answer: no peer can send it anything.
         """
         import ray
 
         result = self.result
-        steps = self._steps
+        n = len(self.actors)
+        steps: dict[Any, tuple[Any, float]] = {}
+        # Per worker: (when its first quiet answer of the current spell came, its handled count then),
+        # and when the step that confirmed the spell was sent.
+        spells: dict[int, tuple[float, int]] = {}
+        confirmed: dict[int, float] = {}
+        #: Workers stepped again later: (when, the worker, whether only because it is idle).
+        resting: dict[int, tuple[float, Any, bool]] = {}
+        answers: list[tuple[Any, float, dict[str, Any]]] = []
         for w in self.actors:
-            steps[w.step.remote()] = w
-        resting: dict[int, tuple[float, Any]] = {}
-        done: set[int] = set()
-        while not result.cancelled:
-            ready: list[Any] = []
-            if steps:
-                ready, rest = ray.wait(list(steps), num_returns=1, timeout=0.05)
-                if ready and rest:
-                    more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
-                    ready += more
+            first = self._statuses.pop(id(w), None)
+            if first is not None:
+                answers.append((w, time.monotonic(), first))
             else:
-                time.sleep(0.01)
+                steps[w.step.remote()] = (w, time.monotonic())
+        done: set[int] = set()
+        finished: set[int] = set()
+        while not result.cancelled:
             now = time.monotonic()
-            for ref in ready:
-                worker = steps.pop(ref)
-                status = ray.get(ref)
+            for worker, sent, status in answers:
+                key = id(worker)
                 if status["sources_done"]:
-                    done.add(id(worker))
-                    if status["quiet"]:
-                        resting[id(worker)] = (now + idle_poll, worker)
+                    done.add(key)
+                    if status["finished"]:
+                        finished.add(key)
+                if status["sources_done"] and status["quiet"]:
+                    spell = spells.get(key)
+                    if spell is None or spell[1] != status["handled"]:
+                        spells[key] = (now, status["handled"])
+                        confirmed.pop(key, None)
+                        if n == 1:
+                            confirmed[key] = now
+                    else:
+                        confirmed[key] = sent
+                    if len(done) < n and key in confirmed:
+                        resting[key] = (now + idle_poll, worker, True)
                         continue
-                steps[worker.step.remote()] = worker
-            for key, (at, worker) in list(resting.items()):
-                if at <= now:
-                    del resting[key]
-                    steps[worker.step.remote()] = worker
-            if len(done) == len(self.actors):
+                else:
+                    spells.pop(key, None)
+                    confirmed.pop(key, None)
+                    if status["sources_done"] and not status["backlog"]:
+                        resting[key] = (now + busy_poll, worker, False)
+                        continue
+                steps[worker.step.remote()] = (worker, time.monotonic())
+            answers = []
+            if len(finished) == n or (len(confirmed) == n and max(t for t, _ in spells.values()) <= min(confirmed.values())):
                 break
-            if self.store is not None:
+            for key, (at, worker, idle) in list(resting.items()):
+                if at <= now or (idle and len(done) == n):
+                    del resting[key]
+                    steps[worker.step.remote()] = (worker, time.monotonic())
+            if self.store is not None and len(done) < n:
                 self._tick(sources)
             self._poll_output()
-
-    def _settle(self) -> None:
-        """Step every worker until all are quiet twice in a row with nothing processed in between."""
-        import ray
-
-        steps, self._steps = list(self._steps), {}
-        ray.get(steps)  # a failure in a last step surfaces here
-        previous: list[int] | None = None
-        while not self.result.cancelled:
-            statuses = ray.get([w.step.remote() for w in self.actors])
-            handled = [s["handled"] for s in statuses]
-            if all(s["quiet"] for s in statuses):
-                if handled == previous:
-                    return
-                previous = handled
-            else:
-                previous = None
-            self._poll_output()
+            wake = min((at for at, _, _ in resting.values()), default=now + 0.05)
+            if not steps:
+                time.sleep(max(0.0, wake - now))
+                continue
+            ready, rest = ray.wait(list(steps), num_returns=1, timeout=max(0.0, min(0.05, wake - now)))
+            if ready and rest:
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                ready += more
+            for ref in ready:
+                worker, sent = steps.pop(ref)
+                answers.append((worker, sent, ray.get(ref)))
+        # A step still in flight runs before the next call to its worker, which reports its failure.
 
     def _finish(self) -> None:
         """Publish and close every instance (every worker is quiet); gather metrics, output and status."""

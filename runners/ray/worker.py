@@ -439,7 +439,7 @@ class StageWorker:
 
     # -- a job's lifecycle -----------------------------------------------------------
     @_captured
-    def load(self, plan: bytes, job: dict[str, Any], tasks: list[tuple[bytes, dict[str, Any]]]) -> bool:
+    def load(self, plan: bytes, job: dict[str, Any], tasks: list[tuple[bytes, dict[str, Any]]]) -> dict[str, Any] | None:
         """Load a job's stage instances (see :class:`StageTask`), restore their checkpoint and open them.
 
         ``plan`` is the pickled execution plan; ``job`` says which slot this
@@ -447,6 +447,8 @@ class StageWorker:
         ``tasks`` holds, per instance, its pickled source splits
         (label -> AssignedSplits) and its spec: which stage and instance,
         where its outputs go, the settings and the checkpoint parts to restore.
+        With ``job["step"]`` (a job's only worker) it takes the first
+        :meth:`step` too and returns its answer.
         """
         if self.tasks:
             raise RuntimeError("this worker already runs stages of another job; unload them first")
@@ -477,7 +479,7 @@ class StageWorker:
         self.jobs += 1
         for task in built:
             task.open()
-        return True
+        return self._step() if job["step"] else None
 
     @_captured
     def finish(self) -> dict[str, Any]:
@@ -698,9 +700,13 @@ class StageWorker:
     def step(self) -> dict[str, Any]:
         """Handle control messages, then read the sources for a bounded time while their outputs can take it.
 
-        Returns whether every source is done, whether the worker is quiet
-        and how many calls it has processed (the driver's test for the end).
+        Returns whether every source is done, whether every instance has
+        seen the final watermark, whether the worker is quiet and how many
+        calls it has processed (the driver's tests for the end).
         """
+        return self._step()
+
+    def _step(self) -> dict[str, Any]:
         for task in self.order:
             task.drain_control()
         self._pump()
@@ -730,7 +736,16 @@ class StageWorker:
                 break
             if time.perf_counter() >= deadline:
                 break
-        return {"sources_done": not any(t.active for t in self.order), "quiet": self._quiet(), "handled": self.handled}
+        # Calls waiting for a peer's credit: wait for answers here (boundedly) rather than be asked again at once.
+        while any(self.outbox.values()) and time.perf_counter() < deadline and self._wait_for_credit():
+            self._pump()
+        return {
+            "sources_done": not any(t.active for t in self.order),
+            "backlog": any(self.outbox.values()),
+            "finished": all(t.done() for t in self.order),
+            "quiet": self._quiet(),
+            "handled": self.handled,
+        }
 
     # -- control (their own thread, heard while a step runs) ------------------------------
     @ray.method(concurrency_group="control")
