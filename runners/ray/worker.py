@@ -121,10 +121,11 @@ class _Output(io.TextIOBase):
         return "utf-8"
 
 
-def _captured(method: F) -> F:
+def _captured(method: F, fails_worker: bool = True) -> F:
     """Run an actor method with the process's standard streams captured for the driver.
 
-    A stream method that fails leaves the worker failed: every later stream
+    A stream method that fails leaves the worker failed (unless not
+    ``fails_worker``: a state query's error is the query's): every later
     call raises the same error, so the driver hears it even when the call that
     failed was one whose answer nobody reads (an ``ack``).
     """
@@ -138,7 +139,7 @@ def _captured(method: F) -> F:
                 raise self.error
             return method(self, *args, **kwargs)
         except BaseException as exc:
-            if self.error is None and self.tasks:
+            if fails_worker and self.error is None and self.tasks:
                 self.error = exc
             raise
         finally:
@@ -268,11 +269,13 @@ class StageTask:
 
     def forward_watermarks(self) -> None:
         now = self.clock.now_us()
+        # A TestStream's clock moves processing time with the watermark: it travels with it, and a
+        # new processing time alone is news. On a wall clock every task reads its own clock (see tick).
+        news = now if isinstance(self.clock, ManualClock) else 0
         send = self.host.send
         for edge_id, wm in self.executor.remote_watermarks().items():
-            # Processing time travels with the watermark (a TestStream's clock moves both).
-            if (wm, now) != self.sent_watermarks.get(edge_id):
-                self.sent_watermarks[edge_id] = (wm, now)
+            if (wm, news) != self.sent_watermarks.get(edge_id):
+                self.sent_watermarks[edge_id] = (wm, news)
                 for _kind, stage, slots in self.routes[edge_id]:
                     for slot in slots:
                         send(slot, stage, "watermark", edge_id, self.index, wm, now)
@@ -314,6 +317,16 @@ class StageTask:
 
     def query_state(self, step: str, state_name: str, key: Any, window: Any) -> Any:
         return self.executor.read_state(step, state_name, key, window)
+
+    def tick(self) -> None:
+        """On a wall clock: fire the processing-time timers that are due (no input need arrive for them)."""
+        if isinstance(self.clock, ManualClock) or not self.opened:
+            return
+        now = self.clock.now_us()
+        if any(d is not None and d <= now for d in (op.next_processing_deadline() for op in self.executor.ops)):
+            with throughput_gc():
+                self.executor.propagate()
+            self.forward_watermarks()
 
     # -- sources -----------------------------------------------------------------
     def poll_sources(self) -> bool:
@@ -477,7 +490,7 @@ class StageWorker:
         self.order = built
         self.tasks = {t.stage_id: t for t in built}
         self.jobs += 1
-        for task in built:
+        for task in reversed(built):  # downstream first: what an opening task emits finds its consumers open
             task.open()
         return self._step() if job["step"] else None
 
@@ -683,7 +696,7 @@ class StageWorker:
         self._pump()
         return True
 
-    @_captured
+    @functools.partial(_captured, fails_worker=False)
     def query_state(self, stage: int, step: str, state_name: str, key: Any, window: Any) -> Any:
         """A copy of one state cell of ``step`` (a stateful DoFn of ``stage``, whose instance here owns ``key``).
 
@@ -709,6 +722,8 @@ class StageWorker:
     def _step(self) -> dict[str, Any]:
         for task in self.order:
             task.drain_control()
+            if not task.inbox:
+                task.tick()
         self._pump()
         deadline = time.perf_counter() + STEP_SECONDS
         sources = [t for t in self.order if t.active]
