@@ -1001,7 +1001,11 @@ class _Job:
         stalled = []
         alignment = self.result.alignment
         transfers = {"remote_calls": 0, "local_calls": 0}
-        for outcome in ray.get([w.finish.remote() for w in self.actors]):
+        outcomes = ray.get([w.finish.remote() for w in self.actors])
+        for printed in ray.get(self._output_calls):  # taken before the finish: printed first
+            _print_output(printed)
+        self._output_calls = []
+        for outcome in outcomes:
             _print_output(outcome["output"])
             transfers["remote_calls"] += outcome["remote_calls"]
             transfers["local_calls"] += outcome["local_calls"]
