@@ -248,7 +248,9 @@ class _ProgressSource(td.BoundedSource):
 
 
 class _SlowSink(td.DoFn):
-    """Sleeps per bundle and records how far the source has run ahead of it."""
+    """Sleeps per bundle and records how far the source has run ahead of it (a keyed stage: it keeps state)."""
+
+    SEEN = td.ReadModifyWriteStateSpec("seen")
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -256,12 +258,13 @@ class _SlowSink(td.DoFn):
     def start_bundle(self) -> None:
         time.sleep(0.02)
 
-    def process(self, x: Any) -> Iterable[Any]:
+    def process(self, kv: Any, seen: Any = td.DoFn.StateParam(SEEN)) -> Iterable[Any]:
+        seen.write((seen.read() or 0) + 1)
         try:
             produced = int(Path(self.path).read_text() or 0)
         except (OSError, ValueError):
             produced = 0
-        yield produced - x
+        yield produced - kv[1]
 
 
 def _lag_at_most(limit: int) -> Any:
@@ -273,20 +276,25 @@ def _lag_at_most(limit: int) -> Any:
 
 
 def _run_with_slow_sink(progress: str, max_in_flight: int) -> None:
-    with td.Pipeline(runner=RayRunner(parallelism=1, max_in_flight=max_in_flight, bundle_size=50)) as p:
+    """One source instance (worker 0) sends every element, under one key, to the sink instance that
+    owns the key, on worker 1: every bundle crosses workers, so only the bound on calls in flight
+    between workers keeps the source from running ahead."""
+    from tidal.runners.core.keygroups import key_group_of, owner_of
+
+    key = next(k for k in range(100) if owner_of(key_group_of(k, 128), 2, 128) == 1)
+    runner = RayRunner(parallelism=2, stage_parallelism={"Produce": 1}, max_in_flight=max_in_flight, bundle_size=50)
+    with td.Pipeline(runner=runner) as p:
         lag = (
             p
-            | td.Read(_ProgressSource(3000, progress))
-            | td.Map(lambda x: (x % 7, x))
-            | td.Reshuffle()
-            | td.Values()
-            | td.ParDo(_SlowSink(progress))
+            | "Produce" >> td.Read(_ProgressSource(3000, progress))
+            | td.Map(lambda x: (key, x))
+            | "SlowSink" >> td.ParDo(_SlowSink(progress))
         )
         assert_that(lag, _lag_at_most(600))
 
 
 def test_backpressure_keeps_a_slow_sink_from_falling_far_behind(tmp_path: Path) -> None:
-    # With one call in flight per edge the source can only be a few bundles
+    # With one call in flight per destination the source can only be a few bundles
     # (of 50 elements) ahead of the slow sink, not the whole input (3000).
     _run_with_slow_sink(str(tmp_path / "progress"), max_in_flight=1)
 

@@ -1,11 +1,15 @@
-"""RayRunner: each stage of the plan as N Ray actors, streaming batches between them.
+"""RayRunner: a job's stages on Ray actors, one instance of every stage per worker, streaming batches.
 
 ``Pipeline(runner="ray")`` starts a local Ray instance when none is running
 (and shuts down only what it started); ``RayRunner(address=...)`` or the
 ``RAY_ADDRESS`` environment variable attaches to a cluster. Stages run
 concurrently on generic workers leased from a pool kept in the Ray session
 (``pool.py``: a job loads its stages into warm workers instead of starting
-processes), spread over the cluster's nodes. Bounded sources are read in
+processes), spread over the cluster's nodes. A job at parallelism ``p`` uses
+``p`` workers (more only when a stage has a larger parallelism), and worker
+``i`` hosts instance ``i`` of every stage (Flink's slot sharing): an edge
+between instances of one worker is an in-process hand-off, and only edges
+between workers are Ray calls (``worker.py``). Bounded sources are read in
 parallel, split by their ``split`` method; unbounded sources with partitions
 read one partition per worker. Keyed exchanges route each key to the owner of
 its key group; side inputs are broadcast; Flatten fans in. What user code
@@ -140,6 +144,8 @@ class AlignmentStats:
 class RayPipelineResult(RunningResult):
     """A job running on Ray actors; ``cancel`` stops it and removes its workers.
 
+    ``parallelism`` says how many instances each stage ran, ``transfers`` how
+    many calls went between workers and how many stayed in process.
     With checkpoints, ``checkpoints`` lists the complete ones, ``recoveries``
     the restarts after lost workers, ``alignment`` what was held back while
     barriers aligned, and :meth:`savepoint` takes a checkpoint on request.
@@ -155,6 +161,9 @@ class RayPipelineResult(RunningResult):
         self.alignment = AlignmentStats()
         #: How many workers each stage ran on in the last attempt (stage id -> count).
         self.parallelism: dict[int, int] = {}
+        #: How the last attempt's calls between stage instances travelled: ``remote_calls`` (Ray calls
+        #: between workers: bundles, watermarks, barriers) and ``local_calls`` (in-process hand-offs).
+        self.transfers: dict[str, int] = {}
         self._savepoint_requests: queue.SimpleQueue[tuple[threading.Event, list[str]]] = queue.SimpleQueue()
         self._stop_lock = threading.Lock()
         #: The attempt whose workers are loaded (None while starting or restarting): it answers state queries.
@@ -179,10 +188,11 @@ class RayPipelineResult(RunningResult):
         plan = job.plan
         _spec, window = check_query(plan, step, state_name, window)
         node = next(n for n in plan.graph.primitives if n.full_label == step)
-        workers = job.workers[plan.stage_of[node].id]
+        stage_id = plan.stage_of[node].id
+        workers = job.workers[stage_id]
         m = self._runner.max_parallelism
         owner = workers[owner_of(key_group_of(key, m), len(workers), m)]
-        ref = owner.query_state.remote(step, state_name, key, window)
+        ref = owner.query_state.remote(stage_id, step, state_name, key, window)
         try:
             return ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
         except ray.exceptions.GetTimeoutError:
@@ -221,9 +231,13 @@ class RayPipelineResult(RunningResult):
 
 
 class RayRunner(Runner):
-    """Runs each stage as ``parallelism`` Ray actors (per-stage overrides by label).
+    """Runs each stage as ``parallelism`` instances (per-stage overrides by label) on shared Ray workers.
 
-    Workers come from a pool of generic stage workers kept in the Ray session
+    A job uses as many workers as its largest stage has instances; worker
+    ``i`` hosts instance ``i`` of every stage, and instances in one worker
+    hand bundles to each other in process. Between workers, at most
+    ``max_in_flight`` calls per destination are unprocessed at once
+    (backpressure). Workers come from a pool of generic stage workers kept in the Ray session
     and reused across jobs (``reuse_workers=False`` starts and removes a job's
     own). ``placement="spread"`` (the default) hands a job's workers out over
     the cluster's nodes in turn; ``"any"`` leaves it to Ray; a Ray
@@ -666,16 +680,16 @@ class _Job:
         self.actors: list[Any] = []
         self.workers: dict[int, list[Any]] = {}
         self.counts = {s.id: runner._parallelism_of(plan, s, pieces) for s in plan.stages}
+        #: Slot sharing: instance i of every stage runs on the job's worker i (its slot).
+        self.slot_of = {(s.id, i): i for s in plan.stages for i in range(self.counts[s.id])}
         self.interval = runner.checkpoint_interval or 1.0
         # Numbers go on after the restored checkpoint (which may come from another store).
         self.next_id = max(store.next_id(), restore.id + 1 if restore is not None else 0) if store is not None else 0
         self.inflight: tuple[int, bool, Any] | None = None
         self.last_done = time.monotonic()
-        self.finished_sources: set[int] = set()
         self.calls: list[Any] = []
-        self.pings: dict[int, Any] = {}
-        self.source_ids: set[int] = set()
-        self._last_ping = 0.0
+        #: The first step's answer of a worker that took it as it loaded (worker id -> status).
+        self._statuses: dict[int, dict[str, Any]] = {}
         self._last_output = time.monotonic()
         self._output_calls: list[Any] = []
         self._unloaded = False
@@ -771,12 +785,12 @@ class _Job:
         plan_arg: Any = ray.put(plan_bytes) if len(plan_bytes) > 64 * 1024 else plan_bytes
         senders = {e.edge_id: self.counts[e.producer_stage] for e in edges}
         location = self.store.location if self.store is not None else None
-        total = sum(self.counts[s.id] for s in plan.stages)
+        total = 1 + max(self.slot_of.values())
         for attempt in range(3):
             self._lease(total)
             loads = [
-                worker.load.remote(plan_arg, splits, spec)
-                for worker, splits, spec in self._load_specs(edges, senders, manual_clock, location, old_counts)
+                worker.load.remote(plan_arg, job, tasks)
+                for worker, job, tasks in self._load_specs(edges, senders, manual_clock, location, old_counts)
             ]
             if self._loaded(loads, last=attempt == 2):
                 break
@@ -794,28 +808,30 @@ class _Job:
         self.actors = get_pool().lease(runner._locations(total), fresh=not runner.reuse_workers)
         with self.result._stop_lock:
             self.result._actors = self.actors
-        it = iter(self.actors)
         for stage in self.plan.stages:
-            self.workers[stage.id] = [next(it) for _ in range(self.counts[stage.id])]
+            self.workers[stage.id] = [self.actors[self.slot_of[(stage.id, i)]] for i in range(self.counts[stage.id])]
         self.result.parallelism = dict(self.counts)
 
     def _load_specs(
         self, edges: list[Edge], senders: dict[str, int], manual_clock: bool, location: str | None, old_counts: dict[int, int]
     ) -> Any:
-        """(worker, its splits, its spec) for every worker of the job."""
+        """(worker, the job's settings for it, (splits, spec) of each instance it hosts) for every worker."""
         runner = self.runner
+        hosted: list[list[tuple[bytes, dict[str, Any]]]] = [[] for _ in self.actors]
         for stage in self.plan.stages:
             n = self.counts[stage.id]
-            routes: dict[str, list[tuple[str, list[Any]]]] = {}
+            # The worker slot each consuming instance runs on.
+            routes: dict[str, list[tuple[str, int, list[int]]]] = {}
             for e in edges:
                 if e.producer_stage == stage.id:
-                    routes.setdefault(e.edge_id, []).append((e.kind, self.workers[e.consumer_stage]))
+                    slots = [self.slot_of[(e.consumer_stage, j)] for j in range(self.counts[e.consumer_stage])]
+                    routes.setdefault(e.edge_id, []).append((e.kind, e.consumer_stage, slots))
             piece_lists = {
                 label: AssignedSplits.assign(parts, n, isinstance(parts[0], BoundedSource))
                 for label, parts in self.pieces.items()
                 if any(node.full_label == label for node in stage.nodes)
             }
-            for i, worker in enumerate(self.workers[stage.id]):
+            for i in range(n):
                 # Pickled here, once: Ray's own serializer is several times slower on
                 # large lists of small tuples than cloudpickle's protocol 5 on a bytes blob.
                 splits = _dumps({label: assigned[i] for label, assigned in piece_lists.items()})
@@ -823,11 +839,11 @@ class _Job:
                     "stage": stage.id,
                     "index": i,
                     "count": n,
+                    "source": stage.input_kind == "source",
                     "senders": senders,
                     "strict": runner.strict,
                     "bundle_size": runner.bundle_size,
                     "manual_clock": manual_clock,
-                    "max_in_flight": runner.max_in_flight,
                     "max_parallelism": runner.max_parallelism,
                     "alignment_bytes": runner.alignment_buffer_bytes,
                     "checkpoint_location": location,
@@ -835,7 +851,11 @@ class _Job:
                     "withdraw_after": self.withdraw_after,
                     "routes": routes,
                 }
-                yield worker, splits, spec
+                hosted[self.slot_of[(stage.id, i)]].append((splits, spec))
+        for slot, worker in enumerate(self.actors):
+            # A job's only worker may start reading as it loads (no peer can get a call before its load).
+            job = {"slot": slot, "peers": self.actors, "max_in_flight": runner.max_in_flight, "step": len(self.actors) == 1}
+            yield worker, job, hosted[slot]
 
     def _loaded(self, loads: list[Any], last: bool) -> bool:
         """Wait for the loads. A pooled worker that is gone (its node died while it was idle) is
@@ -848,7 +868,9 @@ class _Job:
         lost, fine, error = [], [], None
         for worker, ref in zip(self.actors, loads):
             try:
-                ray.get(ref)
+                status = ray.get(ref)
+                if status is not None:  # a job's only worker takes its first step as it loads
+                    self._statuses[id(worker)] = status
                 fine.append(worker)
             except Exception as exc:
                 if not _is_worker_loss(exc) or last:
@@ -869,56 +891,138 @@ class _Job:
 
     # -- running ---------------------------------------------------------------------
     def run(self) -> None:
-        import ray
-
         self._start()
         plan, result = self.plan, self.result
         # The first checkpoint comes one interval after the sources start (not at once, at offset 0).
         self.last_done = time.monotonic()
-        sources = [w for s in plan.stages if s.input_kind == "source" for w in self.workers[s.id]]
-        self.source_ids = {id(w) for w in sources}
-        running = {w.run_sources.remote(): w for w in sources}
-        while running and not result.cancelled:
-            ready, _ = ray.wait(list(running), num_returns=len(running), timeout=0.05)
-            for ref in ready:
-                worker = running.pop(ref)
-                ray.get(ref)
-                self.finished_sources.add(id(worker))
-                if self.store is not None:
-                    self.calls.append(worker.poll.remote())
-            if self.store is not None:
-                self._tick(sources)
-            if running:
-                self._poll_output()
+        hosts = {self.slot_of[(s.id, i)] for s in plan.stages if s.input_kind == "source" for i in range(self.counts[s.id])}
+        sources = [self.actors[slot] for slot in sorted(hosts)]
+        self._drive(sources)
+        if self.store is not None and not result.cancelled:
+            self._final_checkpoint(sources)
+            self._drive(sources)
         if result.cancelled:
             return
-        if self.store is not None:
-            for stage in plan.stages:  # topological: each drain waits for what it sent
-                ray.get([w.drain.remote() for w in self.workers[stage.id]])
-            self._final_checkpoint(sources)
         self._finish()
 
+    def _drive(self, sources: list[Any], idle_poll: float = 0.05, busy_poll: float = 0.003) -> None:
+        """Step the workers until every source is done and every worker is quiet; meanwhile take
+        checkpoints and print what the workers print.
+
+        While sources still read, a worker whose sources are done and which is
+        quiet is stepped every ``idle_poll`` s only (a failure there still
+        surfaces); one whose sources are done and that only waits for its peers
+        to process what it sent, every ``busy_poll`` s (its peers' calls move it
+        on, not the steps); the others again as soon as their step returns, so
+        the calls their peers queued run in between. The end: every worker answered that
+        its sources are done and every instance it hosts has seen the final
+        watermark (which comes after all data on every channel, so nothing
+        is left to arrive anywhere). A job that stalls never gets there, so the
+        other end is quiet: every worker answered two steps quiet with nothing
+        processed between them, and some moment lies within all those quiet
+        spells (after each first answer came, before each second step was
+        sent), so at that moment no call was in flight anywhere. A job's only
+        worker needs one quiet answer: no peer can send it anything.
+        """
+        import ray
+
+        result = self.result
+        n = len(self.actors)
+        steps: dict[Any, tuple[Any, float]] = {}
+        # Per worker: (when its first quiet answer of the current spell came, its handled count then),
+        # and when the step that confirmed the spell was sent.
+        spells: dict[int, tuple[float, int]] = {}
+        confirmed: dict[int, float] = {}
+        #: Workers stepped again later: (when, the worker, whether only because it is idle).
+        resting: dict[int, tuple[float, Any, bool]] = {}
+        answers: list[tuple[Any, float, dict[str, Any]]] = []
+        for w in self.actors:
+            first = self._statuses.pop(id(w), None)
+            if first is not None:
+                answers.append((w, time.monotonic(), first))
+            else:
+                steps[w.step.remote()] = (w, time.monotonic())
+        done: set[int] = set()
+        finished: set[int] = set()
+        while not result.cancelled:
+            now = time.monotonic()
+            for worker, sent, status in answers:
+                key = id(worker)
+                if status["sources_done"]:
+                    done.add(key)
+                    if status["finished"]:
+                        finished.add(key)
+                if status["sources_done"] and status["quiet"]:
+                    spell = spells.get(key)
+                    if spell is None or spell[1] != status["handled"]:
+                        spells[key] = (now, status["handled"])
+                        confirmed.pop(key, None)
+                        if n == 1:
+                            confirmed[key] = now
+                    else:
+                        confirmed[key] = sent
+                    if len(done) < n and key in confirmed:
+                        resting[key] = (now + idle_poll, worker, True)
+                        continue
+                else:
+                    spells.pop(key, None)
+                    confirmed.pop(key, None)
+                    if status["sources_done"] and not status["backlog"]:
+                        resting[key] = (now + busy_poll, worker, False)
+                        continue
+                steps[worker.step.remote()] = (worker, time.monotonic())
+            answers = []
+            if len(finished) == n or (len(confirmed) == n and max(t for t, _ in spells.values()) <= min(confirmed.values())):
+                break
+            for key, (at, worker, idle) in list(resting.items()):
+                if at <= now or (idle and len(done) == n):
+                    del resting[key]
+                    steps[worker.step.remote()] = (worker, time.monotonic())
+            if self.store is not None and len(done) < n:
+                self._tick(sources)
+            self._poll_output()
+            wake = min((at for at, _, _ in resting.values()), default=now + 0.05)
+            if not steps:
+                time.sleep(max(0.0, wake - now))
+                continue
+            ready, rest = ray.wait(list(steps), num_returns=1, timeout=max(0.0, min(0.05, wake - now)))
+            if ready and rest:
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                ready += more
+            for ref in ready:
+                worker, sent = steps.pop(ref)
+                answers.append((worker, sent, ray.get(ref)))
+        # A step still in flight runs before the next call to its worker, which reports its failure.
+
     def _finish(self) -> None:
-        """Finish the stages in topological order: each waits until what it sent was processed."""
+        """Publish and close every instance (every worker is quiet); gather metrics, output and status."""
         import ray
 
         stalled = []
         alignment = self.result.alignment
-        for stage in self.plan.stages:
-            for outcome in ray.get([w.finish.remote() for w in self.workers[stage.id]]):
-                _print_output(outcome["output"])
-                self.result._metrics.extend(outcome["metrics"])
-                if not outcome["done"]:
-                    stalled.append(outcome["stage"])
-                stats = outcome["alignment"]
+        transfers = {"remote_calls": 0, "local_calls": 0}
+        outcomes = ray.get([w.finish.remote() for w in self.actors])
+        for printed in ray.get(self._output_calls):  # taken before the finish: printed first
+            _print_output(printed)
+        self._output_calls = []
+        for outcome in outcomes:
+            _print_output(outcome["output"])
+            transfers["remote_calls"] += outcome["remote_calls"]
+            transfers["local_calls"] += outcome["local_calls"]
+            for task in outcome["tasks"]:
+                self.result._metrics.extend(task["metrics"])
+                if not task["done"]:
+                    stalled.append(task["stage"])
+                stats = task["alignment"]
                 alignment = AlignmentStats(
                     max(alignment.peak_held_bytes, stats["peak_held_bytes"]),
                     alignment.spilled_bytes + stats["spilled_bytes"],
                     alignment.alignments + stats["alignments"],
                 )
         self.result.alignment = alignment
+        self.result.transfers = transfers
         if stalled and not self.result.cancelled:
-            stage = self.plan.stages[stalled[0]]
+            stage = self.plan.stages[min(stalled)]
             raise PipelineExecutionError(
                 stage.root.full_label, "the pipeline stalled: the sources are done but this stage's watermark is not"
             )
@@ -955,9 +1059,7 @@ class _Job:
 
     # -- checkpoints -----------------------------------------------------------------
     def _tick(self, sources: list[Any]) -> None:
-        """Trigger, complete and acknowledge checkpoints; notice lost workers."""
-        import ray
-
+        """Trigger and complete checkpoints (lost workers surface in the steps)."""
         now = time.monotonic()
         self._check_calls()
         if self.inflight is None:
@@ -968,19 +1070,6 @@ class _Job:
                 self._trigger(sources, savepoint=request is not None, request=request)
         if self.inflight is not None:
             self._try_complete()
-        # A lost worker that nothing sends to is noticed by pinging it.
-        if now - self._last_ping >= max(self.interval, 0.5):
-            self._last_ping = now
-            for w in self.actors:
-                key = id(w)
-                ref = self.pings.get(key)
-                if ref is not None:
-                    done, _ = ray.wait([ref], timeout=0)
-                    if not done:
-                        continue
-                    ray.get(ref)
-                if key in self.finished_sources or key not in self.source_ids:
-                    self.pings[key] = w.poll.remote()
 
     def _check_calls(self) -> None:
         import ray
@@ -994,10 +1083,7 @@ class _Job:
         cid = self.next_id
         self.next_id += 1
         for w in sources:
-            if id(w) in self.finished_sources:
-                self.calls.append(w.take_checkpoint.remote(cid))
-            else:
-                self.calls.append(w.trigger.remote(cid))
+            self.calls.append(w.trigger.remote(cid))
         self.inflight = (cid, savepoint, request)
 
     def _try_complete(self, final: bool = False) -> bool:
@@ -1041,4 +1127,7 @@ class _Job:
                 "checkpoint", f"checkpoint {cid} did not complete in time (parts written: {written or 'none'})"
             )
         self._check_calls()
-        time.sleep(0.01)
+        import ray
+
+        ray.get([w.step.remote() for w in self.actors])  # the sources take it, barriers travel
+        time.sleep(0.002)
