@@ -587,3 +587,23 @@ def test_firing_holds_the_cyclic_collector_off_and_restores_it() -> None:
             assert gc.isenabled() is enabled
         finally:
             gc.enable()
+
+
+def test_a_stage_whose_sum_finishes_in_another_stage_still_fuses_its_map_with_the_precombine() -> None:
+    """On Ray a lifted sum's pre-combiner runs in the Map's stage and the final combine in the next one: the Map's
+    stage alone (``stage_ids``) fuses the Map with its pre-combiner, and the stage that finishes the sum builds none."""
+    from tidal.runners.core.executor import LocalExecutor
+    from tidal.runners.core.plan import build_plan
+
+    p = td.Pipeline()
+    _ = p | td.Create(["a", "b", "a"]) | "Pair" >> td.Map(lambda w: (w, 1)) | "Sum" >> td.CombinePerKey(sum)
+    plan = build_plan(p.graph())
+    stage_of_pair = next(s.id for s in plan.stages if any(n.full_label == "Pair" for n in s.nodes))
+    others = {s.id for s in plan.stages} - {stage_of_pair}
+    assert others, "the sum must finish in a stage of its own"
+    def emit(edge_id: str, bundle: list[Any]) -> None:
+        pass
+
+    mine = LocalExecutor(plan, stage_ids={stage_of_pair}, remote_emit=emit)
+    assert [(m.label, pre.label) for m, pre in mine.fused] == [("Pair", "Sum/Precombine")]
+    assert LocalExecutor(plan, stage_ids=others, remote_emit=emit).fused == []

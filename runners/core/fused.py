@@ -88,7 +88,7 @@ def fuse_windowed_precombines(executor: "LocalExecutor") -> list[tuple[ParDoOper
     for combine, pre in executor._precombine_of.items():
         if type(pre) is not PrecombineOperator or type(pre.fn) is not SumCombineFn:
             continue
-        if not isinstance(combine.transform, CombinePerKey) or not executor._is_local(combine):
+        if not isinstance(combine.transform, CombinePerKey):
             continue
         win_pc = combine.inputs[0]
         win_node = win_pc.producer
@@ -110,7 +110,7 @@ def fuse_windowed_precombines(executor: "LocalExecutor") -> list[tuple[ParDoOper
         # Map -> lifted sum in the global window (word count): the kernel sums per key.
         if type(pre) is not PrecombineOperator or type(pre.fn) is not SumCombineFn:
             continue
-        if not isinstance(combine.transform, CombinePerKey) or not executor._is_local(combine):
+        if not isinstance(combine.transform, CombinePerKey):
             continue
         map_op = _fusable_map(executor, combine, consumers)
         if map_op is None or type(map_op.invoker.input_windowfn) is not GlobalWindows or any(m is map_op for m, _ in fused):
