@@ -532,13 +532,17 @@ def test_a_paced_socket_stream_is_measured_as_the_runners_streams_are() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", list(PEERS))
-def test_each_installed_engine_streams_the_yahoo_query_with_the_direct_runners_counts(engine: str) -> None:
+def test_each_installed_engine_streams_the_yahoo_query_with_the_direct_runners_counts(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The real engines, whatever a module-wide pretend engine put in their place.
+    monkeypatch.setattr(latency, "detect_peers", detect_peers)
+    monkeypatch.setattr(latency, "run_peer", run_peer)
     present, _ = detect_peers([engine])
     if engine not in present:
         pytest.skip(f"{PEERS[engine].title} is not installed: `{INSTALL_COMMAND}` installs the other engines")
     knob = latency.peer_knob(engine)
     config = SweepConfig(runners=(), rates=(3000.0,), knobs={engine: knob.values[1:2]}, duration=1.0, quiet=True, peers=(engine,))
     report = run_latency_sweep(config, sessions=[])  # the engine alone
+    assert report["runners"] == [engine] and report["skipped_runners"] == {}
     (point,) = report["points"]
     assert (point["runner"], point["knob"], point["value"]) == (engine, knob.name, knob.values[1])
     assert point["error"] is None and point["same_result"] is True, point
