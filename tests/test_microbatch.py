@@ -300,6 +300,35 @@ def test_the_arrow_path_is_taken_for_a_known_combiner(tmp_path: Path) -> None:
     assert not MicroBatchExecutor(build_plan(p.graph()), 1.0, 100).columnar
 
 
+def test_on_the_disk_backend_the_arrow_aggregate_steps_aside_so_its_windows_state_spills(tmp_path: Path) -> None:
+    """The Arrow path holds open windows' partial aggregates in tables of its own: with ``state_backend="disk"`` the
+    grouping step keeps them in the backend's tables instead, and the sums are the same."""
+    from tidal.runners.core.plan import StateBackendSpec, build_plan
+    from tidal.runners.core.statebackend import SpilledTable
+    from tidal.runners.microbatch import MicroBatchExecutor
+
+    rows = [(k, float(k * 10 + t), t) for k in range(3) for t in range(40)]  # (key, value, time in seconds)
+    options = {"state_backend": "disk", "state_dir": str(tmp_path / "state"), "state_cache_entries": 2}
+    p = td.Pipeline(options=options)
+    _arrow_pipeline(_arrow_table(rows), window.FixedWindows(10), sum)(p)
+    executor = MicroBatchExecutor(build_plan(p.graph(), state_backend=StateBackendSpec.from_options(p.options)), 1.0, 100)
+    assert not executor.columnar
+    reducers = [op.reducer for op in executor.op_of.values() if hasattr(op, "reducer")]
+    assert reducers and all(isinstance(r.states, SpilledTable) for r in reducers)
+    # By hand: each key's values summed per 10 s window, the pane at the window's end.
+    expected = sorted(
+        (((k, float(sum(k * 10 + t for t in range(start, start + 10)))), (start + 10) * 1_000_000 - 1, start)
+         for k in range(3) for start in range(0, 40, 10)),
+        key=repr,
+    )
+    for name, opts in (("memory", {}), ("disk", options)):
+        p = td.Pipeline(runner=MicroBatchRunner(max_batch_size=7), options=opts)
+        _ = _arrow_pipeline(_arrow_table(rows), window.FixedWindows(10), sum)(p) | td.ParDo(_Collect(str(tmp_path / name)))
+        p.run().wait_until_finish()
+        got = [(v, t, int(w.start.micros // 1_000_000)) for v, t, w, _ in _read(tmp_path / name)]
+        assert sorted(got, key=repr) == expected
+
+
 rows_strategy = st.lists(
     # Small keys take the dense (bincount) kernel, far-apart keys the hash group-by.
     st.tuples(st.sampled_from([0, 1, 2, 3, 5, -(10**12), 10**12]), st.integers(-40, 40).map(lambda x: x / 4), st.integers(-30, 60)),

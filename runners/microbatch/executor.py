@@ -120,7 +120,10 @@ class MicroBatchExecutor(LocalExecutor):
         from tidal.runners.microbatch.arrow_pardo import ArrowRowsSourceDriver, find_arrow_pardos
         from tidal.runners.microbatch.columnar import ArrowSourceDriver, ArrowWindowedCombine, find_arrow_combines
 
-        for frag in find_arrow_combines(self.plan.graph):
+        # The Arrow aggregate keeps its open windows' partial aggregates in Arrow tables of its
+        # own; on the disk backend, state must spill, so the grouping step keeps them instead.
+        arrow_combines = find_arrow_combines(self.plan.graph) if self.state_backend.kind == "memory" else []
+        for frag in arrow_combines:
             for i, (old, op, node) in enumerate(self.sources):
                 if node is not frag.read:
                     continue
