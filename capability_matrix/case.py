@@ -192,16 +192,19 @@ class CaseContext:
 
         return FailOnce(str(self._arm(name)), predicate)
 
-    def fail_after_checkpoint(self, predicate: Callable[[Any], bool], name: str = "crash") -> "DoFn":
+    def fail_after_checkpoint(self, predicate: Callable[[Any], bool], name: str = "crash", pace_s: float = 0.6) -> "DoFn":
         """Like :meth:`fail_once`, but the failure waits until the job has a complete checkpoint.
 
-        Until then matching elements pass on and each bundle waits a little, so
-        that a runner checkpointing by time takes one mid-input; the restarted
-        job can then resume from it (see :class:`~tidal.capability_matrix.sinks.FailAfterCheckpoint`).
+        Until then matching elements pass on and each bundle waits ``pace_s``
+        seconds, so that a runner checkpointing by time takes one mid-input; the
+        restarted job can then resume from it (see
+        :class:`~tidal.capability_matrix.sinks.FailAfterCheckpoint`). A case with
+        few bundles per worker paces each for longer than a checkpoint interval,
+        so that a barrier is waiting at every bundle boundary after the first.
         """
         from tidal.capability_matrix.sinks import FailAfterCheckpoint
 
-        return FailAfterCheckpoint(str(self._arm(name)), predicate, str(self.checkpoint_dir))
+        return FailAfterCheckpoint(str(self._arm(name)), predicate, str(self.checkpoint_dir), pace_s)
 
     def _arm(self, name: str) -> Path:
         marker = self.workdir / f"armed-{name}"

@@ -329,6 +329,11 @@ def _windowed_sum(p: td.Pipeline, source: Any, windowfn: Any, lateness: int, sta
     _ = pcoll | td.WindowInto(windowfn, allowed_lateness=lateness) | "Sum" >> td.CombinePerKey(sum) | td.ParDo(_Collect(run))
 
 
+def _by_key(collected: list[Any]) -> list[Any]:
+    """The collected panes stably sorted by key: the order within a key is kept."""
+    return sorted(collected, key=lambda e: repr(e[0][0]))
+
+
 def _fused_and_not(build: Any, runner: Any) -> tuple[list[Any], list[Any]]:
     from tidal.runners.core import fused
     from tidal.runners.core.executor import LocalExecutor
@@ -380,7 +385,9 @@ def test_fused_windowed_sum_equals_the_steps_one_by_one_in_a_stream(
         _windowed_sum(p, stream.advance_watermark_to_infinity(), WINDOWFNS[windowing], lateness, stamped, name)
 
     fused_out, steps_out = _fused_and_not(build, lambda: DirectRunner(strict=strict))
-    assert fused_out == steps_out
+    # The same panes in the same order per key (panes of different keys that one watermark move
+    # fires have no order between them: the fused table and the reducer may interleave keys differently).
+    assert _by_key(fused_out) == _by_key(steps_out)
 
 
 @SETTINGS
