@@ -30,6 +30,8 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
+import attrs
+
 from tidal.benchmarks.collect import Collected
 
 __all__ = ["PacedLines", "LineCollector", "lines_due", "event_line", "stream_point", "LINE_FIELDS"]
@@ -183,7 +185,8 @@ def stream_point(
     workload = SWEEP_WORKLOADS[workload_name](events_per_second)
     elements = workload.make_input(events, out_of_orderness)
     lines = [event_line(tv.value) for tv in elements]
-    preamble = [",".join(["0", "0", lines[0].split(",")[2], "banner", "warmup", lines[0].split(",")[5], "0.0.0.0"])] if wait else []
+    # The preamble: the first event again, of an event type the query drops.
+    preamble = [event_line(attrs.evolve(elements[0].value, event_type="warmup"))] if wait else []
     info = {
         "out_of_orderness": out_of_orderness,
         "ads": yahoo.ad_table(yahoo.YahooConfig(events_per_second=events_per_second)),
