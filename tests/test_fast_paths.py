@@ -614,3 +614,54 @@ def test_a_stage_whose_sum_finishes_in_another_stage_still_fuses_its_map_with_th
     mine = LocalExecutor(plan, stage_ids={stage_of_pair}, remote_emit=emit)
     assert [(m.label, pre.label) for m, pre in mine.fused] == [("Pair", "Sum/Precombine")]
     assert LocalExecutor(plan, stage_ids=others, remote_emit=emit).fused == []
+
+
+@pytest.mark.parametrize("windowing", ["fixed", "sliding"])
+@pytest.mark.parametrize("plain_values", [True, False])
+def test_a_fused_windowed_sum_flushes_its_partials_once_they_reach_max_keys(windowing: str, plain_values: bool) -> None:
+    """The fused kernel counts the (key, window) entries it adds, so the pre-combiner's size bound
+    holds: once ``max_keys`` entries wait, they go downstream (and the count starts again)."""
+    from tidal.runners.core.executor import LocalExecutor
+    from tidal.runners.core.plan import build_plan
+    from tidal.runners.core.sources import GlobalValues, to_windowed
+
+    p = td.Pipeline()
+    _ = (
+        p
+        | td.Create([])
+        | "Stamp" >> td.Map(_stamp)
+        | td.WindowInto(WINDOWFNS[windowing])
+        | "Sum" >> td.CombinePerKey(sum)
+    )
+    ex = LocalExecutor(build_plan(p.graph()))
+    [(map_op, pre)] = ex.fused
+    pre.max_keys = 10
+    flushed: list[list[Any]] = []
+    pre.emit = lambda tag, out: flushed.append(list(out))  # type: ignore[method-assign]
+    per_element = 2 if windowing == "sliding" else 1  # sliding: 10 s windows every 5 s
+    # Keys k0..k3 at 12 s, then k0 again: 4 entries (8 sliding), a repeated key adds none.
+    first = [(f"k{i}", 12, 1) for i in range(4)] + [("k0", 12, 5)]
+
+    def bundle(elements: list[Any]) -> Any:
+        return GlobalValues(elements) if plain_values else to_windowed(elements)
+
+    map_op.process(bundle(first))
+    assert pre.starts_count == 4 * per_element and flushed == []
+    # Two more keys: 6 entries (12 sliding) reach the bound of 10 only on sliding windows ...
+    map_op.process(bundle([("k4", 13, 1), ("k5", 14, 1)]))
+    if windowing == "sliding":
+        assert len(flushed) == 1 and len(flushed[0]) == 12 and pre.starts_count == 0
+        assert sorted((kv, w) for kv, _t, (w,), _p in flushed[0] if kv[0] == "k0") == [
+            (("k0", 6), window.IntervalWindow(5, 15)),
+            (("k0", 6), window.IntervalWindow(10, 20)),
+        ]
+    else:
+        assert flushed == [] and pre.starts_count == 6
+        # ... and on fixed windows with four keys in the next window.
+        map_op.process(bundle([(f"k{i}", 25, 1) for i in range(4)]))
+        assert len(flushed) == 1 and pre.starts_count == 0
+        assert sorted((kv, w) for kv, _t, (w,), _p in flushed[0]) == sorted(
+            [(("k0", 6), window.IntervalWindow(10, 20))]
+            + [((f"k{i}", 1), window.IntervalWindow(10, 20)) for i in range(1, 6)]
+            + [((f"k{i}", 1), window.IntervalWindow(20, 30)) for i in range(4)]
+        )

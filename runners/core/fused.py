@@ -8,10 +8,11 @@ gets a window assigned twice (by the ``Map``'s input WindowFn for the new
 timestamp, then by the new WindowFn) and is added to the partial table
 under a ``(key, window)`` pair. Fused, the ``Map``'s kernel does it all in
 one loop over the bundle: it calls the function, computes the window start
-from the timestamp with integer arithmetic and adds the value to a flat
-``(key, window start) -> partial sum`` table of the
+from the timestamp with integer arithmetic and adds the value to a
+``window start -> {key: partial sum}`` table of the
 :class:`~tidal.runners.core.operators.PrecombineOperator`, with no windowed
-value and no window object per element. The pre-combiner turns the table
+value, no window object and no (key, window) tuple per element (consecutive
+elements mostly share a window, whose key table the loop keeps at hand). The pre-combiner turns the table
 into the usual partial accumulators, one per (key, window), when it flushes,
 so the grouping step downstream sees exactly what the unfused steps send it.
 
@@ -295,7 +296,7 @@ def _fused_kernel(
     offset = windowfn.offset_us
     sliding = type(windowfn) is SlidingWindows
     period = windowfn.period_us if isinstance(windowfn, SlidingWindows) else size
-    table = pre.start_table(size)
+    starts = pre.start_table(size)
 
     def call_all(values: Any) -> list[Any]:
         """Phase one: the user's function over the bundle (its errors name the Map)."""
@@ -313,8 +314,12 @@ def _fused_kernel(
         """Fixed windows over a source's plain values: the function's call in the same loop."""
         general = outputs[main_tag].append
         wm = pre.input_watermark
-        get = table.get
+        # Consecutive elements mostly fall in one window: its {key: sum} table stays at hand,
+        # and a key is added to with no (key, window) tuple built or hashed.
+        last, accs, get = None, None, None
+        before: dict[int, int] = {}  # each window table's size when the bundle first reached it
         t0, ws0, p0 = MIN_TIMESTAMP_US, GLOBAL_WINDOWS_TUPLE, PANE_INFO_UNKNOWN
+        start0 = t0 - (t0 - offset) % size
         kv: Any = None
         try:
             for v in values:
@@ -326,23 +331,38 @@ def _fused_kernel(
                     t = r.timestamp_us
                     kv = r.value
                     start = t - (t - offset) % size
-                    if start + size <= wm:
-                        general((kv, t, assign_in(t, kv, ws0[0]), p0))
-                        continue
+                    if start != last:
+                        if start + size <= wm:
+                            general((kv, t, assign_in(t, kv, ws0[0]), p0))
+                            continue
+                        accs = starts.get(start)
+                        if accs is None:
+                            accs = starts[start] = {}
+                        if start not in before:
+                            before[start] = len(accs)
+                        last, get = start, accs.get
                 elif r.__class__ in special:
                     handle(r, t0, ws0, p0)
                     continue
                 else:
                     kv = r
-                    start = t0 - (t0 - offset) % size
-                    if start + size <= wm:
-                        general((kv, t0, ws0, p0))
-                        continue
+                    start = start0
+                    if start != last:
+                        if start + size <= wm:
+                            general((kv, t0, ws0, p0))
+                            continue
+                        accs = starts.get(start)
+                        if accs is None:
+                            accs = starts[start] = {}
+                        if start not in before:
+                            before[start] = len(accs)
+                        last, get = start, accs.get
                 key, value = kv
-                kw = (key, start)
-                table[kw] = get(kw, 0) + value
+                accs[key] = get(key, 0) + value  # type: ignore[index,misc]
         except (TypeError, ValueError) as exc:
             raise pre.input_error(kv, exc) from exc
+        finally:
+            pre.starts_count += sum(len(starts[s]) - n for s, n in before.items())
         pre.flush_if_full()
 
     def kernel(bundle: Any) -> None:
@@ -362,7 +382,10 @@ def _fused_kernel(
             op._encode_sample(r0.value if r0.__class__ is stamped else r0, f"output to {main_tag!r}")
         general = outputs[main_tag].append  # what the fast loop does not take goes step by step
         wm = pre.input_watermark
-        get = table.get
+        last: Any = None
+        accs: Any = None
+        get: Any = None
+        before: dict[int, int] = {}
         kv: Any = None
         try:
             if not sliding:
@@ -383,10 +406,17 @@ def _fused_kernel(
                         if start + size <= wm:
                             general((kv, t, ws, p))
                             continue
+                    if start != last:
+                        accs = starts.get(start)
+                        if accs is None:
+                            accs = starts[start] = {}
+                        if start not in before:
+                            before[start] = len(accs)
+                        last, get = start, accs.get
                     key, value = kv
-                    kw = (key, start)
-                    table[kw] = get(kw, 0) + value
+                    accs[key] = get(key, 0) + value
             else:
+                tables: list[Any] = []
                 for r, (t, ws, p) in zip(results, stamps):
                     if r.__class__ is stamped:
                         t = r.timestamp_us
@@ -398,17 +428,29 @@ def _fused_kernel(
                     else:
                         kv = r
                     since = (t - offset) % period
-                    last = t - since
+                    first = t - since
                     count = -(-(size - since) // period)
-                    if last - (count - 1) * period + size <= wm:
+                    if first - (count - 1) * period + size <= wm:
                         general((kv, t, ws, p))
                         continue
+                    if (first, count) != last:
+                        # The tables of the element's windows, latest start first.
+                        tables = []
+                        for start in range(first, first - count * period, -period):
+                            accs = starts.get(start)
+                            if accs is None:
+                                accs = starts[start] = {}
+                            if start not in before:
+                                before[start] = len(accs)
+                            tables.append(accs)
+                        last = (first, count)
                     key, value = kv
-                    for start in range(last, last - count * period, -period):
-                        kw = (key, start)
-                        table[kw] = get(kw, 0) + value
+                    for accs in tables:
+                        accs[key] = accs.get(key, 0) + value
         except (TypeError, ValueError) as exc:
             raise pre.input_error(kv, exc) from exc
+        finally:
+            pre.starts_count += sum(len(starts[s]) - n for s, n in before.items())
         pre.flush_if_full()
 
     return kernel

@@ -526,10 +526,12 @@ class PrecombineOperator(Operator):
         self.fn = pickle.loads(cloudpickle.dumps(fn))
         self.max_keys = max_keys
         self.table: dict[tuple[Any, Any], Any] = {}
-        #: Partial accumulators keyed by (key, window start) that a fused kernel fills
-        #: (see tidal.runners.core.fused); their windows are ``starts_size`` µs long.
-        self.starts: dict[tuple[Any, int], Any] = {}
+        #: Partial accumulators by window start, then key, that a fused kernel fills (see
+        #: tidal.runners.core.fused); their windows are ``starts_size`` µs long, and
+        #: ``starts_count`` says how many (key, window) entries they hold.
+        self.starts: dict[int, dict[Any, Any]] = {}
         self.starts_size = 0
+        self.starts_count = 0
         #: Partial accumulators of the global window by key, which a fused kernel fills.
         self.global_table: dict[Any, Any] = {}
 
@@ -590,26 +592,31 @@ class PrecombineOperator(Operator):
             )
         return UserCodeError(self.label, self.fn, exc, kv)
 
-    def start_table(self, size_us: int) -> dict[tuple[Any, int], Any]:
-        """The (key, window start) table a fused kernel adds to, for windows ``size_us`` long."""
+    def start_table(self, size_us: int) -> dict[int, dict[Any, Any]]:
+        """The window start -> {key: partial} table a fused kernel adds to, for windows ``size_us`` long.
+
+        A kernel that adds entries adds their number to :attr:`starts_count`.
+        """
         self.starts_size = size_us
         return self.starts
 
     def flush_if_full(self) -> None:
-        if len(self.table) + len(self.starts) + len(self.global_table) >= self.max_keys:
+        if len(self.table) + self.starts_count + len(self.global_table) >= self.max_keys:
             self.flush()
 
     def _fold_starts(self) -> None:
         """Move the (key, window start) table into ``table`` (a snapshot keeps one form)."""
         size, table, merge = self.starts_size, self.table, self.fn.merge_accumulators
         windows: dict[int, IntervalWindow] = {}
-        for (key, start), acc in self.starts.items():
+        for start, accs in self.starts.items():
             w = windows.get(start)
             if w is None:
                 w = windows[start] = IntervalWindow.from_micros(start, start + size)
-            kw: tuple[Any, Any] = (key, w)
-            table[kw] = merge([table[kw], acc]) if kw in table else acc
+            for key, acc in accs.items():
+                kw: tuple[Any, Any] = (key, w)
+                table[kw] = merge([table[kw], acc]) if kw in table else acc
         self.starts.clear()
+        self.starts_count = 0
         for key, acc in self.global_table.items():
             kw = (key, GLOBAL_WINDOW)
             table[kw] = merge([table[kw], acc]) if kw in table else acc
@@ -659,13 +666,12 @@ class PrecombineOperator(Operator):
                 out.append(((key, compact(acc)), w._end_us - 1, (w,), PANE_INFO_UNKNOWN))
             if self.starts:
                 size, unknown, append = self.starts_size, PANE_INFO_UNKNOWN, out.append
-                windows: dict[int, tuple[int, tuple[IntervalWindow]]] = {}
-                for (key, start), acc in self.starts.items():
-                    ew = windows.get(start)
-                    if ew is None:
-                        ew = windows[start] = (start + size - 1, (IntervalWindow.from_micros(start, start + size),))
-                    append(((key, compact(acc)), ew[0], ew[1], unknown))
+                for start, accs in self.starts.items():
+                    max_ts, in_window = start + size - 1, (IntervalWindow.from_micros(start, start + size),)
+                    for key, acc in accs.items():
+                        append(((key, compact(acc)), max_ts, in_window, unknown))
                 self.starts.clear()
+                self.starts_count = 0
             if self.global_table:
                 max_ts, in_global, unknown, append = GLOBAL_WINDOW._end_us - 1, GLOBAL_WINDOWS_TUPLE, PANE_INFO_UNKNOWN, out.append
                 for key, acc in self.global_table.items():
@@ -704,6 +710,7 @@ class PrecombineOperator(Operator):
                     table[kw] = acc
         self.table = table
         self.starts.clear()
+        self.starts_count = 0
         self.global_table.clear()
 
     def rescale_snapshot(self, snapshots: list[Any], owned: list[bool], key_groups: range) -> Any:
