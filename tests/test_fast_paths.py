@@ -557,6 +557,48 @@ def test_a_large_firing_is_emitted_in_bundles_of_pane_bundle_in_order(monkeypatc
     assert [wv[0] for b in bundles for wv in b] == [(k, [k]) for k in range(10)]
 
 
+@pytest.mark.parametrize("windowfn", [window.FixedWindows(10), window.Sessions(5)], ids=["fixed", "sessions"])
+def test_a_firing_of_many_windows_hands_its_panes_on_in_pieces_as_it_builds_them(monkeypatch: Any, windowfn: Any) -> None:
+    """Past ``_PANES_PER_PIECE`` panes, the reducer hands each piece on (in bundles of at most
+    ``PANE_BUNDLE``) before building the next window's, in memory as on disk: a piece of 4 panes
+    goes out as bundles of 3 and 1. (Sessions that the final watermark closes are built as the
+    sweep over their key's values finds them, and handed on in pieces the same way.)"""
+    from tidal.runners.core import operators, reduce
+
+    monkeypatch.setattr(operators, "PANE_BUNDLE", 3)
+    monkeypatch.setattr(reduce, "_PANES_PER_PIECE", 4)
+
+    def build(p: td.Pipeline) -> None:
+        stamped = p | td.Create(range(10)) | td.Map(lambda k: window.TimestampedValue((k, k), 10 * k))
+        _ = stamped | td.WindowInto(windowfn) | td.GroupByKey() | "After" >> td.Map(lambda kv: kv)
+
+    ex, seen = _wired_executor(build)
+    ex.run()
+    bundles = [b for label, b in seen if label == "After"]
+    assert [len(b) for b in bundles] == [3, 1, 3, 1, 2]
+    assert [wv[0] for b in bundles for wv in b] == [(k, [k]) for k in range(10)]
+
+
+def test_a_firing_leaves_its_panes_out_of_the_young_generation() -> None:
+    """Inside a run's collector policy, the panes a firing built (with the collector off) are moved
+    to the oldest generation without a scan: the next young collection does not traverse them."""
+    import gc
+
+    from tidal.runners.core.gcpolicy import throughput_gc
+
+    strategy = WindowingStrategy(window.FixedWindows(10))
+    reducer = KeyedWindowReducer("gbk", strategy, GroupReduceFn())
+    fixed = window.FixedWindows(10)
+    reducer.process([((k, k), 0, fixed._assign_us(0, None, GlobalWindow()), None) for k in range(500)])
+    with throughput_gc():
+        panes = reducer.advance(MAX_TIMESTAMP_US)
+        young = {id(o) for o in gc.get_objects(generation=0)}
+        old = {id(o) for o in gc.get_objects(generation=2)}
+    assert len(panes) == 500 and [kv for kv, *_ in panes[:2]] == [(0, [0]), (1, [1])]
+    assert not any(id(p) in young for p in panes)
+    assert all(id(p) in old for p in panes)
+
+
 class _FailingOutput(CombineFn):
     def create_accumulator(self) -> int:
         return 0

@@ -15,7 +15,7 @@ import contextlib
 import gc
 from typing import Iterator
 
-__all__ = ["throughput_gc"]
+__all__ = ["throughput_gc", "promote_young"]
 
 _depth = [0]
 
@@ -38,4 +38,26 @@ def throughput_gc(gen0: int = 100_000, gen1: int = 50, gen2: int = 1_000) -> Ite
     finally:
         _depth[0] -= 1
         gc.set_threshold(*previous)
+        gc.unfreeze()
+
+
+def promote_young() -> None:
+    """Move every young object to the oldest generation without scanning it (inside :func:`throughput_gc`).
+
+    A firing builds millions of acyclic panes with the collector off; switched
+    back on, its next young collection would traverse every one of them while
+    they wait to be emitted. Frozen and unfrozen at once, they join the oldest
+    generation instead, which a full collection still reaches (so cyclic
+    garbage among them is found later, not never). Outside a run's policy the
+    frozen set is the application's, and nothing is moved.
+
+    >>> import gc
+    >>> with throughput_gc():
+    ...     young = [[i] for i in range(1000)]
+    ...     promote_young()
+    ...     gc.get_count()[0] < 1000
+    True
+    """
+    if _depth[0]:
+        gc.freeze()
         gc.unfreeze()

@@ -421,6 +421,14 @@ class _KeyedReduceOperator(Operator):
     def process(self, bundle: list[Any], slot: int = 0) -> None:
         self.emit("out", self.reducer.process(bundle))
 
+    def _hand_on_in_pieces(self) -> None:
+        """A large firing hands its panes on as it builds them (see KeyedWindowReducer.emit_pieces)."""
+        if isinstance(self.reducer, KeyedWindowReducer):
+            self.reducer.emit_pieces = self._emit_piece
+
+    def _emit_piece(self, out: list[Any]) -> None:
+        self._emit_panes(out)
+
     def on_advance(self) -> None:
         # Firing runs user code (CombineFn.extract_output, merge_accumulators): its metrics
         # belong to this step.
@@ -455,7 +463,6 @@ class _KeyedReduceOperator(Operator):
         # Count and delta windows (PolicyWindowReducer) keep their per-key buffers in memory.
         if isinstance(self.reducer, KeyedWindowReducer):
             self.reducer.use_state_backend(backend)
-            self.reducer.emit_pieces = functools.partial(self.emit, "out")
 
     def snapshot(self) -> Any:
         if isinstance(self.reducer, PolicyWindowReducer):
@@ -487,6 +494,7 @@ class GroupByKeyOperator(_KeyedReduceOperator):
     def __init__(self, label: str, transform: GroupByKey, windowing: WindowingStrategy) -> None:
         super().__init__(label)
         self.reducer = make_reducer(label, windowing, GroupReduceFn(), self._count_dropped, self._count_dropped_closed)
+        self._hand_on_in_pieces()
 
 
 class CombinePerKeyOperator(_KeyedReduceOperator):
@@ -497,6 +505,7 @@ class CombinePerKeyOperator(_KeyedReduceOperator):
         self.reducer = make_reducer(
             label, windowing, CombineReduceFn(self.fn, lifted, label), self._count_dropped, self._count_dropped_closed
         )
+        self._hand_on_in_pieces()
 
     def open(self) -> None:
         self._run_user(self.fn.setup)

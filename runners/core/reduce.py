@@ -31,6 +31,7 @@ from tidal.model.strategy import WindowingStrategy
 from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US, Timestamp
 from tidal.model.trigger import AccumulationMode, PaneInfo, PaneInfoTiming, is_default_trigger
 from tidal.model.window import IntervalWindow, MergeContext, Sessions, TimestampCombiner
+from tidal.runners.core.gcpolicy import promote_young
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError, describe_element
 from tidal.runners.core.statebackend import DiskBackend, StateBackend, table_snapshot
 from tidal.runners.core.triggers import TriggerContext, compile_trigger
@@ -119,6 +120,7 @@ class CombineReduceFn(ReduceFn):
 
 
 _third = operator.itemgetter(2)
+_start = operator.itemgetter(0)  # an interval window's start
 
 #: PaneInfo values are immutable and few; firings share them.
 _PANES: dict[tuple[Any, ...], PaneInfo] = {}
@@ -202,6 +204,8 @@ class KeyedWindowReducer:
         #: Panes of such sessions, waiting for the timers they fire among:
         #: (max timestamp, _GC, seq, window, key, contents), ordered as timers are.
         self._unstored: list[tuple[int, int, int, Any, Any, Any]] = []
+        #: Panes of such sessions whose key has no other window, built in order and waiting to be emitted.
+        self._ready: list[Any] = []
         self._timers: Any = []  # a heapq list, or a SpilledHeap on the disk backend
         self._window_keys: MutableMapping[Any, dict[Any, None]] = {}
         #: How many keys' values may wait in ``_deferred`` (bounded on the disk backend).
@@ -453,8 +457,11 @@ class KeyedWindowReducer:
         """Add the deferred values to their windows.
 
         ``closing_watermark``: the watermark about to be set. A new session that it
-        closes (and that bridges no active window) then becomes a pane in
-        ``_unstored`` at once instead of window state and a timer.
+        closes (and that bridges no active window) then becomes a pane at once
+        instead of window state and a timer: in ``_unstored`` among the timers
+        it fires with when its key has other windows, or else in ``_ready``
+        (its key's panes are in time order, and the panes of different keys
+        have no order between them), handed on in pieces as they are built.
         """
         if not self._deferred:
             return {}
@@ -463,9 +470,13 @@ class KeyedWindowReducer:
         sessions = type(self.windowfn) is Sessions
         if not self._fire_unstored:
             closing_watermark = None
+        ready, pieces, piece = self._ready, self.emit_pieces, _PANES_PER_PIECE
         for key, (values, windows) in deferred.items():
             if sessions:
                 self._sweep_sessions(key, values, windows, touched, closing_watermark)
+                if pieces is not None and len(ready) >= piece:
+                    pieces(ready[:])
+                    ready.clear()
             else:
                 mapping = self._merge_key(key, set(windows))
                 self._add_grouped(key, zip(values, windows), mapping, touched)
@@ -495,7 +506,7 @@ class KeyedWindowReducer:
         g_start = g_end = 0
         g_vals: list[Any] | None = None
         g_acts: list[Any] = []
-        for idx in sorted(range(len(windows)), key=windows.__getitem__):
+        for idx in sorted(range(len(windows)), key=list(map(_start, windows)).__getitem__):
             w_start, w_end = windows[idx]
             while ai < na and acts[ai][0] <= w_start:
                 a = acts[ai]
@@ -568,22 +579,23 @@ class KeyedWindowReducer:
         if not windows:
             return  # all of the key's values arrived too late
         closes_before = MIN_TIMESTAMP_US if closing_watermark is None else closing_watermark + 1
-        unstored = self._unstored
-        seq = self._seq
+        ready = self._ready
+        only = _ONLY_PANE
         wm = self.input_watermark
         add_all = self.reduce_fn.add_all
         empty = self.reduce_fn.empty
+        output = self.reduce_fn.output
         # A GroupByKey pane is the list of its values: the group's fresh list is that list.
         as_list = type(self.reduce_fn) is GroupReduceFn
-        order = sorted(range(len(windows)), key=windows.__getitem__)
+        # By start alone (an int compares faster than a window); equal starts keep arrival order.
+        order = sorted(range(len(windows)), key=list(map(_start, windows)).__getitem__)
         first = order[0]
         g_window = windows[first]  # the group's window while it holds one window's values
         g_start, g_end = g_window
         g_vals = [values[first]]
         groups = []
         # Groups come in time order, so those the watermark closes come first; a GroupByKey's
-        # become panes as the sweep closes them (in the order, and with the sequence numbers,
-        # the loop below would give them).
+        # become panes as the sweep closes them (in the order the loop below would give them).
         unstore_now = as_list and closing_watermark is not None
         for idx in order[1:]:
             w = windows[idx]
@@ -599,7 +611,7 @@ class KeyedWindowReducer:
                 if unstore_now and g_end < closes_before:
                     if g_window is None:
                         g_window = IntervalWindow.from_micros(g_start, g_end)
-                    unstored.append((g_end - 1, _GC, next(seq), g_window, key, g_vals))
+                    ready.append(((key, g_vals), g_end - 1, (g_window,), only))
                 else:
                     groups.append((g_start, g_end, g_vals, g_window))
                 g_start, g_end, g_vals, g_window = w_start, w_end, [values[idx]], w
@@ -610,12 +622,14 @@ class KeyedWindowReducer:
                 result = IntervalWindow.from_micros(start, end)
             try:
                 contents = vals if as_list else add_all(empty(), vals)
+                if end < closes_before:
+                    # Closed by the arriving watermark: its only pane.
+                    ready.append(((key, output(contents, False)), end - 1, (result,), only))
+                    continue
+            except PipelineExecutionError:
+                raise  # it names its step and element already
             except Exception as exc:
                 raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, (key, vals[0])) from exc
-            if end < closes_before:
-                # Closed by the arriving watermark: its only pane, in timer order.
-                unstored.append((end - 1, _GC, next(seq), result, key, contents))
-                continue
             st = self._new_state(key, result, contents)
             if active is None:
                 active = self.active.get(key)
@@ -809,7 +823,7 @@ class KeyedWindowReducer:
         On the disk backend the merging windows of each key, the keys of each window
         and the timers spill too, values waiting for the watermark (``_deferred``) are
         added to their windows once as many keys wait as the cache holds, and a firing
-        of many windows hands its panes on in pieces (:attr:`emit_pieces`).
+        of many windows hands its panes on in pieces (:attr:`emit_pieces`, as in memory).
         """
         self.states = backend.table(f"{self.label}/windows")
         if isinstance(backend, DiskBackend):
@@ -925,6 +939,7 @@ class KeyedWindowReducer:
                 self._fire_timers(out)
             finally:
                 if collecting:
+                    promote_young()  # the panes waiting to be emitted are not scanned
                     gc.enable()
         self.output_watermark = max(self.output_watermark, self._compute_output_watermark())
         return out
@@ -949,14 +964,22 @@ class KeyedWindowReducer:
         states = self.states
         should_fire = self.trigger.should_fire
         if self.default_trigger and not self.lateness:
-            due = self._due_timers()
-            if type(due) is not list:
-                self._fire_only_panes_in_pieces(due, out)
-                return
-            if self._unstored:
-                due += self._unstored
+            due: Any = self._due_timers()
+            unstored, self._unstored = self._unstored, []
+            if self._ready:
+                out += self._ready
+                self._ready.clear()
+            if type(due) is not list:  # off disk, in timer order
+                if unstored:
+                    unstored.sort()
+                    due = heapq.merge(due, unstored)
+            elif not due:
+                # Only sessions never stored: each key's are in time order already (the sweep made
+                # them so), and panes of different keys have no order between them.
+                due = unstored
+            elif unstored:
+                due += unstored
                 due.sort()  # (timestamp, kind, seq) are unique: timer order
-                self._unstored = []
             self._fire_only_panes(due, out)
             return
         pop = heapq.heappop if type(heap) is list else type(heap).pop
@@ -1013,22 +1036,6 @@ class KeyedWindowReducer:
             due.append(heapq.heappop(heap))
         return due
 
-    def _fire_only_panes_in_pieces(self, due: Iterable[Any], out: list[Any]) -> None:
-        """:meth:`_fire_only_panes` for timers coming off disk: a piece at a time, each piece's panes handed on."""
-        if self._unstored:
-            self._unstored.sort()
-            due = heapq.merge(due, self._unstored)  # both in timer order
-            self._unstored = []
-        it = iter(due)
-        while True:
-            piece = list(itertools.islice(it, _PANES_PER_PIECE))
-            if not piece:
-                return
-            self._fire_only_panes(piece, out)
-            if self.emit_pieces is not None and len(out) >= _PANES_PER_PIECE:
-                self.emit_pieces(out[:])
-                out.clear()
-
     def _fire_only_panes(self, due: list[Any], out: list[Any]) -> None:
         """Default trigger, no allowed lateness: each window fires once, on time, and expires.
 
@@ -1037,6 +1044,11 @@ class KeyedWindowReducer:
         is the path every batch pipeline takes, so it skips the general machine
         and handles all the windows due at once. ``due`` holds the timers, in
         order, and the panes of sessions that were never stored (``_unstored``).
+
+        Once ``_PANES_PER_PIECE`` panes are built they are handed on
+        (:attr:`emit_pieces`) before the next window's: a large firing's panes
+        are sent downstream and freed while still in the CPU's cache, and
+        timers coming off disk are read as they fire.
         """
         states = self.states
         window_keys = self._window_keys
@@ -1048,8 +1060,12 @@ class KeyedWindowReducer:
         append = out.append
         only = _ONLY_PANE
         key = None
+        pieces, piece = self.emit_pieces, _PANES_PER_PIECE
         try:
             for timer in due:
+                if pieces is not None and len(out) >= piece:
+                    pieces(out[:])
+                    out.clear()
                 window = timer[3]
                 if len(timer) > 4:  # a session never stored: (max_ts, _GC, seq, window, key, contents)
                     key = timer[4]
@@ -1085,6 +1101,9 @@ class KeyedWindowReducer:
             raise  # it names its step and element already
         except Exception as exc:
             raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, key) from exc
+        if pieces is not None and len(out) >= piece:
+            pieces(out[:])
+            out.clear()
 
     def _compute_output_watermark(self) -> int:
         wm = self.input_watermark
