@@ -8,7 +8,16 @@ Two measurements:
   runner of ``--runner``; every run's output is checked against the plain
   loop's result (as ``floor`` does) before any figure is printed. The spread
   is the largest median over the smallest, minus one: linear cost keeps it
-  within 20%.
+  within 20%. Each workload keeps the shape it has at 1,000,000 elements at
+  every size (``--shape scaled``, the default): the word count draws from
+  one distinct word per 100 elements, and the merging sessions spread their
+  event times over one second per 1,000 elements, so a key holds as many
+  elements, and a session merges as many, at every size. (Fixed windows and
+  one session per element have that shape already: their event time grows
+  with the element's index.) With ``--shape fixed`` the inputs are the
+  ``floor`` benchmark's at every size: 10,000 words, 1,000 s of event time,
+  so at 100,000 elements a word is counted 10 times instead of 100, and the
+  work per output, not per element, sets the rate.
 * **peak memory of a windowed stream**: the fixed-windows workload read from
   an unbounded source whose watermark follows the event time (``--stream``
   lengths, default 1,000,000 and 10,000,000 events), each length in a process
@@ -22,7 +31,7 @@ Two measurements:
 
 Run: ``python -m tidal.benchmarks.linear [--elements 100000,1000000,10000000]
 [--stream 1000000,10000000] [--repeats 1] [--workloads ...] [--runner direct-nonstrict]
-[--json PATH]``; ``--elements ''`` or ``--stream ''`` skips a part.
+[--shape scaled|fixed] [--json PATH]``; ``--elements ''`` or ``--stream ''`` skips a part.
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ from typing import Any, Iterator
 import tidal as td
 from tidal import window
 from tidal.benchmarks import floor
+from tidal.benchmarks.direct_wordcount import make_data as make_words
+from tidal.benchmarks.direct_windowed import make_events
 from tidal.benchmarks.verify import BenchmarkMismatch
 from tidal.io.unbounded import GeneratorSource
 
@@ -70,6 +81,21 @@ class _Events:
 
     def __call__(self) -> Iterator[Any]:
         return stream_events(self.n)
+
+
+def make_input(name: str, n: int, shape: str = "scaled") -> Any:
+    """Workload ``name``'s input of ``n`` elements, with its 1,000,000-element shape kept (``scaled``) or not.
+
+    >>> len({w for _, w in make_input("wordcount", 10_000)}) <= 100
+    True
+    >>> max(t for _, t in make_input("merged", 10_000)) <= 10.0
+    True
+    """
+    if shape == "scaled" and name == "wordcount":
+        return make_words(n, distinct=max(1, n // 100))
+    if shape == "scaled" and name == "merged":
+        return make_events(n, span_s=n / 1000)
+    return floor.WORKLOADS[name].make(n)
 
 
 def _stream_child(n: int, expected: tuple[int, int]) -> dict[str, Any]:
@@ -129,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--workloads", default="wordcount,fixed,sessions,merged")
     parser.add_argument("--runner", default="direct-nonstrict", choices=sorted(floor.RUNNERS))
+    parser.add_argument("--shape", default="scaled", choices=["scaled", "fixed"],
+                        help="scaled: each input keeps its 1,000,000-element shape at every size (see above)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -143,14 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.workloads.split(",") if sizes else ():
             w = floor.WORKLOADS[name]
             for n in sizes:
-                data = w.make(n)
+                data = make_input(name, n, args.shape)
                 _, expected = floor._timed_loop(w, data)
                 check = w.check(f"linear {name} {n}", expected)
                 del expected
                 runs = [floor._timed_run(w, data, floor.RUNNERS[args.runner](), check) for _ in range(args.repeats)]
                 del data
                 results["throughput"].append({
-                    "workload": name, "elements": n, "runner": args.runner,
+                    "workload": name, "elements": n, "runner": args.runner, "shape": args.shape,
                     "median_elements_per_s": n / statistics.median(t for t, _ in runs),
                     "median_elements_per_cpu_s": n / statistics.median(c for _, c in runs),
                     "times_s": [t for t, _ in runs],
