@@ -707,3 +707,111 @@ def test_a_fused_windowed_sum_flushes_its_partials_once_they_reach_max_keys(wind
             + [((f"k{i}", 1), window.IntervalWindow(10, 20)) for i in range(1, 6)]
             + [((f"k{i}", 1), window.IntervalWindow(20, 30)) for i in range(4)]
         )
+
+
+def _session_group(p: td.Pipeline, source: Any, kind: str, name: str, strict_pairs: bool = True) -> None:
+    pcoll = p | source | "Stamp" >> td.Map(_stamp) | td.WindowInto(window.Sessions(5))
+    grouped = pcoll | "Group" >> (td.GroupByKey() if kind == "group" else td.CombinePerKey(_SumFn()))
+    _ = grouped | td.ParDo(_Collect(name))
+
+
+class _SumFn(CombineFn):
+    """A sum the runner cannot lift into a pre-combiner (so the grouping step gets the values)."""
+
+    def create_accumulator(self) -> int:
+        return 0
+
+    def add_input(self, acc: int, x: int) -> int:
+        return acc + x
+
+    def merge_accumulators(self, accs: Any) -> int:
+        return sum(accs)
+
+    def extract_output(self, acc: int) -> int:
+        return acc
+
+
+@SETTINGS
+@given(
+    elements=st.lists(st.tuples(st.sampled_from("abcd"), st.integers(min_value=0, max_value=60), st.integers(-5, 5)), max_size=60),
+    kind=st.sampled_from(["group", "combine"]),
+    bundle_size=st.sampled_from([1, 7, 1000]),
+    strict=st.booleans(),
+)
+def test_a_map_that_defers_session_values_into_the_grouping_step_equals_the_steps_one_by_one(
+    elements: list[Any], kind: str, bundle_size: int, strict: bool
+) -> None:
+    """Map -> WindowInto(Sessions) -> GroupByKey or CombinePerKey in one executor: the Map's kernel adds
+    each value and its session window to the grouping step's deferred columns; the panes equal the
+    unfused steps' and the sessions a plain loop finds."""
+    from tidal.runners.core.executor import LocalExecutor
+    from tidal.runners.core.plan import build_plan
+    from tidal.runners.direct import DirectRunner
+
+    data = list(elements)
+    p = td.Pipeline()
+    _session_group(p, td.Create(data), kind, "probe")
+    ex = LocalExecutor(build_plan(p.graph()))
+    assert [m.invoker._kernel.__qualname__ for m, _ in ex.fused] == ["_deferring_kernel.<locals>.kernel"]
+    build = lambda p, name: _session_group(p, td.Create(data), kind, name)  # noqa: E731
+    fused_out, steps_out = _fused_and_not(build, lambda: DirectRunner(strict=strict, bundle_size=bundle_size))
+    # Panes per key in the same order; a GroupByKey's values in any order.
+    norm = lambda out: _by_key([((k, sorted(v) if kind == "group" else v), *rest) for (k, v), *rest in out])  # noqa: E731
+    assert norm(fused_out) == norm(steps_out)
+    by_key: dict[str, list[tuple[int, int]]] = {}
+    for k, t, v in data:
+        by_key.setdefault(k, []).append((t * US, v))
+    expected = []
+    only = (True, True, trigger.PaneInfoTiming.ON_TIME, 0, 0)
+    for k, items in by_key.items():
+        items.sort()
+        groups: list[list[Any]] = []
+        for t, v in items:
+            if groups and t < groups[-1][1]:
+                groups[-1][1] = max(groups[-1][1], t + 5 * US)
+                groups[-1][2].append(v)
+            else:
+                groups.append([t, t + 5 * US, [v]])
+        for start, end, vs in groups:
+            value = sorted(vs) if kind == "group" else sum(vs)
+            expected.append(((k, value), end - 1, window.IntervalWindow.from_micros(start, end), only))
+    assert sorted(norm(fused_out), key=repr) == sorted(expected, key=repr)
+
+
+def test_deferring_session_values_needs_the_grouping_step_alone_and_unlifted() -> None:
+    from tidal.runners.core.executor import LocalExecutor
+    from tidal.runners.core.plan import build_plan
+
+    def kernels(build: Any) -> list[str]:
+        p = td.Pipeline()
+        build(p)
+        return [m.invoker._kernel.__qualname__.split(".")[0] for m, _ in LocalExecutor(build_plan(p.graph())).fused]
+
+    def two_consumers(p: td.Pipeline) -> None:
+        sessions = p | td.Create([("a", 1, 1)]) | "Stamp" >> td.Map(_stamp) | td.WindowInto(window.Sessions(5))
+        _ = sessions | "G1" >> td.GroupByKey()
+        _ = sessions | "G2" >> td.GroupByKey()
+
+    def fixed(p: td.Pipeline) -> None:
+        _ = p | td.Create([("a", 1, 1)]) | "Stamp" >> td.Map(_stamp) | td.WindowInto(window.FixedWindows(5)) | td.GroupByKey()
+
+    assert kernels(lambda p: _session_group(p, td.Create([("a", 1, 1)]), "group", "x")) == ["_deferring_kernel"]
+    assert kernels(two_consumers) == ["_assigning_kernel"]
+    assert kernels(fixed) == ["_assigning_kernel"]
+
+
+def test_deferred_session_values_that_are_not_pairs_fail_naming_the_grouping_step() -> None:
+    from tidal.runners.direct import DirectRunner
+
+    def run(fn: Any) -> None:
+        p = td.Pipeline(runner=DirectRunner())
+        stamped = p | td.Create([1, 2]) | "Stamp" >> td.Map(fn)
+        _ = stamped | td.WindowInto(window.Sessions(5)) | "Group" >> td.GroupByKey()
+        p.run().wait_until_finish()
+
+    with pytest.raises(td.PipelineExecutionError, match=r"step 'Group': GroupByKey and CombinePerKey need \(key, value\) pairs; got 1"):
+        run(lambda i: window.TimestampedValue(i, i))
+    with pytest.raises(td.PipelineExecutionError, match=r"step 'Group': the key \['k'\] is not hashable"):
+        run(lambda i: window.TimestampedValue((["k"], i), i))
+    with pytest.raises(td.PipelineExecutionError, match=r"'Stamp'.*ZeroDivisionError"):
+        run(lambda i: window.TimestampedValue(("k", 1 / 0), i))

@@ -39,7 +39,13 @@ Two more fusions of a ``Map`` with the step it alone feeds:
 * ``Map`` -> ``WindowInto`` over windows that depend on the timestamp alone
   (global, fixed, sliding, sessions), before any other consumer (a
   ``GroupByKey``, say): the kernel assigns the new windows itself and the
-  ``WindowInto`` step passes its bundles on.
+  ``WindowInto`` step passes its bundles on;
+* ``Map`` -> ``WindowInto(Sessions)`` -> ``GroupByKey`` (or an unlifted
+  ``CombinePerKey``) in the same executor, whose reducer holds session values
+  until the watermark moves: the kernel appends each value and its session
+  window to the reducer's deferred columns, with no windowed value between
+  the steps (one session per element: 2.3x). An element whose session the
+  watermark has passed still goes through the grouping step's ``process``.
 """
 
 from __future__ import annotations
@@ -126,7 +132,11 @@ def fuse_windowed_precombines(executor: "LocalExecutor") -> list[tuple[ParDoOper
         map_op = _fusable_map(executor, win_node, consumers)
         if map_op is None or id(map_op) in taken:
             continue
-        map_op.invoker._kernel = _assigning_kernel(map_op, map_op.invoker.dofn.fn, win_op.windowfn)  # type: ignore[attr-defined]
+        assigning = _assigning_kernel(map_op, map_op.invoker.dofn.fn, win_op.windowfn)
+        group_op = _deferring_group(executor, win_node, win_op, consumers)
+        if group_op is not None:
+            assigning = _deferring_kernel(map_op, map_op.invoker.dofn.fn, win_op.windowfn, group_op, assigning)
+        map_op.invoker._kernel = assigning  # type: ignore[attr-defined]
         map_op.invoker._iterating_kernel = True
         win_op.assigned_upstream = True
         fused.append((map_op, win_op))
@@ -279,6 +289,101 @@ def _assigning_kernel(op: ParDoOperator, fn: Callable[[Any], Any], windowfn: Any
                 append((r, t, assign(t, r, w[0]), p))
         except Exception as exc:
             invoker._fail(fn, exc, v)
+
+    return kernel
+
+
+def _deferring_group(executor: "LocalExecutor", win_node: Any, win_op: Any, consumers: dict[Any, list[Any]]) -> Any:
+    """The grouping step (GroupByKey or unlifted CombinePerKey) that alone consumes a WindowInto(Sessions),
+    in this executor, when its reducer defers session values until the watermark moves (see
+    ``KeyedWindowReducer._process_merging``); else None."""
+    from tidal.runners.core.operators import _KeyedReduceOperator
+    from tidal.runners.core.reduce import KeyedWindowReducer
+
+    if type(win_op.windowfn) is not Sessions:
+        return None
+    users = consumers.get(win_node.main_output, [])
+    if len(users) != 1:
+        return None
+    group_op = executor.op_of.get(users[0])
+    if not isinstance(group_op, _KeyedReduceOperator) or users[0].inputs[0] is not win_node.main_output:
+        return None
+    if getattr(group_op, "lifted", False) or users[0] in executor._precombine_of:
+        return None  # a lifted combine's reducer takes partial accumulators, not values
+    reducer = group_op.reducer
+    if type(reducer) is not KeyedWindowReducer or not reducer._bulk or reducer.timestamped_values:
+        return None
+    return group_op
+
+
+def _deferring_kernel(
+    op: ParDoOperator, fn: Callable[[Any], Any], windowfn: Sessions, group_op: Any, assigning: Callable[[Any], None]
+) -> Callable[[Any], None]:
+    """Map -> WindowInto(Sessions) -> grouping: the Map's kernel adds each (value, session window) to
+    the grouping step's deferred columns itself (what its reducer would do with the windowed value).
+
+    Anything unusual (a WindowedValue or TaggedOutput from the function, an element whose session
+    the watermark has passed) leaves as the windowed value ``assigning`` would build, through the
+    grouping step's own ``process``.
+    """
+    invoker = op.invoker
+    outputs, main_tag = invoker.outputs, invoker.main_tag
+    special = _SPECIAL_OUTPUTS
+    stamped = TimestampedValue
+    handle = invoker.handle_special
+    assign = windowfn._assign_us
+    reducer = group_op.reducer
+    gap = windowfn.gap_us
+    new = tuple.__new__
+    interval = IntervalWindow
+    repeat = itertools.repeat
+
+    def kernel(bundle: Any) -> None:
+        if type(bundle) is GlobalValues:
+            rows: Any = zip(bundle.values, repeat(MIN_TIMESTAMP_US), repeat(GLOBAL_WINDOWS_TUPLE), repeat(PANE_INFO_UNKNOWN))
+        else:
+            rows = bundle
+        out = outputs[main_tag]
+        append = out.append
+        deferred = reducer._deferred
+        get = deferred.get
+        wm = reducer.input_watermark
+        sample = op.strict  # strict: the first output must pickle, as the general path checks
+        v: Any = None
+        kv: Any = None
+        try:
+            for v, t, w, p in rows:
+                try:
+                    r = fn(v)
+                except Exception as exc:
+                    invoker._fail(fn, exc, v)
+                if r.__class__ is stamped:
+                    t = r.timestamp_us
+                    kv = r.value
+                elif r.__class__ in special:  # a WindowedValue or TaggedOutput: as the assigning kernel does
+                    handle(r, t, w, p)
+                    r, t, w, p = out.pop()
+                    append((r, t, tuple(dict.fromkeys(nw for iw in w for nw in assign(t, r, iw))), p))
+                    continue
+                else:
+                    kv = r
+                if sample:
+                    sample = False
+                    op._encode_sample(kv, f"output to {main_tag!r}")
+                end = t + gap
+                if end <= wm:  # late, or to be dropped: the grouping step decides
+                    append((kv, t, (new(interval, (t, end)),), p))
+                    continue
+                key, value = kv
+                cols = get(key)
+                if cols is None:
+                    cols = deferred[key] = ([], [])
+                cols[0].append(value)
+                cols[1].append(new(interval, (t, end)))
+        except (TypeError, ValueError) as exc:
+            reducer._raise_for(kv, exc)
+        if len(deferred) > reducer._deferred_limit:
+            group_op.process([])  # the reducer adds what waits to its windows (and fires what it must)
 
     return kernel
 
