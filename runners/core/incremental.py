@@ -31,8 +31,13 @@ __all__ = ["collapse", "MAX_CHAIN", "is_delta"]
 #: The most checkpoints one restore reads (a full one and the deltas after it).
 MAX_CHAIN = 8
 
-#: Items of a keyed snapshot that are entries of a table, by kind: where their (key, window) is.
-_TABLE_KINDS = {"cells": "c", "state": "s", "key": "k"}
+#: Items of a keyed snapshot that are entries of a table, by kind: a stateful DoFn's cells, a
+#: windowing reducer's window states, window keys and merging windows of a key (``active``), a
+#: count or delta window reducer's key states (``policy``). Item 1 names the entry, except a
+#: window key's ("key", window, key), which is the (key, window) of its state.
+_TABLE_KINDS = {"cells": "c", "state": "s", "key": "k", "active": "a", "policy": "p"}
+#: What a ``("gone", name)`` item deletes; ``("gone", name, kinds)`` deletes the entries of ``kinds``.
+_GONE_KINDS = "csk"
 
 
 def is_delta(extra: Any) -> bool:
@@ -76,9 +81,9 @@ def collapse(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
                 entries = tables.setdefault(g, {})
                 for item in items:
                     if item[0] == "gone":
-                        kw = item[1]
-                        for kind in ("c", "s", "k"):
-                            entries.pop((kind, kw), None)
+                        name = item[1]
+                        for kind in item[2] if len(item) > 2 else _GONE_KINDS:
+                            entries.pop((kind, name), None)
                         continue
                     ident = _identity(item)
                     if ident is not None:

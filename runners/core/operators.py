@@ -452,10 +452,8 @@ class _KeyedReduceOperator(Operator):
         return self.reducer.is_empty()
 
     def use_state_backend(self, backend: StateBackend) -> None:
-        # Count and delta windows (PolicyWindowReducer) keep their per-key buffers in memory.
-        if isinstance(self.reducer, KeyedWindowReducer):
-            self.reducer.use_state_backend(backend)
-            self.reducer.emit_pieces = functools.partial(self.emit, "out")
+        self.reducer.use_state_backend(backend)
+        self.reducer.emit_pieces = functools.partial(self.emit, "out")
 
     def snapshot(self) -> Any:
         if isinstance(self.reducer, PolicyWindowReducer):
