@@ -1121,12 +1121,26 @@ class KeyedWindowReducer:
         # An incremental checkpoint of a disk table: only the states read or written since the
         # last one, and the (key, window) pairs deleted since ("gone"; None in a full snapshot).
         states, gone = table_snapshot(self.states)
+        if type(self._timers) is list:
+            active: dict[Any, set[Any]] = {k: set(v) for k, v in self.active.items()}
+            active_gone = None
+            timers: list[Any] | None = list(self._timers)
+            window_keys: dict[Any, dict[Any, None]] | None = {w: dict(ks) for w, ks in self._window_keys.items()}
+        else:
+            # The disk backend: the merging windows of the keys that changed (and the keys that
+            # have none left), and neither the windows' keys nor the timers: a state's key is in
+            # its window's keys, and a window's timers follow from the window, the lateness and
+            # the watermark (see _timers_of). A checkpoint grows with what changed, not with all.
+            changed, active_gone = table_snapshot(self.active)
+            active = {k: set(v) for k, v in changed}
+            timers = window_keys = None
         return {
             "states": {k: _state_tuple(s) for k, s in states},
             "gone": gone,
-            "active": {k: set(v) for k, v in self.active.items()},
-            "timers": list(self._timers),
-            "window_keys": {w: dict(ks) for w, ks in self._window_keys.items()},
+            "active": active,
+            "active_gone": active_gone,
+            "timers": timers,
+            "window_keys": window_keys,
             "deadlines": list(self._deadlines),
             "input_watermark": self.input_watermark,
             "output_watermark": self.output_watermark,
@@ -1146,26 +1160,54 @@ class KeyedWindowReducer:
             for k, t in snap["states"].items():
                 self.states[k] = _state_from_tuple(t)
         self._lean = {}
+        window_keys = snap["window_keys"]
+        if window_keys is None:  # a snapshot of the disk backend: each state's key is in its window's keys
+            window_keys = {}
+            for key, w in snap["states"]:
+                window_keys.setdefault(w, {})[key] = None
+        timers = snap["timers"]
+        if timers is None:
+            timers = self._timers_of(window_keys, snap["input_watermark"])
+            heapq.heapify(timers)
         if type(self._timers) is list:
             self.active = snap["active"]
-            self._timers = snap["timers"]
-            self._window_keys = snap["window_keys"]
+            self._timers = timers
+            self._window_keys = window_keys
         else:  # the disk backend's tables and timer heap: filled in place
-            for table, entries in ((self.active, snap["active"]), (self._window_keys, snap["window_keys"])):
+            for table, entries in ((self.active, snap["active"]), (self._window_keys, window_keys)):
                 table.clear()
                 for k, v in entries.items():
                     table[k] = v
             self._timers.clear()
-            for timer in snap["timers"]:
+            for timer in timers:
                 self._timers.push(timer)
         self._deadlines = snap["deadlines"]
-        seqs = [t[2] for t in self._timers] + [d[1] for d in self._deadlines]
+        seqs = [t[2] for t in timers] + [d[1] for d in self._deadlines]
         self._seq = itertools.count(max(seqs, default=0) + 1)
         self.input_watermark = snap["input_watermark"]
         self.output_watermark = snap["output_watermark"]
         self.processing_time = snap["processing_time"]
         self.dropped = snap["dropped"]
         self.dropped_closed = snap.get("dropped_closed", 0)
+
+    def _timers_of(self, window_keys: dict[Any, Any], input_watermark: int) -> list[tuple[int, int, int, Any]]:
+        """The timers the windows of ``window_keys`` have at ``input_watermark``, numbered in its order.
+
+        Each window has its expiry timer until it fires (the window then leaves
+        ``window_keys``); with allowed lateness, also its end-of-window timer while
+        the watermark has not passed it: one set for a window already behind the
+        watermark would have fired at once, and one the watermark passed has fired.
+        """
+        timers = []
+        seq = 0
+        lateness = self.lateness
+        for window in window_keys:
+            max_ts = window._end_us - 1
+            if lateness and max_ts >= input_watermark:
+                timers.append((max_ts, _EOW, seq, window))
+            timers.append((min(max_ts + lateness, MAX_TIMESTAMP_US), _GC, seq, window))
+            seq += 1
+        return timers
 
 
 def _take_pane_info(st: _WindowState, carried: _WindowState | None) -> None:
