@@ -24,7 +24,8 @@ from tidal.model.combinefn import CombineFn
 from tidal.model.strategy import WindowingStrategy
 from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US
 from tidal.model.trigger import AccumulationMode, PaneInfo, PaneInfoTiming
-from tidal.model.window import GlobalWindow, IntervalWindow
+from tidal.model.window import GlobalWindow, IntervalWindow, TimestampCombiner
+from tidal.runners.core import holds as holds_module
 from tidal.runners.core import reduce as reduce_module
 from tidal.runners.core.reduce import CombineReduceFn, GroupReduceFn, KeyedWindowReducer, ReduceFn
 from tidal.runners.core.statebackend import DiskBackend, MemoryBackend, SpilledHeap, SpilledTable
@@ -162,10 +163,20 @@ TRIGGERS = {
 }
 
 
-def _calls(reducer: KeyedWindowReducer, pieces: list[Any], windowfn: Any, run: list[Any], restore_at: int, make: Any) -> list[Any]:
+def _scanned_watermark(reducer: KeyedWindowReducer, before: int) -> int:
+    """The output watermark by a scan of every open window's hold (plain Python, not the hold index)."""
+    holds = [st.hold for st in reducer.states.values() if st.hold is not None and not st.closed]
+    return max(before, min([reducer.input_watermark, *holds]))
+
+
+def _calls(
+    reducer: KeyedWindowReducer, pieces: list[Any], windowfn: Any, run: list[Any], restore_at: int, make: Any, scan: bool = False
+) -> list[Any]:
     """Each process/advance call's panes (pieces handed on during the call included), sorted.
 
     After step ``restore_at`` the reducer is replaced by a new one restored from its snapshot.
+    With ``scan`` the output watermark after each advance must be the one a scan of every
+    window's hold gives.
     """
     calls = []
     wm, value = 0, 0
@@ -183,7 +194,10 @@ def _calls(reducer: KeyedWindowReducer, pieces: list[Any], windowfn: Any, run: l
             bundle.append(((key, value), t * US, windowfn._assign_us(t * US, (key, value), gw), None))
         calls.append(taken(reducer.process(bundle)))
         wm += move * US
+        before = reducer.output_watermark
         calls.append(taken(reducer.advance(wm)))
+        if scan:
+            assert reducer.output_watermark == _scanned_watermark(reducer, before)
         if n == restore_at:
             snap = reducer.snapshot()
             reducer, new_pieces = make()
@@ -221,6 +235,42 @@ def test_disk_reducer_panes_equal_memory_reducer_panes_call_by_call(
     finally:
         reduce_module._PANES_PER_PIECE = previous
     assert got == want
+
+
+# -- the hold index: the output watermark a scan of every window's hold gives -----------------------
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    run=steps,
+    windowing=st.sampled_from(sorted(WINDOWFNS)),
+    triggering=st.sampled_from(sorted(TRIGGERS)),
+    combiner=st.sampled_from([TimestampCombiner.OUTPUT_AT_EARLIEST, TimestampCombiner.OUTPUT_AT_LATEST]),
+    disk=st.booleans(),
+    cache=st.integers(min_value=1, max_value=3),
+    restore_at=st.integers(min_value=-1, max_value=5),
+)
+def test_the_hold_index_gives_the_output_watermark_a_scan_of_every_window_gives(
+    tmp_path_factory: pytest.TempPathFactory,
+    run: list[Any],
+    windowing: str,
+    triggering: str,
+    combiner: TimestampCombiner,
+    disk: bool,
+    cache: int,
+    restore_at: int,
+) -> None:
+    # Adds, merges (sessions), firings (early, on time, late), expiries and restores, on both backends;
+    # with no slack the index is compacted whenever its stale entries outnumber the open windows.
+    windowfn = WINDOWFNS[windowing]
+    strategy = WindowingStrategy(windowfn, timestamp_combiner=combiner, **TRIGGERS[triggering]())
+    folder = tmp_path_factory.mktemp("holds")
+    backend = (lambda: DiskBackend(str(folder), cache_entries=cache)) if disk else MemoryBackend
+    make = lambda: _reducer(backend(), strategy, GroupReduceFn())  # noqa: E731
+    previous = holds_module._SLACK
+    holds_module._SLACK = 0
+    try:
+        _calls(*make(), windowfn, run, restore_at, make, scan=True)
+    finally:
+        holds_module._SLACK = previous
 
 
 # -- the spilling timer heap ---------------------------------------------------------------------
@@ -338,3 +388,36 @@ def test_an_incremental_checkpoint_of_sessions_grows_with_the_keys_that_changed_
     grown = [((f"key-{i:05d}", [1, 1, 1]), (i + 8) * US - 1, (W(i * US, (i + 8) * US),), ONLY) for i in range(400)]
     rest = [((f"key-{i:05d}", [1, 1]), (i + 6) * US - 1, (W(i * US, (i + 6) * US),), ONLY) for i in range(400, N_SESSION_KEYS)]
     assert out == [] and sorted(panes) == grown + rest
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from("abcdefgh"), st.one_of(st.none(), st.integers(-5, 40)), st.booleans()),
+        max_size=80,
+    ),
+    disk=st.booleans(),
+    cache=st.integers(min_value=1, max_value=4),
+)
+def test_a_hold_index_gives_the_earliest_current_hold_as_a_scan_does(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[Any], disk: bool, cache: int
+) -> None:
+    from tidal.runners.core.holds import HoldIndex
+
+    holds: dict[str, int] = {}
+    heap = DiskBackend(str(tmp_path_factory.mktemp("holds")), cache_entries=cache).heap("holds") if disk else None
+    index = HoldIndex(holds.get, heap)
+    previous = holds_module._SLACK
+    holds_module._SLACK = 0  # compacted as soon as stale entries outnumber the owners
+    try:
+        for owner, hold, ask in ops:
+            if hold is None:
+                holds.pop(owner, None)
+            else:
+                holds[owner] = hold
+                index.note(owner, hold)
+            if ask:
+                assert index.earliest(len(holds)) == min(holds.values(), default=None)
+        assert index.earliest(len(holds)) == min(holds.values(), default=None)
+    finally:
+        holds_module._SLACK = previous

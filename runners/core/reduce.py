@@ -32,6 +32,7 @@ from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US, Timestamp
 from tidal.model.trigger import AccumulationMode, PaneInfo, PaneInfoTiming, is_default_trigger
 from tidal.model.window import IntervalWindow, MergeContext, Sessions, TimestampCombiner
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError, describe_element
+from tidal.runners.core.holds import HoldIndex
 from tidal.runners.core.statebackend import DiskBackend, StateBackend, table_snapshot
 from tidal.runners.core.triggers import TriggerContext, compile_trigger
 
@@ -225,6 +226,8 @@ class KeyedWindowReducer:
         )
         self._lean: dict[Any, dict[Any, Any]] = {}
         self._deadlines: list[tuple[int, int, Any, Any]] = []
+        #: Where the open windows hold the output watermark (None: at their ends, OUTPUT_AT_EOW).
+        self._holds = None if self.combiner is TimestampCombiner.OUTPUT_AT_EOW else HoldIndex(self._hold_of)
         self._seq = itertools.count()
         self.input_watermark = MIN_TIMESTAMP_US
         self.output_watermark = MIN_TIMESTAMP_US
@@ -318,7 +321,7 @@ class KeyedWindowReducer:
                         st.contents = reduce_add(st.contents, value)
                     st.new_count += 1
                     if track_hold:
-                        self._add_hold(st, w, t)
+                        self._add_hold(st, w, t, key)
                     if not default:
                         trigger.on_element(st.tstate, TriggerContext(wm, now, w._end_us - 1))
                         touched[kw] = st
@@ -653,7 +656,7 @@ class KeyedWindowReducer:
                         st.contents = reduce_add(st.contents, value)
                     st.new_count += 1
                     if track_hold:
-                        self._add_hold(st, target, t)
+                        self._add_hold(st, target, t, key)
                     if not default:
                         self.trigger.on_element(st.tstate, TriggerContext(wm, now, target._end_us - 1))
                         touched[kw] = st
@@ -765,6 +768,8 @@ class KeyedWindowReducer:
             st = source_states[0]
             _take_pane_info(st, carried)
             self.states[(key, result)] = st
+            if self._holds is not None:
+                self._holds.note((key, result), st.hold)
             self._push_timers(key, result)
             return
         closed = any(s.closed for s in source_states)
@@ -777,6 +782,8 @@ class KeyedWindowReducer:
         _take_pane_info(st, carried)
         st.closed = closed
         self.states[(key, result)] = st
+        if self._holds is not None:
+            self._holds.note((key, result), st.hold)
         self._push_timers(key, result)
 
     def _new_state(self, key: Any, window: Any, contents: Any = _NO_CONTENTS) -> _WindowState:
@@ -812,13 +819,15 @@ class KeyedWindowReducer:
         of many windows hands its panes on in pieces (:attr:`emit_pieces`).
         """
         self.states = backend.table(f"{self.label}/windows")
+        if self._holds is not None and isinstance(backend, DiskBackend):
+            self._holds = HoldIndex(self._hold_of, backend.heap(f"{self.label}/holds"))
         if isinstance(backend, DiskBackend):
             self.active = backend.table(f"{self.label}/active")
             self._window_keys = backend.table(f"{self.label}/window_keys")
             self._timers = backend.heap(f"{self.label}/timers")
             self._deferred_limit = backend.cache_entries
 
-    def _add_hold(self, st: _WindowState, window: Any, t: int) -> None:
+    def _add_hold(self, st: _WindowState, window: Any, t: int, key: Any) -> None:
         max_ts = window._end_us - 1
         if t < self.output_watermark:
             h = max_ts  # already late: it cannot hold the watermark back
@@ -826,12 +835,15 @@ class KeyedWindowReducer:
             h = self.windowfn.get_transformed_output_time(window, Timestamp.from_micros(t)).micros
         else:
             h = t
-        if st.hold is None:
+        old = st.hold
+        if old is None:
             st.hold = h
         elif self.combiner is TimestampCombiner.OUTPUT_AT_LATEST:
-            st.hold = max(st.hold, h)
+            st.hold = max(old, h)
         else:
-            st.hold = min(st.hold, h)
+            st.hold = min(old, h)
+        if st.hold != old:
+            self._holds.note((key, window), st.hold)  # type: ignore[union-attr]  # set when holds are tracked
 
     def _drop_late(self, n: int) -> None:
         """Input too late: its window had expired (the watermark passed end + allowed lateness)."""
@@ -1088,13 +1100,17 @@ class KeyedWindowReducer:
 
     def _compute_output_watermark(self) -> int:
         wm = self.input_watermark
-        if self.combiner is TimestampCombiner.OUTPUT_AT_EOW:
+        if self._holds is None:
             return wm  # pending on-time panes are at their window's end, never behind wm
-        hold = MAX_TIMESTAMP_US
-        for st in self.states.values():
-            if st.hold is not None and st.hold < hold and not st.closed:
-                hold = st.hold
-        return min(wm, hold)
+        # The earliest hold of an open window, off the index (O(log n), not a scan of every state).
+        hold = self._holds.earliest(len(self.states))
+        return wm if hold is None or hold >= wm else hold
+
+    def _hold_of(self, kw: tuple[Any, Any]) -> int | None:
+        """The hold of an open (key, window) now (None: none, or closed), read without counting it as changed."""
+        states = self.states
+        st = states.get(kw) if type(states) is dict else states.peek(kw)  # type: ignore[attr-defined]
+        return None if st is None or st.closed else st.hold
 
     def pending_windows(self) -> int:
         self._flush_deferred()
@@ -1181,6 +1197,9 @@ class KeyedWindowReducer:
             self._timers.clear()
             for timer in timers:
                 self._timers.push(timer)
+        if self._holds is not None:  # from the snapshot's tuples: no read of a disk table while the index writes
+            hold, closed = _WindowState.__slots__.index("hold"), _WindowState.__slots__.index("closed")
+            self._holds.reset((kw, t[hold]) for kw, t in snap["states"].items() if not t[closed])
         self._deadlines = snap["deadlines"]
         seqs = [t[2] for t in timers] + [d[1] for d in self._deadlines]
         self._seq = itertools.count(max(seqs, default=0) + 1)
