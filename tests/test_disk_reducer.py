@@ -238,16 +238,38 @@ def test_disk_reducer_panes_equal_memory_reducer_panes_call_by_call(
 
 
 # -- the hold index: the output watermark a scan of every window's hold gives -----------------------
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+#: The triggers above and one that finishes: its windows stay closed until they expire, and a
+#: session that merges with a closed one is closed, with the hold of what it merged.
+HOLD_TRIGGERS = {
+    **TRIGGERS,
+    "finishing": lambda: {
+        "trigger": trigger.AfterWatermark(early=trigger.AfterCount(2)),
+        "accumulation_mode": AccumulationMode.DISCARDING,
+        "allowed_lateness_us": 20 * US,
+    },
+}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(
     run=steps,
     windowing=st.sampled_from(sorted(WINDOWFNS)),
-    triggering=st.sampled_from(sorted(TRIGGERS)),
+    triggering=st.sampled_from(sorted(HOLD_TRIGGERS)),
     combiner=st.sampled_from([TimestampCombiner.OUTPUT_AT_EARLIEST, TimestampCombiner.OUTPUT_AT_LATEST]),
     disk=st.booleans(),
     cache=st.integers(min_value=1, max_value=3),
     restore_at=st.integers(min_value=-1, max_value=5),
 )
+# A session that only grew: its hold moves with it to the grown window, which the new element does not lower.
+@example(run=[([("a", 10)], 0), ([("a", 12)], 15)], windowing="sessions", triggering="default",
+         combiner=TimestampCombiner.OUTPUT_AT_EARLIEST, disk=False, cache=1, restore_at=-1)
+# Two sessions bridged by a third element: the merged window holds at the earlier of their holds.
+@example(run=[([("a", 10), ("a", 18)], 0), ([("a", 14)], 12)], windowing="sessions", triggering="default",
+         combiner=TimestampCombiner.OUTPUT_AT_EARLIEST, disk=True, cache=1, restore_at=-1)
+# A closed session (its trigger finished on time) bridged to an open one that holds at 17: the result is
+# closed (the bridging element is dropped) and holds nothing, though it carries the hold it merged.
+@example(run=[([("a", 10)], 15), ([("a", 17)], 0), ([("a", 14)], 5)], windowing="sessions", triggering="finishing",
+         combiner=TimestampCombiner.OUTPUT_AT_EARLIEST, disk=False, cache=1, restore_at=-1)
 def test_the_hold_index_gives_the_output_watermark_a_scan_of_every_window_gives(
     tmp_path_factory: pytest.TempPathFactory,
     run: list[Any],
@@ -261,7 +283,7 @@ def test_the_hold_index_gives_the_output_watermark_a_scan_of_every_window_gives(
     # Adds, merges (sessions), firings (early, on time, late), expiries and restores, on both backends;
     # with no slack the index is compacted whenever its stale entries outnumber the open windows.
     windowfn = WINDOWFNS[windowing]
-    strategy = WindowingStrategy(windowfn, timestamp_combiner=combiner, **TRIGGERS[triggering]())
+    strategy = WindowingStrategy(windowfn, timestamp_combiner=combiner, **HOLD_TRIGGERS[triggering]())
     folder = tmp_path_factory.mktemp("holds")
     backend = (lambda: DiskBackend(str(folder), cache_entries=cache)) if disk else MemoryBackend
     make = lambda: _reducer(backend(), strategy, GroupReduceFn())  # noqa: E731
@@ -399,6 +421,15 @@ def test_an_incremental_checkpoint_of_sessions_grows_with_the_keys_that_changed_
     disk=st.booleans(),
     cache=st.integers(min_value=1, max_value=4),
 )
+# a's stale entries outnumber the five owners: the index is compacted, and must keep d and e's
+# entries, which become the earliest once b and c hold nothing.
+@example(
+    ops=[("b", 2, False), ("c", 3, False), ("d", 4, False), ("e", 5, False)]
+    + [("a", 30 + i, False) for i in range(8)]
+    + [("a", 40, True), ("b", None, False), ("c", None, True)],
+    disk=False,
+    cache=1,
+)
 def test_a_hold_index_gives_the_earliest_current_hold_as_a_scan_does(
     tmp_path_factory: pytest.TempPathFactory, ops: list[Any], disk: bool, cache: int
 ) -> None:
@@ -406,10 +437,10 @@ def test_a_hold_index_gives_the_earliest_current_hold_as_a_scan_does(
 
     holds: dict[str, int] = {}
     heap = DiskBackend(str(tmp_path_factory.mktemp("holds")), cache_entries=cache).heap("holds") if disk else None
-    index = HoldIndex(holds.get, heap)
     previous = holds_module._SLACK
     holds_module._SLACK = 0  # compacted as soon as stale entries outnumber the owners
     try:
+        index = HoldIndex(holds.get, heap)
         for owner, hold, ask in ops:
             if hold is None:
                 holds.pop(owner, None)
