@@ -299,3 +299,39 @@ def test_disk_policy_panes_equal_memory_policy_panes_call_by_call(
         policy_module._KEYS_PER_PIECE = previous
     assert got == want
     assert want[0][1] >= MIN_TIMESTAMP_US
+
+
+# -- a job: count windows on the disk backend, on every runner --------------------------------
+@pytest.fixture(params=["direct", "ray", "microbatch"])
+def runner(request: pytest.FixtureRequest) -> str:
+    """Each job runs on every runner; Ray's share the session-wide local Ray."""
+    if request.param == "ray":
+        request.getfixturevalue("ray_session")
+    return str(request.param)
+
+
+def test_count_windows_on_the_disk_backend_give_plain_pythons_panes_on_every_runner(runner: str, tmp_path: Path) -> None:
+    from tidal.testing import TestStream, assert_that, equal_to
+
+    # 40 keys, 5 values each, in one stream (one partition: the same order on every runner).
+    stream = TestStream().add_elements([window.TimestampedValue((f"k{i % 40:02d}", i), i) for i in range(200)])
+    expected_panes = []
+    for k in range(40):
+        values = [i for i in range(200) if i % 40 == k]
+        for index, cut in enumerate([values[:3], values[3:]]):
+            w = PW(index, cut[0] * US, cut[-1] * US + 1)
+            expected_panes.append((f"k{k:02d}", cut, w, cut[-1] * US, True, True, "ON_TIME", 0))
+    options = {"state_backend": "disk", "state_dir": str(tmp_path), "state_cache_entries": 2}
+    with td.Pipeline(runner=runner, options=options) as p:
+        panes = (
+            p
+            | stream
+            | td.WindowInto(window.CountWindows(3))
+            | td.GroupByKey()
+            | td.Map(
+                lambda kv, w=td.DoFn.WindowParam, ts=td.DoFn.TimestampParam, pane=td.DoFn.PaneInfoParam: (
+                    kv[0], kv[1], w, ts.micros, pane.is_first, pane.is_last, pane.timing.name, pane.index
+                )
+            )
+        )
+        assert_that(panes, equal_to(expected_panes))

@@ -813,10 +813,11 @@ class KeyedWindowReducer:
     def use_state_backend(self, backend: StateBackend) -> None:
         """Keep the window states in ``backend``'s tables; on disk, also what grows with keys and windows.
 
-        On the disk backend the merging windows of each key, the keys of each window
-        and the timers spill too, values waiting for the watermark (``_deferred``) are
-        added to their windows once as many keys wait as the cache holds, and a firing
-        of many windows hands its panes on in pieces (:attr:`emit_pieces`).
+        On the disk backend the merging windows of each key, the keys of each window,
+        the timers and the index of the watermark holds spill too, values waiting for
+        the watermark (``_deferred``) are added to their windows once as many keys wait
+        as the cache holds, and a firing of many windows hands its panes on in pieces
+        (:attr:`emit_pieces`).
         """
         self.states = backend.table(f"{self.label}/windows")
         if self._holds is not None and isinstance(backend, DiskBackend):

@@ -2,8 +2,10 @@
 
 Every keyed operator (a stateful DoFn's :class:`~tidal.runners.core.state.KeyedStateStore`,
 the window buffers and accumulators of GroupByKey and CombinePerKey in
-:class:`~tidal.runners.core.reduce.KeyedWindowReducer`) keeps its state in
-*tables*: mutable mappings from a ``(key, window)`` pair to that pair's state.
+:class:`~tidal.runners.core.reduce.KeyedWindowReducer`, the per-key buffers of count
+and delta windows in :class:`~tidal.runners.core.policy.PolicyWindowReducer`) keeps
+its state in *tables*: mutable mappings from a ``(key, window)`` pair (or a key) to
+its state.
 A backend hands out the tables:
 
 ``memory`` (the default)
