@@ -30,7 +30,7 @@ Run: ``python -m tidal.benchmarks.state_bench --keys 10000000 --throughput-keys 
 
 >>> report = run_state_bench(StateBenchConfig(keys=2000, throughput_keys=2000, checkpoint_keys=2000, quiet=True))
 >>> sorted(r["job"] + "/" + r["backend"] for r in report["memory"])
-['countwindows/disk', 'countwindows/memory', 'counter/disk', 'counter/memory', 'sessions/disk', 'sessions/memory']
+['counter/disk', 'counter/memory', 'countwindows/disk', 'countwindows/memory', 'sessions/disk', 'sessions/memory']
 >>> all(r["correct"] for r in report["memory"]), report["checkpoint"]["delta_needs"]
 (True, True)
 """
