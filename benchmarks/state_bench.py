@@ -2,12 +2,14 @@
 
 Three measurements, each checked before anything is printed:
 
-**Peak memory.** A per-key counter (a stateful DoFn) and a sessions job
-(``Sessions(5)`` then a count per key) over ``keys`` distinct keys, two
-events per key, on the direct runner, each run in a process of its own
-(``ru_maxrss`` of that process), on the memory and on the disk backend.
-Every key's count must come out as 2 (counted in the job, by a metric), else
-the row fails.
+**Peak memory.** A per-key counter (a stateful DoFn), a sessions job
+(``Sessions(5)`` then a sum per key) and a count-window job
+(``CountWindows(2)`` then a sum per key: each key's window closes at its
+second event, and the key's window index stays in state) over ``keys``
+distinct keys, two events per key, on the direct runner, each run in a
+process of its own (``ru_maxrss`` of that process), on the memory and on the
+disk backend, with each run's events per second. Every key's count must come
+out as 2 (counted in the job, by a metric), else the row fails.
 
 **Throughput.** The counter over ``throughput_keys`` keys on both backends
 in one process, one after the other: events per second, and the disk
@@ -28,7 +30,7 @@ Run: ``python -m tidal.benchmarks.state_bench --keys 10000000 --throughput-keys 
 
 >>> report = run_state_bench(StateBenchConfig(keys=2000, throughput_keys=2000, checkpoint_keys=2000, quiet=True))
 >>> sorted(r["job"] + "/" + r["backend"] for r in report["memory"])
-['counter/disk', 'counter/memory', 'sessions/disk', 'sessions/memory']
+['counter/disk', 'counter/memory', 'countwindows/disk', 'countwindows/memory', 'sessions/disk', 'sessions/memory']
 >>> all(r["correct"] for r in report["memory"]), report["checkpoint"]["delta_needs"]
 (True, True)
 """
@@ -56,6 +58,8 @@ from tidal import window
 __all__ = ["StateBenchConfig", "run_state_bench", "main"]
 
 GIB = 1 << 30
+#: The peak-memory jobs (see the module's docstring).
+JOBS = ("counter", "sessions", "countwindows")
 
 
 @attrs.frozen
@@ -120,6 +124,13 @@ def _build(p: td.Pipeline, job: str, keys: int) -> None:
     events = p | "Events" >> td.Read(KeyEvents(keys))
     if job == "counter":
         _ = events | "Count" >> td.ParDo(CountPerKey())
+    elif job == "countwindows":
+        _ = (
+            events
+            | "CountWindows" >> td.WindowInto(window.CountWindows(2))
+            | "SumWindow" >> td.CombinePerKey(sum)
+            | "Check" >> td.ParDo(CheckSession())
+        )
     else:
         _ = (
             events
@@ -268,7 +279,7 @@ def _measure_checkpoints(keys: int, changed: int, cache_entries: int) -> dict[st
 def run_state_bench(config: StateBenchConfig) -> dict[str, Any]:
     """Run the three measurements; raise when a job's result is wrong (nothing is reported then)."""
     memory_rows = []
-    for job in ("counter", "sessions"):
+    for job in JOBS:
         for backend in ("memory", "disk"):
             if backend == "memory" and not config.memory_backend_rss:
                 continue
@@ -308,10 +319,10 @@ def run_state_bench(config: StateBenchConfig) -> dict[str, Any]:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    lines = ["job       backend  keys         seconds   events/s    peak RSS"]
+    lines = ["job           backend  keys         seconds   events/s    peak RSS"]
     for r in report["memory"]:
         rss = "-" if r.get("peak_rss_bytes") is None else f"{r['peak_rss_bytes'] / GIB:.2f} GiB"
-        lines.append(f"{r['job']:<9} {r['backend']:<8} {r['keys']:<12,} {r['seconds']:<9.1f} {r['events_per_s']:<11,.0f} {rss}")
+        lines.append(f"{r['job']:<13} {r['backend']:<8} {r['keys']:<12,} {r['seconds']:<9.1f} {r['events_per_s']:<11,.0f} {rss}")
     m, d = report["throughput"]
     lines.append(
         f"throughput at {m['keys']:,} keys: memory {m['events_per_s']:,.0f}/s, disk {d['events_per_s']:,.0f}/s "

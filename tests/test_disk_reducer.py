@@ -24,7 +24,8 @@ from tidal.model.combinefn import CombineFn
 from tidal.model.strategy import WindowingStrategy
 from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US
 from tidal.model.trigger import AccumulationMode, PaneInfo, PaneInfoTiming
-from tidal.model.window import GlobalWindow, IntervalWindow
+from tidal.model.window import GlobalWindow, IntervalWindow, TimestampCombiner
+from tidal.runners.core import holds as holds_module
 from tidal.runners.core import reduce as reduce_module
 from tidal.runners.core.reduce import CombineReduceFn, GroupReduceFn, KeyedWindowReducer, ReduceFn
 from tidal.runners.core.statebackend import DiskBackend, MemoryBackend, SpilledHeap, SpilledTable
@@ -123,7 +124,9 @@ def test_evicted_index_entries_come_back_after_restore(tmp_path: Path) -> None:
     second, more = _reducer(DiskBackend(str(tmp_path / "b"), cache_entries=4), strategy)
     second.restore(snap)
     _bounded(second, 4)
-    assert sorted(second._timers) == sorted(first._timers)
+    # The restore derives the timers from the windows (a snapshot on disk holds none): the same
+    # timers, numbered afresh (the number only orders timers of one time and kind).
+    assert [(t, kind, w) for t, kind, _, w in second._timers] == [(t, kind, w) for t, kind, _, w in first._timers]
     assert dict(second._window_keys.items()) == dict(first._window_keys.items())
     assert dict(second.active.items()) == dict(first.active.items())
     for bundle in _two_events_per_key(300, 400):
@@ -160,10 +163,20 @@ TRIGGERS = {
 }
 
 
-def _calls(reducer: KeyedWindowReducer, pieces: list[Any], windowfn: Any, run: list[Any], restore_at: int, make: Any) -> list[Any]:
+def _scanned_watermark(reducer: KeyedWindowReducer, before: int) -> int:
+    """The output watermark by a scan of every open window's hold (plain Python, not the hold index)."""
+    holds = [st.hold for st in reducer.states.values() if st.hold is not None and not st.closed]
+    return max(before, min([reducer.input_watermark, *holds]))
+
+
+def _calls(
+    reducer: KeyedWindowReducer, pieces: list[Any], windowfn: Any, run: list[Any], restore_at: int, make: Any, scan: bool = False
+) -> list[Any]:
     """Each process/advance call's panes (pieces handed on during the call included), sorted.
 
     After step ``restore_at`` the reducer is replaced by a new one restored from its snapshot.
+    With ``scan`` the output watermark after each advance must be the one a scan of every
+    window's hold gives.
     """
     calls = []
     wm, value = 0, 0
@@ -181,7 +194,10 @@ def _calls(reducer: KeyedWindowReducer, pieces: list[Any], windowfn: Any, run: l
             bundle.append(((key, value), t * US, windowfn._assign_us(t * US, (key, value), gw), None))
         calls.append(taken(reducer.process(bundle)))
         wm += move * US
+        before = reducer.output_watermark
         calls.append(taken(reducer.advance(wm)))
+        if scan:
+            assert reducer.output_watermark == _scanned_watermark(reducer, before)
         if n == restore_at:
             snap = reducer.snapshot()
             reducer, new_pieces = make()
@@ -219,6 +235,64 @@ def test_disk_reducer_panes_equal_memory_reducer_panes_call_by_call(
     finally:
         reduce_module._PANES_PER_PIECE = previous
     assert got == want
+
+
+# -- the hold index: the output watermark a scan of every window's hold gives -----------------------
+#: The triggers above and one that finishes: its windows stay closed until they expire, and a
+#: session that merges with a closed one is closed, with the hold of what it merged.
+HOLD_TRIGGERS = {
+    **TRIGGERS,
+    "finishing": lambda: {
+        "trigger": trigger.AfterWatermark(early=trigger.AfterCount(2)),
+        "accumulation_mode": AccumulationMode.DISCARDING,
+        "allowed_lateness_us": 20 * US,
+    },
+}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    run=steps,
+    windowing=st.sampled_from(sorted(WINDOWFNS)),
+    triggering=st.sampled_from(sorted(HOLD_TRIGGERS)),
+    combiner=st.sampled_from([TimestampCombiner.OUTPUT_AT_EARLIEST, TimestampCombiner.OUTPUT_AT_LATEST]),
+    disk=st.booleans(),
+    cache=st.integers(min_value=1, max_value=3),
+    restore_at=st.integers(min_value=-1, max_value=5),
+)
+# A session that only grew: its hold moves with it to the grown window, which the new element does not lower.
+@example(run=[([("a", 10)], 0), ([("a", 12)], 15)], windowing="sessions", triggering="default",
+         combiner=TimestampCombiner.OUTPUT_AT_EARLIEST, disk=False, cache=1, restore_at=-1)
+# Two sessions bridged by a third element: the merged window holds at the earlier of their holds.
+@example(run=[([("a", 10), ("a", 18)], 0), ([("a", 14)], 12)], windowing="sessions", triggering="default",
+         combiner=TimestampCombiner.OUTPUT_AT_EARLIEST, disk=True, cache=1, restore_at=-1)
+# A closed session (its trigger finished on time) bridged to an open one that holds at 17: the result is
+# closed (the bridging element is dropped) and holds nothing, though it carries the hold it merged.
+@example(run=[([("a", 10)], 15), ([("a", 17)], 0), ([("a", 14)], 5)], windowing="sessions", triggering="finishing",
+         combiner=TimestampCombiner.OUTPUT_AT_EARLIEST, disk=False, cache=1, restore_at=-1)
+def test_the_hold_index_gives_the_output_watermark_a_scan_of_every_window_gives(
+    tmp_path_factory: pytest.TempPathFactory,
+    run: list[Any],
+    windowing: str,
+    triggering: str,
+    combiner: TimestampCombiner,
+    disk: bool,
+    cache: int,
+    restore_at: int,
+) -> None:
+    # Adds, merges (sessions), firings (early, on time, late), expiries and restores, on both backends;
+    # with no slack the index is compacted whenever its stale entries outnumber the open windows.
+    windowfn = WINDOWFNS[windowing]
+    strategy = WindowingStrategy(windowfn, timestamp_combiner=combiner, **HOLD_TRIGGERS[triggering]())
+    folder = tmp_path_factory.mktemp("holds")
+    backend = (lambda: DiskBackend(str(folder), cache_entries=cache)) if disk else MemoryBackend
+    make = lambda: _reducer(backend(), strategy, GroupReduceFn())  # noqa: E731
+    previous = holds_module._SLACK
+    holds_module._SLACK = 0
+    try:
+        _calls(*make(), windowfn, run, restore_at, make, scan=True)
+    finally:
+        holds_module._SLACK = previous
 
 
 # -- the spilling timer heap ---------------------------------------------------------------------
@@ -269,3 +343,112 @@ def test_an_empty_spilled_heap_says_so(tmp_path: Path) -> None:
     heap.push((MIN_TIMESTAMP_US, 0, 0, "w"))
     with pytest.raises(IndexError, match=r"only its earliest entry, heap\[0\]"):
         heap[1]
+
+
+# -- incremental checkpoints: the indexes of the windows are written only where they changed ---
+def _sessions_operator(backend: Any, out: list[Any]) -> Any:
+    import tidal as td
+    from tidal.runners.core.keygroups import KeyGroups
+    from tidal.runners.core.operators import GroupByKeyOperator
+
+    op = GroupByKeyOperator("Sessions", td.GroupByKey(), WindowingStrategy(window.Sessions(5)))
+    op.key_groups = KeyGroups()
+    op.add_receiver("out", out.extend)
+    op.use_state_backend(backend)
+    return op
+
+
+N_SESSION_KEYS = 2000
+
+
+def _session_checkpoints(folder: Path, changed: int) -> tuple[bytes, bytes, list[Any]]:
+    """(full checkpoint of N_SESSION_KEYS open sessions, the delta after ``changed`` sessions grew, panes so far)."""
+    import pickle
+
+    backend = DiskBackend(str(folder), cache_entries=8)
+    out: list[Any] = []
+    op = _sessions_operator(backend, out)
+    for bundle in _two_events_per_key(0, N_SESSION_KEYS):
+        op.process(bundle)
+    backend.begin_snapshot(1, False)
+    full = pickle.dumps(op.snapshot())
+    backend.end_snapshot()
+    backend.committed(1)
+    sessions = window.Sessions(5)
+    gw = GlobalWindow()
+    # A third event at i + 3 s: key-i's session [i, i + 6) grows to [i, i + 8), a merge that moves its
+    # state, its merging windows (active) and its window's keys.
+    op.process([((f"key-{i:05d}", 1), (i + 3) * US, sessions._assign_us((i + 3) * US, None, gw), None) for i in range(changed)])
+    backend.begin_snapshot(2, True)
+    delta = pickle.dumps(op.snapshot())
+    backend.end_snapshot()
+    return full, delta, out
+
+
+def test_an_incremental_checkpoint_of_sessions_grows_with_the_keys_that_changed_indexes_included(tmp_path: Path) -> None:
+    import pickle
+
+    from tidal.runners.core.incremental import collapse
+
+    full, small, _ = _session_checkpoints(tmp_path / "a", 10)
+    full_again, large, out = _session_checkpoints(tmp_path / "b", 400)
+    assert len(full) == len(full_again)
+    per_key = len(full) / N_SESSION_KEYS
+    assert per_key < 200
+    # A changed key's state, its window key and merging windows, and the state it merged away.
+    assert len(small) < 1000 + 10 * 3 * per_key
+    assert 0.8 * 390 * per_key < len(large) - len(small) < 2.5 * 390 * per_key
+    assert len(large) < len(full) / 3
+    snap = pickle.loads(large)
+    kinds = {item[0] for items in snap.groups.values() for item in items}
+    assert kinds == {"state", "key", "active", "gone"}, kinds  # no timers: the restore derives them
+    chain = [{"ops": [("Sessions", (), pickle.loads(full), {})]}, {"ops": [("Sessions", (), snap, {})], "needs": [1]}]
+    panes: list[Any] = []
+    op = _sessions_operator(DiskBackend(str(tmp_path / "restored"), cache_entries=8), panes)
+    op.restore(collapse(chain)["ops"][0][2])
+    op.advance(MAX_TIMESTAMP_US, [], 0)
+    grown = [((f"key-{i:05d}", [1, 1, 1]), (i + 8) * US - 1, (W(i * US, (i + 8) * US),), ONLY) for i in range(400)]
+    rest = [((f"key-{i:05d}", [1, 1]), (i + 6) * US - 1, (W(i * US, (i + 6) * US),), ONLY) for i in range(400, N_SESSION_KEYS)]
+    assert out == [] and sorted(panes) == grown + rest
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from("abcdefgh"), st.one_of(st.none(), st.integers(-5, 40)), st.booleans()),
+        max_size=80,
+    ),
+    disk=st.booleans(),
+    cache=st.integers(min_value=1, max_value=4),
+)
+# a's stale entries outnumber the five owners: the index is compacted, and must keep d and e's
+# entries, which become the earliest once b and c hold nothing.
+@example(
+    ops=[("b", 2, False), ("c", 3, False), ("d", 4, False), ("e", 5, False)]
+    + [("a", 30 + i, False) for i in range(8)]
+    + [("a", 40, True), ("b", None, False), ("c", None, True)],
+    disk=False,
+    cache=1,
+)
+def test_a_hold_index_gives_the_earliest_current_hold_as_a_scan_does(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[Any], disk: bool, cache: int
+) -> None:
+    from tidal.runners.core.holds import HoldIndex
+
+    holds: dict[str, int] = {}
+    heap = DiskBackend(str(tmp_path_factory.mktemp("holds")), cache_entries=cache).heap("holds") if disk else None
+    previous = holds_module._SLACK
+    holds_module._SLACK = 0  # compacted as soon as stale entries outnumber the owners
+    try:
+        index = HoldIndex(holds.get, heap)
+        for owner, hold, ask in ops:
+            if hold is None:
+                holds.pop(owner, None)
+            else:
+                holds[owner] = hold
+                index.note(owner, hold)
+            if ask:
+                assert index.earliest(len(holds)) == min(holds.values(), default=None)
+        assert index.earliest(len(holds)) == min(holds.values(), default=None)
+    finally:
+        holds_module._SLACK = previous

@@ -132,11 +132,14 @@ def fuse_windowed_precombines(executor: "LocalExecutor") -> list[tuple[ParDoOper
         map_op = _fusable_map(executor, win_node, consumers)
         if map_op is None or id(map_op) in taken:
             continue
-        assigning = _assigning_kernel(map_op, map_op.invoker.dofn.fn, win_op.windowfn)
+        fn = map_op.invoker.dofn.fn  # type: ignore[attr-defined]  # a CallableDoFn (see _fusable_map)
+        windowfn = win_op.windowfn
         group_op = _deferring_group(executor, win_node, win_op, consumers)
-        if group_op is not None:
-            assigning = _deferring_kernel(map_op, map_op.invoker.dofn.fn, win_op.windowfn, group_op, assigning)
-        map_op.invoker._kernel = assigning  # type: ignore[attr-defined]
+        if group_op is not None and isinstance(windowfn, Sessions):
+            kernel = _deferring_kernel(map_op, fn, windowfn, group_op)
+        else:
+            kernel = _assigning_kernel(map_op, fn, windowfn)
+        map_op.invoker._kernel = kernel  # type: ignore[method-assign]
         map_op.invoker._iterating_kernel = True
         win_op.assigned_upstream = True
         fused.append((map_op, win_op))
@@ -317,13 +320,13 @@ def _deferring_group(executor: "LocalExecutor", win_node: Any, win_op: Any, cons
 
 
 def _deferring_kernel(
-    op: ParDoOperator, fn: Callable[[Any], Any], windowfn: Sessions, group_op: Any, assigning: Callable[[Any], None]
+    op: ParDoOperator, fn: Callable[[Any], Any], windowfn: Sessions, group_op: Any
 ) -> Callable[[Any], None]:
     """Map -> WindowInto(Sessions) -> grouping: the Map's kernel adds each (value, session window) to
     the grouping step's deferred columns itself (what its reducer would do with the windowed value).
 
     Anything unusual (a WindowedValue or TaggedOutput from the function, an element whose session
-    the watermark has passed) leaves as the windowed value ``assigning`` would build, through the
+    the watermark has passed) leaves as the windowed value :func:`_assigning_kernel` would build, through the
     grouping step's own ``process``.
     """
     invoker = op.invoker

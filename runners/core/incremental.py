@@ -1,10 +1,13 @@
 """Incremental checkpoints: a snapshot holds what changed since the last committed one; a chain restores.
 
 With the disk state backend, an executor's snapshot for checkpoint ``N``
-holds in full only what is small (watermarks, timers, source positions) and,
-of the keyed tables, only the entries read or written since the last
-checkpoint that completed (``C``), plus the keys deleted since (``gone``
-items). It names in ``needs`` the checkpoints it builds on: ``C``'s own
+holds in full only what is small (watermarks, source positions, processing-time
+deadlines) and, of the keyed tables, only the entries read or written since the
+last checkpoint that completed (``C``), plus the keys deleted since (``gone``
+items): a stateful DoFn's cells, a windowing step's window states with their
+window keys and each key's merging windows, a count or delta window step's key
+states. A windowing step's timers are not saved: the restore derives them from
+its windows (see ``KeyedWindowReducer._timers_of``). It names in ``needs`` the checkpoints it builds on: ``C``'s own
 chain and ``C``. The first snapshot, every snapshot after a restore, and
 every :data:`MAX_CHAIN`-th one are full, so a chain stays short.
 
@@ -31,8 +34,13 @@ __all__ = ["collapse", "MAX_CHAIN", "is_delta"]
 #: The most checkpoints one restore reads (a full one and the deltas after it).
 MAX_CHAIN = 8
 
-#: Items of a keyed snapshot that are entries of a table, by kind: where their (key, window) is.
-_TABLE_KINDS = {"cells": "c", "state": "s", "key": "k"}
+#: Items of a keyed snapshot that are entries of a table, by kind: a stateful DoFn's cells, a
+#: windowing reducer's window states, window keys and merging windows of a key (``active``), a
+#: count or delta window reducer's key states (``policy``). Item 1 names the entry, except a
+#: window key's ("key", window, key), which is the (key, window) of its state.
+_TABLE_KINDS = {"cells": "c", "state": "s", "key": "k", "active": "a", "policy": "p"}
+#: What a ``("gone", name)`` item deletes; ``("gone", name, kinds)`` deletes the entries of ``kinds``.
+_GONE_KINDS = "csk"
 
 
 def is_delta(extra: Any) -> bool:
@@ -76,9 +84,9 @@ def collapse(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
                 entries = tables.setdefault(g, {})
                 for item in items:
                     if item[0] == "gone":
-                        kw = item[1]
-                        for kind in ("c", "s", "k"):
-                            entries.pop((kind, kw), None)
+                        name = item[1]
+                        for kind in item[2] if len(item) > 2 else _GONE_KINDS:
+                            entries.pop((kind, name), None)
                         continue
                     ident = _identity(item)
                     if ident is not None:

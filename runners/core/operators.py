@@ -10,7 +10,6 @@ bundles and watermarks between operators.
 
 from __future__ import annotations
 
-import functools
 import pickle
 from typing import Any, Callable
 
@@ -423,8 +422,7 @@ class _KeyedReduceOperator(Operator):
 
     def _hand_on_in_pieces(self) -> None:
         """A large firing hands its panes on as it builds them (see KeyedWindowReducer.emit_pieces)."""
-        if isinstance(self.reducer, KeyedWindowReducer):
-            self.reducer.emit_pieces = self._emit_piece
+        self.reducer.emit_pieces = self._emit_piece
 
     def _emit_piece(self, out: list[Any]) -> None:
         self._emit_panes(out)
@@ -460,9 +458,7 @@ class _KeyedReduceOperator(Operator):
         return self.reducer.is_empty()
 
     def use_state_backend(self, backend: StateBackend) -> None:
-        # Count and delta windows (PolicyWindowReducer) keep their per-key buffers in memory.
-        if isinstance(self.reducer, KeyedWindowReducer):
-            self.reducer.use_state_backend(backend)
+        self.reducer.use_state_backend(backend)
 
     def snapshot(self) -> Any:
         if isinstance(self.reducer, PolicyWindowReducer):
@@ -755,18 +751,21 @@ def _split_reducer_snapshot(snap: dict[str, Any], group: Any) -> KeyedSnapshot:
     items.extend((entry[2], ("deadline", entry)) for entry in snap["deadlines"])
     gone = snap.get("gone")
     groups_of_window: dict[Any, set[int]] = {}
-    for window, keys in snap["window_keys"].items():
-        for key in keys:
-            g = group(key)
-            groups_of_window.setdefault(window, set()).add(g)
-            if gone is None:
+    window_keys = snap["window_keys"]
+    if window_keys is None:
+        # The disk backend: a window's keys are saved with the states (only those that changed,
+        # in an incremental one: see incremental.py), and the restore derives the timers.
+        items.extend((kw[0], ("key", kw[1], kw[0])) for kw in snap["states"])
+    else:
+        for window, keys in window_keys.items():
+            for key in keys:
+                groups_of_window.setdefault(window, set()).add(group(key))
                 items.append((key, ("key", window, key)))
     if gone is not None:
-        # Incremental: the window's keys are saved with the states that changed (see incremental.py).
-        items.extend((kw[0], ("key", kw[1], kw[0])) for kw in snap["states"])
         items.extend((kw[0], ("gone", kw)) for kw in gone)
+    items.extend((key, ("gone", key, "a")) for key in snap.get("active_gone") or ())
     groups = split_by_group(items, group)
-    for entry in snap["timers"]:
+    for entry in snap["timers"] or ():
         for g in groups_of_window.get(entry[3], ()):
             groups.setdefault(g, []).append(("timer", entry))
     common = {k: snap[k] for k in ("input_watermark", "output_watermark", "processing_time", "dropped")}
@@ -807,7 +806,8 @@ def _join_reducer_snapshot(keyed: KeyedSnapshot) -> dict[str, Any]:
     return {
         "states": states,
         "active": active,
-        "timers": [(ts, kind, seq, window) for seq, (ts, kind, _s, _p, window) in enumerate(ordered)],
+        # None: the snapshot came from the disk backend, which saves no timers (the restore derives them).
+        "timers": [(ts, kind, seq, window) for seq, (ts, kind, _s, _p, window) in enumerate(ordered)] if timers else None,
         "window_keys": window_keys,
         "deadlines": [(d, len(ordered) + seq, k, w) for seq, (d, _s, _p, k, w) in enumerate(ordered_deadlines)],
         **keyed.common,

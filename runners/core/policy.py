@@ -26,7 +26,7 @@ by FlatMap) to get the same windows on every runner.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from typing import Any, Callable, MutableMapping
 
 from tidal.model.policy import CountEvictor, CountWindows, DeltaEvictor, DeltaWindows, Evictor, PolicyWindow, PolicyWindowFn, TimeEvictor
 from tidal.model.strategy import WindowingStrategy
@@ -34,8 +34,10 @@ from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US, Timestamp
 from tidal.model.trigger import PaneInfo, PaneInfoTiming
 from tidal.model.window import TimestampCombiner
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError, describe_element
+from tidal.runners.core.holds import HoldIndex
 from tidal.runners.core.keygroups import KeyedSnapshot, split_by_group
 from tidal.runners.core.reduce import KeyedWindowReducer, ReduceFn
+from tidal.runners.core.statebackend import DiskBackend, StateBackend, table_snapshot
 
 __all__ = ["evict", "EvictingReduceFn", "PolicyWindowReducer", "make_reducer", "lift_blocker"]
 
@@ -123,31 +125,32 @@ class EvictingReduceFn(ReduceFn):
         return result
 
 
-class _KeyWindows:
-    """One key's policy-window state: its buffer, the count since the last firing, the next index."""
+#: One key's policy-window state is a list of plain values (the disk backend writes it with marshal):
+#: [buffer, since_fire, index, first, has_first, hold]. ``buffer``: (value, timestamp µs) in processing
+#: order, the open window (sliding: the last ``size``); ``since_fire``: elements since the last firing;
+#: ``index``: the next window's index; ``first``/``has_first``: DeltaWindows' open window's first value,
+#: which distances are measured from; ``hold``: the earliest timestamp in the buffer, where the key holds
+#: the output watermark.
+_BUFFER, _SINCE, _INDEX, _FIRST, _HAS_FIRST, _HOLD = range(6)
 
-    __slots__ = ("buffer", "since_fire", "index", "first", "has_first", "hold")
+#: Keys the end of the input fires at a time on the disk backend (each piece's panes handed on).
+_KEYS_PER_PIECE = 10_000
 
-    def __init__(self) -> None:
-        #: (value, timestamp µs) in processing order: the open window (sliding: the last ``size``).
-        self.buffer: list[tuple[Any, int]] = []
-        self.since_fire = 0
-        self.index = 0
-        #: DeltaWindows: the open window's first value, which distances are measured from.
-        self.first: Any = None
-        self.has_first = False
-        #: The earliest timestamp in the buffer: the key holds the output watermark there.
-        self.hold: int | None = None
 
-    def as_tuple(self) -> tuple[Any, ...]:
-        return (list(self.buffer), self.since_fire, self.index, self.first, self.has_first, self.hold)
+def _key_state() -> list[Any]:
+    """A key's state before its first element: an empty buffer, window index 0, no hold."""
+    return [[], 0, 0, None, False, None]
 
-    @classmethod
-    def from_tuple(cls, t: tuple[Any, ...]) -> "_KeyWindows":
-        kw = cls()
-        kw.buffer, kw.since_fire, kw.index, kw.first, kw.has_first, kw.hold = t
-        kw.buffer = list(kw.buffer)
-        return kw
+
+def _state_tuple(state: list[Any]) -> tuple[Any, ...]:
+    """A key's state as a snapshot holds it (its buffer copied: no live references)."""
+    return (list(state[_BUFFER]), *state[1:])
+
+
+def _state_from_tuple(t: tuple[Any, ...]) -> list[Any]:
+    state = list(t)
+    state[_BUFFER] = [tuple(item) for item in state[_BUFFER]]
+    return state
 
 
 class PolicyWindowReducer:
@@ -163,6 +166,24 @@ class PolicyWindowReducer:
     (OUTPUT_AT_EOW: the window's max timestamp, its latest element). Each key
     holds the output watermark back to the earliest timestamp it buffers; a
     pane whose elements came behind the output watermark is stamped at it.
+
+    Each key's state lives in a table of the step's state backend
+    (:meth:`use_state_backend`): on the disk backend only a cache's worth of
+    keys is in memory, an incremental checkpoint holds the keys that changed,
+    the holds are indexed (:class:`~tidal.runners.core.holds.HoldIndex`) so
+    a watermark move reads no key it does not need, and the end of the input
+    fires the keys a piece at a time, handing each piece's panes on
+    (:attr:`emit_pieces`).
+
+    >>> from tidal import window
+    >>> from tidal.model.time import MAX_TIMESTAMP_US
+    >>> from tidal.runners.core.reduce import GroupReduceFn
+    >>> reducer = PolicyWindowReducer("Group", WindowingStrategy(window.CountWindows(2)), GroupReduceFn())
+    >>> gw = (window.GlobalWindow(),)
+    >>> [kv for kv, *_ in reducer.process([(("a", 1), 1, gw, None), (("a", 2), 2, gw, None), (("b", 3), 3, gw, None)])]
+    [('a', [1, 2])]
+    >>> [kv for kv, *_ in reducer.advance(MAX_TIMESTAMP_US)]
+    [('b', [3])]
     """
 
     def __init__(
@@ -183,13 +204,32 @@ class PolicyWindowReducer:
         self.count = isinstance(wf, CountWindows)
         if not self.count and not isinstance(wf, DeltaWindows):
             raise PipelineExecutionError(label, f"{wf!r} is not a policy window tidal knows (CountWindows, DeltaWindows)")
-        self.keys: dict[Any, _KeyWindows] = {}
+        #: key -> the key's state (see _BUFFER ...): a dict, or a table of the state backend.
+        self.keys: MutableMapping[Any, list[Any]] = {}
+        self._holds = HoldIndex(self._hold_of)
+        #: Keys whose open window holds elements (since_fire > 0).
+        self._pending = 0
+        #: Where fired panes go in pieces while the end of the input fires the keys of a disk
+        #: table (None: ``advance`` returns them all).
+        self.emit_pieces: Callable[[list[Any]], None] | None = None
         self.input_watermark = MIN_TIMESTAMP_US
         self.output_watermark = MIN_TIMESTAMP_US
         self.processing_time = MIN_TIMESTAMP_US
         self.dropped = 0
         self.dropped_closed = 0
         self.ended = False
+
+    def use_state_backend(self, backend: StateBackend) -> None:
+        """Keep every key's state in ``backend``'s table; on disk, the hold index in its spilling heap too."""
+        self.keys = backend.table(f"{self.label}/keys")
+        if isinstance(backend, DiskBackend):
+            self._holds = HoldIndex(self._hold_of, backend.heap(f"{self.label}/holds"))
+
+    def _hold_of(self, key: Any) -> int | None:
+        """A key's hold now, read without counting the key as changed."""
+        keys = self.keys
+        state = keys.get(key) if type(keys) is dict else keys.peek(key)  # type: ignore[attr-defined]
+        return None if state is None else state[_HOLD]  # type: ignore[no-any-return]
 
     # -- input ------------------------------------------------------------------
     def process(self, bundle: list[Any]) -> list[Any]:
@@ -198,6 +238,7 @@ class PolicyWindowReducer:
         keys = self.keys
         count = self.count
         wf: Any = self.windowfn
+        note = self._holds.note
         kv: Any = None
         for kv, t, _ws, _p in bundle:
             try:
@@ -206,27 +247,33 @@ class PolicyWindowReducer:
             except (TypeError, ValueError) as exc:
                 raise self._bad(kv) from exc
             if state is None:
-                state = keys[key] = _KeyWindows()
+                state = _key_state()
                 if not count and wf.initial is not None:
-                    state.first, state.has_first = wf.initial, True
-            state.buffer.append((value, t))
-            if state.hold is None or t < state.hold:
-                state.hold = t
+                    state[_FIRST], state[_HAS_FIRST] = wf.initial, True
+                keys[key] = state
+            buffer = state[_BUFFER]
+            buffer.append((value, t))
+            hold = state[_HOLD]
+            if hold is None or t < hold:
+                state[_HOLD] = hold = t
+                note(key, t)
+            if not state[_SINCE]:
+                self._pending += 1
+            state[_SINCE] += 1
             if count:
-                if len(state.buffer) > wf.size:
-                    _, gone = state.buffer.pop(0)
-                    if gone == state.hold:  # the earliest left: find the next earliest
-                        state.hold = min(t for _, t in state.buffer)
-                state.since_fire += 1
-                if state.since_fire >= wf.every:
+                if len(buffer) > wf.size:
+                    _, gone = buffer.pop(0)
+                    if gone == hold:  # the earliest left: find the next earliest
+                        state[_HOLD] = hold = min(t for _, t in buffer)
+                        note(key, hold)
+                if state[_SINCE] >= wf.every:
                     self._fire(key, state, out)
                 continue
-            state.since_fire += 1
-            if not state.has_first:
-                state.first, state.has_first = value, True
+            if not state[_HAS_FIRST]:
+                state[_FIRST], state[_HAS_FIRST] = value, True
                 continue
             try:
-                far = wf.distance_fn(state.first, value) > wf.threshold
+                far = wf.distance_fn(state[_FIRST], value) > wf.threshold
             except Exception as exc:
                 raise UserCodeError(self.label, wf.distance_fn, exc, kv) from exc
             if far:
@@ -248,10 +295,10 @@ class PolicyWindowReducer:
             "keys must be hashable values such as str, int or tuple",
         )
 
-    def _fire(self, key: Any, state: _KeyWindows, out: list[Any]) -> None:
-        """Fire the key's open window and start the next one."""
+    def _fire(self, key: Any, state: list[Any], out: list[Any]) -> None:
+        """Fire the key's open window and start the next one (``state`` is changed in place)."""
         evictor = self.evictor
-        buffer = state.buffer
+        buffer = state[_BUFFER]
         if evictor is not None and not evictor.evict_after:
             evict(evictor, buffer, self.label)
         values = [v for v, _ in buffer]
@@ -263,22 +310,28 @@ class PolicyWindowReducer:
             raise UserCodeError(self.label, getattr(reduce_fn, "fn", reduce_fn), exc, key) from exc
         if evictor is not None and evictor.evict_after:
             evict(evictor, buffer, self.label)
+        index = state[_INDEX]
         if times:
-            window = PolicyWindow.from_micros(state.index, min(times), max(times) + 1)
+            window = PolicyWindow.from_micros(index, min(times), max(times) + 1)
             ts = self._timestamp(window, times)
         else:  # an evictor left nothing: the window spans no time, at the watermark
-            window = PolicyWindow.from_micros(state.index, self.output_watermark, self.output_watermark + 1)
+            window = PolicyWindow.from_micros(index, self.output_watermark, self.output_watermark + 1)
             ts = self.output_watermark
         out.append(((key, result), max(ts, self.output_watermark), (window,), _ONLY_PANE))
-        state.index += 1
-        state.since_fire = 0
+        state[_INDEX] = index + 1
+        if state[_SINCE]:
+            self._pending -= 1
+        state[_SINCE] = 0
         if self.count and self.windowfn.sliding:  # type: ignore[attr-defined]
-            state.hold = min((t for _, t in state.buffer), default=None)
+            hold = min((t for _, t in state[_BUFFER]), default=None)
+            if hold != state[_HOLD]:
+                state[_HOLD] = hold
+                self._holds.note(key, hold)
         else:
-            state.buffer = []
-            state.hold = None
-            state.has_first = False
-            state.first = None
+            state[_BUFFER] = []
+            state[_HOLD] = None
+            state[_HAS_FIRST] = False
+            state[_FIRST] = None
 
     def _timestamp(self, window: PolicyWindow, times: list[int]) -> int:
         combiner = self.combiner
@@ -301,26 +354,41 @@ class PolicyWindowReducer:
             self.input_watermark = input_watermark
             if input_watermark >= MAX_TIMESTAMP_US and not self.ended:
                 self.ended = True
-                for key, state in self.keys.items():
-                    if state.since_fire:
-                        self._fire(key, state, out)
+                self._fire_all(out)
         self.output_watermark = max(self.output_watermark, self._compute_output_watermark())
         return out
 
+    def _fire_all(self, out: list[Any]) -> None:
+        """The end of the input: fire every key's open window."""
+        keys = self.keys
+        if type(keys) is dict:
+            for key, state in keys.items():
+                if state[_SINCE]:
+                    self._fire(key, state, out)
+            return
+        # A disk table: a piece of keys at a time, no read transaction open while firing
+        # changes them, each fired state written back (one read from disk is a copy).
+        for piece in keys.items_in_pieces(_KEYS_PER_PIECE):  # type: ignore[attr-defined]
+            for key, state in piece:
+                if state[_SINCE]:
+                    self._fire(key, state, out)
+                    keys[key] = state
+            if self.emit_pieces is not None and out:
+                self.emit_pieces(out[:])
+                out.clear()
+
     def _compute_output_watermark(self) -> int:
-        hold = self.input_watermark
+        wm = self.input_watermark
         if self.ended:
-            return hold  # nothing more fires: what a sliding window still buffers holds nothing
-        for state in self.keys.values():
-            if state.hold is not None and state.hold < hold:
-                hold = state.hold
-        return hold
+            return wm  # nothing more fires: what a sliding window still buffers holds nothing
+        hold = self._holds.earliest(len(self.keys))
+        return wm if hold is None or hold >= wm else hold
 
     def pending_windows(self) -> int:
-        return sum(1 for s in self.keys.values() if s.since_fire)
+        return self._pending
 
     def is_empty(self) -> bool:
-        return not any(s.since_fire for s in self.keys.values())
+        return not self._pending
 
     def next_deadline(self) -> int | None:
         return None
@@ -336,12 +404,25 @@ class PolicyWindowReducer:
         }
 
     def snapshot(self) -> dict[str, Any]:
-        """A picklable copy of all state (every key's buffer, count and window index, the watermarks)."""
-        return {"keys": {k: s.as_tuple() for k, s in self.keys.items()}, **self._common()}
+        """A picklable copy of the state (every key's buffer, count and window index, the watermarks).
+
+        A disk table taking part in an incremental checkpoint gives only the keys read or
+        written since the last one, and ``gone`` the keys deleted since (None: all keys).
+        """
+        entries, gone = table_snapshot(self.keys)
+        return {"keys": {k: _state_tuple(s) for k, s in entries}, "gone": gone, **self._common()}
 
     def restore(self, snap: dict[str, Any]) -> None:
         snap = copy.deepcopy(snap)
-        self.keys = {k: _KeyWindows.from_tuple(t) for k, t in snap["keys"].items()}
+        restored = ((k, _state_from_tuple(t)) for k, t in snap["keys"].items())
+        if type(self.keys) is dict:
+            self.keys = dict(restored)
+        else:  # a table of the disk backend: filled in place
+            self.keys.clear()
+            for k, state in restored:
+                self.keys[k] = state
+        self._pending = sum(1 for t in snap["keys"].values() if t[_SINCE])
+        self._holds.reset((k, t[_HOLD]) for k, t in snap["keys"].items())
         self.input_watermark = snap["input_watermark"]
         self.output_watermark = snap["output_watermark"]
         self.processing_time = snap["processing_time"]
@@ -350,17 +431,25 @@ class PolicyWindowReducer:
         self.ended = self.input_watermark >= MAX_TIMESTAMP_US
 
     def keyed_snapshot(self, group: Callable[[Any], int]) -> KeyedSnapshot:
-        """:meth:`snapshot` split by key group, so a restore may change the parallelism."""
+        """:meth:`snapshot` split by key group, so a restore may change the parallelism.
+
+        Each key is an item ``("policy", key, state)``; an incremental snapshot (``delta``
+        in its common part) also has ``("gone", key, "p")`` for each key deleted since the
+        last one (see :mod:`tidal.runners.core.incremental`).
+        """
         snap = self.snapshot()
-        return KeyedSnapshot(
-            {k: v for k, v in snap.items() if k != "keys"},
-            split_by_group(((k, (k, t)) for k, t in snap["keys"].items()), group),
-        )
+        items: list[tuple[Any, Any]] = [(k, ("policy", k, t)) for k, t in snap["keys"].items()]
+        if snap["gone"] is not None:
+            items.extend((k, ("gone", k, "p")) for k in snap["gone"])
+        common = {k: v for k, v in snap.items() if k not in ("keys", "gone")}
+        if snap["gone"] is not None:
+            common["delta"] = True
+        return KeyedSnapshot(common, split_by_group(items, group))
 
     @staticmethod
     def join_keyed(keyed: KeyedSnapshot) -> dict[str, Any]:
         """The snapshot :meth:`keyed_snapshot`'s groups (of one or several instances) make."""
-        keys = {k: t for items in keyed.groups.values() for k, t in items}
+        keys = {item[1]: item[2] for items in keyed.groups.values() for item in items if item[0] == "policy"}
         return {"keys": keys, **keyed.common}
 
 

@@ -33,6 +33,7 @@ from tidal.model.trigger import AccumulationMode, PaneInfo, PaneInfoTiming, is_d
 from tidal.model.window import IntervalWindow, MergeContext, Sessions, TimestampCombiner
 from tidal.runners.core.gcpolicy import promote_young
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError, describe_element
+from tidal.runners.core.holds import HoldIndex
 from tidal.runners.core.statebackend import DiskBackend, StateBackend, table_snapshot
 from tidal.runners.core.triggers import TriggerContext, compile_trigger
 
@@ -229,6 +230,8 @@ class KeyedWindowReducer:
         )
         self._lean: dict[Any, dict[Any, Any]] = {}
         self._deadlines: list[tuple[int, int, Any, Any]] = []
+        #: Where the open windows hold the output watermark (None: at their ends, OUTPUT_AT_EOW).
+        self._holds = None if self.combiner is TimestampCombiner.OUTPUT_AT_EOW else HoldIndex(self._hold_of)
         self._seq = itertools.count()
         self.input_watermark = MIN_TIMESTAMP_US
         self.output_watermark = MIN_TIMESTAMP_US
@@ -322,7 +325,7 @@ class KeyedWindowReducer:
                         st.contents = reduce_add(st.contents, value)
                     st.new_count += 1
                     if track_hold:
-                        self._add_hold(st, w, t)
+                        self._add_hold(st, w, t, key)
                     if not default:
                         trigger.on_element(st.tstate, TriggerContext(wm, now, w._end_us - 1))
                         touched[kw] = st
@@ -667,7 +670,7 @@ class KeyedWindowReducer:
                         st.contents = reduce_add(st.contents, value)
                     st.new_count += 1
                     if track_hold:
-                        self._add_hold(st, target, t)
+                        self._add_hold(st, target, t, key)
                     if not default:
                         self.trigger.on_element(st.tstate, TriggerContext(wm, now, target._end_us - 1))
                         touched[kw] = st
@@ -779,6 +782,8 @@ class KeyedWindowReducer:
             st = source_states[0]
             _take_pane_info(st, carried)
             self.states[(key, result)] = st
+            if self._holds is not None:
+                self._holds.note((key, result), st.hold)
             self._push_timers(key, result)
             return
         closed = any(s.closed for s in source_states)
@@ -791,6 +796,8 @@ class KeyedWindowReducer:
         _take_pane_info(st, carried)
         st.closed = closed
         self.states[(key, result)] = st
+        if self._holds is not None:
+            self._holds.note((key, result), st.hold)
         self._push_timers(key, result)
 
     def _new_state(self, key: Any, window: Any, contents: Any = _NO_CONTENTS) -> _WindowState:
@@ -820,19 +827,22 @@ class KeyedWindowReducer:
     def use_state_backend(self, backend: StateBackend) -> None:
         """Keep the window states in ``backend``'s tables; on disk, also what grows with keys and windows.
 
-        On the disk backend the merging windows of each key, the keys of each window
-        and the timers spill too, values waiting for the watermark (``_deferred``) are
-        added to their windows once as many keys wait as the cache holds, and a firing
-        of many windows hands its panes on in pieces (:attr:`emit_pieces`, as in memory).
+        On the disk backend the merging windows of each key, the keys of each window,
+        the timers and the index of the watermark holds spill too, values waiting for
+        the watermark (``_deferred``) are added to their windows once as many keys wait
+        as the cache holds, and a firing of many windows hands its panes on in pieces
+        (:attr:`emit_pieces`, as in memory).
         """
         self.states = backend.table(f"{self.label}/windows")
+        if self._holds is not None and isinstance(backend, DiskBackend):
+            self._holds = HoldIndex(self._hold_of, backend.heap(f"{self.label}/holds"))
         if isinstance(backend, DiskBackend):
             self.active = backend.table(f"{self.label}/active")
             self._window_keys = backend.table(f"{self.label}/window_keys")
             self._timers = backend.heap(f"{self.label}/timers")
             self._deferred_limit = backend.cache_entries
 
-    def _add_hold(self, st: _WindowState, window: Any, t: int) -> None:
+    def _add_hold(self, st: _WindowState, window: Any, t: int, key: Any) -> None:
         max_ts = window._end_us - 1
         if t < self.output_watermark:
             h = max_ts  # already late: it cannot hold the watermark back
@@ -840,12 +850,15 @@ class KeyedWindowReducer:
             h = self.windowfn.get_transformed_output_time(window, Timestamp.from_micros(t)).micros
         else:
             h = t
-        if st.hold is None:
+        old = st.hold
+        if old is None:
             st.hold = h
         elif self.combiner is TimestampCombiner.OUTPUT_AT_LATEST:
-            st.hold = max(st.hold, h)
+            st.hold = max(old, h)
         else:
-            st.hold = min(st.hold, h)
+            st.hold = min(old, h)
+        if st.hold != old:
+            self._holds.note((key, window), st.hold)  # type: ignore[union-attr]  # set when holds are tracked
 
     def _drop_late(self, n: int) -> None:
         """Input too late: its window had expired (the watermark passed end + allowed lateness)."""
@@ -1107,13 +1120,17 @@ class KeyedWindowReducer:
 
     def _compute_output_watermark(self) -> int:
         wm = self.input_watermark
-        if self.combiner is TimestampCombiner.OUTPUT_AT_EOW:
+        if self._holds is None:
             return wm  # pending on-time panes are at their window's end, never behind wm
-        hold = MAX_TIMESTAMP_US
-        for st in self.states.values():
-            if st.hold is not None and st.hold < hold and not st.closed:
-                hold = st.hold
-        return min(wm, hold)
+        # The earliest hold of an open window, off the index (O(log n), not a scan of every state).
+        hold = self._holds.earliest(len(self.states))
+        return wm if hold is None or hold >= wm else hold
+
+    def _hold_of(self, kw: tuple[Any, Any]) -> int | None:
+        """The hold of an open (key, window) now (None: none, or closed), read without counting it as changed."""
+        states = self.states
+        st = states.get(kw) if type(states) is dict else states.peek(kw)  # type: ignore[attr-defined]
+        return None if st is None or st.closed else st.hold
 
     def pending_windows(self) -> int:
         self._flush_deferred()
@@ -1140,12 +1157,26 @@ class KeyedWindowReducer:
         # An incremental checkpoint of a disk table: only the states read or written since the
         # last one, and the (key, window) pairs deleted since ("gone"; None in a full snapshot).
         states, gone = table_snapshot(self.states)
+        if type(self._timers) is list:
+            active: dict[Any, set[Any]] = {k: set(v) for k, v in self.active.items()}
+            active_gone = None
+            timers: list[Any] | None = list(self._timers)
+            window_keys: dict[Any, dict[Any, None]] | None = {w: dict(ks) for w, ks in self._window_keys.items()}
+        else:
+            # The disk backend: the merging windows of the keys that changed (and the keys that
+            # have none left), and neither the windows' keys nor the timers: a state's key is in
+            # its window's keys, and a window's timers follow from the window, the lateness and
+            # the watermark (see _timers_of). A checkpoint grows with what changed, not with all.
+            changed, active_gone = table_snapshot(self.active)
+            active = {k: set(v) for k, v in changed}
+            timers = window_keys = None
         return {
             "states": {k: _state_tuple(s) for k, s in states},
             "gone": gone,
-            "active": {k: set(v) for k, v in self.active.items()},
-            "timers": list(self._timers),
-            "window_keys": {w: dict(ks) for w, ks in self._window_keys.items()},
+            "active": active,
+            "active_gone": active_gone,
+            "timers": timers,
+            "window_keys": window_keys,
             "deadlines": list(self._deadlines),
             "input_watermark": self.input_watermark,
             "output_watermark": self.output_watermark,
@@ -1165,26 +1196,57 @@ class KeyedWindowReducer:
             for k, t in snap["states"].items():
                 self.states[k] = _state_from_tuple(t)
         self._lean = {}
+        window_keys = snap["window_keys"]
+        if window_keys is None:  # a snapshot of the disk backend: each state's key is in its window's keys
+            window_keys = {}
+            for key, w in snap["states"]:
+                window_keys.setdefault(w, {})[key] = None
+        timers = snap["timers"]
+        if timers is None:
+            timers = self._timers_of(window_keys, snap["input_watermark"])
+            heapq.heapify(timers)
         if type(self._timers) is list:
             self.active = snap["active"]
-            self._timers = snap["timers"]
-            self._window_keys = snap["window_keys"]
+            self._timers = timers
+            self._window_keys = window_keys
         else:  # the disk backend's tables and timer heap: filled in place
-            for table, entries in ((self.active, snap["active"]), (self._window_keys, snap["window_keys"])):
+            for table, entries in ((self.active, snap["active"]), (self._window_keys, window_keys)):
                 table.clear()
                 for k, v in entries.items():
                     table[k] = v
             self._timers.clear()
-            for timer in snap["timers"]:
+            for timer in timers:
                 self._timers.push(timer)
+        if self._holds is not None:  # from the snapshot's tuples: no read of a disk table while the index writes
+            hold, closed = _WindowState.__slots__.index("hold"), _WindowState.__slots__.index("closed")
+            self._holds.reset((kw, t[hold]) for kw, t in snap["states"].items() if not t[closed])
         self._deadlines = snap["deadlines"]
-        seqs = [t[2] for t in self._timers] + [d[1] for d in self._deadlines]
+        seqs = [t[2] for t in timers] + [d[1] for d in self._deadlines]
         self._seq = itertools.count(max(seqs, default=0) + 1)
         self.input_watermark = snap["input_watermark"]
         self.output_watermark = snap["output_watermark"]
         self.processing_time = snap["processing_time"]
         self.dropped = snap["dropped"]
         self.dropped_closed = snap.get("dropped_closed", 0)
+
+    def _timers_of(self, window_keys: dict[Any, Any], input_watermark: int) -> list[tuple[int, int, int, Any]]:
+        """The timers the windows of ``window_keys`` have at ``input_watermark``, numbered in its order.
+
+        Each window has its expiry timer until it fires (the window then leaves
+        ``window_keys``); with allowed lateness, also its end-of-window timer while
+        the watermark has not passed it: one set for a window already behind the
+        watermark would have fired at once, and one the watermark passed has fired.
+        """
+        timers = []
+        seq = 0
+        lateness = self.lateness
+        for window in window_keys:
+            max_ts = window._end_us - 1
+            if lateness and max_ts >= input_watermark:
+                timers.append((max_ts, _EOW, seq, window))
+            timers.append((min(max_ts + lateness, MAX_TIMESTAMP_US), _GC, seq, window))
+            seq += 1
+        return timers
 
 
 def _take_pane_info(st: _WindowState, carried: _WindowState | None) -> None:

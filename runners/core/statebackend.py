@@ -2,8 +2,10 @@
 
 Every keyed operator (a stateful DoFn's :class:`~tidal.runners.core.state.KeyedStateStore`,
 the window buffers and accumulators of GroupByKey and CombinePerKey in
-:class:`~tidal.runners.core.reduce.KeyedWindowReducer`) keeps its state in
-*tables*: mutable mappings from a ``(key, window)`` pair to that pair's state.
+:class:`~tidal.runners.core.reduce.KeyedWindowReducer`, the per-key buffers of count
+and delta windows in :class:`~tidal.runners.core.policy.PolicyWindowReducer`) keeps
+its state in *tables*: mutable mappings from a ``(key, window)`` pair (or a key) to
+its state.
 A backend hands out the tables:
 
 ``memory`` (the default)
@@ -56,7 +58,7 @@ import struct
 import tempfile
 import uuid
 import weakref
-from typing import Any, Iterator, MutableMapping
+from typing import Any, Callable, Iterator, MutableMapping
 
 import attrs
 
@@ -470,6 +472,66 @@ class SpilledTable(MutableMapping[Any, Any]):
         for _, value in self.items():
             yield value
 
+    def items_in_pieces(self, size: int) -> Iterator[list[tuple[Any, Any]]]:
+        """Every (key, value) in lists of at most ``size``; the caller may read and write the table between pieces.
+
+        Unlike :meth:`items`, no read transaction stays open while the caller holds a
+        piece, so it may write each entry back after changing it (a value that came
+        from disk is a fresh copy: a change to it counts only once written back). The
+        cached entries come first, then the disk's in key order, each piece read afresh
+        after the last key of the one before. An entry present from start to end comes
+        at least once; one that left the cache while the pieces were read may come again.
+
+        >>> import tempfile
+        >>> table = DiskBackend(tempfile.mkdtemp(), cache_entries=2).table("t")
+        >>> for k in "abcde":
+        ...     table[k] = 0
+        >>> for piece in table.items_in_pieces(2):
+        ...     for key, value in piece:
+        ...         if value == 0:
+        ...             table[key] = 1  # written back: a key that comes again is seen as done
+        >>> sorted(table.items())
+        [('a', 1), ('b', 1), ('c', 1), ('d', 1), ('e', 1)]
+        """
+        size = max(1, size)
+        cached = list(self._cache.items())
+        for i in range(0, len(cached), size):
+            yield cached[i : i + size]
+        after: bytes | None = None
+        while self._on_disk:
+            piece: list[tuple[Any, Any]] = []
+            more = False
+            with self._env.begin(db=self._db) as txn:  # the store as now opened (it may reopen between pieces)
+                cursor = txn.cursor()
+                ok = cursor.first() if after is None else cursor.set_range(after)
+                while ok:
+                    raw = bytes(cursor.key())
+                    if after is not None and raw == after:
+                        ok = cursor.next()
+                        continue
+                    if len(piece) == size:
+                        more = True
+                        break
+                    key = decode_key(raw)
+                    if key not in self._cache and key not in self._gone:
+                        piece.append((key, decode_value(bytes(cursor.value()))))
+                    after = raw
+                    ok = cursor.next()
+            if piece:
+                yield piece
+            if not more:
+                return
+
+    def peek(self, key: Any, default: Any = None) -> Any:
+        """The value of ``key`` (``default`` when absent) without counting it as changed for the next checkpoint.
+
+        For lookups that only read, such as checking whether an index entry is still current.
+        """
+        try:
+            return self._lookup(key)
+        except KeyError:
+            return default
+
     def clear(self) -> None:
         if self._tracking:
             self._touched.update(key for key, _ in self.items())
@@ -630,6 +692,44 @@ class SpilledHeap:
             with self._env.begin(db=self._db) as txn:
                 on_disk = [_decode_entry(bytes(k), bytes(v)) for k, v in txn.cursor()]
         return heapq.merge(sorted(self._mem), on_disk)
+
+    def retain(self, keep: Callable[[tuple[Any, ...]], bool], piece: int = 10_000) -> None:
+        """Drop every entry that ``keep`` rejects; the disk's a ``piece`` at a time, so ``keep`` may read other tables.
+
+        >>> import tempfile
+        >>> heap = DiskBackend(tempfile.mkdtemp(), cache_entries=2).heap("holds")
+        >>> for t in range(6):
+        ...     heap.push((t, 0, t, "w"))
+        >>> heap.retain(lambda entry: entry[0] % 2 == 1, piece=2)
+        >>> list(heap), len(heap)
+        ([(1, 0, 1, 'w'), (3, 0, 3, 'w'), (5, 0, 5, 'w')], 3)
+        """
+        self._mem = [entry for entry in self._mem if keep(entry)]
+        heapq.heapify(self._mem)
+        after: bytes | None = None
+        while self._disk:
+            entries: list[tuple[bytes, bytes]] = []
+            with self._env.begin(db=self._db) as txn:
+                cursor = txn.cursor()
+                ok = cursor.first() if after is None else cursor.set_range(after)
+                while ok and len(entries) < piece:
+                    entries.append((bytes(cursor.key()), bytes(cursor.value())))
+                    ok = cursor.next()
+            drop = [raw for raw, data in entries if not keep(_decode_entry(raw, data))]
+            if drop:
+                with self._backend.writer(self, len(drop)) as txn:
+                    for raw in drop:
+                        txn.delete(raw)
+                self._disk -= len(drop)
+            if not ok:
+                break
+            after = entries[-1][0] + b"\x00"  # the next key after the piece's last
+        self._disk_head = None
+        if self._disk:
+            with self._env.begin(db=self._db) as txn:
+                cursor = txn.cursor()
+                if cursor.first():
+                    self._disk_head = _decode_entry(cursor.key(), cursor.value())
 
     def clear(self) -> None:
         self._mem = []
