@@ -472,7 +472,9 @@ def test_a_map_that_assigns_the_windows_equals_the_steps_one_by_one(run: list[An
         _ = pcoll | td.WindowInto(WINDOWFNS[windowing], allowed_lateness=lateness) | td.GroupByKey() | td.ParDo(_Collect(name))
 
     fused_out, steps_out = _fused_and_not(build, DirectRunner)
-    assert fused_out == steps_out
+    # The same panes in the same order per key (over sessions the fused kernel defers on-time values
+    # while late ones go through the grouping step, so keys may fire in another order).
+    assert _by_key(fused_out) == _by_key(steps_out)
 
 
 @SETTINGS
