@@ -452,3 +452,45 @@ def test_a_hold_index_gives_the_earliest_current_hold_as_a_scan_does(
         assert index.earliest(len(holds)) == min(holds.values(), default=None)
     finally:
         holds_module._SLACK = previous
+
+
+@pytest.mark.parametrize("backend", ["memory", "disk"])
+def test_processing_time_deadlines_spill_and_come_back_from_the_window_states_after_a_restore(tmp_path: Path, backend: str) -> None:
+    """Each (key, window) under AfterProcessingTime waits for its own deadline. On disk the deadline
+    queue spills like the timers (a cache of 8 entries for 200 windows); a snapshot saves no deadline
+    queue, and the restored reducer finds every deadline again in the window states: the early panes
+    fire at the same processing times, with the same contents, as in a reducer never restored."""
+    strategy = WindowingStrategy(
+        window.FixedWindows(10),
+        trigger=trigger.Repeatedly(trigger.AfterProcessingTime(5)),
+        accumulation_mode=AccumulationMode.DISCARDING,
+    )
+
+    def make() -> KeyedWindowReducer:
+        b: Any = MemoryBackend() if backend == "memory" else DiskBackend(str(tmp_path / f"s{len(list(tmp_path.iterdir()))}"), cache_entries=8)
+        return _reducer(b, strategy)[0]
+
+    fixed = window.FixedWindows(10)
+    gw = GlobalWindow()
+    # Key k's element arrives at processing time k ms: its deadline is 5 s + k ms.
+    elements = [((f"k{k:03d}", k), 0, fixed._assign_us(0, None, gw), None) for k in range(200)]
+    original, restored = make(), make()
+    for k, wv in enumerate(elements):
+        for r in (original,):
+            r.advance(processing_time=k * 1000)
+            assert r.process([wv]) == []
+    if backend == "disk":
+        assert isinstance(original._deadlines, SpilledHeap) and len(original._deadlines) == 200
+        assert original._deadlines.cached <= 8
+    snap = original.snapshot()
+    assert "deadlines" not in snap
+    restored.restore(snap)
+    assert restored.next_deadline() == original.next_deadline() == 5 * US
+    # Half the deadlines pass, then the rest: the same early panes, in deadline order, from both.
+    for now in (5 * US + 99_000, 5 * US + 199_000):
+        got = [(kv, pane.timing) for kv, _t, _w, pane in restored.advance(processing_time=now)]
+        want = [(kv, pane.timing) for kv, _t, _w, pane in original.advance(processing_time=now)]
+        assert got == want
+        assert [kv for kv, _ in got] == [(f"k{k:03d}", k) for k in range(200) if (k * 1000 + 5 * US <= now) and (now == 5 * US + 99_000 or k >= 100)]
+        assert all(timing is PaneInfoTiming.EARLY for _, timing in got)
+    assert restored.next_deadline() is None and original.next_deadline() is None

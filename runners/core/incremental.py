@@ -1,13 +1,14 @@
 """Incremental checkpoints: a snapshot holds what changed since the last committed one; a chain restores.
 
 With the disk state backend, an executor's snapshot for checkpoint ``N``
-holds in full only what is small (watermarks, source positions, processing-time
-deadlines) and, of the keyed tables, only the entries read or written since the
+holds in full only what is small (watermarks, source positions, stateful DoFns'
+timer queues) and, of the keyed tables, only the entries read or written since the
 last checkpoint that completed (``C``), plus the keys deleted since (``gone``
 items): a stateful DoFn's cells, a windowing step's window states with their
 window keys and each key's merging windows, a count or delta window step's key
-states. A windowing step's timers are not saved: the restore derives them from
-its windows (see ``KeyedWindowReducer._timers_of``). It names in ``needs`` the checkpoints it builds on: ``C``'s own
+states. A windowing step's timers and processing-time deadlines are not saved:
+the restore derives them from its windows (see ``KeyedWindowReducer._timers_of``)
+and from the deadline each window state waits for. It names in ``needs`` the checkpoints it builds on: ``C``'s own
 chain and ``C``. The first snapshot, every snapshot after a restore, and
 every :data:`MAX_CHAIN`-th one are full, so a chain stays short.
 

@@ -741,14 +741,14 @@ def _union_groups(snapshots: list[KeyedSnapshot], key_groups: range) -> dict[int
 def _split_reducer_snapshot(snap: dict[str, Any], group: Any) -> KeyedSnapshot:
     """A :class:`KeyedWindowReducer` snapshot split by key group.
 
-    Window state, merging windows and processing-time deadlines belong to a
-    key; a timer belongs to a window whose keys may sit in several groups, so
-    each of those groups carries it and the join keeps one.
+    Window state and merging windows belong to a key (a state waiting for a
+    processing-time deadline holds it); a timer belongs to a window whose keys
+    may sit in several groups, so each of those groups carries it and the join
+    keeps one.
     """
     items: list[tuple[Any, Any]] = []
     items.extend((kw[0], ("state", kw, st)) for kw, st in snap["states"].items())
     items.extend((key, ("active", key, windows)) for key, windows in snap["active"].items())
-    items.extend((entry[2], ("deadline", entry)) for entry in snap["deadlines"])
     gone = snap.get("gone")
     groups_of_window: dict[Any, set[int]] = {}
     window_keys = snap["window_keys"]
@@ -781,7 +781,6 @@ def _join_reducer_snapshot(keyed: KeyedSnapshot) -> dict[str, Any]:
     active: dict[Any, set[Any]] = {}
     window_keys: dict[Any, dict[Any, None]] = {}
     timers: dict[tuple[int, int, Any], tuple[int, int, int, int, Any]] = {}
-    deadlines: list[tuple[int, int, int, Any, Any]] = []
     for part, items in enumerate(keyed.groups.values()):
         for item in items:
             kind = item[0]
@@ -796,20 +795,15 @@ def _join_reducer_snapshot(keyed: KeyedSnapshot) -> dict[str, Any]:
                     timers[key] = (ts, timer_kind, seq, part, window)
             elif kind == "active":
                 active[item[1]] = set(item[2])
-            else:
-                deadline, seq, k, window = item[1]
-                deadlines.append((deadline, seq, part, k, window))
     # Sequence numbers only break ties; numbered afresh they keep each instance's order
     # and never make two entries compare their windows or keys.
     ordered = sorted(timers.values(), key=lambda t: t[:4])
-    ordered_deadlines = sorted(deadlines, key=lambda d: d[:3])
     return {
         "states": states,
         "active": active,
         # None: the snapshot came from the disk backend, which saves no timers (the restore derives them).
         "timers": [(ts, kind, seq, window) for seq, (ts, kind, _s, _p, window) in enumerate(ordered)] if timers else None,
         "window_keys": window_keys,
-        "deadlines": [(d, len(ordered) + seq, k, w) for seq, (d, _s, _p, k, w) in enumerate(ordered_deadlines)],
         **keyed.common,
     }
 

@@ -120,6 +120,7 @@ class CombineReduceFn(ReduceFn):
         return self.fn.extract_output(contents)
 
 
+_first = operator.itemgetter(0)
 _third = operator.itemgetter(2)
 _start = operator.itemgetter(0)  # an interval window's start
 
@@ -229,7 +230,9 @@ class KeyedWindowReducer:
             and not timestamped_values
         )
         self._lean: dict[Any, dict[Any, Any]] = {}
-        self._deadlines: list[tuple[int, int, Any, Any]] = []
+        #: Processing-time deadlines (deadline, 0, seq, key, window): a heapq list, or a SpilledHeap
+        #: on the disk backend. An entry whose state no longer waits for it is skipped.
+        self._deadlines: Any = []
         #: Where the open windows hold the output watermark (None: at their ends, OUTPUT_AT_EOW).
         self._holds = None if self.combiner is TimestampCombiner.OUTPUT_AT_EOW else HoldIndex(self._hold_of)
         self._seq = itertools.count()
@@ -840,6 +843,7 @@ class KeyedWindowReducer:
             self.active = backend.table(f"{self.label}/active")
             self._window_keys = backend.table(f"{self.label}/window_keys")
             self._timers = backend.heap(f"{self.label}/timers")
+            self._deadlines = backend.heap(f"{self.label}/deadlines")
             self._deferred_limit = backend.cache_entries
 
     def _add_hold(self, st: _WindowState, window: Any, t: int, key: Any) -> None:
@@ -878,7 +882,11 @@ class KeyedWindowReducer:
         # another sub-trigger): the next element re-evaluates it, no timer needed.
         if deadline is not None and deadline > self.processing_time and deadline != st.deadline:
             st.deadline = deadline
-            heapq.heappush(self._deadlines, (deadline, next(self._seq), key, window))
+            entry = (deadline, 0, next(self._seq), key, window)
+            if type(self._deadlines) is list:
+                heapq.heappush(self._deadlines, entry)
+            else:
+                self._deadlines.push(entry)
 
     # -- firing -----------------------------------------------------------------
     def _fire(
@@ -960,8 +968,9 @@ class KeyedWindowReducer:
     def _fire_deadlines(self, out: list[Any]) -> None:
         now = self.processing_time
         heap = self._deadlines
+        pop = heapq.heappop if type(heap) is list else type(heap).pop
         while heap and heap[0][0] <= now:
-            deadline, _, key, window = heapq.heappop(heap)
+            deadline, _, _, key, window = pop(heap)
             st = self.states.get((key, window))
             if st is None or st.closed or st.deadline != deadline:
                 continue
@@ -1141,12 +1150,14 @@ class KeyedWindowReducer:
 
     def next_deadline(self) -> int | None:
         """The earliest processing time at which a trigger waits to fire."""
-        while self._deadlines:
-            deadline, _, key, window = self._deadlines[0]
+        heap = self._deadlines
+        pop = heapq.heappop if type(heap) is list else type(heap).pop
+        while heap:
+            deadline, _, _, key, window = heap[0]
             st = self.states.get((key, window))
             if st is not None and st.deadline == deadline and not st.closed:
                 return deadline
-            heapq.heappop(self._deadlines)
+            pop(heap)
         return None
 
     # -- checkpointing ----------------------------------------------------------
@@ -1177,7 +1188,7 @@ class KeyedWindowReducer:
             "active_gone": active_gone,
             "timers": timers,
             "window_keys": window_keys,
-            "deadlines": list(self._deadlines),
+            # No deadlines: each state that waits for one holds it (see restore).
             "input_watermark": self.input_watermark,
             "output_watermark": self.output_watermark,
             "processing_time": self.processing_time,
@@ -1220,9 +1231,19 @@ class KeyedWindowReducer:
         if self._holds is not None:  # from the snapshot's tuples: no read of a disk table while the index writes
             hold, closed = _WindowState.__slots__.index("hold"), _WindowState.__slots__.index("closed")
             self._holds.reset((kw, t[hold]) for kw, t in snap["states"].items() if not t[closed])
-        self._deadlines = snap["deadlines"]
-        seqs = [t[2] for t in timers] + [d[1] for d in self._deadlines]
-        self._seq = itertools.count(max(seqs, default=0) + 1)
+        self._seq = itertools.count(max((t[2] for t in timers), default=0) + 1)
+        # A state waiting for a processing-time deadline holds it: the queue follows from the states.
+        deadline, closed = _WindowState.__slots__.index("deadline"), _WindowState.__slots__.index("closed")
+        deadlines = sorted(
+            ((t[deadline], kw) for kw, t in snap["states"].items() if t[deadline] is not None and not t[closed]), key=_first
+        )
+        entries = [(d, 0, next(self._seq), key, window) for d, (key, window) in deadlines]
+        if type(self._deadlines) is list:
+            self._deadlines = entries  # sorted: a valid heap
+        else:
+            self._deadlines.clear()
+            for entry in entries:
+                self._deadlines.push(entry)
         self.input_watermark = snap["input_watermark"]
         self.output_watermark = snap["output_watermark"]
         self.processing_time = snap["processing_time"]
