@@ -446,7 +446,7 @@ def test_global_window_state_needs_no_collection_entry_per_key_and_stays_at_the_
         op.open()
         op.process([((f"k{i}", 1), 0, (gw,), PANE_INFO_UNKNOWN) for i in range(50)])
         assert len(op.store) == 50
-        assert op._gc_heap == [] and op._gc_known == set()  # memory does not grow with the keys for GC
+        assert len(op._gc_heap) == 0 and len(op._gc_known) == 0  # memory does not grow with the keys for GC
         op.advance(gw.max_timestamp().micros, [], 0)  # the end of the window: not yet expired
         assert len(op.store) == 50
         op.advance(MAX_TIMESTAMP_US, [], 0)
@@ -454,3 +454,96 @@ def test_global_window_state_needs_no_collection_entry_per_key_and_stays_at_the_
         # checkpoint holds what the job last held (``python -m tidal state``).
         assert len(op.store) == 50
         op.close()
+
+
+def _stateful_op(backend: Any, label: str = "Stateful") -> Any:
+    from tidal.model.strategy import WindowingStrategy
+    from tidal.runners.core.stateful import StatefulParDoOperator
+
+    op = StatefulParDoOperator(label, td.ParDo(BufferAndCount()), WindowingStrategy(window.FixedWindows(10)), [])
+    op.use_state_backend(backend)
+    out: list[Any] = []
+    op.add_receiver("out", out.extend)
+    op.open()
+    return op, out
+
+
+def test_a_stateful_dofns_timers_spill_and_a_restore_rebuilds_their_queues_from_the_timer_table(tmp_path: Path) -> None:
+    """200 keys, each with a flush timer at its window's end: on disk with a cache of 4 entries the
+    timer table, the timer queue and the expiry queue keep at most the cache in memory; a snapshot
+    saves the timer table (no queues), and a fresh operator restored from it fires every timer, with
+    the state each key held, when the watermark passes the windows."""
+    from tidal.model.trigger import PANE_INFO_UNKNOWN
+
+    fixed = window.FixedWindows(10)
+    gw = GlobalWindow()
+    bundle = [((f"k{i:03d}", i), 3 * US, fixed._assign_us(3 * US, None, gw), PANE_INFO_UNKNOWN) for i in range(200)]
+    backend = DiskBackend(str(tmp_path / "a"), cache_entries=4)
+    op, out = _stateful_op(backend)
+    op.process(bundle)
+    assert len(op.timers) == 200 and op.timers.cached <= 4
+    assert len(op._event_heap) == 200 and op._event_heap.cached <= 4
+    assert len(op._gc_heap) == 200 and op._gc_heap.cached <= 4 and op._gc_known.cached <= 4
+    snap = op.snapshot()
+    kinds = collections.Counter(item[0] for items in snap.groups.values() for item in items)
+    assert kinds == {"cells": 200, "timer": 200}
+    restored, restored_out = _stateful_op(DiskBackend(str(tmp_path / "b"), cache_entries=4))
+    restored.restore(snap)
+    assert len(restored._event_heap) == 200 and len(restored._gc_heap) == 200
+    w = W(0, 10 * US)
+    for o, o_out in ((op, out), (restored, restored_out)):
+        o.advance(20 * US, [], 0)
+        assert sorted(v for v, *_ in o_out) == [(f"k{i:03d}", w, [i], 1, i, [i % 3]) for i in range(200)]
+        assert len(o.timers) == 0 and len(o._gc_heap) == 0 and len(o.store) == 0
+        o.close()
+
+
+def test_an_incremental_snapshot_of_a_stateful_dofn_holds_the_timers_that_changed(tmp_path: Path) -> None:
+    from tidal.model.trigger import PANE_INFO_UNKNOWN
+
+    fixed = window.FixedWindows(10)
+    gw = GlobalWindow()
+    backend = DiskBackend(str(tmp_path), cache_entries=4)
+    op, _ = _stateful_op(backend)
+    op.process([((f"k{i:03d}", i), 3 * US, fixed._assign_us(3 * US, None, gw), PANE_INFO_UNKNOWN) for i in range(100)])
+    backend.begin_snapshot(1, delta=False)
+    full = op.snapshot()
+    backend.end_snapshot()
+    backend.committed(1)
+    # Three keys again (their timers are set once more) and two keys' timers cleared.
+    op.process([((f"k{i:03d}", 1), 3 * US, fixed._assign_us(3 * US, None, gw), PANE_INFO_UNKNOWN) for i in range(3)])
+    for i in (50, 51):
+        del op.timers[(f"k{i:03d}", W(0, 10 * US), "flush")]
+    backend.begin_snapshot(2, delta=True)
+    delta = op.snapshot()
+    items = [item for items in delta.groups.values() for item in items]
+    assert sorted(item[1][0] for item in items if item[0] == "timer") == ["k000", "k001", "k002"]
+    assert sorted(item[1][0] for item in items if item[0] == "gone" and item[2:] == ("t",)) == ["k050", "k051"]
+    assert sum(1 for items in full.groups.values() for item in items if item[0] == "timer") == 100
+
+
+@pytest.mark.parametrize("backend_kind", ["memory", "disk"])
+def test_a_timer_set_behind_the_watermark_holds_the_output_watermark_until_it_fires(tmp_path: Path, backend_kind: str) -> None:
+    """A late element (within the allowed lateness) sets its window's flush timer behind the input
+    watermark: until the timer fires, the step's output watermark stays at the timer, so what the
+    timer emits (at that time) is not behind the watermark downstream."""
+    from tidal.model.strategy import WindowingStrategy
+    from tidal.model.trigger import PANE_INFO_UNKNOWN
+    from tidal.runners.core.stateful import StatefulParDoOperator
+
+    backend: Any = MemoryBackend() if backend_kind == "memory" else DiskBackend(str(tmp_path), cache_entries=2)
+    strategy = WindowingStrategy(window.FixedWindows(10), allowed_lateness_us=100 * US)
+    op = StatefulParDoOperator("Stateful", td.ParDo(BufferAndCount()), strategy, [])
+    op.use_state_backend(backend)
+    out: list[Any] = []
+    op.add_receiver("out", out.extend)
+    op.open()
+    op.advance(50 * US, [], 0)
+    assert op.output_watermark() == 50 * US
+    fixed = window.FixedWindows(10)
+    op.process([(("a", 7), 3 * US, fixed._assign_us(3 * US, None, GlobalWindow()), PANE_INFO_UNKNOWN)])
+    assert out == [] and op.output_watermark() == 10 * US - 1
+    op.advance(60 * US, [], 0)
+    assert [(v, t) for v, t, *_ in out] == [(("a", W(0, 10 * US), [7], 1, 7, [1]), 10 * US - 1)]
+    assert op.output_watermark() == 60 * US
+    op.close()

@@ -1,10 +1,10 @@
 """Incremental checkpoints: a snapshot holds what changed since the last committed one; a chain restores.
 
 With the disk state backend, an executor's snapshot for checkpoint ``N``
-holds in full only what is small (watermarks, source positions, stateful DoFns'
-timer queues) and, of the keyed tables, only the entries read or written since the
+holds in full only what is small (watermarks, source positions) and, of the
+keyed tables, only the entries read or written since the
 last checkpoint that completed (``C``), plus the keys deleted since (``gone``
-items): a stateful DoFn's cells, a windowing step's window states with their
+items): a stateful DoFn's cells and timers, a windowing step's window states with their
 window keys and each key's merging windows, a count or delta window step's key
 states. A windowing step's timers and processing-time deadlines are not saved:
 the restore derives them from its windows (see ``KeyedWindowReducer._timers_of``)
@@ -35,11 +35,11 @@ __all__ = ["collapse", "MAX_CHAIN", "is_delta"]
 #: The most checkpoints one restore reads (a full one and the deltas after it).
 MAX_CHAIN = 8
 
-#: Items of a keyed snapshot that are entries of a table, by kind: a stateful DoFn's cells, a
+#: Items of a keyed snapshot that are entries of a table, by kind: a stateful DoFn's cells and timers, a
 #: windowing reducer's window states, window keys and merging windows of a key (``active``), a
 #: count or delta window reducer's key states (``policy``). Item 1 names the entry, except a
 #: window key's ("key", window, key), which is the (key, window) of its state.
-_TABLE_KINDS = {"cells": "c", "state": "s", "key": "k", "active": "a", "policy": "p"}
+_TABLE_KINDS = {"cells": "c", "state": "s", "key": "k", "active": "a", "policy": "p", "timer": "t"}
 #: What a ``("gone", name)`` item deletes; ``("gone", name, kinds)`` deletes the entries of ``kinds``.
 _GONE_KINDS = "csk"
 

@@ -8,6 +8,13 @@ lateness; elements arriving for an expired window are dropped as late. At
 the end of the input (the watermark at the end of time) the state is kept,
 so that a finished job's final checkpoint holds what it last held.
 
+Timers live in the state backend with the cells: a table of each set timer's
+time by (key, window, timer name), and queues (heaps, spilling on disk) of
+candidates ``(time, 0, seq, key, window, name)`` checked against the table
+when they come due. A snapshot saves the table (on disk, only the entries
+that changed since the last checkpoint); a restore rebuilds the queues from
+it, and the garbage collection from the windows that hold state or timers.
+
 As in Beam Java (``SimpleDoFnRunner``), an event-time timer may not be set
 later than its window's expiry (``max_timestamp() + allowed lateness``): the
 window's state is gone by then, so the step fails with an error naming the
@@ -32,7 +39,7 @@ from tidal.runners.core.errors import PipelineExecutionError, UserCodeError
 from tidal.runners.core.keygroups import KeyedSnapshot, split_by_group
 from tidal.runners.core.operators import _LATE_DROPS, ParDoOperator
 from tidal.runners.core.state import KeyedStateStore
-from tidal.runners.core.statebackend import StateBackend
+from tidal.runners.core.statebackend import DiskBackend, StateBackend, table_snapshot
 
 __all__ = ["StatefulParDoOperator", "BoundTimer"]
 
@@ -66,12 +73,13 @@ class StatefulParDoOperator(ParDoOperator):
         self.lateness = windowing.allowed_lateness_us
         self.signature = self.invoker.signature
         self.invoker.state_binder = self._bind
-        # (key, window, timer name) -> (timestamp, domain); heaps hold candidates, checked lazily.
-        self.timers: dict[tuple[Any, Any, str], int] = {}
-        self._event_heap: list[tuple[int, int, Any, Any, str]] = []
-        self._proc_heap: list[tuple[int, int, Any, Any, str]] = []
-        self._gc_heap: list[tuple[int, int, Any, Any]] = []
-        self._gc_known: set[tuple[Any, Any]] = set()
+        # (key, window, timer name) -> timestamp; the heaps hold candidates, checked lazily. On the
+        # disk backend all four are backend structures (tables and spilling heaps).
+        self.timers: Any = {}
+        self._event_heap: Any = []  # (timestamp, 0, seq, key, window, name)
+        self._proc_heap: Any = []
+        self._gc_heap: Any = []  # (expiry, 0, seq, key, window)
+        self._gc_known: Any = {}  # (key, window) -> True: those with an entry in _gc_heap
         #: Some key has state, a timer or input in the global window (collected together at its expiry).
         self._global_state = False
         self._seq = itertools.count()
@@ -83,6 +91,12 @@ class StatefulParDoOperator(ParDoOperator):
 
     def use_state_backend(self, backend: StateBackend) -> None:
         self.store = KeyedStateStore(backend.table(f"{self.label}/state"))
+        if isinstance(backend, DiskBackend):
+            self.timers = backend.table(f"{self.label}/timers")
+            self._event_heap = backend.heap(f"{self.label}/event_timers")
+            self._proc_heap = backend.heap(f"{self.label}/processing_timers")
+            self._gc_heap = backend.heap(f"{self.label}/expiry")
+            self._gc_known = backend.table(f"{self.label}/expiry_known")
 
     def _bind(self, label: str, param: DoFnParam, key: Any, window: Any) -> Any:
         if param.kind == "StateParam":
@@ -103,8 +117,7 @@ class StatefulParDoOperator(ParDoOperator):
                     "lateness in WindowInto",
                 )
         self.timers[(key, window, spec.name)] = micros
-        entry = (micros, next(self._seq), key, window, spec.name)
-        heapq.heappush(self._event_heap if spec.time_domain is TimeDomain.WATERMARK else self._proc_heap, entry)
+        _push(self._event_heap if spec.time_domain is TimeDomain.WATERMARK else self._proc_heap, (micros, 0, next(self._seq), key, window, spec.name))
 
     def clear_timer(self, key: Any, window: Any, spec: TimerSpec) -> None:
         self.timers.pop((key, window, spec.name), None)
@@ -142,9 +155,9 @@ class StatefulParDoOperator(ParDoOperator):
                 continue
             kw = (key, w)
             if kw not in self._gc_known:
-                self._gc_known.add(kw)
+                self._gc_known[kw] = True
                 expiry = min(w._end_us - 1 + self.lateness, MAX_TIMESTAMP_US)
-                heapq.heappush(self._gc_heap, (expiry, next(self._seq), key, w))
+                _push(self._gc_heap, (expiry, 0, next(self._seq), key, w))
 
     def on_advance(self) -> None:
         super().on_advance()
@@ -164,9 +177,10 @@ class StatefulParDoOperator(ParDoOperator):
                 return
             self._fire(*due, domain)
 
-    def _pop_due(self, heap: list[tuple[int, int, Any, Any, str]], is_due: Any) -> tuple[int, Any, Any, str] | None:
+    def _pop_due(self, heap: Any, is_due: Any) -> tuple[int, Any, Any, str] | None:
+        pop = heapq.heappop if type(heap) is list else type(heap).pop
         while heap and is_due(heap[0][0]):
-            ts, _, key, window, name = heapq.heappop(heap)
+            ts, _, _, key, window, name = pop(heap)
             if self.timers.get((key, window, name)) == ts:
                 del self.timers[(key, window, name)]
                 return ts, key, window, name
@@ -219,32 +233,44 @@ class StatefulParDoOperator(ParDoOperator):
             self._global_state = False
             if not ended:
                 self.store.clear_all(GLOBAL_WINDOW)
-            for k in [k for k in self.timers if k[1] is GLOBAL_WINDOW]:
+            for k in [k for k in self.timers if k[1] is GLOBAL_WINDOW]:  # once, when the global window expires
                 del self.timers[k]
         heap = self._gc_heap
+        pop = heapq.heappop if type(heap) is list else type(heap).pop
+        names = list(self.signature.timer_specs)
         while heap and heap[0][0] < wm:
-            _, _, key, window = heapq.heappop(heap)
-            self._gc_known.discard((key, window))
+            _, _, _, key, window = pop(heap)
+            self._gc_known.pop((key, window), None)
             if not ended:
                 self.store.clear_window(key, window)
-            for k in [k for k in self.timers if k[0] == key and k[1] == window]:
-                del self.timers[k]
+            for name in names:
+                self.timers.pop((key, window, name), None)
 
     # -- watermarks and checkpoints -------------------------------------------
     def output_watermark(self) -> int:
         wm = super().output_watermark()
-        pending = [t for (k, w, n), t in self.timers.items() if n in self._event_timer_names()]
-        return min([wm, *pending])
+        # The earliest event-time timer still set holds the output back: the head of its queue,
+        # once the candidates that no longer match a set timer are dropped.
+        heap = self._event_heap
+        pop = heapq.heappop if type(heap) is list else type(heap).pop
+        while heap:
+            ts, _, _, key, window, name = heap[0]
+            if self.timers.get((key, window, name)) == ts:
+                return min(wm, ts)
+            pop(heap)
+        return wm
 
     def _event_timer_names(self) -> set[str]:
         return {n for n, s in self.signature.timer_specs.items() if s.time_domain is TimeDomain.WATERMARK}
 
     def next_processing_deadline(self) -> int | None:
-        while self._proc_heap:
-            ts, _, key, window, name = self._proc_heap[0]
+        heap = self._proc_heap
+        pop = heapq.heappop if type(heap) is list else type(heap).pop
+        while heap:
+            ts, _, _, key, window, name = heap[0]
             if self.timers.get((key, window, name)) == ts:
                 return ts
-            heapq.heappop(self._proc_heap)
+            pop(heap)
         return None
 
     def is_idle(self) -> bool:
@@ -256,13 +282,15 @@ class StatefulParDoOperator(ParDoOperator):
         # Garbage collection is not saved: restore() schedules it again for every (key, window) that
         # holds state, a timer or a waiting element, so an incremental snapshot (only the cells
         # that changed, and the ones deleted: "gone") stays as small as the change.
+        # Timers as their table: each set timer's time (on disk, those set or cleared since the last
+        # checkpoint); the queues are rebuilt from it on restore.
         cells, gone = self.store.delta_snapshot()
+        timers, timers_gone = table_snapshot(self.timers)
         items: list[tuple[Any, Any]] = []
         items.extend((kw[0], ("cells", kw, value)) for kw, value in cells.items())
         items.extend((kw[0], ("gone", kw)) for kw in gone or ())
-        items.extend((k[0], ("timer", k, ts)) for k, ts in self.timers.items())
-        items.extend((e[2], ("event", e)) for e in self._event_heap)
-        items.extend((e[2], ("proc", e)) for e in self._proc_heap)
+        items.extend((k[0], ("timer", k, ts)) for k, ts in timers)
+        items.extend((k[0], ("gone", k, "t")) for k in timers_gone or ())
         items.extend((_key_of(wv), ("pending", wv)) for wv in self.pending)
         side = super().snapshot()["side_data"]
         common: dict[str, Any] = {"side_data": side}
@@ -273,9 +301,8 @@ class StatefulParDoOperator(ParDoOperator):
     def restore(self, snapshot: Any) -> None:
         cells: dict[tuple[Any, Any], dict[str, Any]] = {}
         timers: dict[tuple[Any, Any, str], int] = {}
-        heaps: dict[str, list[tuple[Any, ...]]] = {"event": [], "proc": [], "gc": []}
         pending: list[Any] = []
-        for part, items in enumerate(snapshot.groups.values()):
+        for items in snapshot.groups.values():
             for item in items:
                 kind = item[0]
                 if kind == "cells":
@@ -284,24 +311,29 @@ class StatefulParDoOperator(ParDoOperator):
                     timers[item[1]] = item[2]
                 elif kind == "pending":
                     pending.append(item[1])
-                else:
-                    entry = item[1]
-                    heaps[kind].append((entry[0], entry[1], part, entry))
+                # (Snapshots of earlier versions also held the queues: they follow from the timers.)
         self.pending = pending
         self._restore_side_data(snapshot.common["side_data"])
         self.store.restore(cells)
-        self.timers = timers
-        # Sequence numbers only break ties: numbered afresh (in each old instance's order) they
-        # never make two heap entries compare their keys or windows.
+        # The queues from the timers, in time order (a sorted list is a valid heap); sequence
+        # numbers only break ties, so two entries never compare their keys or windows.
         seq = itertools.count()
-        rebuilt = {
-            kind: [(e[0], next(seq), *e[2:]) for *_ignored, e in sorted(entries, key=lambda x: x[:3])]
-            for kind, entries in heaps.items()
-        }
-        self._event_heap = rebuilt["event"]
-        self._proc_heap = rebuilt["proc"]
-        self._gc_heap = rebuilt["gc"]  # snapshots of earlier versions held these
-        self._gc_known = {(e[2], e[3]) for e in self._gc_heap}
+        event_names = self._event_timer_names()
+        entries = sorted(((ts, k) for k, ts in timers.items()), key=_first)
+        event = [(ts, 0, next(seq), *k) for ts, k in entries if k[2] in event_names]
+        proc = [(ts, 0, next(seq), *k) for ts, k in entries if k[2] not in event_names]
+        if type(self.timers) is dict:
+            self.timers, self._event_heap, self._proc_heap = timers, event, proc
+            self._gc_heap, self._gc_known = [], {}
+        else:  # the disk backend's table and heaps, filled in place
+            self.timers.clear()
+            for k, ts in timers.items():
+                self.timers[k] = ts
+            for heap, fresh in ((self._event_heap, event), (self._proc_heap, proc), (self._gc_heap, [])):
+                heap.clear()
+                for entry in fresh:
+                    heap.push(entry)
+            self._gc_known.clear()
         self._global_state = False
         self._seq = seq
         for key, window in cells:
@@ -319,6 +351,18 @@ class StatefulParDoOperator(ParDoOperator):
                     groups.setdefault(g, []).extend(items)
         # Side inputs are broadcast: every old instance held the same.
         return KeyedSnapshot({"side_data": snapshots[0].common["side_data"]}, groups)
+
+
+def _first(pair: tuple[Any, Any]) -> Any:
+    return pair[0]
+
+
+def _push(heap: Any, entry: tuple[Any, ...]) -> None:
+    """Push onto a heapq list or a spilling heap."""
+    if type(heap) is list:
+        heapq.heappush(heap, entry)
+    else:
+        heap.push(entry)
 
 
 def _key_of(wv: Any) -> Any:
