@@ -42,8 +42,8 @@ Two more fusions of a ``Map`` with the step it alone feeds:
   ``WindowInto`` step passes its bundles on;
 * ``Map`` -> ``WindowInto(Sessions)`` -> ``GroupByKey`` (or an unlifted
   ``CombinePerKey``) in the same executor, whose reducer holds session values
-  until the watermark moves: the kernel appends each value and its session
-  window to the reducer's deferred columns, with no windowed value between
+  until the watermark moves: the kernel appends each value and its session's
+  bounds to the reducer's deferred columns, with no windowed value between
   the steps (one session per element: 2.3x). An element whose session the
   watermark has passed still goes through the grouping step's ``process``.
 """
@@ -322,8 +322,9 @@ def _deferring_group(executor: "LocalExecutor", win_node: Any, win_op: Any, cons
 def _deferring_kernel(
     op: ParDoOperator, fn: Callable[[Any], Any], windowfn: Sessions, group_op: Any
 ) -> Callable[[Any], None]:
-    """Map -> WindowInto(Sessions) -> grouping: the Map's kernel adds each (value, session window) to
-    the grouping step's deferred columns itself (what its reducer would do with the windowed value).
+    """Map -> WindowInto(Sessions) -> grouping: the Map's kernel adds each value and its session's
+    bounds to the grouping step's deferred columns itself (what its reducer would do with the
+    windowed value).
 
     Anything unusual (a WindowedValue or TaggedOutput from the function, an element whose session
     the watermark has passed) leaves as the windowed value :func:`_assigning_kernel` would build, through the
@@ -380,9 +381,10 @@ def _deferring_kernel(
                 key, value = kv
                 cols = get(key)
                 if cols is None:
-                    cols = deferred[key] = ([], [])
+                    cols = deferred[key] = ([], [], [])
                 cols[0].append(value)
-                cols[1].append(new(interval, (t, end)))
+                cols[1].append(t)
+                cols[2].append(end)
         except (TypeError, ValueError) as exc:
             reducer._raise_for(kv, exc)
         if len(deferred) > reducer._deferred_limit:

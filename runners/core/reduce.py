@@ -122,7 +122,6 @@ class CombineReduceFn(ReduceFn):
 
 _first = operator.itemgetter(0)
 _third = operator.itemgetter(2)
-_start = operator.itemgetter(0)  # an interval window's start
 
 #: PaneInfo values are immutable and few; firings share them.
 _PANES: dict[tuple[Any, ...], PaneInfo] = {}
@@ -199,7 +198,9 @@ class KeyedWindowReducer:
         self.active: MutableMapping[Any, set[Any]] = {}
         # Default trigger with end-of-window timestamps: merging can wait for the watermark.
         self._bulk = self.merging and self.default_trigger and self.combiner is TimestampCombiner.OUTPUT_AT_EOW
-        self._deferred: dict[Any, tuple[list[Any], list[Any]]] = {}
+        #: Values waiting for the watermark, by key: (values, windows) columns, or for Sessions
+        #: (values, starts, ends), the windows' bounds as ints.
+        self._deferred: dict[Any, tuple[list[Any], ...]] = {}
         # Sessions under the default trigger without allowed lateness: a new session the
         # arriving watermark closes at once fires its only pane without window state.
         self._fire_unstored = self._bulk and not self.lateness and type(self.windowfn) is Sessions
@@ -411,21 +412,24 @@ class KeyedWindowReducer:
             kv: Any = None
             try:
                 if type(self.windowfn) is Sessions:
-                    # The sweep takes these windows as (start, end) tuples: IntervalWindows, whose
-                    # end is item 1 (a subscript, not the _end_us property).
+                    # Sessions wait as (values, starts, ends) columns of ints, no window object each
+                    # (an IntervalWindow's start and end are items 0 and 1): the sweep builds a
+                    # window per session.
                     for kv, _t, ws, _p in bundle:
                         key, value = kv
                         cols = get(key)
                         if cols is None:
-                            cols = deferred[key] = ([], [])
+                            cols = deferred[key] = ([], [], [])
                         for w in ws:
-                            if w[1] <= wm:
-                                if w[1] - 1 + lateness < wm:
+                            end = w[1]
+                            if end <= wm:
+                                if end - 1 + lateness < wm:
                                     self._drop_late(1)
                                     continue
                                 late_seen = True
                             cols[0].append(value)
-                            cols[1].append(w)
+                            cols[1].append(w[0])
+                            cols[2].append(end)
                     bundle = ()  # type: ignore[assignment]
                 for kv, _t, ws, _p in bundle:
                     key, value = kv
@@ -477,13 +481,14 @@ class KeyedWindowReducer:
         if not self._fire_unstored:
             closing_watermark = None
         ready, pieces, piece = self._ready, self.emit_pieces, _PANES_PER_PIECE
-        for key, (values, windows) in deferred.items():
+        for key, cols in deferred.items():
             if sessions:
-                self._sweep_sessions(key, values, windows, touched, closing_watermark)
+                self._sweep_sessions(key, cols[0], cols[1], cols[2], touched, closing_watermark)
                 if pieces is not None and len(ready) >= piece:
                     pieces(ready[:])
                     ready.clear()
             else:
+                values, windows = cols
                 mapping = self._merge_key(key, set(windows))
                 self._add_grouped(key, zip(values, windows), mapping, touched)
         return touched
@@ -492,7 +497,8 @@ class KeyedWindowReducer:
         self,
         key: Any,
         values: list[Any],
-        windows: list[Any],
+        starts: list[int],
+        ends: list[int],
         touched: dict[tuple[Any, Any], _WindowState],
         closing_watermark: int | None = None,
     ) -> None:
@@ -504,7 +510,7 @@ class KeyedWindowReducer:
         """
         active = self.active.get(key)
         if not active:
-            self._sweep_new_sessions(key, values, windows, touched, closing_watermark)
+            self._sweep_new_sessions(key, values, starts, ends, touched, closing_watermark)
             return
         acts = sorted(active)
         ai, na = 0, len(acts)
@@ -512,8 +518,8 @@ class KeyedWindowReducer:
         g_start = g_end = 0
         g_vals: list[Any] | None = None
         g_acts: list[Any] = []
-        for idx in sorted(range(len(windows)), key=list(map(_start, windows)).__getitem__):
-            w_start, w_end = windows[idx]
+        for idx in sorted(range(len(starts)), key=starts.__getitem__):
+            w_start, w_end = starts[idx], ends[idx]
             while ai < na and acts[ai][0] <= w_start:
                 a = acts[ai]
                 ai += 1
@@ -577,12 +583,13 @@ class KeyedWindowReducer:
         self,
         key: Any,
         values: list[Any],
-        windows: list[Any],
+        starts: list[int],
+        ends: list[int],
         touched: dict[tuple[Any, Any], _WindowState],
         closing_watermark: int | None,
     ) -> None:
         """``_sweep_sessions`` for a key with no active window: its new windows only chain together."""
-        if not windows:
+        if not starts:
             return  # all of the key's values arrived too late
         closes_before = MIN_TIMESTAMP_US if closing_watermark is None else closing_watermark + 1
         ready = self._ready
@@ -591,41 +598,35 @@ class KeyedWindowReducer:
         add_all = self.reduce_fn.add_all
         empty = self.reduce_fn.empty
         output = self.reduce_fn.output
+        interval = IntervalWindow.from_micros
         # A GroupByKey pane is the list of its values: the group's fresh list is that list.
         as_list = type(self.reduce_fn) is GroupReduceFn
-        # By start alone (an int compares faster than a window); equal starts keep arrival order.
-        order = sorted(range(len(windows)), key=list(map(_start, windows)).__getitem__)
+        # By start; equal starts keep arrival order.
+        order = sorted(range(len(starts)), key=starts.__getitem__)
         first = order[0]
-        g_window = windows[first]  # the group's window while it holds one window's values
-        g_start, g_end = g_window
+        g_start, g_end = starts[first], ends[first]
         g_vals = [values[first]]
         groups = []
         # Groups come in time order, so those the watermark closes come first; a GroupByKey's
         # become panes as the sweep closes them (in the order the loop below would give them).
         unstore_now = as_list and closing_watermark is not None
         for idx in order[1:]:
-            w = windows[idx]
-            w_start, w_end = w
+            w_start = starts[idx]
             if w_start < g_end:
                 g_vals.append(values[idx])
+                w_end = ends[idx]
                 if w_end > g_end:
                     g_end = w_end
-                    g_window = None
-                elif g_window is not None and w != g_window:
-                    g_window = None
             else:
                 if unstore_now and g_end < closes_before:
-                    if g_window is None:
-                        g_window = IntervalWindow.from_micros(g_start, g_end)
-                    ready.append(((key, g_vals), g_end - 1, (g_window,), only))
+                    ready.append(((key, g_vals), g_end - 1, (interval(g_start, g_end),), only))
                 else:
-                    groups.append((g_start, g_end, g_vals, g_window))
-                g_start, g_end, g_vals, g_window = w_start, w_end, [values[idx]], w
-        groups.append((g_start, g_end, g_vals, g_window))
+                    groups.append((g_start, g_end, g_vals))
+                g_start, g_end, g_vals = w_start, ends[idx], [values[idx]]
+        groups.append((g_start, g_end, g_vals))
         active = None
-        for start, end, vals, result in groups:
-            if result is None:
-                result = IntervalWindow.from_micros(start, end)
+        for start, end, vals in groups:
+            result = interval(start, end)
             try:
                 contents = vals if as_list else add_all(empty(), vals)
                 if end < closes_before:
