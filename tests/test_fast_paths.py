@@ -817,3 +817,18 @@ def test_deferred_session_values_that_are_not_pairs_fail_naming_the_grouping_ste
         run(lambda i: window.TimestampedValue((["k"], i), i))
     with pytest.raises(td.PipelineExecutionError, match=r"'Stamp'.*ZeroDivisionError"):
         run(lambda i: window.TimestampedValue(("k", 1 / 0), i))
+
+
+@pytest.mark.parametrize("windowfn", [window.FixedWindows(10), window.SlidingWindows(10, 5)], ids=["fixed", "sliding"])
+def test_in_strict_mode_a_fused_windowed_sum_checks_that_the_maps_output_pickles(windowfn: Any) -> None:
+    """Strict mode hands a source's plain values to the fused kernel as they are, and the kernel
+    checks the Map's first output pickles, as the steps one by one do."""
+    import threading
+
+    from tidal.runners.direct import DirectRunner
+
+    p = td.Pipeline(runner=DirectRunner(strict=True))
+    stamped = p | td.Create([1, 2]) | "Stamp" >> td.Map(lambda i: window.TimestampedValue((threading.Lock(), i), i))
+    _ = stamped | td.WindowInto(windowfn) | "Sum" >> td.CombinePerKey(sum)
+    with pytest.raises(td.PipelineExecutionError, match=r"step 'Stamp': output to 'out' .*cannot be pickled"):
+        p.run().wait_until_finish()

@@ -430,6 +430,7 @@ def _fused_kernel(
         before: dict[int, int] = {}  # each window table's size when the bundle first reached it
         t0, ws0, p0 = MIN_TIMESTAMP_US, GLOBAL_WINDOWS_TUPLE, PANE_INFO_UNKNOWN
         start0 = t0 - (t0 - offset) % size
+        sample = op.strict  # strict: the first output must pickle, as the general path checks
         kv: Any = None
         try:
             for v in values:
@@ -437,6 +438,9 @@ def _fused_kernel(
                     r = fn(v)
                 except Exception as exc:
                     invoker._fail(fn, exc, v)
+                if sample:
+                    sample = False
+                    op._encode_sample(r.value if r.__class__ is stamped else r, f"output to {main_tag!r}")
                 if r.__class__ is stamped:
                     t = r.timestamp_us
                     kv = r.value
@@ -476,7 +480,7 @@ def _fused_kernel(
         pre.flush_if_full()
 
     def kernel(bundle: Any) -> None:
-        if type(bundle) is GlobalValues and not sliding and not op.strict:
+        if type(bundle) is GlobalValues and not sliding:
             one_pass(bundle.values)
             return
         if type(bundle) is GlobalValues:

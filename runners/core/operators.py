@@ -35,7 +35,7 @@ from tidal.runners.core.invoker import DoFnInvoker, SideInputResolver
 from tidal.runners.core.keygroups import KeyedSnapshot, KeyGroups, split_by_group
 from tidal.runners.core.policy import PolicyWindowReducer, make_reducer
 from tidal.runners.core.reduce import CombineReduceFn, GroupReduceFn, KeyedWindowReducer
-from tidal.runners.core.sources import windowed
+from tidal.runners.core.sources import GlobalValues, windowed
 from tidal.runners.core.statebackend import StateBackend
 
 __all__ = [
@@ -214,8 +214,9 @@ class ParDoOperator(Operator):
         invoker = self.invoker
         sample = None
         if self.strict and bundle:
-            bundle = windowed(bundle)
-            sample = self._encode_sample(bundle[0][0], "input element")
+            # A source's plain values stay as they are (the fused kernels take them so).
+            first = bundle.values[0] if type(bundle) is GlobalValues else bundle[0][0]
+            sample = self._encode_sample(first, "input element")
 
         def run() -> None:
             invoker.start_bundle()
@@ -223,11 +224,11 @@ class ParDoOperator(Operator):
             invoker.finish_bundle()
 
         self._run_user(run)
-        if sample is not None and self._encode_sample(bundle[0][0], "input element") != sample:
+        if sample is not None and self._encode_sample(first, "input element") != sample:
             raise PipelineExecutionError(
                 self.label,
                 f"the DoFn mutated its input element {describe_element(pickle.loads(sample))} (it "
-                f"became {describe_element(bundle[0][0])}); DoFns must not modify their inputs (copy "
+                f"became {describe_element(first)}); DoFns must not modify their inputs (copy "
                 "it first), since other consumers see the same object",
             )
         for tag, out in list(invoker.outputs.items()):
