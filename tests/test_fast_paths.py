@@ -832,3 +832,19 @@ def test_in_strict_mode_a_fused_windowed_sum_checks_that_the_maps_output_pickles
     _ = stamped | td.WindowInto(windowfn) | "Sum" >> td.CombinePerKey(sum)
     with pytest.raises(td.PipelineExecutionError, match=r"step 'Stamp': output to 'out' .*cannot be pickled"):
         p.run().wait_until_finish()
+
+
+def test_a_merged_session_from_upstream_keeps_its_end_while_its_values_wait_for_the_watermark() -> None:
+    """Sessions wait with their ends implied (start + gap) until a window of another length comes
+    (an upstream grouping's merged session): from then on the key's ends are kept, so [10, 22)
+    still merges with [20, 25) and [0, 5) stays apart."""
+    reducer = KeyedWindowReducer("gbk", WindowingStrategy(window.Sessions(5)), GroupReduceFn())
+    W = window.IntervalWindow
+    reducer.process([(("k", 1), 0, (W(0, 5),), None), (("k", 2), 10 * US, (W(10, 22),), None)])
+    reducer.process([(("k", 3), 20 * US, (W(20, 25),), None), (("j", 4), 0, (W(0, 5),), None)])
+    panes = reducer.advance(MAX_TIMESTAMP_US)
+    assert sorted((kv, w) for kv, _t, (w,), _p in panes) == [
+        (("j", [4]), W(0, 5)),
+        (("k", [1]), W(0, 5)),
+        (("k", [2, 3]), W(10, 25)),
+    ]

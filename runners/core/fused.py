@@ -381,10 +381,11 @@ def _deferring_kernel(
                 key, value = kv
                 cols = get(key)
                 if cols is None:
-                    cols = deferred[key] = ([], [], [])
+                    cols = deferred[key] = [[], [], None]  # values, starts, ends (None: start + gap)
                 cols[0].append(value)
                 cols[1].append(t)
-                cols[2].append(end)
+                if cols[2] is not None:
+                    cols[2].append(end)
         except (TypeError, ValueError) as exc:
             reducer._raise_for(kv, exc)
         if len(deferred) > reducer._deferred_limit:

@@ -199,8 +199,8 @@ class KeyedWindowReducer:
         # Default trigger with end-of-window timestamps: merging can wait for the watermark.
         self._bulk = self.merging and self.default_trigger and self.combiner is TimestampCombiner.OUTPUT_AT_EOW
         #: Values waiting for the watermark, by key: (values, windows) columns, or for Sessions
-        #: (values, starts, ends), the windows' bounds as ints.
-        self._deferred: dict[Any, tuple[list[Any], ...]] = {}
+        #: [values, starts, ends], the windows' bounds as ints (ends None while each is one gap).
+        self._deferred: dict[Any, Any] = {}
         # Sessions under the default trigger without allowed lateness: a new session the
         # arriving watermark closes at once fires its only pane without window state.
         self._fire_unstored = self._bulk and not self.lateness and type(self.windowfn) is Sessions
@@ -412,24 +412,29 @@ class KeyedWindowReducer:
             kv: Any = None
             try:
                 if type(self.windowfn) is Sessions:
-                    # Sessions wait as (values, starts, ends) columns of ints, no window object each
+                    # Sessions wait as [values, starts, ends] columns of ints, no window object each
                     # (an IntervalWindow's start and end are items 0 and 1): the sweep builds a
-                    # window per session.
+                    # window per session. ``ends`` stays None while every window is one gap long.
+                    gap = self.windowfn.gap_us
                     for kv, _t, ws, _p in bundle:
                         key, value = kv
                         cols = get(key)
                         if cols is None:
-                            cols = deferred[key] = ([], [], [])
+                            cols = deferred[key] = [[], [], None]
                         for w in ws:
-                            end = w[1]
+                            start, end = w[0], w[1]
                             if end <= wm:
                                 if end - 1 + lateness < wm:
                                     self._drop_late(1)
                                     continue
                                 late_seen = True
                             cols[0].append(value)
-                            cols[1].append(w[0])
-                            cols[2].append(end)
+                            cols[1].append(start)
+                            ends = cols[2]
+                            if ends is not None:
+                                ends.append(end)
+                            elif end - start != gap:  # a merged session from upstream
+                                cols[2] = [s + gap for s in cols[1][:-1]] + [end]
                     bundle = ()  # type: ignore[assignment]
                 for kv, _t, ws, _p in bundle:
                     key, value = kv
@@ -481,9 +486,13 @@ class KeyedWindowReducer:
         if not self._fire_unstored:
             closing_watermark = None
         ready, pieces, piece = self._ready, self.emit_pieces, _PANES_PER_PIECE
+        gap = self.windowfn.gap_us if sessions else 0  # type: ignore[attr-defined]
         for key, cols in deferred.items():
             if sessions:
-                self._sweep_sessions(key, cols[0], cols[1], cols[2], touched, closing_watermark)
+                starts, ends = cols[1], cols[2]
+                if ends is None:  # every window one gap long
+                    ends = [s + gap for s in starts]
+                self._sweep_sessions(key, cols[0], starts, ends, touched, closing_watermark)
                 if pieces is not None and len(ready) >= piece:
                     pieces(ready[:])
                     ready.clear()
