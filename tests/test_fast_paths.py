@@ -848,3 +848,32 @@ def test_a_merged_session_from_upstream_keeps_its_end_while_its_values_wait_for_
         (("k", [1]), W(0, 5)),
         (("k", [2, 3]), W(10, 25)),
     ]
+
+
+def test_on_the_disk_backend_deferred_session_values_stay_within_the_cache(tmp_path: Any) -> None:
+    """The deferring kernel adds to the reducer's waiting columns and, past the disk backend's
+    cache of keys, has the grouping step add them to their (spilling) windows: the waiting keys
+    stay within the cache, and the sessions equal plain Python's."""
+    from tidal.runners.core.executor import LocalExecutor
+    from tidal.runners.core.plan import build_plan
+    from tidal.runners.core.sources import GlobalValues
+    from tidal.runners.core.statebackend import StateBackendSpec
+
+    options = {"state_backend": "disk", "state_dir": str(tmp_path), "state_cache_entries": 4}
+    p = td.Pipeline(options=options)
+    _session_group(p, td.Create([]), "group", "disk")
+    ex = LocalExecutor(build_plan(p.graph(), state_backend=StateBackendSpec.from_options(p.options)))
+    [(map_op, win_op)] = ex.fused
+    group_op = next(op for op in ex.ops if getattr(op, "reducer", None) is not None)
+    elements = [(f"k{i:02d}", t, i) for i in range(50) for t in (0, 3, 20)]
+    for piece in range(0, len(elements), 10):
+        map_op.process(GlobalValues(elements[piece : piece + 10]))
+        assert len(group_op.reducer._deferred) <= 4
+    panes: list[Any] = []
+    group_op.add_receiver("out", panes.extend)
+    group_op.advance(MAX_TIMESTAMP_US, [], 0)
+    W = window.IntervalWindow
+    assert sorted((kv[0], sorted(kv[1]), w) for kv, _t, (w,), _p in panes) == sorted(
+        [(f"k{i:02d}", [i, i], W(0, 8)) for i in range(50)] + [(f"k{i:02d}", [i], W(20, 25)) for i in range(50)]
+    )
+    ex.state_backend.close()
