@@ -125,6 +125,7 @@ step_strategy = st.one_of(
         st.just("rows"),
         st.sampled_from(sorted(KEYS)),
         st.lists(st.tuples(st.integers(0, 3), st.integers(-40, 40), st.integers(-40, 60)), min_size=1, max_size=12),
+        st.booleans(),  # int64 values (else float64)
     ),
     st.tuples(st.just("watermark"), st.integers(-50, 80)),
     st.tuples(st.just("snapshot")),
@@ -136,33 +137,33 @@ step_strategy = st.one_of(
     steps=st.lists(step_strategy, max_size=12),
     wname=st.sampled_from(sorted(WINDOWFNS)),
     cname=st.sampled_from(sorted(COMBINERS)),
-    int_values=st.booleans(),
     small_grid=st.booleans(),
     compact_rows=st.sampled_from([1, 3, 1_000_000]),
 )
 def test_the_arrow_aggregate_equals_plain_python_across_batches_and_watermarks(
-    steps: list[Any], wname: str, cname: str, int_values: bool, small_grid: bool, compact_rows: int
+    steps: list[Any], wname: str, cname: str, small_grid: bool, compact_rows: int
 ) -> None:
-    """Batches of integer (dense, far-apart, extreme) and string keys, mixed from batch to batch,
-    with watermark advances and snapshot/restore between them: each advance emits exactly the panes
+    """Batches of integer (dense, far-apart, extreme) and string keys and of int or float values,
+    mixed from batch to batch (so one key's partials may sit in tables of different types), with
+    watermark advances and snapshot/restore between them: each advance emits exactly the panes
     the Python model emits (values, timestamps, windows, panes), late rows are dropped, and the end
     of input fires the rest. ``small_grid`` caps the dense grid at a few cells, so a (key, window)
     gathers partials both in the grid and in the hash group-by's tables."""
     windowfn = WINDOWFNS[wname]
     agg = _aggregate(COMBINERS[cname], windowfn, compact_rows)
     model = Model(windowfn, cname)
-    value_type = pa.int64() if int_values else pa.float64()
     saved = (columnar.MIN_GRID_CELLS, columnar.MAX_GRID_CELLS)
     if small_grid:
         columnar.MIN_GRID_CELLS = columnar.MAX_GRID_CELLS = 8
     try:
         for step in [*steps, ("watermark", None)]:
             if step[0] == "rows":
-                keys = KEYS[step[1]]
-                rows = [(keys[i % len(keys)], v if int_values else v / 4, t) for i, v, t in step[2]]
+                keys, int_values = KEYS[step[1]], step[3]
+                # (Float values are never whole: a minimum or maximum is one value, whatever the order.)
+                rows = [(keys[i % len(keys)], v if int_values else v / 4 + 0.125, t) for i, v, t in step[2]]
                 model.process(rows)
                 key_type = pa.string() if step[1] == "str" else pa.int64()
-                agg.process(_batch(rows, key_type, value_type))
+                agg.process(_batch(rows, key_type, pa.int64() if int_values else pa.float64()))
             elif step[0] == "watermark":
                 wm = MAX_TIMESTAMP_US if step[1] is None else step[1] * SECOND
                 assert sorted(agg.advance(wm), key=repr) == model.advance(wm)
@@ -192,14 +193,17 @@ def test_integer_keyed_float_sums_go_to_the_dense_grid_and_strings_to_the_hash_g
     assert agg.is_idle()
 
 
-def test_a_grid_much_larger_than_its_data_is_not_built() -> None:
-    """Two keys 10**9 apart would make a grid of 10**9 cells for two rows: the hash group-by takes them."""
+@pytest.mark.parametrize("far", [10**5, 10**9])
+def test_a_grid_much_larger_than_its_data_is_not_built(far: int) -> None:
+    """Two keys ``far`` apart would make a grid of ``far`` cells for two rows (10**5: more than four
+    cells a row and the smallest grid always allowed; 10**9: more than any grid may hold): the hash
+    group-by takes them."""
     agg = _aggregate(sum, window.FixedWindows(10))
-    agg.process(_batch([(0, 1.0, 1), (10**9, 2.0, 1)], pa.int64(), pa.float64()))
+    agg.process(_batch([(0, 1.0, 1), (far, 2.0, 1)], pa.int64(), pa.float64()))
     assert agg.grid is not None and agg.grid.rows == 0 and len(agg.partials) == 1
     assert sorted(agg.advance(MAX_TIMESTAMP_US), key=repr) == [
         ((0, 1.0), 10 * SECOND - 1, (IntervalWindow(0, 10),), ONLY),
-        ((10**9, 2.0), 10 * SECOND - 1, (IntervalWindow(0, 10),), ONLY),
+        ((far, 2.0), 10 * SECOND - 1, (IntervalWindow(0, 10),), ONLY),
     ]
 
 
@@ -258,12 +262,14 @@ def _read(path: Path) -> list[Any]:
 
 
 def test_files_whose_key_columns_differ_in_type_give_the_per_element_answer(tmp_path: Path) -> None:
-    """One Parquet file keys by int32, another by string: their partials are kept apart and merged
-    when the windows fire, as the per-element path groups the keys."""
+    """One Parquet file keys by int32, another by string, a third has integer values: their partials
+    are kept apart and merged when the windows fire, as the per-element path groups the keys."""
     folder = tmp_path / "in"
     folder.mkdir()
     pq.write_table(pa.table({"k": pa.array([1, 2, 1], pa.int32()), "v": [1.0, 2.0, 3.0], "ts": [1, 2, 15]}), folder / "a.parquet")
     pq.write_table(pa.table({"k": ["1", "b"], "v": [10.0, 20.0], "ts": [3, 4]}), folder / "b.parquet")
+    # Integer values for key 1: partials of another type, for the same Python key (1.0 + 100 + 3.0).
+    pq.write_table(pa.table({"k": pa.array([1], pa.int64()), "v": pa.array([100], pa.int64()), "ts": [5]}), folder / "c.parquet")
 
     def run(runner: Any, name: str) -> list[Any]:
         p = td.Pipeline(runner=runner)
@@ -274,7 +280,7 @@ def test_files_whose_key_columns_differ_in_type_give_the_per_element_answer(tmp_
 
     w0, w1 = (IntervalWindow(0, 10),), (IntervalWindow(10, 20),)
     expected = sorted(
-        [((1, 1.0), 10 * SECOND - 1, w0[0], ONLY), ((2, 2.0), 10 * SECOND - 1, w0[0], ONLY), ((1, 3.0), 20 * SECOND - 1, w1[0], ONLY),
+        [((1, 101.0), 10 * SECOND - 1, w0[0], ONLY), ((2, 2.0), 10 * SECOND - 1, w0[0], ONLY), ((1, 3.0), 20 * SECOND - 1, w1[0], ONLY),
          (("1", 10.0), 10 * SECOND - 1, w0[0], ONLY), (("b", 20.0), 10 * SECOND - 1, w0[0], ONLY)],
         key=repr,
     )
@@ -295,19 +301,31 @@ class _Received(td.DoFn):
         return ()
 
 
-def test_an_arrow_consumer_gets_the_aggregate_as_arrow_rows_with_no_python_object_per_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+KEY_FORMS = {
+    "dense": lambda k: pa.array(k),  # the dense grid
+    "far": lambda k: pa.array(k * 10**9),  # the hash group-by on key and window packed in one column
+    "str": lambda k: pa.array([f"k{i}" for i in k.tolist()]),  # the hash group-by on two columns
+}
+
+
+@pytest.mark.parametrize("form", sorted(KEY_FORMS))
+def test_an_arrow_consumer_gets_the_aggregate_as_arrow_rows_with_no_python_object_per_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
     rng = np.random.default_rng(3)
     n, keys = 5_000, 300
     k = rng.integers(0, keys, n)
     ts = rng.integers(-100, 200, n)
     v = rng.random(n)
-    table = pa.table({"key": k, "value": v, "ts": ts})
+    key_column = KEY_FORMS[form](k)
+    table = pa.table({"key": key_column, "value": v, "ts": ts})
     # The expected sums with numpy: one per (key, 60 s window) that has rows.
     w = ts // 60
     code = (w - w.min()) * keys + k
     present = np.flatnonzero(np.bincount(code))
     sums = np.bincount(code, weights=v)[present]
-    expected = {(int(c % keys), int(c // keys + w.min()) * 60): float(s) for c, s in zip(present, sums)}
+    key_of = dict(zip(k.tolist(), key_column.to_pylist()))
+    expected = {(key_of[int(c % keys)], int(c // keys + w.min()) * 60): float(s) for c, s in zip(present, sums)}
 
     handed: list[Any] = []
     arrow_panes = ArrowWindowedCombine._arrow_panes
@@ -339,7 +357,7 @@ def test_an_arrow_consumer_gets_the_aggregate_as_arrow_rows_with_no_python_objec
     assert len(handed) == len(windows) and all(isinstance(v, ArrowRows) for v, _t, _ws, _p in handed)
     assert sorted(r.batch.num_rows for r, _t, _ws, _p in handed) == sorted(sum(1 for _k, s in expected if s == w) for w in windows)
     assert len(got) == len(windows)
-    seen: dict[tuple[int, int], float] = {}
+    seen: dict[tuple[Any, int], float] = {}
     for kind, names, ks, vs, win, t, pane in got:
         assert (kind, names, pane) == ("RecordBatch", ["key", "value"], ONLY)
         start = int(win.start.micros // SECOND)
