@@ -22,7 +22,8 @@
   ``((key, sum), window)`` pairs, and tidal with a per-element Python consumer
   (``Tally``) in place of the batched one, which adds the panes as Python tuples and
   a DoFn call per pane. The four runs of one repeat go one after another, so the
-  machine's load weighs on each side alike.
+  machine's load weighs on each side alike. With ``--pyarrow-key-stride`` the keys are
+  spread out, so that tidal's hash group-by runs in place of its dense grid.
 * ``batched`` (only when asked for): 1,000,000 Arrow events through a batched DoFn
   that doubles the value column (``process_batch``), against the same work as a
   per-element ``Map``; the batched DoFn runs with the Arrow columns handed to it
@@ -65,8 +66,11 @@ from tidal.benchmarks.verify import BatchTally, BenchmarkMismatch, ExpectedOutpu
 from tidal.io.arrowio import ReadArrow
 
 
-def make_arrow_events(n: int, keys: int = 10_000, span_s: int = 1_000, batch_rows: int = 1_000_000, seed: int = 7) -> list[pa.RecordBatch]:
-    """``n`` events as record batches of ``batch_rows`` rows, deterministic for a seed."""
+def make_arrow_events(
+    n: int, keys: int = 10_000, span_s: int = 1_000, batch_rows: int = 1_000_000, seed: int = 7, key_stride: int = 1
+) -> list[pa.RecordBatch]:
+    """``n`` events as record batches of ``batch_rows`` rows, deterministic for a seed; the keys are
+    ``0, key_stride, 2 * key_stride, ...``."""
     rng = np.random.default_rng(seed)
     batches = []
     for start in range(0, n, batch_rows):
@@ -74,7 +78,7 @@ def make_arrow_events(n: int, keys: int = 10_000, span_s: int = 1_000, batch_row
         batches.append(
             pa.record_batch(
                 {
-                    "key": rng.integers(0, keys, m, dtype=np.int64),
+                    "key": rng.integers(0, keys, m, dtype=np.int64) * key_stride,
                     "ts": rng.integers(0, span_s, m, dtype=np.int64),
                     "value": rng.random(m),
                 }
@@ -263,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workloads", default="arrow,fallback,wordcount", help="any of arrow,fallback,wordcount,pyarrow,batched")
     parser.add_argument("--pyarrow-spans", default="10000,1000", help="event-time spans (s) of the pyarrow comparison")
+    parser.add_argument(
+        "--pyarrow-key-stride", type=int, default=1,
+        help="the pyarrow comparison's keys are 0, N, 2N...: with N large (say 1000000) no dense grid fits, and "
+        "tidal's hash group-by runs (key and window packed in one column)",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--threads", type=int, default=1, help="Arrow's CPU thread pool size (1: one core)")
     args = parser.parse_args(argv)
@@ -295,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append((key, name, args.words, measure(runner, word_count(data), args.repeats, words)))
         if "pyarrow" in workloads:
             for span in (int(x) for x in args.pyarrow_spans.split(",")):
-                batches = make_arrow_events(args.events, span_s=span)
+                batches = make_arrow_events(args.events, span_s=span, key_stride=args.pyarrow_key_stride)
                 sums = expected_window_sums(batches, f"microbatch_bench pyarrow span {span}")
                 sides: dict[str, list[float]] = {"tidal": [], "tidal_python": [], "bare": [], "bare_python": []}
                 for _ in range(args.repeats):  # (one run of each side in turn: the load weighs on all alike)
