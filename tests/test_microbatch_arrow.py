@@ -138,23 +138,27 @@ step_strategy = st.one_of(
     wname=st.sampled_from(sorted(WINDOWFNS)),
     cname=st.sampled_from(sorted(COMBINERS)),
     small_grid=st.booleans(),
+    pack=st.booleans(),
     compact_rows=st.sampled_from([1, 3, 1_000_000]),
 )
 def test_the_arrow_aggregate_equals_plain_python_across_batches_and_watermarks(
-    steps: list[Any], wname: str, cname: str, small_grid: bool, compact_rows: int
+    steps: list[Any], wname: str, cname: str, small_grid: bool, pack: bool, compact_rows: int
 ) -> None:
     """Batches of integer (dense, far-apart, extreme) and string keys and of int or float values,
     mixed from batch to batch (so one key's partials may sit in tables of different types), with
     watermark advances and snapshot/restore between them: each advance emits exactly the panes
     the Python model emits (values, timestamps, windows, panes), late rows are dropped, and the end
     of input fires the rest. ``small_grid`` caps the dense grid at a few cells, so a (key, window)
-    gathers partials both in the grid and in the hash group-by's tables."""
+    gathers partials both in the grid and in the hash group-by's tables; ``pack`` merges partials with
+    key and window packed into one column however few groups there are."""
     windowfn = WINDOWFNS[wname]
     agg = _aggregate(COMBINERS[cname], windowfn, compact_rows)
     model = Model(windowfn, cname)
-    saved = (columnar.MIN_GRID_CELLS, columnar.MAX_GRID_CELLS)
+    saved = (columnar.MIN_GRID_CELLS, columnar.MAX_GRID_CELLS, columnar.PACK_MIN_GROUPS)
     if small_grid:
         columnar.MIN_GRID_CELLS = columnar.MAX_GRID_CELLS = 8
+    if pack:
+        columnar.PACK_MIN_GROUPS = 0
     try:
         for step in [*steps, ("watermark", None)]:
             if step[0] == "rows":
@@ -172,7 +176,7 @@ def test_the_arrow_aggregate_equals_plain_python_across_batches_and_watermarks(
                 agg = _aggregate(COMBINERS[cname], windowfn, compact_rows)
                 agg.restore(snap)
     finally:
-        columnar.MIN_GRID_CELLS, columnar.MAX_GRID_CELLS = saved
+        columnar.MIN_GRID_CELLS, columnar.MAX_GRID_CELLS, columnar.PACK_MIN_GROUPS = saved
     assert agg.is_idle()
     assert not model.open
 
