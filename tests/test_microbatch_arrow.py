@@ -245,6 +245,25 @@ def test_packing_key_and_window_into_one_column_keeps_the_extreme_keys() -> None
     assert sorted(zip(*(packed.column(c).to_pylist() for c in ("k", "s", "v_max")))) == [(-5, 30 * SECOND, 2.0), (10**12, -20 * SECOND, 5.0)]
 
 
+@pytest.mark.parametrize("value_type", [pa.int32(), pa.uint8(), pa.float32()], ids=str)
+@pytest.mark.parametrize("cname", ["sum", "mean", "max"])
+def test_narrow_values_merge_with_the_partials_of_their_aggregate_type(value_type: Any, cname: str) -> None:
+    """Rows of int32, uint8 or float32 values join the pending partials typed as their aggregate's
+    result (a sum of int32 is int64), so each compaction merges them with the state it made before."""
+    agg = _aggregate(COMBINERS[cname], window.FixedWindows(10), compact_rows=1)
+    batches = [[("a", 1, 1), ("b", 2, 2), ("a", 3, 12)], [("a", 4, 3), ("b", 250, 15)], [("a", 5, 4)]]
+    for rows in batches:
+        agg.process(_batch(rows, pa.string(), value_type))
+    by_group: dict[tuple[str, int], list[int]] = {}
+    for rows in batches:
+        for k, v, t in rows:
+            by_group.setdefault((k, t // 10 * 10), []).append(v)
+    reduce = {"sum": sum, "mean": lambda vs: sum(vs) / len(vs), "max": max}[cname]
+    expected = sorted((((k, reduce(vs)), (s + 10) * SECOND - 1, (IntervalWindow(s, s + 10),), ONLY) for (k, s), vs in by_group.items()), key=repr)
+    got = sorted(agg.advance(MAX_TIMESTAMP_US), key=repr)
+    assert [(kv[0], float(kv[1]), t, w, p) for kv, t, w, p in got] == [(kv[0], float(kv[1]), t, w, p) for kv, t, w, p in expected]
+
+
 # -- through the runner ---------------------------------------------------------------------
 class _Collect(td.DoFn):
     def __init__(self, path: str) -> None:
