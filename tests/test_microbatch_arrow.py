@@ -245,23 +245,33 @@ def test_packing_key_and_window_into_one_column_keeps_the_extreme_keys() -> None
     assert sorted(zip(*(packed.column(c).to_pylist() for c in ("k", "s", "v_max")))) == [(-5, 30 * SECOND, 2.0), (10**12, -20 * SECOND, 5.0)]
 
 
-@pytest.mark.parametrize("value_type", [pa.int32(), pa.uint8(), pa.float32()], ids=str)
+NARROW = {
+    # Values whose sums do not fit their own type, or lose digits in it.
+    "int32": (pa.int32(), [2_000_000_000, 2_000_000_000, 7, 1, 2]),
+    "uint8": (pa.uint8(), [200, 100, 7, 1, 2]),
+    "float32": (pa.float32(), [0.1, 0.2, 0.3, 0.7, 1.1]),
+}
+
+
+@pytest.mark.parametrize("narrow", sorted(NARROW))
 @pytest.mark.parametrize("cname", ["sum", "mean", "max"])
-def test_narrow_values_merge_with_the_partials_of_their_aggregate_type(value_type: Any, cname: str) -> None:
+def test_narrow_values_merge_with_the_partials_of_their_aggregate_type(narrow: str, cname: str) -> None:
     """Rows of int32, uint8 or float32 values join the pending partials typed as their aggregate's
-    result (a sum of int32 is int64), so each compaction merges them with the state it made before."""
+    result (a sum of int32 is int64, of float32 a double), so each compaction merges them with the
+    state it made before, and a sum that outgrows the values' type is exact."""
+    value_type, (a, b, c, d, e) = NARROW[narrow]
     agg = _aggregate(COMBINERS[cname], window.FixedWindows(10), compact_rows=1)
-    batches = [[("a", 1, 1), ("b", 2, 2), ("a", 3, 12)], [("a", 4, 3), ("b", 250, 15)], [("a", 5, 4)]]
+    batches = [[("a", a, 1), ("b", c, 2), ("a", d, 12)], [("a", b, 3), ("b", e, 15)], [("a", c, 4)]]
+    by_group: dict[tuple[str, int], list[float]] = {}
     for rows in batches:
-        agg.process(_batch(rows, pa.string(), value_type))
-    by_group: dict[tuple[str, int], list[int]] = {}
-    for rows in batches:
-        for k, v, t in rows:
+        table = _batch(rows, pa.string(), value_type)
+        agg.process(table)
+        # The values as the per-element path has them: each one's Python value.
+        for k, v, t in zip(*(table.column(n).to_pylist() for n in ("key", "value", "ts"))):
             by_group.setdefault((k, t // 10 * 10), []).append(v)
     reduce = {"sum": sum, "mean": lambda vs: sum(vs) / len(vs), "max": max}[cname]
     expected = sorted((((k, reduce(vs)), (s + 10) * SECOND - 1, (IntervalWindow(s, s + 10),), ONLY) for (k, s), vs in by_group.items()), key=repr)
-    got = sorted(agg.advance(MAX_TIMESTAMP_US), key=repr)
-    assert [(kv[0], float(kv[1]), t, w, p) for kv, t, w, p in got] == [(kv[0], float(kv[1]), t, w, p) for kv, t, w, p in expected]
+    assert sorted(agg.advance(MAX_TIMESTAMP_US), key=repr) == expected
 
 
 # -- through the runner ---------------------------------------------------------------------
