@@ -230,6 +230,17 @@ def test_the_grid_fires_windows_from_its_front_and_reuses_the_cells() -> None:
     assert (taken[0].tolist(), taken[1].tolist(), taken[2].tolist(), taken[3].tolist()) == ([5, 6], [0, 0], [7.0, 1.0], [1, 1])
 
 
+def test_the_room_the_grid_keeps_for_later_windows_stays_within_its_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(columnar, "MAX_GRID_CELLS", 40)
+    grid = DenseGrid(step=10, sums=True)
+    grid.add(np.arange(10), np.arange(10) % 4 * 10, np.ones(10))  # 10 keys x 4 windows: all 40 cells
+    assert grid.counts.size == 40 and grid.sums is not None and grid.sums.size == 40
+    monkeypatch.setattr(columnar, "MAX_GRID_CELLS", 1 << 24)
+    grid = DenseGrid(step=10, sums=True)
+    grid.add(np.arange(10), np.arange(10) % 4 * 10, np.ones(10))
+    assert grid.counts.shape == (6, 10)  # (and room for two more windows)
+
+
 def test_packing_key_and_window_into_one_column_keeps_the_extreme_keys() -> None:
     agg = _aggregate(max, window.FixedWindows(10))
     keys = pa.array([-(2**63), 2**63 - 1, -(2**63), 4], pa.int64())

@@ -276,7 +276,8 @@ class DenseGrid:
         if not self.rows and self.counts.shape[1] == nk and self.counts.shape[0] >= need:
             self.kbase, self.base, self.lo, self.hi = kbase, first, 0, 0  # (empty: every cell is zero)
             return
-        cap = need + max(need // 2, 1)
+        # Room for half as many windows again, within the cap on the grid's cells.
+        cap = max(need, min(need + max(need // 2, 1), MAX_GRID_CELLS // nk))
         counts = np.zeros((cap, nk), dtype=np.int64)
         sums = np.zeros((cap, nk)) if self.sums is not None else None
         lo = hi = 0
