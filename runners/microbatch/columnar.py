@@ -12,8 +12,9 @@ Sums, counts and means of integer keys are added, one ``np.bincount`` per
 batch, into a dense (window x key) grid while the grid stays near the size of
 the data it holds; the windows the watermark passed are sliced off its front,
 already in window order. Other keys and aggregates go through Arrow's hash
-group-by (key and window packed into one int64 column where the keys are
-integers), and their partials are merged by one more group-by. Batches whose
+group-by: a batch's rows join the pending partials as they are, and a
+compaction groups many batches' rows at once (key and window packed into one
+int64 column where the keys are integers and the groups many). Batches whose
 key columns have different types (a source's files may differ) keep their
 partials apart, and where their windows fire together their groups are
 merged by Python key equality, as the per-element path groups them.
@@ -337,9 +338,11 @@ class ArrowWindowedCombine:
 
     Sums, counts and means of integer keys (float values, for sums and means)
     go into a :class:`DenseGrid` while the keys' range times the open windows
-    stays near the number of elements; everything else is grouped per batch by
-    Arrow's hash group-by (key and window packed into one int64 column where
-    the keys are integers) and the partials merged with one more group-by.
+    stays near the number of elements; everything else joins the pending
+    partials row by row and is grouped by Arrow's hash group-by when they are
+    compacted (once ``compact_rows`` rows, and at least twice as many as the
+    groups held, are pending). With ``dense=False`` every batch takes the hash
+    group-by.
     """
 
     def __init__(self, plan: ArrowCombinePlan, compact_rows: int = 1_000_000, dense: bool = True) -> None:
