@@ -13,6 +13,7 @@ capability matrix's sinks do):
   thousands of elements, compared as a multiset (or with a tolerance).
 * :class:`Tally` counts the elements and sums their values; for outputs of
   hundreds of thousands, where recording each would weigh on the figure.
+  :class:`BatchTally` does the same for Arrow batches (a batched DoFn).
 
 >>> import tidal as td
 >>> check = ExpectedOutput("doubling", [2, 4, 6])
@@ -42,7 +43,7 @@ import tidal as td
 from tidal.capability_matrix.execute import compare_multisets
 from tidal.capability_matrix.sinks import RecordTo, read_records
 
-__all__ = ["BenchmarkMismatch", "ExpectedOutput", "Tally", "read_tally", "close_per_key", "check_tally", "counted"]
+__all__ = ["BenchmarkMismatch", "ExpectedOutput", "Tally", "BatchTally", "read_tally", "close_per_key", "check_tally", "counted"]
 
 
 class BenchmarkMismatch(AssertionError):
@@ -126,12 +127,44 @@ class Tally(td.DoFn):
         return ()
 
     def teardown(self) -> None:
-        if self.n:
-            path = os.path.join(self.folder, f"tally-{uuid.uuid4().hex}.pkl")
-            with open(path + ".tmp", "wb") as f:
-                pickle.dump((self.n, self.total), f)
-            os.replace(path + ".tmp", path)
-            self.n, self.total = 0, 0.0
+        _write_tally(self)
+
+
+def _write_tally(tally: "Tally | BatchTally") -> None:
+    """Write a tally's count and sum to its folder (once per worker, at teardown), and reset them."""
+    if tally.n:
+        path = os.path.join(tally.folder, f"tally-{uuid.uuid4().hex}.pkl")
+        with open(path + ".tmp", "wb") as f:
+            pickle.dump((tally.n, tally.total), f)
+        os.replace(path + ".tmp", path)
+        tally.n, tally.total = 0, 0.0
+
+
+class BatchTally(td.DoFn):
+    """A batched :class:`Tally` (it defines ``process_batch``): counts the rows of each Arrow batch
+    it is given and sums ``value(batch)``, so a runner that hands a batched DoFn Arrow columns
+    delivers its output without a Python object per row. It writes what :func:`read_tally` reads.
+
+    >>> folder = tempfile.mkdtemp()
+    >>> with td.Pipeline() as p:
+    ...     _ = p | td.Create([("a", 1.5), ("b", 2.5)]) | td.ParDo(BatchTally(folder, lambda b: float(b.column("value").to_numpy().sum())))
+    >>> read_tally(folder)
+    (2, 4.0)
+    """
+
+    def __init__(self, folder: str, value: Callable[[Any], float]) -> None:
+        self.folder = folder
+        self.value = value
+        self.n = 0
+        self.total = 0.0
+
+    def process_batch(self, batch: Any) -> Iterable[Any]:
+        self.n += batch.num_rows
+        self.total += self.value(batch)
+        return ()
+
+    def teardown(self) -> None:
+        _write_tally(self)
 
 
 def read_tally(folder: str) -> tuple[int, float]:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 import pytest
 
 from tidal.benchmarks import direct_windowed, direct_wordcount, floor, microbatch_bench, ray_checkpoint, ray_wordcount
-from tidal.benchmarks.verify import BenchmarkMismatch, Tally
+from tidal.benchmarks.verify import BatchTally, BenchmarkMismatch, Tally
 from tidal.capability_matrix.sinks import RecordTo
 
 SMALL: dict[str, tuple[Callable[[list[str]], int], list[str]]] = {
@@ -38,7 +38,7 @@ def test_a_benchmark_passes_its_own_check_and_prints_its_figures(name: str, caps
 
 
 def _lose_the_first_element(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every recording sink and Tally drops the first element it is given."""
+    """Every recording sink and Tally drops the first element it is given (a BatchTally its first row)."""
     for cls in (RecordTo, Tally, floor.Digest):
         process = cls.process
 
@@ -49,6 +49,20 @@ def _lose_the_first_element(monkeypatch: pytest.MonkeyPatch) -> None:
             return _process(self, element, *args, **kwargs)  # type: ignore[no-any-return]
 
         monkeypatch.setattr(cls, "process", losing)
+    _lose_the_first_row(monkeypatch)
+
+
+def _lose_the_first_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every BatchTally drops the first row of the first Arrow batch it is given."""
+    process_batch = BatchTally.process_batch
+
+    def losing_a_row(self: Any, batch: Any, _process_batch: Any = process_batch) -> Iterable[Any]:
+        if not getattr(self, "_lost_one", False):
+            self._lost_one = True
+            batch = batch.slice(1)
+        return _process_batch(self, batch)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(BatchTally, "process_batch", losing_a_row)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -61,6 +75,16 @@ def test_a_wrong_result_stops_the_benchmark_before_any_figure(
     captured = capsys.readouterr()
     assert not any(unit in captured.out for unit in FIGURE), captured.out
     assert captured.err.startswith(f"error: {name}") and captured.err.count("\n") == 1, captured.err
+    assert "expected" in captured.err
+
+
+def test_the_arrow_consumer_of_the_pyarrow_comparison_is_checked(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """tidal's side of the pyarrow comparison ends in a batched consumer: it is checked like the others."""
+    args = ["--events", "20000", "--max-batch-size", "4000", "--repeats", "1", "--workloads", "pyarrow"]
+    _lose_the_first_row(monkeypatch)
+    assert microbatch_bench.main(args) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: microbatch_bench pyarrow span 10000: ")
     assert "expected" in captured.err
 
 
