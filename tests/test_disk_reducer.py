@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tidal import trigger, window
-from tidal.model.combinefn import CombineFn
 from tidal.model.strategy import WindowingStrategy
 from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US
 from tidal.model.trigger import AccumulationMode, PaneInfo, PaneInfoTiming
@@ -28,25 +27,12 @@ from tidal.model.window import GlobalWindow, IntervalWindow, TimestampCombiner
 from tidal.runners.core import holds as holds_module
 from tidal.runners.core import reduce as reduce_module
 from tidal.runners.core.reduce import CombineReduceFn, GroupReduceFn, KeyedWindowReducer, ReduceFn
+from reducer_support import SumFn
 from tidal.runners.core.statebackend import DiskBackend, MemoryBackend, SpilledHeap, SpilledTable
 
 US = 1_000_000
 W = IntervalWindow.from_micros
 ONLY = PaneInfo(True, True, PaneInfoTiming.ON_TIME, 0, 0)
-
-
-class SumFn(CombineFn):
-    def create_accumulator(self) -> int:
-        return 0
-
-    def add_input(self, acc: int, x: int) -> int:
-        return acc + x
-
-    def merge_accumulators(self, accs: Any) -> int:
-        return sum(accs)
-
-    def extract_output(self, acc: int) -> int:
-        return acc
 
 
 def _reducer(backend: Any, strategy: WindowingStrategy, reduce_fn: ReduceFn | None = None) -> tuple[KeyedWindowReducer, list[Any]]:

@@ -34,6 +34,7 @@ from tidal.model.strategy import WindowingStrategy
 from tidal.model.time import MAX_TIMESTAMP_US
 from tidal.model.window import GlobalWindow
 from tidal.runners.core.reduce import CombineReduceFn, GroupReduceFn, KeyedWindowReducer, ReduceFn
+from reducer_support import SumFn
 
 US = 1_000_000
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -44,20 +45,6 @@ WINDOWFNS = {
     "sliding": window.SlidingWindows(10, 5),
     "fixed_offset": window.FixedWindows(10, offset=3),
 }
-
-
-class SumFn(CombineFn):
-    def create_accumulator(self) -> int:
-        return 0
-
-    def add_input(self, acc: int, x: int) -> int:
-        return acc + x
-
-    def merge_accumulators(self, accs: Any) -> int:
-        return sum(accs)
-
-    def extract_output(self, acc: int) -> int:
-        return acc
 
 
 # A run: (key, timestamp in s) elements split into steps, each step a bundle then a watermark move.
@@ -713,24 +700,8 @@ def test_a_fused_windowed_sum_flushes_its_partials_once_they_reach_max_keys(wind
 
 def _session_group(p: td.Pipeline, source: Any, kind: str, name: str, strict_pairs: bool = True) -> None:
     pcoll = p | source | "Stamp" >> td.Map(_stamp) | td.WindowInto(window.Sessions(5))
-    grouped = pcoll | "Group" >> (td.GroupByKey() if kind == "group" else td.CombinePerKey(_SumFn()))
+    grouped = pcoll | "Group" >> (td.GroupByKey() if kind == "group" else td.CombinePerKey(SumFn()))
     _ = grouped | td.ParDo(_Collect(name))
-
-
-class _SumFn(CombineFn):
-    """A sum the runner cannot lift into a pre-combiner (so the grouping step gets the values)."""
-
-    def create_accumulator(self) -> int:
-        return 0
-
-    def add_input(self, acc: int, x: int) -> int:
-        return acc + x
-
-    def merge_accumulators(self, accs: Any) -> int:
-        return sum(accs)
-
-    def extract_output(self, acc: int) -> int:
-        return acc
 
 
 @SETTINGS

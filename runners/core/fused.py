@@ -268,9 +268,7 @@ def _assigning_kernel(op: ParDoOperator, fn: Callable[[Any], Any], windowfn: Any
                         t = r.timestamp_us
                         append((r.value, t, (new(interval, (t, t + gap)),), p))
                     elif r.__class__ in special:
-                        handle(r, t, w, p)
-                        r, t, w, p = out.pop()
-                        append((r, t, tuple(dict.fromkeys(nw for iw in w for nw in assign(t, r, iw))), p))
+                        _assign_handled(out, handle, assign, r, t, w, p)
                     else:
                         append((r, t, (new(interval, (t, t + gap)),), p))
                 return
@@ -281,19 +279,21 @@ def _assigning_kernel(op: ParDoOperator, fn: Callable[[Any], Any], windowfn: Any
                         t = r.timestamp_us
                         r = r.value
                     else:  # a WindowedValue: its own windows, each assigned anew
-                        handle(r, t, w, p)
-                        r, t, w, p = out.pop()
-                        seen: dict[Any, None] = {}
-                        for iw in w:
-                            for nw in assign(t, r, iw):
-                                seen[nw] = None
-                        append((r, t, tuple(seen), p))
+                        _assign_handled(out, handle, assign, r, t, w, p)
                         continue
                 append((r, t, assign(t, r, w[0]), p))
         except Exception as exc:
             invoker._fail(fn, exc, v)
 
     return kernel
+
+
+def _assign_handled(out: list[Any], handle: Callable[..., None], assign: Callable[..., Any], r: Any, t: int, w: Any, p: Any) -> None:
+    """A WindowedValue or TaggedOutput from the Map: routed as the invoker routes it, then its windows
+    assigned anew by the WindowInto's ``assign`` (each distinct window once)."""
+    handle(r, t, w, p)
+    r, t, w, p = out.pop()
+    out.append((r, t, tuple(dict.fromkeys(nw for iw in w for nw in assign(t, r, iw))), p))
 
 
 def _deferring_group(executor: "LocalExecutor", win_node: Any, win_op: Any, consumers: dict[Any, list[Any]]) -> Any:
@@ -340,13 +340,8 @@ def _deferring_kernel(
     gap = windowfn.gap_us
     new = tuple.__new__
     interval = IntervalWindow
-    repeat = itertools.repeat
 
     def kernel(bundle: Any) -> None:
-        if type(bundle) is GlobalValues:
-            rows: Any = zip(bundle.values, repeat(MIN_TIMESTAMP_US), repeat(GLOBAL_WINDOWS_TUPLE), repeat(PANE_INFO_UNKNOWN))
-        else:
-            rows = bundle
         out = outputs[main_tag]
         append = out.append
         deferred = reducer._deferred
@@ -356,7 +351,7 @@ def _deferring_kernel(
         v: Any = None
         kv: Any = None
         try:
-            for v, t, w, p in rows:
+            for v, t, w, p in bundle:  # a GlobalValues gives its plain values as windowed tuples
                 try:
                     r = fn(v)
                 except Exception as exc:
@@ -365,9 +360,7 @@ def _deferring_kernel(
                     t = r.timestamp_us
                     kv = r.value
                 elif r.__class__ in special:  # a WindowedValue or TaggedOutput: as the assigning kernel does
-                    handle(r, t, w, p)
-                    r, t, w, p = out.pop()
-                    append((r, t, tuple(dict.fromkeys(nw for iw in w for nw in assign(t, r, iw))), p))
+                    _assign_handled(out, handle, assign, r, t, w, p)
                     continue
                 else:
                     kv = r

@@ -35,6 +35,8 @@ import heapq
 import itertools
 from typing import Any, Callable, Iterable
 
+from tidal.runners.core.statebackend import heap_popper, heap_push
+
 __all__ = ["HoldIndex"]
 
 #: Entries a queue may hold beyond twice its owners before it is compacted.
@@ -62,12 +64,7 @@ class HoldIndex:
         """``owner`` now holds at ``hold`` (None: nothing; its old entries go stale on their own)."""
         if hold is None:
             return
-        entry = (hold, 0, next(self._seq), owner)
-        heap = self._heap
-        if type(heap) is list:
-            heapq.heappush(heap, entry)
-        else:
-            heap.push(entry)
+        heap_push(self._heap, (hold, 0, next(self._seq), owner))
 
     def earliest(self, owners: int) -> int | None:
         """The earliest current hold (None when no owner holds); ``owners``: how many owners there are now."""
@@ -76,7 +73,7 @@ class HoldIndex:
             self._compact()
             heap = self._heap
         current = self._current
-        pop = heapq.heappop if type(heap) is list else type(heap).pop
+        pop = heap_popper(heap)
         while heap:
             entry = heap[0]
             if current(entry[3]) == entry[0]:

@@ -34,7 +34,7 @@ from tidal.model.window import IntervalWindow, MergeContext, Sessions, Timestamp
 from tidal.runners.core.gcpolicy import promote_young
 from tidal.runners.core.errors import PipelineExecutionError, UserCodeError, describe_element
 from tidal.runners.core.holds import HoldIndex
-from tidal.runners.core.statebackend import DiskBackend, StateBackend, table_snapshot
+from tidal.runners.core.statebackend import DiskBackend, StateBackend, heap_popper, heap_push, table_snapshot
 from tidal.runners.core.triggers import TriggerContext, compile_trigger
 
 __all__ = ["ReduceFn", "GroupReduceFn", "CombineReduceFn", "KeyedWindowReducer"]
@@ -213,8 +213,8 @@ class KeyedWindowReducer:
         self._window_keys: MutableMapping[Any, dict[Any, None]] = {}
         #: How many keys' values may wait in ``_deferred`` (bounded on the disk backend).
         self._deferred_limit = 1 << 62
-        #: Where fired panes go in pieces while a reducer on the disk backend fires more windows
-        #: at once than should be held in memory (None: ``advance`` returns them all).
+        #: Where a large firing's panes go in pieces as they are built (the grouping step's
+        #: emit; None: ``advance`` returns them all).
         self.emit_pieces: Callable[[list[Any]], None] | None = None
         # Default trigger, no allowed lateness, non-merging windows, end-of-window timestamps:
         # a window fires once, its only pane, when the watermark passes its end, so a
@@ -485,7 +485,7 @@ class KeyedWindowReducer:
         sessions = type(self.windowfn) is Sessions
         if not self._fire_unstored:
             closing_watermark = None
-        ready, pieces, piece = self._ready, self.emit_pieces, _PANES_PER_PIECE
+        ready = self._ready
         gap = self.windowfn.gap_us if sessions else 0  # type: ignore[attr-defined]
         for key, cols in deferred.items():
             if sessions:
@@ -493,9 +493,7 @@ class KeyedWindowReducer:
                 if ends is None:  # every window one gap long
                     ends = [s + gap for s in starts]
                 self._sweep_sessions(key, cols[0], starts, ends, touched, closing_watermark)
-                if pieces is not None and len(ready) >= piece:
-                    pieces(ready[:])
-                    ready.clear()
+                self._hand_on_piece(ready)
             else:
                 values, windows = cols
                 mapping = self._merge_key(key, set(windows))
@@ -828,13 +826,12 @@ class KeyedWindowReducer:
             max_ts = window._end_us - 1
             seq = next(self._seq)
             timers = self._timers
-            push = heapq.heappush if type(timers) is list else type(timers).push
             # As in Beam, a window the watermark has already passed gets no end-of-window
             # timer (so no ON_TIME pane), only its expiry.
             if self.lateness and max_ts >= self.input_watermark:
-                push(timers, (max_ts, _EOW, seq, window))
+                heap_push(timers, (max_ts, _EOW, seq, window))
             # Without lateness the end of window and its expiry coincide: one timer does both.
-            push(timers, (min(max_ts + self.lateness, MAX_TIMESTAMP_US), _GC, seq, window))
+            heap_push(timers, (min(max_ts + self.lateness, MAX_TIMESTAMP_US), _GC, seq, window))
         keys[key] = None
 
     def use_state_backend(self, backend: StateBackend) -> None:
@@ -892,11 +889,7 @@ class KeyedWindowReducer:
         # another sub-trigger): the next element re-evaluates it, no timer needed.
         if deadline is not None and deadline > self.processing_time and deadline != st.deadline:
             st.deadline = deadline
-            entry = (deadline, 0, next(self._seq), key, window)
-            if type(self._deadlines) is list:
-                heapq.heappush(self._deadlines, entry)
-            else:
-                self._deadlines.push(entry)
+            heap_push(self._deadlines, (deadline, 0, next(self._seq), key, window))
 
     # -- firing -----------------------------------------------------------------
     def _fire(
@@ -978,7 +971,7 @@ class KeyedWindowReducer:
     def _fire_deadlines(self, out: list[Any]) -> None:
         now = self.processing_time
         heap = self._deadlines
-        pop = heapq.heappop if type(heap) is list else type(heap).pop
+        pop = heap_popper(heap)
         while heap and heap[0][0] <= now:
             deadline, _, _, key, window = pop(heap)
             st = self.states.get((key, window))
@@ -1014,12 +1007,10 @@ class KeyedWindowReducer:
                 due.sort()  # (timestamp, kind, seq) are unique: timer order
             self._fire_only_panes(due, out)
             return
-        pop = heapq.heappop if type(heap) is list else type(heap).pop
+        pop = heap_popper(heap)
         while heap and heap[0][0] < wm:
             _, kind, _, window = pop(heap)
-            if self.emit_pieces is not None and len(out) >= _PANES_PER_PIECE:
-                self.emit_pieces(out[:])
-                out.clear()
+            self._hand_on_piece(out)
             keys = self._window_keys.get(window)
             if not keys:
                 self._window_keys.pop(window, None)
@@ -1092,12 +1083,9 @@ class KeyedWindowReducer:
         append = out.append
         only = _ONLY_PANE
         key = None
-        pieces, piece = self.emit_pieces, _PANES_PER_PIECE
         try:
             for timer in due:
-                if pieces is not None and len(out) >= piece:
-                    pieces(out[:])
-                    out.clear()
+                self._hand_on_piece(out)
                 window = timer[3]
                 if len(timer) > 4:  # a session never stored: (max_ts, _GC, seq, window, key, contents)
                     key = timer[4]
@@ -1133,9 +1121,13 @@ class KeyedWindowReducer:
             raise  # it names its step and element already
         except Exception as exc:
             raise UserCodeError(self.label, getattr(self.reduce_fn, "fn", self.reduce_fn), exc, key) from exc
-        if pieces is not None and len(out) >= piece:
-            pieces(out[:])
-            out.clear()
+        self._hand_on_piece(out)
+
+    def _hand_on_piece(self, panes: list[Any]) -> None:
+        """Once ``panes`` holds a piece's worth, hand them on (:attr:`emit_pieces`) and empty it."""
+        if self.emit_pieces is not None and len(panes) >= _PANES_PER_PIECE:
+            self.emit_pieces(panes[:])
+            panes.clear()
 
     def _compute_output_watermark(self) -> int:
         wm = self.input_watermark
@@ -1161,7 +1153,7 @@ class KeyedWindowReducer:
     def next_deadline(self) -> int | None:
         """The earliest processing time at which a trigger waits to fire."""
         heap = self._deadlines
-        pop = heapq.heappop if type(heap) is list else type(heap).pop
+        pop = heap_popper(heap)
         while heap:
             deadline, _, _, key, window = heap[0]
             st = self.states.get((key, window))

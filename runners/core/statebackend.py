@@ -73,6 +73,8 @@ __all__ = [
     "SpilledHeap",
     "open_backend",
     "table_snapshot",
+    "heap_push",
+    "heap_popper",
     "encode_key",
     "decode_key",
     "BACKENDS",
@@ -282,6 +284,27 @@ def table_snapshot(table: MutableMapping[Any, Any]) -> tuple[list[tuple[Any, Any
         if backend.snapshot_id is not None:
             return table.snapshot_changes(backend.snapshot_id, backend.delta)
     return list(table.items()), None
+
+
+def heap_push(heap: Any, entry: tuple[Any, ...]) -> None:
+    """Push ``entry`` onto a backend heap: a heapq list (memory) or a :class:`SpilledHeap` (disk)."""
+    if type(heap) is list:
+        heapq.heappush(heap, entry)
+    else:
+        heap.push(entry)
+
+
+def heap_popper(heap: Any) -> Callable[[Any], tuple[Any, ...]]:
+    """The function that pops a backend heap's earliest entry, bound once before a loop.
+
+    >>> h: list = []
+    >>> for entry in [(2, 0, 0, "b"), (1, 0, 1, "a"), (0, 0, 2, "c")]:
+    ...     heap_push(h, entry)
+    >>> pop = heap_popper(h)
+    >>> [pop(h)[3] for _ in range(3)]
+    ['c', 'a', 'b']
+    """
+    return heapq.heappop if type(heap) is list else type(heap).pop  # type: ignore[no-any-return]
 
 
 def open_backend(spec: StateBackendSpec | None) -> StateBackend:

@@ -23,8 +23,8 @@ timer time and the expiry instead of dropping the timer.
 
 from __future__ import annotations
 
-import heapq
 import itertools
+import operator
 from typing import Any
 
 from tidal.model.dofn import DoFnParam
@@ -39,7 +39,7 @@ from tidal.runners.core.errors import PipelineExecutionError, UserCodeError
 from tidal.runners.core.keygroups import KeyedSnapshot, split_by_group
 from tidal.runners.core.operators import _LATE_DROPS, ParDoOperator
 from tidal.runners.core.state import KeyedStateStore
-from tidal.runners.core.statebackend import DiskBackend, StateBackend, table_snapshot
+from tidal.runners.core.statebackend import DiskBackend, StateBackend, heap_popper, heap_push, table_snapshot
 
 __all__ = ["StatefulParDoOperator", "BoundTimer"]
 
@@ -117,7 +117,7 @@ class StatefulParDoOperator(ParDoOperator):
                     "lateness in WindowInto",
                 )
         self.timers[(key, window, spec.name)] = micros
-        _push(self._event_heap if spec.time_domain is TimeDomain.WATERMARK else self._proc_heap, (micros, 0, next(self._seq), key, window, spec.name))
+        heap_push(self._event_heap if spec.time_domain is TimeDomain.WATERMARK else self._proc_heap, (micros, 0, next(self._seq), key, window, spec.name))
 
     def clear_timer(self, key: Any, window: Any, spec: TimerSpec) -> None:
         self.timers.pop((key, window, spec.name), None)
@@ -157,7 +157,7 @@ class StatefulParDoOperator(ParDoOperator):
             if kw not in self._gc_known:
                 self._gc_known[kw] = True
                 expiry = min(w._end_us - 1 + self.lateness, MAX_TIMESTAMP_US)
-                _push(self._gc_heap, (expiry, 0, next(self._seq), key, w))
+                heap_push(self._gc_heap, (expiry, 0, next(self._seq), key, w))
 
     def on_advance(self) -> None:
         super().on_advance()
@@ -178,7 +178,7 @@ class StatefulParDoOperator(ParDoOperator):
             self._fire(*due, domain)
 
     def _pop_due(self, heap: Any, is_due: Any) -> tuple[int, Any, Any, str] | None:
-        pop = heapq.heappop if type(heap) is list else type(heap).pop
+        pop = heap_popper(heap)
         while heap and is_due(heap[0][0]):
             ts, _, _, key, window, name = pop(heap)
             if self.timers.get((key, window, name)) == ts:
@@ -236,7 +236,7 @@ class StatefulParDoOperator(ParDoOperator):
             for k in [k for k in self.timers if k[1] is GLOBAL_WINDOW]:  # once, when the global window expires
                 del self.timers[k]
         heap = self._gc_heap
-        pop = heapq.heappop if type(heap) is list else type(heap).pop
+        pop = heap_popper(heap)
         names = list(self.signature.timer_specs)
         while heap and heap[0][0] < wm:
             _, _, _, key, window = pop(heap)
@@ -252,7 +252,7 @@ class StatefulParDoOperator(ParDoOperator):
         # The earliest event-time timer still set holds the output back: the head of its queue,
         # once the candidates that no longer match a set timer are dropped.
         heap = self._event_heap
-        pop = heapq.heappop if type(heap) is list else type(heap).pop
+        pop = heap_popper(heap)
         while heap:
             ts, _, _, key, window, name = heap[0]
             if self.timers.get((key, window, name)) == ts:
@@ -265,7 +265,7 @@ class StatefulParDoOperator(ParDoOperator):
 
     def next_processing_deadline(self) -> int | None:
         heap = self._proc_heap
-        pop = heapq.heappop if type(heap) is list else type(heap).pop
+        pop = heap_popper(heap)
         while heap:
             ts, _, _, key, window, name = heap[0]
             if self.timers.get((key, window, name)) == ts:
@@ -319,7 +319,7 @@ class StatefulParDoOperator(ParDoOperator):
         # numbers only break ties, so two entries never compare their keys or windows.
         seq = itertools.count()
         event_names = self._event_timer_names()
-        entries = sorted(((ts, k) for k, ts in timers.items()), key=_first)
+        entries = sorted(((ts, k) for k, ts in timers.items()), key=operator.itemgetter(0))
         event = [(ts, 0, next(seq), *k) for ts, k in entries if k[2] in event_names]
         proc = [(ts, 0, next(seq), *k) for ts, k in entries if k[2] not in event_names]
         if type(self.timers) is dict:
@@ -351,18 +351,6 @@ class StatefulParDoOperator(ParDoOperator):
                     groups.setdefault(g, []).extend(items)
         # Side inputs are broadcast: every old instance held the same.
         return KeyedSnapshot({"side_data": snapshots[0].common["side_data"]}, groups)
-
-
-def _first(pair: tuple[Any, Any]) -> Any:
-    return pair[0]
-
-
-def _push(heap: Any, entry: tuple[Any, ...]) -> None:
-    """Push onto a heapq list or a spilling heap."""
-    if type(heap) is list:
-        heapq.heappush(heap, entry)
-    else:
-        heap.push(entry)
 
 
 def _key_of(wv: Any) -> Any:
