@@ -374,11 +374,11 @@ def _deferring_kernel(
                 key, value = kv
                 cols = get(key)
                 if cols is None:
-                    cols = deferred[key] = [[], [], None]  # values, starts, ends (None: start + gap)
-                cols[0].append(value)
-                cols[1].append(t)
-                if cols[2] is not None:
-                    cols[2].append(end)
+                    cols = deferred[key] = [None]  # ends (None: start + gap), then value, start, ...
+                cols.append(value)
+                cols.append(t)
+                if cols[0] is not None:
+                    cols[0].append(end)
         except (TypeError, ValueError) as exc:
             reducer._raise_for(kv, exc)
         if len(deferred) > reducer._deferred_limit:

@@ -412,15 +412,18 @@ class KeyedWindowReducer:
             kv: Any = None
             try:
                 if type(self.windowfn) is Sessions:
-                    # Sessions wait as [values, starts, ends] columns of ints, no window object each
-                    # (an IntervalWindow's start and end are items 0 and 1): the sweep builds a
-                    # window per session. ``ends`` stays None while every window is one gap long.
+                    # Sessions wait in one flat list per key, no window object each (an
+                    # IntervalWindow's start and end are items 0 and 1): item 0 holds the ends
+                    # (None while every window is one gap long), then value, start, value,
+                    # start, ... (one list per key touches fewer objects than a list per
+                    # column: keys in random order miss the CPU's caches on each). The sweep
+                    # builds a window per session.
                     gap = self.windowfn.gap_us
                     for kv, _t, ws, _p in bundle:
                         key, value = kv
                         cols = get(key)
                         if cols is None:
-                            cols = deferred[key] = [[], [], None]
+                            cols = deferred[key] = [None]
                         for w in ws:
                             start, end = w[0], w[1]
                             if end <= wm:
@@ -428,13 +431,13 @@ class KeyedWindowReducer:
                                     self._drop_late(1)
                                     continue
                                 late_seen = True
-                            cols[0].append(value)
-                            cols[1].append(start)
-                            ends = cols[2]
+                            cols.append(value)
+                            cols.append(start)
+                            ends = cols[0]
                             if ends is not None:
                                 ends.append(end)
                             elif end - start != gap:  # a merged session from upstream
-                                cols[2] = [s + gap for s in cols[1][:-1]] + [end]
+                                cols[0] = [s + gap for s in cols[2:-1:2]] + [end]
                     bundle = ()  # type: ignore[assignment]
                 for kv, _t, ws, _p in bundle:
                     key, value = kv
@@ -489,10 +492,8 @@ class KeyedWindowReducer:
         gap = self.windowfn.gap_us if sessions else 0  # type: ignore[attr-defined]
         for key, cols in deferred.items():
             if sessions:
-                starts, ends = cols[1], cols[2]
-                if ends is None:  # every window one gap long
-                    ends = [s + gap for s in starts]
-                self._sweep_sessions(key, cols[0], starts, ends, touched, closing_watermark)
+                # cols: [ends or None (every window one gap long), value, start, value, start, ...]
+                self._sweep_sessions(key, cols[1::2], cols[2::2], cols[0], gap, touched, closing_watermark)
                 self._hand_on_piece(ready)
             else:
                 values, windows = cols
@@ -505,7 +506,8 @@ class KeyedWindowReducer:
         key: Any,
         values: list[Any],
         starts: list[int],
-        ends: list[int],
+        ends: list[int] | None,
+        gap: int,
         touched: dict[tuple[Any, Any], _WindowState],
         closing_watermark: int | None = None,
     ) -> None:
@@ -514,11 +516,14 @@ class KeyedWindowReducer:
         The built-in Sessions merge (overlapping intervals join), done without
         building a MergeContext: the key's active windows never overlap each
         other, so each group holds new values and the active windows they bridge.
+        ``ends`` None: each new window ends ``gap`` after its start.
         """
         active = self.active.get(key)
         if not active:
-            self._sweep_new_sessions(key, values, starts, ends, touched, closing_watermark)
+            self._sweep_new_sessions(key, values, starts, ends, gap, touched, closing_watermark)
             return
+        if ends is None:
+            ends = [s + gap for s in starts]
         acts = sorted(active)
         ai, na = 0, len(acts)
         groups: list[tuple[int, int, list[Any], list[Any]]] = []
@@ -564,7 +569,7 @@ class KeyedWindowReducer:
         closes_before = MIN_TIMESTAMP_US if closing_watermark is None else closing_watermark + 1
         seq = self._seq
         for start, end, vals, bridged in groups:
-            result = IntervalWindow.from_micros(start, end)
+            result = tuple.__new__(IntervalWindow, (start, end))
             try:
                 if not bridged:
                     if end < closes_before:
@@ -591,7 +596,8 @@ class KeyedWindowReducer:
         key: Any,
         values: list[Any],
         starts: list[int],
-        ends: list[int],
+        ends: list[int] | None,
+        gap: int,
         touched: dict[tuple[Any, Any], _WindowState],
         closing_watermark: int | None,
     ) -> None:
@@ -601,39 +607,58 @@ class KeyedWindowReducer:
         closes_before = MIN_TIMESTAMP_US if closing_watermark is None else closing_watermark + 1
         ready = self._ready
         only = _ONLY_PANE
+        new, interval = tuple.__new__, IntervalWindow
+        # By start; equal starts keep arrival order. Values that arrived in time order (a
+        # source read in order) need no sort.
+        if not all(map(operator.le, starts, itertools.islice(starts, 1, None))):
+            order = sorted(range(len(starts)), key=starts.__getitem__)
+            values = [values[i] for i in order]
+            starts = [starts[i] for i in order]
+            if ends is not None:
+                ends = [ends[i] for i in order]
+        # A GroupByKey pane is the list of its values: the group's fresh list is that list.
+        as_list = type(self.reduce_fn) is GroupReduceFn
+        # Groups come in time order, so those the watermark closes come first; a GroupByKey's
+        # become panes as the sweep closes them (in the order the loop below would give them).
+        unstore_now = as_list and closing_watermark is not None
+        groups = []
+        g_start = starts[0]
+        g_vals = [values[0]]
+        rest = zip(itertools.islice(values, 1, None), itertools.islice(starts, 1, None))
+        if ends is None:
+            # Every window one gap long: in start order the group's end is its last start + gap.
+            g_end = g_start + gap
+            for value, w_start in rest:
+                if w_start < g_end:
+                    g_vals.append(value)
+                    g_end = w_start + gap
+                else:
+                    if unstore_now and g_end < closes_before:
+                        ready.append(((key, g_vals), g_end - 1, (new(interval, (g_start, g_end)),), only))
+                    else:
+                        groups.append((g_start, g_end, g_vals))
+                    g_start, g_end, g_vals = w_start, w_start + gap, [value]
+        else:
+            g_end = ends[0]
+            for (value, w_start), w_end in zip(rest, itertools.islice(ends, 1, None)):
+                if w_start < g_end:
+                    g_vals.append(value)
+                    if w_end > g_end:
+                        g_end = w_end
+                else:
+                    if unstore_now and g_end < closes_before:
+                        ready.append(((key, g_vals), g_end - 1, (new(interval, (g_start, g_end)),), only))
+                    else:
+                        groups.append((g_start, g_end, g_vals))
+                    g_start, g_end, g_vals = w_start, w_end, [value]
+        groups.append((g_start, g_end, g_vals))
         wm = self.input_watermark
         add_all = self.reduce_fn.add_all
         empty = self.reduce_fn.empty
         output = self.reduce_fn.output
-        interval = IntervalWindow.from_micros
-        # A GroupByKey pane is the list of its values: the group's fresh list is that list.
-        as_list = type(self.reduce_fn) is GroupReduceFn
-        # By start; equal starts keep arrival order.
-        order = sorted(range(len(starts)), key=starts.__getitem__)
-        first = order[0]
-        g_start, g_end = starts[first], ends[first]
-        g_vals = [values[first]]
-        groups = []
-        # Groups come in time order, so those the watermark closes come first; a GroupByKey's
-        # become panes as the sweep closes them (in the order the loop below would give them).
-        unstore_now = as_list and closing_watermark is not None
-        for idx in order[1:]:
-            w_start = starts[idx]
-            if w_start < g_end:
-                g_vals.append(values[idx])
-                w_end = ends[idx]
-                if w_end > g_end:
-                    g_end = w_end
-            else:
-                if unstore_now and g_end < closes_before:
-                    ready.append(((key, g_vals), g_end - 1, (interval(g_start, g_end),), only))
-                else:
-                    groups.append((g_start, g_end, g_vals))
-                g_start, g_end, g_vals = w_start, ends[idx], [values[idx]]
-        groups.append((g_start, g_end, g_vals))
         active = None
         for start, end, vals in groups:
-            result = interval(start, end)
+            result = new(interval, (start, end))
             try:
                 contents = vals if as_list else add_all(empty(), vals)
                 if end < closes_before:
