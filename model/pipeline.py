@@ -239,6 +239,8 @@ class Pipeline:
             inputs = tuple(_flatten_pvalues(pvalueish))
 
             def infer() -> Any:
+                if not transform._output_type_reads_input():
+                    return transform.infer_output_type(typehints.ANY)
                 return transform.infer_output_type(typehints.union_of(pc.element_type for pc in inputs))
 
             result.set_element_type_lazily(infer)

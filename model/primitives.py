@@ -205,6 +205,9 @@ class ParDo(PrimitiveTransform):
             return input_type
         return super().infer_output_type(input_type)
 
+    def _output_type_reads_input(self) -> bool:
+        return isinstance(self.fn, CallableDoFn) and self.fn.kind == "filter"
+
     def with_outputs(self, *tags: str, main: str | None = None) -> "ParDo":
         """Also produce the outputs ``tags`` (from TaggedOutput); the result is a DoOutputsTuple."""
         for tag in tags:
@@ -356,6 +359,9 @@ class CombinePerKey(PrimitiveTransform):
         key, _ = typehints.key_value_types(input_type)
         output = self.get_type_hints().main_output
         return output if output is not None else typehints.tuple_of(key, typehints.ANY)
+
+    def _output_type_reads_input(self) -> bool:
+        return self.get_type_hints().main_output is None
 
     def validate_input(self, pcoll: Any, label: str) -> None:
         if not isinstance(pcoll, PCollection):

@@ -98,6 +98,11 @@ class PTransform(abc.ABC):
         hint = self.get_type_hints().main_output
         return ANY if hint is None else hint
 
+    def _output_type_reads_input(self) -> bool:
+        """Whether :meth:`infer_output_type` reads its input type: when it does not, the input's
+        type is not inferred for it (inferring a Create's type scans all of its values)."""
+        return type(self).infer_output_type is not PTransform.infer_output_type
+
     @abc.abstractmethod
     def expand(self, input_or_inputs: Any) -> Any:
         """Apply the transforms this one is made of to the input; return the output."""

@@ -158,3 +158,27 @@ def test_consistency_rules() -> None:
     assert ok(typing.Union[int, bool], int) and not ok(typing.Union[int, str], int)
     assert ok(typing.Any, str) and ok(str, typing.Any) and ok(int, typing.TypeVar("T"))
     assert ok(typehints.KV[str, int], typing.Tuple[str, float])
+
+
+def test_a_creates_values_are_scanned_only_when_a_type_downstream_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Inferring a Create's type scans every value; a Map without hints has an output type of
+    # Any whatever its input, so the keyed step after it needs no scan. A Filter keeps its input's
+    # type, so a hinted Map after one does.
+    from tidal.model import typehints as model_typehints
+
+    scans: list[int] = []
+    real = model_typehints.union_of_instances
+
+    def counted(values: typing.Any) -> typing.Any:
+        scans.append(len(values))
+        return real(values)
+
+    monkeypatch.setattr(model_typehints, "union_of_instances", counted)
+    p = beam.Pipeline()
+    totals = p | beam.Create([("a", 1), ("b", 2)]) | beam.Map(lambda kv: kv) | beam.CombinePerKey(sum)
+    assert scans == []
+    assert typehints.is_consistent_with(totals.element_type, typing.Tuple[typing.Any, typing.Any])
+    kept = p | "Kept" >> beam.Create([1, 2, 3]) | beam.Filter(lambda x: x > 1)
+    with pytest.raises(TypeCheckError, match=r"requires PCollections of type '<class 'str'>' but was applied to a PCollection of type '<class 'int'>'"):
+        kept | "Bad" >> beam.Map(lambda x: x).with_input_types(str)
+    assert scans == [3]
