@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Iterable
 
 import pytest
@@ -91,6 +92,61 @@ def test_create_many_elements_in_small_bundles() -> None:
     with td.Pipeline(runner=runner) as p:
         total = p | td.Create(range(1000)) | td.CombineGlobally(sum)
         assert_that(total, equal_to([499500]))
+
+
+def test_a_create_split_of_plain_values_travels_marshalled_and_comes_back_equal() -> None:
+    import math
+    import pickle
+
+    import cloudpickle
+
+    from tidal.transforms.core import CreateSource, _create_source_from_marshal
+
+    plain = [
+        (i, f"w{i % 7}", i / 3, -0.0, None, True, b"\x00b", 2**80 + i, 10**400, float("nan"), {"k": [i, (1.5, "\ud800")]}, frozenset({i}), {i, -i})
+        for i in range(2_000)
+    ]
+    source = CreateSource(plain)
+    assert source.__reduce__()[0] is _create_source_from_marshal
+    back = pickle.loads(cloudpickle.dumps(source, protocol=5))
+    first = back.values[0]
+    assert [v[:9] + v[10:] for v in back.values] == [v[:9] + v[10:] for v in plain]  # nan != nan
+    assert all(math.isnan(v[9]) for v in back.values)
+    assert [type(x) for x in first] == [type(x) for x in plain[0]] and math.copysign(1.0, first[3]) == -1.0
+    assert type(first[5]) is bool and first[10] == {"k": [0, (1.5, "\ud800")]}
+
+
+class _Pair(tuple):  # type: ignore[type-arg]
+    pass
+
+
+class _Level(enum.IntEnum):
+    HIGH = 2
+
+
+class _Name(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [_Pair((1, 2)), window.TimestampedValue(1, 5), _Level.HIGH, _Name("n")],
+    ids=["tuple-subclass", "timestamped", "int-enum", "str-subclass"],
+)
+def test_a_create_split_that_marshal_cannot_keep_exactly_pickles_its_values_as_they_are(odd: Any) -> None:
+    import pickle
+
+    from tidal.transforms.core import CreateSource
+
+    values = [(i, "x") for i in range(1_500)] + [odd]
+    back = pickle.loads(pickle.dumps(CreateSource(values)))
+    got = back.values[-1]
+    assert type(got) is type(odd)
+    if isinstance(odd, window.TimestampedValue):
+        assert (got.value, got.timestamp_us) == (1, 5_000_000)
+    else:
+        assert got == odd
+    assert back.values[:-1] == values[:-1]
 
 
 def test_impulse() -> None:
