@@ -817,7 +817,9 @@ class _Job:
     ) -> Any:
         """(worker, the job's settings for it, (splits, spec) of each instance it hosts) for every worker."""
         runner = self.runner
-        hosted: list[list[tuple[bytes, dict[str, Any]]]] = [[] for _ in self.actors]
+        # Each instance's splits, pickled when its worker's turn comes: the first worker unpickles
+        # its splits while the driver pickles the next one's.
+        hosted: list[list[tuple[dict[str, Any], dict[str, Any]]]] = [[] for _ in self.actors]
         for stage in self.plan.stages:
             n = self.counts[stage.id]
             # The worker slot each consuming instance runs on.
@@ -832,9 +834,7 @@ class _Job:
                 if any(node.full_label == label for node in stage.nodes)
             }
             for i in range(n):
-                # Pickled here, once: Ray's own serializer is several times slower on
-                # large lists of small tuples than cloudpickle's protocol 5 on a bytes blob.
-                splits = _dumps({label: assigned[i] for label, assigned in piece_lists.items()})
+                splits = {label: assigned[i] for label, assigned in piece_lists.items()}
                 spec = {
                     "stage": stage.id,
                     "index": i,
@@ -855,7 +855,9 @@ class _Job:
         for slot, worker in enumerate(self.actors):
             # A job's only worker may start reading as it loads (no peer can get a call before its load).
             job = {"slot": slot, "peers": self.actors, "max_in_flight": runner.max_in_flight, "step": len(self.actors) == 1}
-            yield worker, job, hosted[slot]
+            # Pickled here, once: Ray's own serializer is several times slower on large lists
+            # of small tuples than cloudpickle's protocol 5 on a bytes blob.
+            yield worker, job, [(_dumps(splits), spec) for splits, spec in hosted[slot]]
 
     def _loaded(self, loads: list[Any], last: bool) -> bool:
         """Wait for the loads. A pooled worker that is gone (its node died while it was idle) is
