@@ -149,6 +149,11 @@ def _count(kv: Any) -> tuple[Any, int]:
     return (kv[0], len(kv[1]))
 
 
+# The loops build each output's window as the engine does, without a call per window.
+_new = tuple.__new__
+_IW = window.IntervalWindow
+
+
 def _fixed_loop(pairs: Iterable[tuple[Any, int]], size_us: int = 60_000_000) -> list[Any]:
     """Per-(key, window) sums of (key, event time in µs) pairs, each counting 1."""
     sums: dict[tuple[Any, int], int] = {}
@@ -156,30 +161,32 @@ def _fixed_loop(pairs: Iterable[tuple[Any, int]], size_us: int = 60_000_000) -> 
     for key, t in pairs:
         kw = (key, t - t % size_us)
         sums[kw] = get(kw, 0) + 1
-    return [((key, total), window.IntervalWindow.from_micros(start, start + size_us)) for (key, start), total in sums.items()]
+    return [((key, total), _new(_IW, (start, start + size_us))) for (key, start), total in sums.items()]
 
 
 def _sessions_loop(pairs: Iterable[tuple[Any, int]], gap_us: int = 30_000_000) -> list[Any]:
     """Per key, (key, count) for each session of (key, event time in µs) pairs."""
     per_key: dict[Any, list[int]] = {}
+    get = per_key.get
     for key, t in pairs:
-        stamps = per_key.get(key)
+        stamps = get(key)
         if stamps is None:
             per_key[key] = [t]
         else:
             stamps.append(t)
-    out = []
+    out: list[Any] = []
+    append = out.append
     for key, stamps in per_key.items():
         stamps.sort()
         start, end, n = stamps[0], stamps[0] + gap_us, 0
         for t in stamps:
             if t >= end:  # [t, t + gap) does not meet the session so far
-                out.append(((key, n), window.IntervalWindow.from_micros(start, end)))
+                append(((key, n), _new(_IW, (start, end))))
                 start, n = t, 0
             n += 1
             if t + gap_us > end:
                 end = t + gap_us
-        out.append(((key, n), window.IntervalWindow.from_micros(start, end)))
+        append(((key, n), _new(_IW, (start, end))))
     return out
 
 
