@@ -346,7 +346,8 @@ def _deferring_kernel(
         append = out.append
         deferred = reducer._deferred
         get = deferred.get
-        wm = reducer.input_watermark
+        # The session [t, t + gap) has ended by the watermark when t + gap <= wm.
+        closed_from = reducer.input_watermark - gap
         sample = op.strict  # strict: the first output must pickle, as the general path checks
         v: Any = None
         kv: Any = None
@@ -367,9 +368,8 @@ def _deferring_kernel(
                 if sample:
                     sample = False
                     op._encode_sample(kv, f"output to {main_tag!r}")
-                end = t + gap
-                if end <= wm:  # late, or to be dropped: the grouping step decides
-                    append((kv, t, (new(interval, (t, end)),), p))
+                if t <= closed_from:  # late, or to be dropped: the grouping step decides
+                    append((kv, t, (new(interval, (t, t + gap)),), p))
                     continue
                 key, value = kv
                 cols = get(key)
@@ -378,7 +378,7 @@ def _deferring_kernel(
                 cols.append(value)
                 cols.append(t)
                 if cols[0] is not None:
-                    cols[0].append(end)
+                    cols[0].append(t + gap)
         except (TypeError, ValueError) as exc:
             reducer._raise_for(kv, exc)
         if len(deferred) > reducer._deferred_limit:
