@@ -78,8 +78,8 @@ from __future__ import annotations
 
 import abc
 import codecs
+import collections
 import itertools
-import queue
 import socket
 import threading
 import time
@@ -115,7 +115,15 @@ class UnboundedReader(abc.ABC):
 
     def __init__(self, out_of_orderness_us: int, start_offset: Any = None, queue_size: int = 50_000) -> None:
         self.out_of_orderness_us = out_of_orderness_us
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        # The hand-over between the reader thread and the runner: a deque, whose append and
+        # popleft are atomic, so an element costs no lock (a queue.Queue's put and get took
+        # a lock each, and the two threads fought over it for every element). The reader
+        # waits on ``_space`` only while ``queue_size`` elements wait.
+        self._items: collections.deque[Any] = collections.deque()
+        self._capacity = queue_size
+        self._space = threading.Event()
+        self._space.set()
+        self._closed = False
         self._stop = threading.Event()
         self._done = False
         self._error: BaseException | None = None
@@ -142,34 +150,39 @@ class UnboundedReader(abc.ABC):
 
     def _put(self, item: Any) -> bool:
         """Queue ``item``, waiting while the queue is full; False once the reader is closed."""
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
+        items = self._items
+        while len(items) >= self._capacity:
+            if self._closed:
+                return False
+            self._space.clear()
+            if len(items) < self._capacity:  # the runner took some before the clear
+                break
+            self._space.wait(0.05)
+        if self._closed:
+            return False
+        items.append(item)
+        return True
 
     def _take(self, max_items: int) -> list[Any]:
         """Up to ``max_items`` queued items; notes the end of the stream, and when its error is due."""
         if self._error_due:
             assert self._error is not None
             raise self._error
-        out: list[Any] = []
-        for _ in range(max_items):
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _END:
-                if self._error is None:
-                    self._done = True
-                elif out:
-                    self._error_due = True  # hand out what came before the error first
-                else:
-                    raise self._error
-                break
-            out.append(item)
+        items = self._items
+        n = min(max_items, len(items))
+        if not n:
+            return []
+        popleft = items.popleft
+        out = [popleft() for _ in range(n)]
+        self._space.set()
+        if out[-1] is _END:  # the last item the reader puts: only ever the last one taken
+            out.pop()
+            if self._error is None:
+                self._done = True
+            elif out:
+                self._error_due = True  # hand out what came before the error first
+            else:
+                raise self._error
         return out
 
     def poll(self, max_elements: int) -> list[Any]:
@@ -196,7 +209,9 @@ class UnboundedReader(abc.ABC):
         return self._done
 
     def close(self) -> None:
+        self._closed = True
         self._stop.set()
+        self._space.set()
 
 
 class _GeneratorReader(UnboundedReader):

@@ -271,3 +271,87 @@ def test_a_finished_generator_run_reports_done() -> None:
     assert finish(result) is td.PipelineState.DONE
     assert result.state is td.PipelineState.DONE
     assert result.cancel() is td.PipelineState.DONE  # cancelling a finished run changes nothing
+
+
+def _wait_for(predicate: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_a_reader_holds_at_most_its_queue_size_and_waits_for_the_runner_to_take_some() -> None:
+    from tidal.io.unbounded import UnboundedReader
+
+    produced: list[int] = []
+
+    class Endless(UnboundedReader):
+        def _produce(self) -> Iterator[Any]:
+            i = 0
+            while True:
+                produced.append(i)
+                yield window.TimestampedValue(i, i)
+                i += 1
+
+    reader = Endless(0, queue_size=100)
+    try:
+        _wait_for(lambda: len(produced) == 101)  # 100 queued, the 101st waits to go in
+        time.sleep(0.2)
+        assert len(produced) == 101
+        got = reader.poll(30)
+        assert [tv.value for tv in got] == list(range(30))
+        assert reader.watermark() == 29_000_000 and reader.offset() == 30
+        _wait_for(lambda: len(produced) == 131)
+        time.sleep(0.2)
+        assert len(produced) == 131
+        assert [tv.value for tv in reader.poll(1_000)] == list(range(30, 130))
+    finally:
+        reader.close()
+    reader._thread.join(DEADLINE_S)
+    assert not reader._thread.is_alive()  # closed while waiting for room: its thread ends
+
+
+def test_a_closed_reader_stops_a_slow_producer_at_its_next_element() -> None:
+    from tidal.io.unbounded import UnboundedReader
+
+    produced: list[int] = []
+
+    class Slow(UnboundedReader):
+        def _produce(self) -> Iterator[Any]:
+            i = 0
+            while True:
+                time.sleep(0.01)
+                produced.append(i)
+                yield i
+                i += 1
+
+    reader = Slow(0)
+    _wait_for(lambda: len(produced) >= 3)
+    reader.close()
+    reader._thread.join(DEADLINE_S)
+    assert not reader._thread.is_alive()
+    assert len(produced) < 1_000
+
+
+def test_a_readers_error_comes_after_the_elements_before_it_and_the_end_marks_it_done() -> None:
+    from tidal.io.unbounded import UnboundedReader
+
+    class Failing(UnboundedReader):
+        def _produce(self) -> Iterator[Any]:
+            yield from range(5)
+            raise OSError("connection reset")
+
+    class Ending(UnboundedReader):
+        def _produce(self) -> Iterator[Any]:
+            yield from range(5)
+
+    failing = Failing(0)
+    _wait_for(lambda: failing._thread.is_alive() is False)
+    assert failing.poll(3) == [0, 1, 2]
+    assert failing.poll(100) == [3, 4] and not failing.is_done()
+    with pytest.raises(OSError, match="connection reset"):
+        failing.poll(100)
+    ending = Ending(0)
+    _wait_for(lambda: ending._thread.is_alive() is False)
+    assert ending.poll(5) == [0, 1, 2, 3, 4] and not ending.is_done()
+    assert ending.poll(5) == [] and ending.is_done()
