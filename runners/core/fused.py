@@ -43,7 +43,7 @@ Two more fusions of a ``Map`` with the step it alone feeds:
 * ``Map`` -> ``WindowInto(Sessions)`` -> ``GroupByKey`` (or an unlifted
   ``CombinePerKey``) in the same executor, whose reducer holds session values
   until the watermark moves: the kernel appends each value and its session's
-  bounds to the reducer's deferred columns, with no windowed value between
+  bounds to the reducer's deferred values, with no windowed value between
   the steps (one session per element: 2.3x). An element whose session the
   watermark has passed still goes through the grouping step's ``process``.
 """
@@ -323,7 +323,7 @@ def _deferring_kernel(
     op: ParDoOperator, fn: Callable[[Any], Any], windowfn: Sessions, group_op: Any
 ) -> Callable[[Any], None]:
     """Map -> WindowInto(Sessions) -> grouping: the Map's kernel adds each value and its session's
-    bounds to the grouping step's deferred columns itself (what its reducer would do with the
+    bounds to the grouping step's deferred values itself (what its reducer would do with the
     windowed value).
 
     Anything unusual (a WindowedValue or TaggedOutput from the function, an element whose session

@@ -198,8 +198,9 @@ class KeyedWindowReducer:
         self.active: MutableMapping[Any, set[Any]] = {}
         # Default trigger with end-of-window timestamps: merging can wait for the watermark.
         self._bulk = self.merging and self.default_trigger and self.combiner is TimestampCombiner.OUTPUT_AT_EOW
-        #: Values waiting for the watermark, by key: (values, windows) columns, or for Sessions
-        #: [values, starts, ends], the windows' bounds as ints (ends None while each is one gap).
+        #: Values waiting for the watermark, by key: (values, windows) columns, or for Sessions one
+        #: flat list [ends, value, start, value, start, ...], the windows' bounds as ints (ends
+        #: None while each window is one gap long, else the list of their ends).
         self._deferred: dict[Any, Any] = {}
         # Sessions under the default trigger without allowed lateness: a new session the
         # arriving watermark closes at once fires its only pane without window state.
