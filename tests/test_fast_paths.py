@@ -848,3 +848,50 @@ def test_on_the_disk_backend_deferred_session_values_stay_within_the_cache(tmp_p
         [(f"k{i:02d}", [i, i], W(0, 8)) for i in range(50)] + [(f"k{i:02d}", [i], W(20, 25)) for i in range(50)]
     )
     ex.state_backend.close()
+
+
+def test_a_watermark_move_hands_on_the_fused_partials_of_the_windows_it_may_close_and_keeps_the_rest() -> None:
+    # A stream's watermark moves with every bundle: sending every open window's partials on
+    # each move would send a partial per key and bundle. The windows the new watermark may
+    # close go (their last timestamp at or before it), the others keep combining; the global
+    # window's go at the end of time; the table of the general path goes on every move.
+    from tidal.model.combinefn import SumCombineFn
+    from tidal.model.time import MIN_TIMESTAMP_US
+    from tidal.model.window import GLOBAL_WINDOW
+    from tidal.runners.core.operators import PrecombineOperator
+
+    pre = PrecombineOperator("Pre", SumCombineFn())
+    sent: list[Any] = []
+    pre.add_receiver("out", sent.extend)
+    size = 60_000_000
+    starts = pre.start_table(size)
+    starts[0] = {"a": 1, "b": 2}
+    starts[size] = {"a": 3}
+    starts[2 * size] = {"c": 4}
+    pre.starts_count = 4
+    pre.global_table["g"] = 5
+    late = window.IntervalWindow.from_micros(-size, 0)
+    pre.table[("t", late)] = 6
+
+    def got() -> list[Any]:
+        out = sorted((kv, ts, ws[0]) for kv, ts, ws, _p in sent)
+        sent.clear()
+        return out
+
+    w0 = window.IntervalWindow.from_micros(0, size)
+    w1 = window.IntervalWindow.from_micros(size, 2 * size)
+    pre.advance(size - 2, [], MIN_TIMESTAMP_US)  # one µs before the first window's last timestamp
+    assert got() == [(("t", 6), -1, late)]
+    assert set(starts) == {0, size, 2 * size} and pre.starts_count == 4
+    pre.advance(size - 1, [], MIN_TIMESTAMP_US)
+    assert got() == [(("a", 1), size - 1, w0), (("b", 2), size - 1, w0)]
+    assert set(starts) == {size, 2 * size} and pre.starts_count == 2
+    starts[size]["d"] = 7  # the kernel goes on adding to the open window's table
+    pre.starts_count += 1
+    pre.advance(2 * size + 5, [], MIN_TIMESTAMP_US)
+    assert got() == [(("a", 3), 2 * size - 1, w1), (("d", 7), 2 * size - 1, w1)]
+    assert set(starts) == {2 * size} and pre.starts_count == 1 and pre.global_table == {"g": 5}
+    pre.advance(MAX_TIMESTAMP_US, [], MIN_TIMESTAMP_US)
+    w2 = window.IntervalWindow.from_micros(2 * size, 3 * size)
+    assert got() == sorted([(("c", 4), 3 * size - 1, w2), (("g", 5), GLOBAL_WINDOW.max_timestamp_us, GLOBAL_WINDOW)])
+    assert not starts and pre.starts_count == 0 and not pre.global_table and pre.is_idle()

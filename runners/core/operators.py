@@ -523,8 +523,9 @@ class PrecombineOperator(Operator):
     """The lifted half of CombinePerKey: partial accumulators per key and window.
 
     Runs in the producer's stage, before the shuffle. The table is flushed
-    downstream when it grows past ``max_keys`` and always before the
-    watermark moves on, so no partial result can become late.
+    downstream when it grows past ``max_keys``, and before the watermark moves
+    on, each partial result of a window the watermark may close then, so no
+    partial result can become late.
     """
 
     def __init__(self, label: str, fn: CombineFn, max_keys: int = 200_000) -> None:
@@ -660,7 +661,13 @@ class PrecombineOperator(Operator):
         self.emit("out", late)
         return on_time
 
-    def flush(self) -> None:
+    def flush(self, watermark: int | None = None) -> None:
+        """Hand the partial results on: all of them, or with ``watermark`` (the watermark about
+        to be set) those the grouping step may fire at it. The table's go on every watermark
+        move; the fused kernels' per-window tables only once the watermark reaches their
+        window's last timestamp, so a stream whose watermark moves with every bundle still
+        combines a window's elements before the shuffle instead of sending a partial per key
+        and bundle."""
         if not self.table and not self.starts and not self.global_table:
             return
         compact = self.fn.compact
@@ -672,13 +679,17 @@ class PrecombineOperator(Operator):
                 out.append(((key, compact(acc)), w._end_us - 1, (w,), PANE_INFO_UNKNOWN))
             if self.starts:
                 size, unknown, append = self.starts_size, PANE_INFO_UNKNOWN, out.append
-                for start, accs in self.starts.items():
+                starts = self.starts
+                closing = list(starts) if watermark is None else [s for s in starts if s + size - 1 <= watermark]
+                for start in closing:
+                    accs = starts.pop(start)  # in place: a fused kernel holds this table
+                    self.starts_count -= len(accs)
                     max_ts, in_window = start + size - 1, (IntervalWindow.from_micros(start, start + size),)
                     for key, acc in accs.items():
                         append(((key, compact(acc)), max_ts, in_window, unknown))
-                self.starts.clear()
-                self.starts_count = 0
-            if self.global_table:
+                if not starts:
+                    self.starts_count = 0
+            if self.global_table and (watermark is None or GLOBAL_WINDOW._end_us - 1 <= watermark):
                 max_ts, in_global, unknown, append = GLOBAL_WINDOW._end_us - 1, GLOBAL_WINDOWS_TUPLE, PANE_INFO_UNKNOWN, out.append
                 for key, acc in self.global_table.items():
                     append(((key, compact(acc)), max_ts, in_global, unknown))
@@ -694,7 +705,7 @@ class PrecombineOperator(Operator):
         moved = input_watermark > self.input_watermark
         super().advance(input_watermark, side_watermarks, processing_time)
         if moved:
-            self.flush()
+            self.flush(input_watermark)
 
     def is_idle(self) -> bool:
         return not self.table and not self.starts and not self.global_table
