@@ -123,7 +123,7 @@ class UnboundedReader(abc.ABC):
         self._capacity = queue_size
         self._space = threading.Event()
         self._space.set()
-        self._closed = False
+        self._closed = False  # what ``_stop`` says, read per element without a method call
         self._stop = threading.Event()
         self._done = False
         self._error: BaseException | None = None

@@ -28,7 +28,6 @@ from hypothesis import strategies as st
 import tidal as td
 from tidal import trigger, window
 from tidal.model.dofn import DoFn
-from tidal.model.combinefn import CombineFn
 from tidal.model import typehints
 from tidal.model.strategy import WindowingStrategy
 from tidal.model.time import MAX_TIMESTAMP_US
@@ -588,16 +587,7 @@ def test_a_firing_leaves_its_panes_out_of_the_young_generation() -> None:
     assert all(id(p) in old for p in panes)
 
 
-class _FailingOutput(CombineFn):
-    def create_accumulator(self) -> int:
-        return 0
-
-    def add_input(self, acc: int, x: int) -> int:
-        return acc + x
-
-    def merge_accumulators(self, accs: Any) -> int:
-        return sum(accs)
-
+class _FailingOutput(SumFn):
     def extract_output(self, acc: int) -> int:
         import gc
 

@@ -26,6 +26,8 @@ from tidal.runners.microbatch.commitlog import CommitLog
 from tidal.testing import TestStream
 from tidal.io.arrowio import ReadArrow
 
+from arrow_support import COMBINERS, WINDOWED
+
 
 class _Collect(td.DoFn):
     """Appends each element with its timestamp, window and pane to a file (one pickle per bundle)."""
@@ -272,19 +274,7 @@ def _arrow_pipeline(table: pa.Table, windowfn: Any, fn: Any) -> Callable[[td.Pip
     return build
 
 
-WINDOWFNS = {
-    "global": None,
-    "fixed": window.FixedWindows(10),
-    "fixed-offset": window.FixedWindows(10, offset=3),
-    "sliding": window.SlidingWindows(10, 4),
-}
-COMBINERS = {
-    "sum": sum,
-    "count": combiners.CountCombineFn(),
-    "mean": combiners.MeanCombineFn(),
-    "min": min,
-    "max": max,
-}
+WINDOWFNS = {"global": None, **WINDOWED}
 
 
 def test_the_arrow_path_is_taken_for_a_known_combiner(tmp_path: Path) -> None:

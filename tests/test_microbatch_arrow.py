@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tidal as td
-from tidal import combiners, window
+from tidal import window
 from tidal.io.arrowio import ReadArrow
 from tidal.io.parquetio import ParquetSource
 from tidal.model.time import MAX_TIMESTAMP_US, MIN_TIMESTAMP_US
@@ -34,22 +34,12 @@ from tidal.runners.microbatch import MicroBatchRunner
 from tidal.runners.microbatch import columnar
 from tidal.runners.microbatch.columnar import ArrowWindowedCombine, DenseGrid, find_arrow_combines
 
+from arrow_support import COMBINERS, WINDOWED
+
 ONLY = PaneInfo(True, True, PaneInfoTiming.ON_TIME, 0, 0)
 SECOND = 1_000_000
 
-WINDOWFNS = {
-    "global": window.GlobalWindows(),
-    "fixed": window.FixedWindows(10),
-    "fixed-offset": window.FixedWindows(10, offset=3),
-    "sliding": window.SlidingWindows(10, 4),
-}
-COMBINERS = {
-    "sum": sum,
-    "count": combiners.CountCombineFn(),
-    "mean": combiners.MeanCombineFn(),
-    "min": min,
-    "max": max,
-}
+WINDOWFNS = {"global": window.GlobalWindows(), **WINDOWED}
 KEYS = {
     # Small integers fit the dense grid; far-apart ones go to the hash group-by, packed into one
     # column unless their range is too wide for 62 bits; strings cannot be packed.

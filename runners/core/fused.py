@@ -414,6 +414,16 @@ def _fused_kernel(
             invoker._fail(fn, exc, v)
         return results
 
+    def window_table(start: int, before: dict[int, int]) -> dict[Any, Any]:
+        """The {key: sum} table of the window that starts at ``start``; ``before`` notes its size
+        when the bundle first reached it (what the bundle added is counted from it)."""
+        accs = starts.get(start)
+        if accs is None:
+            accs = starts[start] = {}
+        if start not in before:
+            before[start] = len(accs)
+        return accs
+
     def one_pass(values: list[Any]) -> None:
         """Fixed windows over a source's plain values: the function's call in the same loop."""
         general = outputs[main_tag].append
@@ -439,32 +449,17 @@ def _fused_kernel(
                     t = r.timestamp_us
                     kv = r.value
                     start = t - (t - offset) % size
-                    if start != last:
-                        if start + size <= wm:
-                            general((kv, t, assign_in(t, kv, ws0[0]), p0))
-                            continue
-                        accs = starts.get(start)
-                        if accs is None:
-                            accs = starts[start] = {}
-                        if start not in before:
-                            before[start] = len(accs)
-                        last, get = start, accs.get
                 elif r.__class__ in special:
                     handle(r, t0, ws0, p0)
                     continue
                 else:
-                    kv = r
-                    start = start0
-                    if start != last:
-                        if start + size <= wm:
-                            general((kv, t0, ws0, p0))
-                            continue
-                        accs = starts.get(start)
-                        if accs is None:
-                            accs = starts[start] = {}
-                        if start not in before:
-                            before[start] = len(accs)
-                        last, get = start, accs.get
+                    t, kv, start = t0, r, start0
+                if start != last:
+                    if start + size <= wm:  # its window has ended: the step-by-step way decides
+                        general((kv, t, assign_in(t, kv, ws0[0]) if r.__class__ is stamped else ws0, p0))
+                        continue
+                    accs = window_table(start, before)
+                    last, get = start, accs.get
                 key, value = kv
                 accs[key] = get(key, 0) + value  # type: ignore[index,misc]
         except (TypeError, ValueError) as exc:
@@ -515,11 +510,7 @@ def _fused_kernel(
                             general((kv, t, ws, p))
                             continue
                     if start != last:
-                        accs = starts.get(start)
-                        if accs is None:
-                            accs = starts[start] = {}
-                        if start not in before:
-                            before[start] = len(accs)
+                        accs = window_table(start, before)
                         last, get = start, accs.get
                     key, value = kv
                     accs[key] = get(key, 0) + value
@@ -543,14 +534,7 @@ def _fused_kernel(
                         continue
                     if (first, count) != last:
                         # The tables of the element's windows, latest start first.
-                        tables = []
-                        for start in range(first, first - count * period, -period):
-                            accs = starts.get(start)
-                            if accs is None:
-                                accs = starts[start] = {}
-                            if start not in before:
-                                before[start] = len(accs)
-                            tables.append(accs)
+                        tables = [window_table(start, before) for start in range(first, first - count * period, -period)]
                         last = (first, count)
                     key, value = kv
                     for accs in tables:

@@ -687,8 +687,6 @@ class PrecombineOperator(Operator):
                     max_ts, in_window = start + size - 1, (IntervalWindow.from_micros(start, start + size),)
                     for key, acc in accs.items():
                         append(((key, compact(acc)), max_ts, in_window, unknown))
-                if not starts:
-                    self.starts_count = 0
             if self.global_table and (watermark is None or GLOBAL_WINDOW._end_us - 1 <= watermark):
                 max_ts, in_global, unknown, append = GLOBAL_WINDOW._end_us - 1, GLOBAL_WINDOWS_TUPLE, PANE_INFO_UNKNOWN, out.append
                 for key, acc in self.global_table.items():
