@@ -30,6 +30,8 @@ _BUILTIN_METHOD = types.BuiltinMethodType
 __all__ = ["DoFnSignature", "DoFnInvoker", "SideInputResolver"]
 
 _SPECIAL_OUTPUTS = frozenset({TaggedOutput, TimestampedValue, WindowedValue})
+#: What a sink's process commonly returns: no outputs, with no iterator to take that from.
+_NOTHING = ()
 
 
 class DoFnSignature:
@@ -375,11 +377,12 @@ class DoFnInvoker:
         out = self.outputs[self.main_tag]
         special = _SPECIAL_OUTPUTS
         handle = self.handle_special
+        nothing = _NOTHING
         v: Any = None
         try:
             for v, t, ws, p in bundle:
                 rs = process(v)
-                if rs is None:
+                if rs is None or rs is nothing:
                     continue
                 for r in rs:
                     if r.__class__ in special:
@@ -399,14 +402,25 @@ class DoFnInvoker:
         out = self.outputs[self.main_tag]
         special = _SPECIAL_OUTPUTS
         handle = self.handle_special
+        nothing = _NOTHING
         v: Any = None
         try:
             for v, t, ws, p in bundle:
+                if len(ws) == 1:  # one window: no iterator over the windows, and its tuple is ws
+                    rs = process(v, ws[0])
+                    if rs is None or rs is nothing:
+                        continue
+                    for r in rs:
+                        if r.__class__ in special:
+                            handle(r, t, ws, p)
+                        else:
+                            out.append((r, t, ws, p))
+                    continue
                 for w in ws:
                     rs = process(v, w)
-                    if rs is None:
+                    if rs is None or rs is nothing:
                         continue
-                    wtuple = ws if len(ws) == 1 else (w,)
+                    wtuple = (w,)
                     for r in rs:
                         if r.__class__ in special:
                             handle(r, t, wtuple, p)
