@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable
 
 import tidal as td
 from tidal.capability_matrix.execute import compare_multisets
-from tidal.capability_matrix.sinks import RecordTo, read_records
+from tidal.capability_matrix.sinks import RecordValues, read_records
 
 __all__ = ["BenchmarkMismatch", "ExpectedOutput", "Tally", "BatchTally", "read_tally", "close_per_key", "check_tally", "counted"]
 
@@ -95,7 +95,7 @@ class ExpectedOutput:
     def sink(self) -> td.ParDo:
         """A fresh recorder for one run (apply it to the pipeline's output)."""
         self._folder = tempfile.mkdtemp(prefix="tidal-bench-out-")
-        return td.ParDo(RecordTo(self._folder, ("value",)))
+        return td.ParDo(RecordValues(self._folder))
 
     def verify(self) -> None:
         """Compare what the last run recorded with the expected output; raise BenchmarkMismatch if they differ."""

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import attrs
 
 from tidal.capability_matrix.case import CHECKPOINT_RESTORE, Case, CaseContext, CaseFailure, CaseSkipped, ExpectedError
-from tidal.capability_matrix.sinks import InjectedFailure, RecordTo, read_records
+from tidal.capability_matrix.sinks import InjectedFailure, read_records, recorder
 from tidal.model.pipeline import Pipeline
 from tidal.model.primitives import ParDo
 from tidal.model.pvalue import PCollection
@@ -335,7 +335,7 @@ def _restore_outcome(ctx: CaseContext, result: "PipelineResult | None", restarts
 
 
 def _record(folder: str, observe: tuple[str, ...]) -> ParDo:
-    return ParDo(RecordTo(folder, observe))
+    return ParDo(recorder(folder, observe))
 
 
 def _check_outputs(case: Case, named: dict[str, PCollection[Any]], ctx: CaseContext) -> list[str]:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 
 from tidal.model.dofn import DoFn
 
-__all__ = ["RecordTo", "FailOnce", "FailAfterCheckpoint", "InjectedFailure", "read_records", "has_complete_checkpoint"]
+__all__ = ["RecordTo", "RecordValues", "recorder", "FailOnce", "FailAfterCheckpoint", "InjectedFailure", "read_records", "has_complete_checkpoint"]
 
 
 class RecordTo(DoFn):
@@ -79,6 +79,35 @@ class RecordTo(DoFn):
             pickle.dump(self._buffer, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(path + ".tmp", path)
         self._buffer = []
+
+
+class RecordValues(RecordTo):
+    """A :class:`RecordTo` that observes the values alone: its ``process`` takes the element only,
+    so the runner passes no timestamp, window or pane it would not read.
+
+    >>> import tempfile, tidal as td
+    >>> folder = tempfile.mkdtemp()
+    >>> with td.Pipeline() as p:
+    ...     _ = p | td.Create(["a", "b"]) | td.ParDo(RecordValues(folder))
+    >>> sorted(read_records(folder))
+    ['a', 'b']
+    """
+
+    def __init__(self, folder: str) -> None:
+        super().__init__(folder, ("value",))
+
+    def process(self, element: Any) -> Iterable[Any]:  # type: ignore[override]
+        self._buffer.append(element)
+        return ()
+
+
+def recorder(folder: str, observe: tuple[str, ...]) -> RecordTo:
+    """The recording sink for ``observe``: :class:`RecordValues` for the values alone.
+
+    >>> type(recorder("out", ("value",))).__name__, type(recorder("out", ("value", "window"))).__name__
+    ('RecordValues', 'RecordTo')
+    """
+    return RecordValues(folder) if tuple(observe) == ("value",) else RecordTo(folder, observe)
 
 
 def read_records(folder: str | os.PathLike[str], file_prefix: str = "") -> list[Any]:

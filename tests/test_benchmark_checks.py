@@ -14,7 +14,7 @@ import pytest
 
 from tidal.benchmarks import direct_windowed, direct_wordcount, floor, microbatch_bench, ray_checkpoint, ray_wordcount
 from tidal.benchmarks.verify import BatchTally, BenchmarkMismatch, Tally
-from tidal.capability_matrix.sinks import RecordTo
+from tidal.capability_matrix.sinks import RecordTo, RecordValues
 
 SMALL: dict[str, tuple[Callable[[list[str]], int], list[str]]] = {
     "direct_wordcount": (direct_wordcount.main, ["--elements", "3000", "--distinct", "50", "--repeats", "1"]),
@@ -39,7 +39,7 @@ def test_a_benchmark_passes_its_own_check_and_prints_its_figures(name: str, caps
 
 def _lose_the_first_element(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every recording sink and Tally drops the first element it is given (a BatchTally its first row)."""
-    for cls in (RecordTo, Tally, floor.Digest):
+    for cls in (RecordTo, RecordValues, Tally, floor.Digest):
         process = cls.process
 
         def losing(self: Any, element: Any, *args: Any, _process: Any = process, **kwargs: Any) -> Iterable[Any]:
