@@ -8,10 +8,13 @@ Two measurements:
   runner of ``--runner``; every run's output is checked against the plain
   loop's result (as ``floor`` does) before any figure is printed. The spread
   is the largest median over the smallest, minus one: linear cost keeps it
-  within 20%. The plain loop of ``floor`` runs ``--repeats`` times at each
-  size too, and its own spread is printed beside the runner's: where it grows,
-  the machine (a working set past the CPU's caches), not the engine, bends the
-  curve. Each workload keeps the shape it has at 1,000,000 elements at
+  within 20%. The sizes take turns, ``--repeats`` rounds of them, so a machine
+  whose speed drifts weighs on every size alike, and a size under 1,000,000
+  runs several times a round (10 at 100,000). The plain loop of ``floor`` runs
+  beside the runner at each size, and its own spread is printed, with the
+  spread of the runner's rate over the loop's: where the loop's grows, the
+  machine (a working set past the CPU's caches), not the engine, bends the
+  curve; the ratio's spread is the engine's own. Each workload keeps the shape it has at 1,000,000 elements at
   every size (``--shape scaled``, the default): the word count draws from
   one distinct word per 100 elements, and the merging sessions spread their
   event times over one second per 1,000 elements, so a key holds as many
@@ -151,6 +154,49 @@ def _stream_in_own_process(n: int) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def runs_per_round(n: int) -> int:
+    """How many back-to-back runs a size gets in each round: up to 10, about 1,000,000 elements' worth.
+
+    >>> runs_per_round(100_000), runs_per_round(1_000_000), runs_per_round(10_000_000)
+    (10, 1, 1)
+    """
+    return max(1, min(10, 1_000_000 // max(1, n)))
+
+
+def _throughput(w: floor.Workload, sizes: list[int], repeats: int, runner: str, shape: str) -> list[dict[str, Any]]:
+    """Workload ``w`` at each size, the plain loop and the runner, every run's output checked.
+
+    The sizes take turns, round after round (``repeats`` rounds), so a machine whose speed
+    drifts over the minutes weighs on every size alike; a small size runs several times
+    per round (:func:`runs_per_round`), since one run of 100,000 elements lasts a few
+    hundredths of a second.
+    """
+    inputs = {n: make_input(w.name, n, shape) for n in sizes}
+    checks = {}
+    for n in sizes:
+        _, expected = floor._timed_loop(w, inputs[n])
+        checks[n] = w.check(f"linear {w.name} {n}", expected)
+        del expected
+    loop_times: dict[int, list[float]] = {n: [] for n in sizes}
+    runs: dict[int, list[tuple[float, float]]] = {n: [] for n in sizes}
+    for _ in range(repeats):
+        for n in sizes:
+            for _ in range(runs_per_round(n)):
+                loop_times[n].append(floor._timed_loop(w, inputs[n])[0][0])
+                runs[n].append(floor._timed_run(w, inputs[n], floor.RUNNERS[runner](), checks[n]))
+    return [
+        {
+            "workload": w.name, "elements": n, "runner": runner, "shape": shape,
+            "median_elements_per_s": n / statistics.median(t for t, _ in runs[n]),
+            "median_elements_per_cpu_s": n / statistics.median(c for _, c in runs[n]),
+            "times_s": [t for t, _ in runs[n]],
+            # The plain loop at the same size: the machine's own cost curve (caches)
+            "loop_median_elements_per_s": n / statistics.median(loop_times[n]),
+        }
+        for n in sizes
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--elements", default="100000,1000000,10000000", help="comma-separated input sizes")
@@ -172,25 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"throughput": [], "stream": []}
     try:  # every run's output is checked before any figure is printed
         for name in args.workloads.split(",") if sizes else ():
-            w = floor.WORKLOADS[name]
-            for n in sizes:
-                data = make_input(name, n, args.shape)
-                loop_times = []
-                for _ in range(args.repeats):
-                    (seconds, _cpu), expected = floor._timed_loop(w, data)
-                    loop_times.append(seconds)
-                check = w.check(f"linear {name} {n}", expected)
-                del expected
-                runs = [floor._timed_run(w, data, floor.RUNNERS[args.runner](), check) for _ in range(args.repeats)]
-                del data
-                results["throughput"].append({
-                    "workload": name, "elements": n, "runner": args.runner, "shape": args.shape,
-                    "median_elements_per_s": n / statistics.median(t for t, _ in runs),
-                    "median_elements_per_cpu_s": n / statistics.median(c for _, c in runs),
-                    "times_s": [t for t, _ in runs],
-                    # The plain loop at the same size: the machine's own cost curve (caches)
-                    "loop_median_elements_per_s": n / statistics.median(loop_times),
-                })
+            results["throughput"] += _throughput(floor.WORKLOADS[name], sizes, args.repeats, args.runner, args.shape)
         for n in lengths:
             results["stream"].append(_stream_in_own_process(n))
     except BenchmarkMismatch as exc:
@@ -206,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                   f" ({row['median_elements_per_s'] / row['loop_median_elements_per_s']:.2f}x)")
         print(f"{name:10s} spread over sizes: {spread([r['median_elements_per_s'] for r in rows]):.0%} (wall), "
               f"{spread([r['median_elements_per_cpu_s'] for r in rows]):.0%} (CPU); the plain loop's own: "
-              f"{spread([r['loop_median_elements_per_s'] for r in rows]):.0%}")
+              f"{spread([r['loop_median_elements_per_s'] for r in rows]):.0%}; the runner's rate over the loop's: "
+              f"{spread([r['median_elements_per_s'] / r['loop_median_elements_per_s'] for r in rows]):.0%}")
     for row in results["stream"]:
         print(f"stream     {row['events']:>11,} events  {row['events_per_s']:>11,.0f} events/s  peak RSS {row['peak_rss_mib']:,.0f} MiB")
     if len(results["stream"]) > 1:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 
 import pytest
 
-from tidal.benchmarks import direct_windowed, direct_wordcount, floor, microbatch_bench, ray_checkpoint, ray_wordcount
+from tidal.benchmarks import direct_windowed, direct_wordcount, floor, linear, microbatch_bench, ray_checkpoint, ray_wordcount
 from tidal.benchmarks.verify import BatchTally, BenchmarkMismatch, Tally
 from tidal.capability_matrix.sinks import RecordTo, RecordValues
 
@@ -25,6 +25,7 @@ SMALL: dict[str, tuple[Callable[[list[str]], int], list[str]]] = {
          "--max-batch-size", "4000", "--repeats", "1", "--workloads", "arrow,fallback,wordcount,pyarrow,batched"],
     ),
     "floor": (floor.main, ["--elements", "3000", "--repeats", "1"]),
+    "linear": (linear.main, ["--elements", "2000,4000", "--stream", "", "--repeats", "1"]),
 }
 FIGURE = ("elements/s", "events/s")
 
@@ -121,3 +122,26 @@ def test_the_bare_pyarrow_side_is_checked_too() -> None:
     pairs = microbatch_bench.bare_pyarrow_sums(batches, True)
     with pytest.raises(BenchmarkMismatch, match=r"^bare: bare pyarrow gave \d+ groups"):
         microbatch_bench.check_bare([((k + 1, v), w) for (k, v), w in pairs], expected)
+
+
+def test_the_sizes_of_the_linear_benchmark_take_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round after round every size runs (a small one several times), the loop beside the runner."""
+    order: list[tuple[str, int]] = []
+    timed_loop, timed_run = floor._timed_loop, floor._timed_run
+
+    def loop(w: Any, data: Any) -> Any:
+        order.append(("loop", len(data)))
+        return timed_loop(w, data)
+
+    def run(w: Any, data: Any, runner: Any, check: Any) -> Any:
+        order.append(("run", len(data)))
+        return timed_run(w, data, runner, check)
+
+    monkeypatch.setattr(floor, "_timed_loop", loop)
+    monkeypatch.setattr(floor, "_timed_run", run)
+    monkeypatch.setattr(linear, "runs_per_round", lambda n: 2 if n < 3000 else 1)
+    rows = linear._throughput(floor.WORKLOADS["fixed"], [2000, 4000], 2, "direct", "scaled")
+    expected_outputs = [("loop", 2000), ("loop", 4000)]
+    one_round = [("loop", 2000), ("run", 2000)] * 2 + [("loop", 4000), ("run", 4000)]
+    assert order == expected_outputs + one_round * 2
+    assert [(r["elements"], len(r["times_s"])) for r in rows] == [(2000, 4), (4000, 2)]
