@@ -25,12 +25,27 @@ result: the word count element by element, the windowed workloads by a
 each ``(output, window)``). A difference stops the benchmark before it prints
 a figure.
 
+``spark-rdd`` runs the same four workloads as Apache Spark 4.3 RDD jobs with
+Python lambdas on ``local[2]`` (Spark's own parallelism, two cores, where tidal's
+runners use one): ``parallelize`` of the same input, ``reduceByKey(add)`` for the
+word count and the fixed windows (keyed by key and window start),
+``groupByKey()`` and the plain loop's cut into sessions for the other two. The
+Spark session is started, and warmed up by one small job, once per benchmark
+run, outside the timing; each timed run goes from ``parallelize`` to the result
+collected to the driver, and is checked outside it (the word count element by
+element, the windowed workloads by :func:`digest_of` of the collected
+``(output, (start µs, end µs))`` pairs). pyspark lives in its own virtualenv
+(``make bench-peers``), so run it with ``.venv-spark/bin/python``.
+
 Run: ``python -m tidal.benchmarks.floor [--elements 100000,1000000] [--repeats 3]
-[--runners direct,direct-nonstrict,microbatch] [--workloads ...] [--json PATH]``.
+[--runners direct,direct-nonstrict,microbatch,spark-rdd] [--workloads ...] [--json PATH]``.
 Several sizes show whether the cost grows linearly. It prints, per workload and
 size, the median elements/s of each runner and its ratio to the plain loop, by the
 wall clock and per CPU-second of this process (on a shared machine the second
-counts what the run did, not what other processes took from it).
+counts what the run did, not what other processes took from it). For
+``spark-rdd`` this process is Spark's driver: its CPU-seconds leave out the work
+of Spark's JVM and Python workers, so only its wall-clock figure compares with
+the others.
 """
 
 from __future__ import annotations
@@ -38,6 +53,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import operator
 import os
 import pickle
 import shutil
@@ -56,7 +72,7 @@ from tidal.benchmarks.verify import BenchmarkMismatch, ExpectedOutput
 from tidal.runners.direct import DirectRunner
 from tidal.runners.microbatch import MicroBatchRunner
 
-__all__ = ["Digest", "digest_of", "WORKLOADS", "main"]
+__all__ = ["Digest", "digest_of", "WORKLOADS", "SPARK_JOBS", "SparkMissing", "start_spark", "main"]
 
 KEYS = 10_000
 _MASK = (1 << 64) - 1
@@ -285,6 +301,149 @@ def _timed_run(w: Workload, data: Any, runner: Any, check: Any) -> tuple[float, 
     return seconds, cpu_seconds
 
 
+# -- the workloads as Apache Spark RDD jobs (spark-rdd) ---------------------------------------------
+
+SPARK_RUNNER = "spark-rdd"
+#: Spark's own parallelism: ``local[2]``, both cores of the benchmark machine.
+SPARK_PARALLELISM = 2
+_FIXED_US = 60_000_000
+_GAP_US = 30_000_000
+
+
+class SparkMissing(RuntimeError):
+    """``spark-rdd`` was asked for in a Python without pyspark."""
+
+
+def _fixed_cell(i: int) -> tuple[tuple[int, int], int]:
+    """Element ``i`` of the fixed workload as ((key, start of its 60 s window in µs), 1).
+
+    >>> _fixed_cell(60_001)
+    ((1, 60000000), 1)
+    """
+    t = round(i / 1000 * 1_000_000)
+    return (i % KEYS, t - t % _FIXED_US), 1
+
+
+def _sessions_of(kv: tuple[Any, Iterable[int]]) -> list[tuple[tuple[Any, int], tuple[int, int]]]:
+    """One key's sessions of 30 s gaps from its event times in µs, cut as the plain loop cuts them:
+    ``((key, count), (start, end))`` each.
+
+    >>> _sessions_of((7, [40_000_000, 0, 10_000_000]))
+    [((7, 2), (0, 40000000)), ((7, 1), (40000000, 70000000))]
+    """
+    key, times = kv
+    stamps = sorted(times)
+    out: list[tuple[tuple[Any, int], tuple[int, int]]] = []
+    start, end, n = stamps[0], stamps[0] + _GAP_US, 0
+    for t in stamps:
+        if t >= end:
+            out.append(((key, n), (start, end)))
+            start, n = t, 0
+        n += 1
+        if t + _GAP_US > end:
+            end = t + _GAP_US
+    out.append(((key, n), (start, end)))
+    return out
+
+
+def _wordcount_rdd(sc: Any, data: list[tuple[int, str]]) -> list[Any]:
+    collected: list[Any] = sc.parallelize(data, SPARK_PARALLELISM).map(lambda kv: (kv[1], 1)).reduceByKey(operator.add).collect()
+    return collected
+
+
+def _fixed_rdd(sc: Any, data: range) -> list[Any]:
+    collected: list[Any] = (
+        sc.parallelize(data, SPARK_PARALLELISM)
+        .map(_fixed_cell)
+        .reduceByKey(operator.add)
+        .map(lambda kv: ((kv[0][0], kv[1]), (kv[0][1], kv[0][1] + _FIXED_US)))
+        .collect()
+    )
+    return collected
+
+
+def _sessions_rdd(sc: Any, data: range) -> list[Any]:
+    collected: list[Any] = (
+        sc.parallelize(data, SPARK_PARALLELISM)
+        .map(lambda i: (i % KEYS, round(i / 100 * 1_000_000)))
+        .groupByKey()
+        .flatMap(_sessions_of)
+        .collect()
+    )
+    return collected
+
+
+def _merged_rdd(sc: Any, data: list[tuple[int, float]]) -> list[Any]:
+    collected: list[Any] = (
+        sc.parallelize(data, SPARK_PARALLELISM)
+        .map(lambda e: (e[0], round(e[1] * 1_000_000)))
+        .groupByKey()
+        .flatMap(_sessions_of)
+        .collect()
+    )
+    return collected
+
+
+#: workload -> its Spark job: from ``parallelize`` of the workload's input to the result on the driver.
+SPARK_JOBS: dict[str, Callable[[Any, Any], list[Any]]] = {
+    "wordcount": _wordcount_rdd,
+    "fixed": _fixed_rdd,
+    "sessions": _sessions_rdd,
+    "merged": _merged_rdd,
+}
+
+
+def start_spark() -> Any:
+    """A local Spark session of :data:`SPARK_PARALLELISM` cores, warmed up by one small job.
+
+    Raises :class:`SparkMissing`, naming where pyspark is installed, when this Python lacks it.
+    """
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        raise SparkMissing(
+            f"{SPARK_RUNNER} needs pyspark, which {sys.executable} lacks: "
+            "install it with `make bench-peers` and run with .venv-spark/bin/python"
+        ) from None
+    from tidal.benchmarks.peers.spark import SparkSession
+
+    session = SparkSession(SPARK_PARALLELISM)
+    try:
+        # Spark's Python workers start here, and load _sessions_of, before any timed run.
+        session.sc.parallelize(range(1000), SPARK_PARALLELISM).map(lambda i: (i % 10, i)).groupByKey().flatMap(_sessions_of).collect()
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
+def _check_spark(check: Any, collected: list[Any]) -> None:
+    """Compare what a Spark job collected with the workload's check; raise BenchmarkMismatch if they differ."""
+    if isinstance(check, DigestCheck):
+        n, total = digest_of(collected)
+        if (n, total) != check.expected:
+            raise BenchmarkMismatch(
+                f"{check.benchmark} {SPARK_RUNNER}: {n} output(s) with digest {total:#x}, "
+                f"expected {check.expected[0]} with {check.expected[1]:#x}"
+            )
+        return
+    problem = check.compare(collected, check.expected)
+    if problem is not None:
+        raise BenchmarkMismatch(f"{check.benchmark} {SPARK_RUNNER}: the output differs from the expected result: {problem}")
+
+
+def _timed_spark(w: Workload, data: Any, sc: Any, check: Any) -> tuple[float, float]:
+    """Wall-clock and driver CPU seconds of one Spark job, from ``parallelize`` to the collected
+    result; then (untimed) the result is checked."""
+    job = SPARK_JOBS[w.name]
+    gc.collect()  # the previous run's garbage is not this run's cost
+    start, cpu = time.perf_counter(), time.process_time()
+    collected = job(sc, data)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    _check_spark(check, collected)
+    return seconds, cpu_seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--elements", default="1000000", help="comma-separated input sizes")
@@ -295,6 +454,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.elements.split(",")]
     runners = args.runners.split(",")
+    unknown = [r for r in runners if r not in RUNNERS and r != SPARK_RUNNER]
+    if unknown:
+        parser.error(f"unknown runner(s) {', '.join(unknown)}: choose from {', '.join([*RUNNERS, SPARK_RUNNER])}")
+    try:
+        spark: Any = start_spark() if SPARK_RUNNER in runners else None
+    except SparkMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     measured: list[tuple[str, int, str, list[tuple[float, float]]]] = []
     try:  # every run's output is checked before any figure is printed
         for name in args.workloads.split(","):
@@ -313,11 +480,17 @@ def main(argv: list[str] | None = None) -> int:
                 del expected
                 measured.append((name, n, "plain loop", loop_times))
                 for r in runners:
-                    runs = [_timed_run(w, data, RUNNERS[r](), check) for _ in range(args.repeats)]
+                    if r == SPARK_RUNNER:
+                        runs = [_timed_spark(w, data, spark.sc, check) for _ in range(args.repeats)]
+                    else:
+                        runs = [_timed_run(w, data, RUNNERS[r](), check) for _ in range(args.repeats)]
                     measured.append((name, n, r, runs))
     except BenchmarkMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if spark is not None:
+            spark.close()
     results: list[dict[str, Any]] = []
     floor: dict[tuple[str, int], tuple[float, float]] = {}
     for name, n, runner, pairs in measured:
