@@ -107,6 +107,56 @@ def test_unstored_sessions_equal_stored_ones(run: list[Any], windowing: str, kin
     assert fast.is_empty() and slow.is_empty()
 
 
+def _plain_sessions(elements: list[tuple[str, int, int]], gap_s: int) -> list[Any]:
+    """Per key, ((key, values in (time, arrival) order), window) of each session: (key, t s, value) in arrival order."""
+    by_key: dict[str, list[tuple[int, int]]] = {}
+    for key, t, v in elements:
+        by_key.setdefault(key, []).append((t, v))
+    out = []
+    for key, items in by_key.items():
+        items.sort(key=lambda tv: tv[0])  # stable: equal times keep arrival order
+        groups: list[list[Any]] = []
+        for t, v in items:
+            if groups and t < groups[-1][1]:
+                groups[-1][1] = max(groups[-1][1], t + gap_s)
+                groups[-1][2].append(v)
+            else:
+                groups.append([t, t + gap_s, [v]])
+        out += [((key, vs), window.IntervalWindow(start, end)) for start, end, vs in groups]
+    return out
+
+
+@pytest.mark.parametrize("numpy_from", [64, 10**9], ids=["numpy", "sorted"])
+def test_a_keys_many_session_values_out_of_order_are_put_in_start_order_keeping_arrival_order(
+    numpy_from: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key with hundreds of values in random time order (many at equal times): its sessions, and
+    each pane's values in (time, arrival) order, equal a plain loop's, ordered by numpy's argsort
+    from 64 values or by sorted() below; and a second bundle that merges into stored sessions too."""
+    from tidal.runners.core import reduce
+
+    monkeypatch.setattr(reduce, "_NUMPY_ORDER_FROM", numpy_from)
+    rng = __import__("random").Random(5)
+    gap = 5
+    times = [rng.randrange(0, 900) for _ in range(300)] + [100] * 20  # equal starts among the rest
+    rng.shuffle(times)
+    elements = [("a" if i % 7 else "b", t, i) for i, t in enumerate(times)]
+    r = KeyedWindowReducer("gbk", WindowingStrategy(window.Sessions(gap)), GroupReduceFn())
+    gw = GlobalWindow()
+    r.process([((k, v), t * US, window.Sessions(gap)._assign_us(t * US, (k, v), gw), None) for k, t, v in elements])
+    got = [(kv, ws[0]) for kv, _ts, ws, _p in r.advance(MAX_TIMESTAMP_US)]
+    assert sorted(got, key=repr) == sorted(_plain_sessions(elements, gap), key=repr)
+    # Stored sessions (the watermark has not closed them) that a second out-of-order bundle bridges.
+    r = KeyedWindowReducer("gbk", WindowingStrategy(window.Sessions(gap)), GroupReduceFn())
+    first, second = elements[:100], elements[100:]
+    for part in (first, second):
+        r.process([((k, v), t * US, window.Sessions(gap)._assign_us(t * US, (k, v), gw), None) for k, t, v in part])
+        assert r.advance(0) == []  # nothing closes at 0 s: every session stays stored
+    got = [((k, sorted(vs)), ws[0]) for (k, vs), _ts, ws, _p in r.advance(MAX_TIMESTAMP_US)]
+    want = [((k, sorted(vs)), w) for (k, vs), w in _plain_sessions(elements, gap)]
+    assert sorted(got, key=repr) == sorted(want, key=repr)
+
+
 @SETTINGS
 @given(run=steps, windowing=st.sampled_from(sorted(WINDOWFNS)), kind=st.sampled_from(["group", "sum"]))
 def test_default_trigger_paths_equal_the_general_trigger_machine(run: list[Any], windowing: str, kind: str) -> None:
