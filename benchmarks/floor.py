@@ -29,9 +29,10 @@ a figure.
 Python lambdas on ``local[2]`` (Spark's own parallelism, two cores, where tidal's
 runners use one): ``parallelize`` of the same input, ``reduceByKey(add)`` for the
 word count and the fixed windows (keyed by key and window start),
-``groupByKey()`` and the plain loop's cut into sessions for the other two. The
-Spark session is started, and warmed up by one small job, once per benchmark
-run, outside the timing; each timed run goes from ``parallelize`` to the result
+``groupByKey()`` and the plain loop's cut into sessions for the other two. A
+Spark session is started, and warmed up by one small job, for each workload's
+Spark runs, outside the timing, and stopped after them (an idle JVM beside the
+other runners would weigh on their figures); each timed run goes from ``parallelize`` to the result
 collected to the driver, and is checked outside it (the word count element by
 element, the windowed workloads by :func:`digest_of` of the collected
 ``(output, (start µs, end µs))`` pairs). pyspark lives in its own virtualenv
@@ -72,7 +73,7 @@ from tidal.benchmarks.verify import BenchmarkMismatch, ExpectedOutput
 from tidal.runners.direct import DirectRunner
 from tidal.runners.microbatch import MicroBatchRunner
 
-__all__ = ["Digest", "digest_of", "WORKLOADS", "SPARK_JOBS", "SparkMissing", "start_spark", "main"]
+__all__ = ["Digest", "digest_of", "WORKLOADS", "SPARK_JOBS", "SparkMissing", "require_pyspark", "start_spark", "main"]
 
 KEYS = 10_000
 _MASK = (1 << 64) - 1
@@ -393,11 +394,8 @@ SPARK_JOBS: dict[str, Callable[[Any, Any], list[Any]]] = {
 }
 
 
-def start_spark() -> Any:
-    """A local Spark session of :data:`SPARK_PARALLELISM` cores, warmed up by one small job.
-
-    Raises :class:`SparkMissing`, naming where pyspark is installed, when this Python lacks it.
-    """
+def require_pyspark() -> None:
+    """Raise :class:`SparkMissing`, naming where pyspark is installed, when this Python lacks it."""
     try:
         import pyspark  # noqa: F401
     except ImportError:
@@ -405,6 +403,14 @@ def start_spark() -> Any:
             f"{SPARK_RUNNER} needs pyspark, which {sys.executable} lacks: "
             "install it with `make bench-peers` and run with .venv-spark/bin/python"
         ) from None
+
+
+def start_spark() -> Any:
+    """A local Spark session of :data:`SPARK_PARALLELISM` cores, warmed up by one small job.
+
+    Raises :class:`SparkMissing`, naming where pyspark is installed, when this Python lacks it.
+    """
+    require_pyspark()
     from tidal.benchmarks.peers.spark import SparkSession
 
     session = SparkSession(SPARK_PARALLELISM)
@@ -458,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown runner(s) {', '.join(unknown)}: choose from {', '.join([*RUNNERS, SPARK_RUNNER])}")
     try:
-        spark: Any = start_spark() if SPARK_RUNNER in runners else None
+        if SPARK_RUNNER in runners:
+            require_pyspark()
     except SparkMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -481,16 +488,19 @@ def main(argv: list[str] | None = None) -> int:
                 measured.append((name, n, "plain loop", loop_times))
                 for r in runners:
                     if r == SPARK_RUNNER:
-                        runs = [_timed_spark(w, data, spark.sc, check) for _ in range(args.repeats)]
+                        # Started for its own runs and stopped after them: an idle JVM and its
+                        # Python workers beside the other runners would weigh on their figures.
+                        spark = start_spark()
+                        try:
+                            runs = [_timed_spark(w, data, spark.sc, check) for _ in range(args.repeats)]
+                        finally:
+                            spark.close()
                     else:
                         runs = [_timed_run(w, data, RUNNERS[r](), check) for _ in range(args.repeats)]
                     measured.append((name, n, r, runs))
     except BenchmarkMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        if spark is not None:
-            spark.close()
     results: list[dict[str, Any]] = []
     floor: dict[tuple[str, int], tuple[float, float]] = {}
     for name, n, runner, pairs in measured:
