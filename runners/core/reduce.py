@@ -494,11 +494,15 @@ class KeyedWindowReducer:
             closing_watermark = None
         ready = self._ready
         gap = self.windowfn.gap_us if sessions else 0  # type: ignore[attr-defined]
+        active = self.active
+        piece = _PANES_PER_PIECE
         for key, cols in deferred.items():
             if sessions:
                 # cols: [ends or None (every window one gap long), value, start, value, start, ...]
-                self._sweep_sessions(key, cols[1::2], cols[2::2], cols[0], gap, touched, closing_watermark)
-                self._hand_on_piece(ready)
+                sweep = self._sweep_sessions if active.get(key) else self._sweep_new_sessions
+                sweep(key, cols[1::2], cols[2::2], cols[0], gap, touched, closing_watermark)
+                if len(ready) >= piece:
+                    self._hand_on_piece(ready)
             else:
                 values, windows = cols
                 mapping = self._merge_key(key, set(windows))
@@ -658,17 +662,15 @@ class KeyedWindowReducer:
                     g_start, g_end, g_vals = w_start, w_end, [value]
         groups.append((g_start, g_end, g_vals))
         wm = self.input_watermark
-        add_all = self.reduce_fn.add_all
-        empty = self.reduce_fn.empty
-        output = self.reduce_fn.output
+        reduce_fn = self.reduce_fn
         active = None
         for start, end, vals in groups:
             result = new(interval, (start, end))
             try:
-                contents = vals if as_list else add_all(empty(), vals)
+                contents = vals if as_list else reduce_fn.add_all(reduce_fn.empty(), vals)
                 if end < closes_before:
-                    # Closed by the arriving watermark: its only pane.
-                    ready.append(((key, output(contents, False)), end - 1, (result,), only))
+                    # Closed by the arriving watermark: its only pane (a GroupByKey's is its list).
+                    ready.append(((key, vals if as_list else reduce_fn.output(contents, False)), end - 1, (result,), only))
                     continue
             except PipelineExecutionError:
                 raise  # it names its step and element already
