@@ -263,6 +263,47 @@ def test_tagged_output_keeps_timestamp_and_window() -> None:
         assert_that(outs.a, equal_to([TestWindowedValue(1, td.Timestamp(12), [w])]), reify_windows=True)
 
 
+class TagWithWindowStart(td.DoFn):
+    """Takes its window as the second argument: (element, window start) and a re-stamped pair, or nothing."""
+
+    def process(self, element: Any, w: Any = td.DoFn.WindowParam) -> Iterable[Any]:
+        if element < 0:
+            return ()  # nothing for negative elements
+        return [(element, w.start.micros // 1_000_000), window.TimestampedValue((element, "moved"), 3)]
+
+
+def test_a_dofn_taking_its_window_emits_into_that_window_for_one_window_and_for_several() -> None:
+    """One window per element (fixed) or two (sliding): each output keeps the timestamp and the one
+    window it was produced for, a TimestampedValue output is re-stamped in its window, and a process
+    that returns () emits nothing."""
+    fixed, sliding = window.FixedWindows(10), window.SlidingWindows(10, 5)
+    with td.Pipeline() as p:
+        stamped = p | td.Create([window.TimestampedValue(1, 12), window.TimestampedValue(-1, 13)])
+        one = stamped | "Fixed" >> td.WindowInto(fixed) | "TagOne" >> td.ParDo(TagWithWindowStart())
+        two = stamped | "Sliding" >> td.WindowInto(sliding) | "TagTwo" >> td.ParDo(TagWithWindowStart())
+        w = window.IntervalWindow
+        assert_that(
+            one,
+            equal_to([
+                TestWindowedValue((1, 10), td.Timestamp(12), [w(10, 20)]),
+                TestWindowedValue((1, "moved"), td.Timestamp(3), [w(0, 10)]),
+            ]),
+            reify_windows=True,
+            label="OneWindow",
+        )
+        assert_that(
+            two,
+            equal_to([
+                TestWindowedValue((1, 5), td.Timestamp(12), [w(5, 15)]),
+                TestWindowedValue((1, 10), td.Timestamp(12), [w(10, 20)]),
+                # called once per window, and each re-stamped output lands in both windows of 3 s
+                *[TestWindowedValue((1, "moved"), td.Timestamp(3), [win]) for win in (w(0, 10), w(-5, 5)) * 2],
+            ]),
+            reify_windows=True,
+            label="TwoWindows",
+        )
+
+
 def test_undeclared_tag_is_an_error_naming_the_tag_and_the_step() -> None:
     p = td.Pipeline()
     _ = p | td.Create([1, 2]) | "Split" >> td.ParDo(SplitByParity()).with_outputs("b", main="m")
