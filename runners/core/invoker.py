@@ -406,26 +406,18 @@ class DoFnInvoker:
         v: Any = None
         try:
             for v, t, ws, p in bundle:
-                if len(ws) == 1:  # one window: no iterator over the windows, and its tuple is ws
-                    rs = process(v, ws[0])
-                    if rs is None or rs is nothing:
-                        continue
-                    for r in rs:
-                        if r.__class__ in special:
-                            handle(r, t, ws, p)
-                        else:
-                            out.append((r, t, ws, p))
+                if len(ws) != 1:
+                    # In several windows (sliding ones): once per window, in its own tuple.
+                    self._window_kernel([(v, t, (w,), p) for w in ws])
                     continue
-                for w in ws:
-                    rs = process(v, w)
-                    if rs is None or rs is nothing:
-                        continue
-                    wtuple = (w,)
-                    for r in rs:
-                        if r.__class__ in special:
-                            handle(r, t, wtuple, p)
-                        else:
-                            out.append((r, t, wtuple, p))
+                rs = process(v, ws[0])
+                if rs is None or rs is nothing:
+                    continue
+                for r in rs:
+                    if r.__class__ in special:
+                        handle(r, t, ws, p)
+                    else:
+                        out.append((r, t, ws, p))
         except Exception as exc:
             self._fail(process, exc, v)
 

@@ -499,8 +499,11 @@ class KeyedWindowReducer:
         for key, cols in deferred.items():
             if sessions:
                 # cols: [ends or None (every window one gap long), value, start, value, start, ...]
-                sweep = self._sweep_sessions if active.get(key) else self._sweep_new_sessions
-                sweep(key, cols[1::2], cols[2::2], cols[0], gap, touched, closing_watermark)
+                act = active.get(key)
+                if act:
+                    self._sweep_sessions(key, act, cols[1::2], cols[2::2], cols[0], gap, touched, closing_watermark)
+                else:
+                    self._sweep_new_sessions(key, cols[1::2], cols[2::2], cols[0], gap, touched, closing_watermark)
                 if len(ready) >= piece:
                     self._hand_on_piece(ready)
             else:
@@ -512,6 +515,7 @@ class KeyedWindowReducer:
     def _sweep_sessions(
         self,
         key: Any,
+        active: set[Any],
         values: list[Any],
         starts: list[int],
         ends: list[int] | None,
@@ -524,12 +528,9 @@ class KeyedWindowReducer:
         The built-in Sessions merge (overlapping intervals join), done without
         building a MergeContext: the key's active windows never overlap each
         other, so each group holds new values and the active windows they bridge.
-        ``ends`` None: each new window ends ``gap`` after its start.
+        ``ends`` None: each new window ends ``gap`` after its start. ``active``: the key's
+        active windows (a key without any goes to ``_sweep_new_sessions``).
         """
-        active = self.active.get(key)
-        if not active:
-            self._sweep_new_sessions(key, values, starts, ends, gap, touched, closing_watermark)
-            return
         if ends is None:
             ends = [s + gap for s in starts]
         acts = sorted(active)
